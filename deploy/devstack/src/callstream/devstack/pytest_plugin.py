@@ -1,0 +1,175 @@
+"""pytest fixtures on real servers: embedded PostgreSQL and NATS JetStream started once per
+session (or testcontainers' with ``CALLSTREAM_TEST_SERVERS=containers``), a fresh migrated database
+per test, and fresh streams per test. Tests are tiered by folder: ``unit/``, ``integration/``,
+``e2e/``, ``faults/``, ``cluster/``; a test outside those folders must carry a tier marker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from ._servers import EmbeddedPostgres, NatsServer, free_port
+from ._services import MIGRATION_ORDER, by_name
+
+TIERS = ("unit", "integration", "e2e", "faults", "cluster")
+TEMPLATE_DB = "callstream_template"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.path)).parts
+        for tier in TIERS:
+            if tier in parts and not item.get_closest_marker(tier):
+                item.add_marker(getattr(pytest.mark, tier))
+        if not any(item.get_closest_marker(t) for t in TIERS):
+            raise pytest.UsageError(f"{item.nodeid}: put it under unit/, integration/ or e2e/, or mark its tier")
+
+
+@dataclass
+class TestServers:
+    postgres_dsn: str  # the superuser DSN of the "postgres" database
+    nats_url: str
+    postgres: EmbeddedPostgres | None = None
+    nats: NatsServer | None = None
+
+    def dsn(self, database: str) -> str:
+        return self.postgres_dsn.rsplit("/", 1)[0] + "/" + database
+
+
+@contextlib.contextmanager
+def _embedded(base: Path) -> Iterator[TestServers]:
+    pg = EmbeddedPostgres(base / "pg", port=free_port(), durable=False)
+    nats = NatsServer(base / "js", port=free_port(), name="test-nats")
+    pg.start()
+    try:
+        nats.start()
+        try:
+            yield TestServers(pg.dsn(), nats.url, pg, nats)
+        finally:
+            nats.stop()
+    finally:
+        pg.stop("immediate")
+
+
+@contextlib.contextmanager
+def _containers() -> Iterator[TestServers]:  # pragma: no cover - needs a Docker engine
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:16-alpine", username="postgres", password="postgres") as pg:
+        nats = DockerContainer("nats:2.10-alpine").with_command("-js").with_exposed_ports(4222)
+        with nats:
+            wait_for_logs(nats, "Server is ready")
+            url = f"nats://{nats.get_container_host_ip()}:{nats.get_exposed_port(4222)}"
+            dsn = pg.get_connection_url(driver=None).replace("postgresql+psycopg2", "postgresql")
+            yield TestServers(dsn.rsplit("/", 1)[0] + "/postgres", url)
+
+
+@pytest.fixture(scope="session")
+def test_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServers]:
+    mode = os.environ.get("CALLSTREAM_TEST_SERVERS", "embedded")
+    if mode == "containers":
+        with _containers() as servers:
+            yield servers
+    elif mode == "embedded":
+        with _embedded(tmp_path_factory.mktemp("servers")) as servers:
+            yield servers
+    else:
+        raise pytest.UsageError("CALLSTREAM_TEST_SERVERS is embedded (the default) or containers")
+
+
+async def _migrate_template(servers: TestServers) -> None:
+    from callstream.runtime import apply_migrations
+
+    admin = await asyncpg.connect(servers.postgres_dsn)
+    try:
+        await admin.execute(f"drop database if exists {TEMPLATE_DB}")
+        await admin.execute(f"create database {TEMPLATE_DB}")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(servers.dsn(TEMPLATE_DB))
+    try:
+        for name in MIGRATION_ORDER:
+            directory = by_name(name).migrations()
+            if directory is not None:
+                await apply_migrations(conn, name, directory)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(test_servers: TestServers) -> str:
+    """Every service's migrations applied once; each test copies it (much faster than migrating)."""
+    asyncio.run(_migrate_template(test_servers))
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+async def database_url(test_servers: TestServers, migrated_template: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of its own for one test."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(test_servers.postgres_dsn)
+    try:
+        await admin.execute(f"create database {name} template {migrated_template}")
+    finally:
+        await admin.close()
+    yield test_servers.dsn(name)
+    admin = await asyncpg.connect(test_servers.postgres_dsn)
+    try:
+        await admin.execute(f"drop database if exists {name} with (force)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def nats_url(test_servers: TestServers) -> str:
+    return test_servers.nats_url
+
+
+@pytest.fixture
+async def jetstream(nats_url: str) -> AsyncIterator[object]:
+    """The contracts' streams and consumers, created empty for this test."""
+    import nats
+
+    from callstream.runtime import ensure_all
+
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    for name in [s.config.name for s in await js.streams_info()]:
+        await js.delete_stream(name)
+    await ensure_all(js)
+    try:
+        yield js
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL of this test's own, for tests that stop and start it."""
+    pg = EmbeddedPostgres(tmp_path / "own-pg", port=free_port(), durable=False)
+    pg.start()
+    try:
+        yield pg
+    finally:
+        pg.stop("immediate")
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """A NATS server of this test's own, for tests that stop and start it."""
+    server = NatsServer(tmp_path / "own-js", port=free_port(), name="own-nats")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,148 @@
+"""The HTTP conventions every callstream service shares: health, metrics, request ids, errors.
+
+Errors are always a small JSON body ``{"error": code, "detail": ...}`` so that a client can branch
+on ``error`` without parsing prose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
+
+from ._logging import get_logger
+
+log = get_logger(__name__)
+
+Check = Callable[[], Awaitable[None]]
+READY_TIMEOUT_SECONDS = 2.0
+
+
+class ApiError(HTTPException):
+    """An HTTP error with a stable machine-readable code."""
+
+    def __init__(self, status_code: int, error: str, detail: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status_code=status_code, detail=detail, headers=dict(headers or {}))
+        self.error = error
+
+
+def error_response(status: int, error: str, detail: Any, headers: Mapping[str, str] | None = None) -> Response[Any]:
+    return Response(
+        {"error": error, "detail": detail},
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=dict(headers or {}),
+    )
+
+
+def _slug(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "error"
+
+
+def _http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    code = getattr(exc, "error", None) or _slug(exc.status_code)
+    detail: Any = exc.detail
+    if isinstance(exc, ValidationException) and exc.extra:
+        detail = {"message": exc.detail, "fields": exc.extra}
+    return error_response(exc.status_code, code, detail, exc.headers)
+
+
+def _unhandled_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.error("unhandled error", path=request.url.path, error=type(exc).__name__, exc_info=exc)
+    return error_response(500, "internal_error", "an unexpected error occurred; see the service log")
+
+
+def request_id_middleware(app: ASGIApp) -> ASGIApp:
+    """Bind a request id (the caller's ``x-request-id``, else the trace id of ``traceparent``, else
+    a new one) to every log line of the request, and echo it in the response."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128]
+        if not rid:
+            parts = headers.get(b"traceparent", b"").decode("latin-1").split("-")
+            rid = parts[1] if len(parts) == 4 and len(parts[1]) == 32 else uuid.uuid4().hex
+        raw = rid.encode("latin-1", "replace")
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", raw)]
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=rid):
+            await app(scope, receive, send_with_id)
+
+    return middleware
+
+
+def health_handlers(checks: Mapping[str, Check]) -> list[ControllerRouterHandler]:
+    @get("/health/live", include_in_schema=False, sync_to_thread=False)
+    def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/health/ready", include_in_schema=False)
+    async def ready() -> Response[dict[str, Any]]:
+        names = list(checks)
+        results = await asyncio.gather(
+            *(asyncio.wait_for(checks[n](), READY_TIMEOUT_SECONDS) for n in names), return_exceptions=True
+        )
+        report = {
+            n: ("ok" if r is None else f"{type(r).__name__}: {r}"[:200]) for n, r in zip(names, results, strict=False)
+        }
+        ok = all(r is None for r in results)
+        return Response({"status": "ok" if ok else "unavailable", "checks": report}, status_code=200 if ok else 503)
+
+    return [live, ready]
+
+
+def create_app(
+    *,
+    service: str,
+    title: str,
+    route_handlers: Sequence[ControllerRouterHandler],
+    checks: Mapping[str, Check],
+    lifespan: Sequence[Any] = (),
+    version: str = "0.1.0",
+    description: str | None = None,
+    **kwargs: Any,
+) -> Litestar:
+    """The one place a service's routes, health, metrics, errors and OpenAPI are wired."""
+    prometheus = PrometheusConfig(
+        app_name=service, prefix="callstream", group_path=True, exclude=["/health", "/metrics"]
+    )
+
+    class Metrics(PrometheusController):
+        path = "/metrics"
+        include_in_schema = False
+
+    return Litestar(
+        route_handlers=[*route_handlers, *health_handlers(checks), Metrics],
+        middleware=[request_id_middleware, prometheus.middleware],
+        exception_handlers={HTTPException: _http_exception_handler, Exception: _unhandled_exception_handler},
+        lifespan=list(lifespan),
+        openapi_config=OpenAPIConfig(
+            title=title,
+            version=version,
+            description=description,
+            path="/schema",
+            render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
+        ),
+        logging_config=None,
+        **kwargs,
+    )

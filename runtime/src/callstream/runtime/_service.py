@@ -1,0 +1,172 @@
+"""What every service process holds: a PostgreSQL pool, a NATS broker, background workers, and
+the readiness checks built from them; plus the command line that serves, migrates and sets up."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvicorn
+from litestar import Litestar
+
+from ._broker import Broker
+from ._http import Check
+from ._logging import configure_logging, get_logger
+from ._migrations import migrate
+from ._postgres import check_postgres, create_pool, wait_for_postgres
+from ._settings import ServiceSettings
+from ._streams import ensure_all
+
+log = get_logger(__name__)
+
+Worker = Callable[["ServiceRuntime"], Awaitable[None]]
+
+
+class ServiceRuntime:
+    """Connections and background work of one process. Nothing here blocks on a server being up:
+    the pool connects on demand and the broker retries in the background."""
+
+    def __init__(self, settings: ServiceSettings, *, database_url: str | None = None, pool_max: int = 10) -> None:
+        self.settings = settings
+        self._database_url = database_url or settings.database_url.get_secret_value()
+        self._pool_max = pool_max
+        self.pool: asyncpg.Pool | None = None
+        self.broker = Broker(settings.nats_url, settings.service_name, connect_timeout=settings.connect_timeout_seconds)
+        self._workers: list[tuple[str, Worker]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stopping = asyncio.Event()
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        if self.pool is None:
+            raise RuntimeError("the runtime is not started")
+        return self.pool
+
+    def add_worker(self, name: str, worker: Worker) -> None:
+        """A coroutine started with the service and cancelled (after ``stopping`` is set) at shutdown."""
+        self._workers.append((name, worker))
+
+    def checks(self) -> Mapping[str, Check]:
+        return {"database": lambda: check_postgres(self.db), "broker": self.broker.check}
+
+    async def start(self) -> None:
+        self.pool = await create_pool(self._database_url, max_size=self._pool_max)
+        self.broker.start()
+        self._spawn("postgres-wait", lambda rt: wait_for_postgres(rt.db))
+        for name, worker in self._workers:
+            self._spawn(name, worker)
+
+    def _spawn(self, name: str, worker: Worker) -> None:
+        async def guarded() -> None:
+            try:
+                await worker(self)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker failed", worker=name)
+                raise
+
+        self._tasks.append(asyncio.create_task(guarded(), name=name))
+
+    async def stop(self) -> None:
+        """Stop taking work, give workers the grace period to finish what is in flight, then close."""
+        self.stopping.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_seconds)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.broker.close()
+        if self.pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pool.close(), timeout=5)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _: Litestar) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+
+def serve_http(app: Litestar, settings: ServiceSettings) -> None:
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=int(settings.shutdown_seconds),
+    )
+
+
+async def setup_streams(settings: ServiceSettings) -> None:
+    broker = Broker(settings.nats_url, f"{settings.service_name}-setup")
+    broker.start()
+    try:
+        await asyncio.wait_for(broker.wait_connected(), timeout=60)
+        await ensure_all(broker.js, replicas=settings.stream_replicas)
+    finally:
+        await broker.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A service-specific subcommand (e.g. the normalizer's ``dlq`` and ``replay``)."""
+
+    help: str
+    run: Callable[[Any, argparse.Namespace], Any]
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+def service_main(
+    *,
+    prog: str,
+    load: Callable[[], ServiceSettings],
+    build_app: Callable[[Any], Litestar],
+    migrations: Path | None,
+    commands: Mapping[str, Command] | None = None,
+    argv: list[str] | None = None,
+) -> None:
+    """``prog [serve|migrate|setup|<command>]``: the same shape for every service."""
+    parser = argparse.ArgumentParser(prog=prog)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the service (the default)")
+    sub.add_parser("migrate", help="apply this service's database migrations and exit")
+    sub.add_parser("setup", help="apply migrations and declare every JetStream stream and consumer, then exit")
+    extra = dict(commands or {})
+    for name, command in extra.items():
+        p = sub.add_parser(name, help=command.help)
+        if command.arguments is not None:
+            command.arguments(p)
+    args = parser.parse_args(argv)
+    settings = load()
+    configure_logging(settings.service_name, settings.log_level, settings.log_format)
+    chosen = args.command or "serve"
+    dsn = settings.database_url.get_secret_value()
+    if chosen == "serve":
+        serve_http(build_app(settings), settings)
+    elif chosen == "migrate":
+        applied = asyncio.run(migrate(dsn, prog.removeprefix("callstream-"), migrations)) if migrations else []
+        print(f"{prog}: {len(applied)} migrations applied")
+    elif chosen == "setup":
+        if migrations is not None:
+            asyncio.run(migrate(dsn, prog.removeprefix("callstream-"), migrations))
+        asyncio.run(setup_streams(settings))
+        print(f"{prog}: database and streams are ready")
+    else:
+        result = extra[chosen].run(settings, args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        sys.exit(int(result or 0))

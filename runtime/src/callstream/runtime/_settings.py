@@ -1,0 +1,63 @@
+"""Settings shared by every service, read once from ``CALLSTREAM_*`` variables.
+
+A service subclasses :class:`ServiceSettings`, names its own variables with ``validation_alias``
+(``CALLSTREAM_GATEWAY_PORT``), and calls :func:`load_settings` once at start. A bad or missing
+variable exits with status 2 and one line that names it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CALLSTREAM_"
+
+DEFAULT_SHUTDOWN_SECONDS = 20.0
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, case_sensitive=False, extra="ignore", frozen=True, populate_by_name=False
+    )
+
+    database_url: SecretStr = Field(description="PostgreSQL DSN, e.g. postgresql://user@host:5432/callstream")
+    nats_url: str = Field(description="NATS server URLs, comma-separated for a cluster")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: JSON unless standard error is a terminal"
+    )
+    host: str = Field("127.0.0.1", description="address the HTTP server binds")
+    shutdown_seconds: float = Field(DEFAULT_SHUTDOWN_SECONDS, gt=0)
+    connect_timeout_seconds: float = Field(DEFAULT_CONNECT_TIMEOUT_SECONDS, gt=0)
+    stream_replicas: int = Field(1, ge=1, le=5, description="replicas for streams this service creates")
+
+    @property
+    def service_name(self) -> str:  # overridden by each service
+        return "callstream"
+
+    @property
+    def port(self) -> int:  # overridden by each service
+        raise NotImplementedError
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _variable_name(loc: tuple[int | str, ...]) -> str:
+    name = str(loc[0]) if loc else "?"
+    return name.upper() if name.upper().startswith(ENV_PREFIX) else ENV_PREFIX + name.upper()
+
+
+def load_settings(cls: type[S], prog: str) -> S:
+    """Build the settings once; on a bad variable print one line naming it and exit 2."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        what = "is required" if err["type"] == "missing" else err["msg"].lower()
+        print(f"{prog}: {_variable_name(err['loc'])} {what}", file=sys.stderr)
+        raise SystemExit(2) from None
