@@ -1,6 +1,6 @@
 """callstream wire contracts: messages, subjects, streams and provider models. No I/O here."""
 
-from ._identity import pull_event_id, webhook_event_id
+from ._identity import hash_api_token, pull_event_id, webhook_event_id
 from ._messages import (
     Change,
     DeadLetter,
@@ -73,6 +73,7 @@ __all__ = [
     "SyncRequested",
     "TimeWindow",
     "dlq_subject",
+    "hash_api_token",
     "messages_upserted_subject",
     "pull_event_id",
     "raw_calls_subject",

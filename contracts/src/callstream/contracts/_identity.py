@@ -22,3 +22,8 @@ def webhook_event_id(integration_id: str, webhook_id: str) -> str:
 def pull_event_id(integration_id: str, external_id: str, payload: bytes) -> str:
     """One provider object in one state: pulling it again unchanged is a duplicate."""
     return "pl-" + _digest("pull", integration_id, external_id, payload)
+
+
+def hash_api_token(token: str) -> str:
+    """How an API token is stored and looked up (the gateway issues, the linker checks)."""
+    return hashlib.sha256(token.encode()).hexdigest()

