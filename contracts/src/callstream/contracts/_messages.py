@@ -43,7 +43,12 @@ class GongCallBundle(msgspec.Struct, kw_only=True, frozen=True):
     ``/v2/calls/transcript`` (``null`` when Gong has none yet), both as Gong sent them."""
 
     call: msgspec.Raw
-    transcript: msgspec.Raw | None = None
+    # Raw takes any JSON value, null included (msgspec cannot put Raw in a union with None).
+    transcript: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+
+    @property
+    def has_transcript(self) -> bool:
+        return bytes(self.transcript).strip() != b"null"
 
 
 class TimeWindow(msgspec.Struct, kw_only=True, frozen=True):
