@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 
-class _Tolerant(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=False):
+class _Tolerant(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     pass
 
 

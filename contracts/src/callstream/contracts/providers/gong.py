@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 
-class _Tolerant(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=False, rename="camel"):
+class _Tolerant(msgspec.Struct, kw_only=True, forbid_unknown_fields=False, rename="camel"):
     pass
 
 
