@@ -19,9 +19,10 @@ import asyncpg
 import httpx
 
 from ._servers import EmbeddedPostgres, NatsServer, free_port, port_is_free, wait_port
-from ._services import SERVICES, ServiceDef
+from ._services import SERVICES
 
 READY_TIMEOUT_SECONDS = 90.0
+JETSTREAM_READY_TIMEOUT_SECONDS = 60.0
 DATABASE = "callstream"
 
 
@@ -144,7 +145,9 @@ class Stack:
             self.state.nats.append({"name": server.name, "port": server.port})
             servers.append(server)
         if n > 1:
-            time.sleep(2.0)  # let the routes form and a meta leader be elected before streams are created
+            # Streams with replicas can only be created once the routes are up and a meta leader
+            # is elected; on a restart over existing state that takes several seconds.
+            asyncio.run(_wait_jetstream([s.url for s in servers], JETSTREAM_READY_TIMEOUT_SECONDS))
         return ",".join(s.url for s in servers)
 
     def _service_env(self, database_url: str, nats_url: str, admin_token: str, secret_key: str) -> dict[str, str]:
@@ -166,13 +169,20 @@ class Stack:
     def _setup(self, env: dict[str, str]) -> None:
         from ._services import MIGRATION_ORDER, by_name
 
+        # In a cluster a consumer restored from .run/ may still be electing its leader: setup is
+        # idempotent, so a failed one is tried again a few times before giving up.
+        attempts = 4 if self.nats_cluster > 1 else 1
         for name in MIGRATION_ORDER:
             service = by_name(name)
-            result = subprocess.run(
-                [_script(service.command), "setup"], env=env, capture_output=True, text=True, timeout=180
-            )
-            if result.returncode != 0:
-                raise RuntimeError(f"{service.command} setup failed:\n{result.stdout}{result.stderr}")
+            for attempt in range(1, attempts + 1):
+                result = subprocess.run(
+                    [_script(service.command), "setup"], env=env, capture_output=True, text=True, timeout=180
+                )
+                if result.returncode == 0:
+                    break
+                if attempt == attempts:
+                    raise RuntimeError(f"{service.command} setup failed:\n{result.stdout}{result.stderr}")
+                time.sleep(2.0)
 
     def _start_services(self, env: dict[str, str], detach: bool) -> None:
         for service in SERVICES:
@@ -325,6 +335,33 @@ def _tail(path: Path, n: int) -> str:
 def _script(command: str) -> str:
     candidate = Path(sys.executable).parent / command
     return str(candidate) if candidate.exists() else command
+
+
+async def _wait_jetstream(urls: list[str], timeout: float) -> None:
+    """Return once every server answers a JetStream API request (which needs a meta leader)."""
+    import nats
+
+    deadline = time.monotonic() + timeout
+    for url in urls:
+        while True:
+            try:
+                nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
+                try:
+                    js = nc.jetstream(timeout=2)
+                    await js.account_info()
+                    # Streams restored from .run/ elect their own leaders after the meta leader.
+                    leaderless = [
+                        i.config.name for i in await js.streams_info() if not (i.cluster and i.cluster.leader)
+                    ]
+                finally:
+                    await nc.close()
+                if leaderless:
+                    raise RuntimeError(f"streams without a leader yet: {', '.join(map(str, leaderless))}")
+                break
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"JetStream at {url} not ready after {timeout:.0f}s: {exc!r}") from exc
+                await asyncio.sleep(0.25)
 
 
 async def _create_database(admin_dsn: str, name: str) -> None:
