@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from callstream.runtime import ServiceSettings, load_settings
 
+from ._policy import Policy
+
 DEFAULT_PORT = 8083
+_DAY = 86_400
 
 
 class Settings(ServiceSettings):
     scheduler_port: int = Field(DEFAULT_PORT, ge=1, le=65535, validation_alias="CALLSTREAM_SCHEDULER_PORT")
+    admin_token: SecretStr = Field(
+        min_length=16, validation_alias="CALLSTREAM_ADMIN_TOKEN", description="Bearer token for the admin API"
+    )
+    loop_seconds: float = Field(5.0, gt=0, le=60, validation_alias="CALLSTREAM_SCHEDULER_LOOP_SECONDS")
+    cadence_seconds: int = Field(3600, ge=60, validation_alias="CALLSTREAM_SCHEDULER_CADENCE_SECONDS")
+    delay_seconds: int = Field(300, ge=0, validation_alias="CALLSTREAM_SCHEDULER_DELAY_SECONDS")
+    fathom_lookback_seconds: int = Field(_DAY, ge=0, validation_alias="CALLSTREAM_SCHEDULER_FATHOM_LOOKBACK_SECONDS")
+    gong_lookback_seconds: int = Field(3 * _DAY, ge=0, validation_alias="CALLSTREAM_SCHEDULER_GONG_LOOKBACK_SECONDS")
+    first_sync_days: int = Field(14, ge=1, validation_alias="CALLSTREAM_SCHEDULER_FIRST_SYNC_DAYS")
+    stale_after_seconds: int = Field(600, ge=10, validation_alias="CALLSTREAM_SCHEDULER_STALE_AFTER_SECONDS")
+    backoff_base_seconds: int = Field(60, ge=1, validation_alias="CALLSTREAM_SCHEDULER_BACKOFF_BASE_SECONDS")
+    retention_days: int = Field(30, ge=1, validation_alias="CALLSTREAM_SCHEDULER_RETENTION_DAYS")
+    reconcile_every_days: int = Field(7, ge=1, validation_alias="CALLSTREAM_SCHEDULER_RECONCILE_EVERY_DAYS")
+    reconcile_days: int = Field(14, ge=1, validation_alias="CALLSTREAM_SCHEDULER_RECONCILE_DAYS")
 
     @property
     def service_name(self) -> str:
@@ -19,6 +36,19 @@ class Settings(ServiceSettings):
     @property
     def port(self) -> int:
         return self.scheduler_port
+
+    def policy(self) -> Policy:
+        return Policy(
+            default_cadence_seconds=self.cadence_seconds,
+            delay_seconds=self.delay_seconds,
+            lookback_seconds={"fathom": self.fathom_lookback_seconds, "gong": self.gong_lookback_seconds},
+            first_sync_seconds=self.first_sync_days * _DAY,
+            stale_after_seconds=self.stale_after_seconds,
+            backoff_base_seconds=self.backoff_base_seconds,
+            retention_seconds=self.retention_days * _DAY,
+            reconcile_every_seconds=self.reconcile_every_days * _DAY,
+            reconcile_seconds=self.reconcile_days * _DAY,
+        )
 
 
 def load() -> Settings:

@@ -1,0 +1,235 @@
+"""Admin HTTP: trigger runs, read run history and sync state. Every route needs the admin token."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
+from litestar.params import Parameter
+from pydantic import SecretStr
+
+from callstream.contracts import Source, SyncMode, TimeWindow
+from callstream.runtime import ApiError
+
+from ._policy import PlanError, RunPlan
+from ._scheduler import Scheduler
+from ._store import IntegrationNotActive, IntegrationNotFound, RunActive
+
+MAX_PAGE = 200
+MAX_BODY_BYTES = 16 * 1024
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class SyncRequestBody(msgspec.Struct, forbid_unknown_fields=True):
+    mode: SyncMode
+    from_: AwareDatetime | None = msgspec.field(default=None, name="from")
+    to: AwareDatetime | None = None
+    limit: int | None = None
+
+
+class RunAccepted(msgspec.Struct):
+    run_id: str
+
+
+class SyncRunView(msgspec.Struct):
+    run_id: str
+    integration_id: str
+    mode: str
+    trigger: str
+    status: str
+    window: TimeWindow
+    limit: int | None
+    created_at: datetime
+    published_at: datetime | None
+    started_at: datetime | None
+    last_progress_at: datetime | None
+    finished_at: datetime | None
+    pages: int
+    calls_published: int
+    checkpoint: str | None
+    error: str | None
+
+
+class SyncRunPage(msgspec.Struct):
+    items: list[SyncRunView]
+    next_cursor: str | None
+
+
+class SyncStateView(msgspec.Struct):
+    integration_id: str
+    workspace_id: str
+    provider: str
+    status: str
+    integration_status: str
+    watermark: datetime | None
+    next_due_at: datetime | None
+    next_reconcile_at: datetime | None
+    last_synced_at: datetime | None
+    last_run_id: str | None
+    items_synced_total: int
+    items_synced_last_run: int | None
+    last_error: str | None
+    consecutive_failures: int
+
+
+_body_decoder = msgspec.json.Decoder(SyncRequestBody)
+
+
+def admin_guard(token: SecretStr) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+    # Compare digests so that neither the content nor the length of the token leaks through timing.
+    expected = hashlib.sha256(token.get_secret_value().encode()).digest()
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        scheme, _sep, presented = connection.headers.get("authorization", "").partition(" ")
+        given = hashlib.sha256(presented.strip().encode()).digest()
+        if not (hmac.compare_digest(given, expected) and scheme.lower() == "bearer"):
+            raise ApiError(
+                401, "unauthorized", "a valid admin bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    return guard
+
+
+def _run_view(run: Any) -> SyncRunView:
+    return SyncRunView(
+        run_id=str(run["id"]),
+        integration_id=str(run["integration_id"]),
+        mode=run["mode"],
+        trigger=run["trigger"],
+        status=run["status"],
+        window=TimeWindow(start=run["window_start"], end=run["window_end"]),
+        limit=run["max_items"],
+        created_at=run["created_at"],
+        published_at=run["published_at"],
+        started_at=run["started_at"],
+        last_progress_at=run["last_progress_at"],
+        finished_at=run["finished_at"],
+        pages=run["pages"],
+        calls_published=run["calls_published"],
+        checkpoint=run["checkpoint"],
+        error=run["error"],
+    )
+
+
+def _state_view(row: Any) -> SyncStateView:
+    # The gateway's own flag wins: it knows first when credentials stop working.
+    status = "reauth_required" if row["integration_status"] == "reauth_required" else (row["status"] or "pending")
+    return SyncStateView(
+        integration_id=str(row["integration_id"]),
+        workspace_id=row["workspace_id"],
+        provider=row["provider"],
+        status=status,
+        integration_status=row["integration_status"],
+        watermark=row["watermark"],
+        next_due_at=row["next_due_at"],
+        next_reconcile_at=row["next_reconcile_at"],
+        last_synced_at=row["last_synced_at"],
+        last_run_id=str(row["last_run_id"]) if row["last_run_id"] else None,
+        items_synced_total=row["items_synced_total"],
+        items_synced_last_run=row["items_synced_last_run"],
+        last_error=row["last_error"],
+        consecutive_failures=row["consecutive_failures"],
+    )
+
+
+def _encode_cursor(run: Any) -> str:
+    raw = f"{run['created_at'].isoformat()}|{run['id']}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, run_id = raw.split("|")
+        at = datetime.fromisoformat(created)
+        if at.tzinfo is None:
+            raise ValueError("naive")
+        return at, uuid.UUID(run_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(400, "bad_cursor", "the cursor is not one this API returned") from None
+
+
+def admin_router(scheduler_of: Callable[[], Scheduler], token: SecretStr) -> Router:
+    @post("/integrations/{integration_id:uuid}/syncs", status_code=202)
+    async def trigger_sync(integration_id: uuid.UUID, request: Request[Any, Any, Any]) -> RunAccepted:
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, "body_too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
+        try:
+            wanted = _body_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        scheduler = scheduler_of()
+        now = scheduler.clock.now()
+
+        def plan_for(provider: Source, watermark: datetime | None) -> RunPlan:
+            return scheduler.store.policy.manual_plan(
+                mode=wanted.mode,
+                provider=provider,
+                watermark=watermark,
+                now=now,
+                start=wanted.from_,
+                end=wanted.to,
+                limit=wanted.limit,
+            )
+
+        try:
+            run = await scheduler.store.create_manual_run(integration_id, plan_for, now)
+        except PlanError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        except IntegrationNotFound:
+            raise ApiError(404, "integration_not_found", "no such integration") from None
+        except IntegrationNotActive as exc:
+            raise ApiError(409, "integration_not_active", f"the integration is {exc.status}") from None
+        except RunActive:
+            raise ApiError(409, "run_active", "a run of this integration is queued or running") from None
+        # The run is committed; if this publish fails the due loop publishes it on its next tick.
+        await scheduler.publish_run(run)
+        return RunAccepted(run_id=str(run["id"]))
+
+    @get("/integrations/{integration_id:uuid}/syncs")
+    async def list_syncs(
+        integration_id: uuid.UUID,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 50,
+        cursor: str | None = None,
+    ) -> SyncRunPage:
+        store = scheduler_of().store
+        if await store.integration(integration_id) is None:
+            raise ApiError(404, "integration_not_found", "no such integration")
+        after = _decode_cursor(cursor) if cursor else None
+        runs = await store.runs_page(integration_id, limit + 1, after)
+        more = len(runs) > limit
+        runs = runs[:limit]
+        return SyncRunPage(
+            items=[_run_view(r) for r in runs], next_cursor=_encode_cursor(runs[-1]) if more and runs else None
+        )
+
+    @get("/integrations/{integration_id:uuid}/sync-state")
+    async def integration_state(integration_id: uuid.UUID) -> SyncStateView:
+        rows = await scheduler_of().store.states(integration_id=integration_id)
+        if not rows:
+            raise ApiError(404, "integration_not_found", "no such integration")
+        return _state_view(rows[0])
+
+    @get("/sync-state")
+    async def workspace_state(
+        workspace_id: Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
+    ) -> list[SyncStateView]:
+        return [_state_view(r) for r in await scheduler_of().store.states(workspace_id=workspace_id)]
+
+    return Router(
+        path="/v1",
+        guards=[admin_guard(token)],
+        route_handlers=[trigger_sync, list_syncs, integration_state, workspace_state],
+    )

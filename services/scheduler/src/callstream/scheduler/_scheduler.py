@@ -1,0 +1,118 @@
+"""The due loop: one ``tick`` finds what is due, creates runs, publishes them and keeps house.
+
+Runs are rows first and messages second: a run is committed as ``queued`` with ``published_at``
+null, then published with ``Nats-Msg-Id`` = run id. A publish that fails (broker away) is simply
+retried by the next tick; JetStream's duplicate window turns a second publish into a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from callstream.contracts import SYNC, SyncEvent, SyncProgress, sync_requested_subject
+from callstream.runtime import get_logger
+
+from ._clock import Clock
+from ._store import StaleRun, SyncStore, sync_request
+
+log = get_logger(__name__)
+
+PUBLISH_TIMEOUT_SECONDS = 5.0
+
+JetStreamSource = Callable[[], JetStreamContext | None]
+
+
+@dataclass(slots=True)
+class TickReport:
+    new_integrations: int = 0
+    stale_runs: int = 0
+    created_runs: list[str] = field(default_factory=list)
+    published_runs: int = 0
+    retention: dict[str, Any] | None = None
+
+
+class Scheduler:
+    def __init__(self, store: SyncStore, clock: Clock, jetstream: JetStreamSource) -> None:
+        self.store = store
+        self.clock = clock
+        self._jetstream = jetstream
+        self._event_decoder = msgspec.json.Decoder(SyncEvent)
+
+    async def tick(self) -> TickReport:
+        now = self.clock.now()
+        report = TickReport()
+        report.new_integrations = await self.store.ensure_states(now)
+        stale = await self.store.expire_stale(now)
+        report.stale_runs = len(stale)
+        for run in stale:
+            log.warning("run failed: no progress", run_id=str(run.run_id))
+            await self._withdraw(run)
+        created = await self.store.claim_due(now)
+        report.created_runs = [str(r["id"]) for r in created]
+        for run in created:
+            log.info(
+                "run created", run_id=str(run["id"]), integration_id=str(run["integration_id"]), trigger=run["trigger"]
+            )
+        report.published_runs = await self.publish_pending()
+        report.retention = await self.store.run_retention(now)
+        if report.retention is not None:
+            log.info("retention job done", **report.retention)
+        return report
+
+    async def publish_pending(self) -> int:
+        """Publish every committed, unpublished run; stop at the first failure (the next tick retries)."""
+        js = self._jetstream()
+        if js is None:
+            return 0
+        published = 0
+        for run in await self.store.unpublished_runs():
+            if not await self.publish_run(run, js):
+                break
+            published += 1
+        return published
+
+    async def publish_run(self, run: Mapping[str, Any], js: JetStreamContext | None = None) -> bool:
+        js = js or self._jetstream()
+        if js is None:
+            return False
+        request = sync_request(run)
+        try:
+            ack = await js.publish(
+                sync_requested_subject(request.provider),
+                msgspec.json.encode(request),
+                headers={"Nats-Msg-Id": request.run_id},
+                timeout=PUBLISH_TIMEOUT_SECONDS,
+            )
+        except Exception as exc:
+            log.warning("sync request not published yet", run_id=request.run_id, error=type(exc).__name__)
+            return False
+        await self.store.mark_published(run["id"], self.clock.now(), ack.seq)
+        return True
+
+    async def _withdraw(self, run: StaleRun) -> None:
+        """Best effort: take a failed run's request out of the work queue so no worker starts it later."""
+        js = self._jetstream()
+        if js is None or run.request_seq is None:
+            return
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                await js.delete_msg(SYNC, run.request_seq)
+        except NotFoundError:
+            pass  # already taken and acknowledged by a worker
+        except Exception as exc:
+            log.warning("stale run request not withdrawn", run_id=str(run.run_id), error=type(exc).__name__)
+
+    async def apply_event(self, data: bytes) -> bool:
+        """Apply one ``SyncProgress``/``SyncFinished``; False when it changed nothing (a redelivery,
+        a late event of a settled run, an unknown run). Raises msgspec errors for bad payloads."""
+        event = self._event_decoder.decode(data)
+        if isinstance(event, SyncProgress):
+            return await self.store.apply_progress(event)
+        return await self.store.apply_finished(event, self.clock.now())
