@@ -2,22 +2,52 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
 from litestar import Litestar
 
 from callstream.runtime import ServiceRuntime, create_app
 
+from ._admin import admin_router
+from ._context import GatewayContext
+from ._integrations import IntegrationStore
+from ._oauth_routes import oauth_routers
+from ._secret_cache import WebhookSecretCache
 from ._settings import Settings
+from ._webhooks import fathom_webhook_handler
 
 
-def build_app(settings: Settings) -> Litestar:
+def build_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> Litestar:
+    """``http`` replaces the client used towards providers (tests point it at fakes)."""
     runtime = ServiceRuntime(settings)
+    http = http or httpx.AsyncClient(timeout=httpx.Timeout(settings.provider_timeout_seconds))
+    integrations = IntegrationStore.from_settings(lambda: runtime.db, settings, http=http)
+    ctx = GatewayContext(settings, runtime, settings.cipher(), http, integrations)
+    cache = WebhookSecretCache(ctx.cipher, settings.secret_cache_ttl_seconds)
+    runtime.add_worker("webhook-secrets", lambda rt: cache.run(rt.db, rt.stopping))
+
+    @contextlib.asynccontextmanager
+    async def close_http(_: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await http.aclose()
+
     app = create_app(
         service=settings.service_name,
         title="callstream ingest-gateway",
-        description="Fathom webhooks, integrations and provider pulls.",
-        route_handlers=[],
+        description="Fathom webhooks, integrations, OAuth connect, API tokens and provider pulls.",
+        route_handlers=[
+            fathom_webhook_handler(settings, cache, runtime.broker),
+            admin_router(ctx),
+            *oauth_routers(ctx),
+        ],
         checks=runtime.checks(),
-        lifespan=[runtime.lifespan],
+        lifespan=[close_http, runtime.lifespan],
     )
     app.state.runtime = runtime
+    app.state.gateway = ctx
+    app.state.webhook_secrets = cache
     return app

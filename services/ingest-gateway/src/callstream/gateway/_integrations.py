@@ -12,10 +12,10 @@ token it holds is no longer the stored one and takes the new token without askin
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import httpx
@@ -30,6 +30,9 @@ from ._settings import Settings
 log = get_logger(__name__)
 
 DEFAULT_REFRESH_MARGIN = timedelta(minutes=5)
+
+# A pool, or a function returning one (a service's pool exists only once the service has started).
+PoolSource: TypeAlias = asyncpg.Pool | Callable[[], asyncpg.Pool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,14 +93,14 @@ class IntegrationStore:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: PoolSource,
         cipher: Cipher,
         *,
         oauth_apps: Mapping[str, _oauth.OAuthApp] | None = None,
         http: httpx.AsyncClient | None = None,
         refresh_margin: timedelta = DEFAULT_REFRESH_MARGIN,
     ) -> None:
-        self._pool = pool
+        self._pool_source = pool
         self._cipher = cipher
         self._apps = dict(oauth_apps or {})
         self._http = http
@@ -120,6 +123,11 @@ class IntegrationStore:
         if self._own_http and self._http is not None:
             await self._http.aclose()
             self._http = None
+
+    @property
+    def _pool(self) -> asyncpg.Pool:
+        source = self._pool_source
+        return source if isinstance(source, asyncpg.Pool) else source()
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:

@@ -1,0 +1,239 @@
+"""Admin API: integrations (create, read, list, disable) and API tokens for the linker.
+
+Every route needs ``Authorization: Bearer $CALLSTREAM_ADMIN_TOKEN``. Secrets go in, never out.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+from litestar import Request, Response, Router, delete, get, post
+
+from callstream.contracts import hash_api_token
+from callstream.runtime import ApiError, get_logger
+
+from . import _fathom_api, _integration_db
+from ._context import GatewayContext, admin_guard, decode_body
+from ._credentials import BadWebhookSecret, Credentials, seal_credentials, seal_webhook_secret, webhook_key
+from ._integration_db import IntegrationView
+
+log = get_logger(__name__)
+
+WorkspaceId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Trigger = Literal[
+    "my_recordings", "shared_external_recordings", "my_shared_with_team_recordings", "shared_team_recordings"
+]
+_CREDENTIAL_FIELDS = {"fathom": ("api_key",), "gong": ("access_key", "access_key_secret")}
+
+
+class CreateIntegration(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    workspace_id: WorkspaceId
+    provider: Literal["fathom", "gong"]
+    credentials: dict[str, str]
+    webhook_secret: str | None = None
+    base_url: str | None = None
+    register_webhook: bool = False
+    public_base_url: str | None = None
+    triggered_for: Annotated[list[Trigger], msgspec.Meta(min_length=1)] | None = None
+
+
+class CreatedIntegration(msgspec.Struct):
+    id: str
+    workspace_id: str
+    provider: str
+    status: str
+    webhook_url: str | None
+
+
+class CreateToken(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    workspace_ids: Annotated[list[WorkspaceId], msgspec.Meta(min_length=1, max_length=1000)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class CreatedToken(msgspec.Struct):
+    id: str
+    token: str
+
+
+def check_url(value: str | None, field: str) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ApiError(400, "invalid_request", f"{field} must be an http(s) URL without query or fragment")
+    return value.rstrip("/")
+
+
+def _credentials(body: CreateIntegration) -> Credentials:
+    wanted = _CREDENTIAL_FIELDS[body.provider]
+    given = set(body.credentials)
+    if given != set(wanted) or not all(body.credentials[k].strip() for k in wanted):
+        raise ApiError(
+            400, "invalid_credentials", f"{body.provider} credentials are exactly {{{', '.join(wanted)}}}, non-empty"
+        )
+    clean = {k: body.credentials[k].strip() for k in wanted}
+    if body.provider == "fathom":
+        return Credentials(api_key=clean["api_key"])
+    return Credentials(access_key=clean["access_key"], access_key_secret=clean["access_key_secret"])
+
+
+def _integration_id(value: str) -> uuid.UUID:
+    parsed = _integration_db.parse_id(value)
+    if parsed is None:
+        raise ApiError(404, "unknown_integration", "no integration has this id")
+    return parsed
+
+
+def admin_router(ctx: GatewayContext) -> Router:
+    settings = ctx.settings
+
+    @post("/v1/integrations", status_code=201, summary="Create an integration")
+    async def create_integration(request: Request[Any, Any, Any]) -> Response[CreatedIntegration]:
+        body = await decode_body(request, CreateIntegration)
+        credentials = _credentials(body)
+        base_url = check_url(body.base_url, "base_url")
+        public_base_url = check_url(body.public_base_url, "public_base_url") or settings.public_base_url
+        if body.provider != "fathom" and (body.webhook_secret or body.register_webhook):
+            raise ApiError(400, "invalid_request", "webhooks exist only for Fathom integrations")
+        if body.webhook_secret and body.register_webhook:
+            raise ApiError(400, "invalid_request", "give webhook_secret or register_webhook, not both")
+        if body.webhook_secret:
+            try:
+                webhook_key(body.webhook_secret)
+            except BadWebhookSecret as exc:
+                raise ApiError(400, "invalid_webhook_secret", str(exc)) from None
+        integration_id = uuid.uuid4()
+        key = str(integration_id)
+        secret = body.webhook_secret
+        registered: _fathom_api.RegisteredWebhook | None = None
+        api_base = base_url or (settings.fathom_api_url if body.provider == "fathom" else settings.gong_api_url)
+        if body.register_webhook:
+            if not public_base_url:
+                raise ApiError(
+                    400, "invalid_request", "register_webhook needs public_base_url (or the gateway setting)"
+                )
+            triggers = list(body.triggered_for or settings.fathom_triggered_for.split(","))
+            destination = public_base_url.rstrip("/") + f"/v1/webhooks/fathom/{key}"
+            try:
+                registered = await _fathom_api.create_webhook(
+                    ctx.http, api_base, _fathom_api.auth_headers(api_key=credentials.api_key), destination, triggers
+                )
+            except _fathom_api.FathomApiError as exc:
+                raise ApiError(502, "provider_error", str(exc)) from None
+            secret = registered.secret
+        stored_settings: dict[str, Any] = {}
+        if body.public_base_url:
+            stored_settings["public_base_url"] = public_base_url
+        if body.triggered_for:
+            stored_settings["triggered_for"] = list(body.triggered_for)
+        try:
+            await _integration_db.insert(
+                ctx.db,
+                integration_id=integration_id,
+                workspace_id=body.workspace_id,
+                provider=body.provider,
+                auth_kind="api_key" if body.provider == "fathom" else "basic",
+                credentials=seal_credentials(ctx.cipher, key, credentials),
+                webhook_secret=seal_webhook_secret(ctx.cipher, key, secret) if secret else None,
+                webhook_id=registered.id if registered else None,
+                base_url=base_url,
+                settings=stored_settings,
+            )
+        except BaseException:
+            if registered is not None:  # do not leave a webhook behind that nothing can verify
+                await _delete_quietly(ctx, api_base, {"X-Api-Key": credentials.api_key or ""}, registered.id)
+            raise
+        view = await _integration_db.view(ctx.db, integration_id, settings.public_base_url)
+        assert view is not None
+        log.info("integration created", integration_id=key, provider=body.provider, workspace_id=body.workspace_id)
+        return Response(
+            CreatedIntegration(view.id, view.workspace_id, view.provider, view.status, view.webhook_url),
+            status_code=201,
+        )
+
+    @get("/v1/integrations/{integration_id:str}", summary="Read an integration (no secrets)")
+    async def read_integration(integration_id: str) -> IntegrationView:
+        view = await _integration_db.view(ctx.db, _integration_id(integration_id), settings.public_base_url)
+        if view is None:
+            raise ApiError(404, "unknown_integration", "no integration has this id")
+        return view
+
+    @get("/v1/integrations", summary="List integrations, optionally of one workspace")
+    async def list_integrations(workspace_id: str | None = None) -> list[IntegrationView]:
+        return await _integration_db.views(ctx.db, workspace_id, settings.public_base_url)
+
+    @delete("/v1/integrations/{integration_id:str}", status_code=200, summary="Disable an integration")
+    async def disable_integration(integration_id: str) -> IntegrationView:
+        key = _integration_id(integration_id)
+        row = await _integration_db.disable(ctx.db, key)
+        if row is None:
+            raise ApiError(404, "unknown_integration", "no integration has this id")
+        log.info("integration disabled", integration_id=integration_id)
+        if row["webhook_id"] and row["provider"] == "fathom":
+            access = await ctx.integrations.access(integration_id)
+            try:
+                headers = _fathom_api.auth_headers(
+                    api_key=access.api_key if access else None, access_token=access.access_token if access else None
+                )
+                await _fathom_api.delete_webhook(
+                    ctx.http, row["base_url"] or settings.fathom_api_url, headers, row["webhook_id"]
+                )
+            except _fathom_api.FathomApiError as exc:
+                # Disabled anyway: the gateway refuses its deliveries; the webhook is kept on record to retry.
+                log.warning("fathom webhook not deleted", integration_id=integration_id, error=str(exc))
+                await _integration_db.record_error(ctx.db, key, f"webhook not deleted: {exc}")
+            else:
+                await _integration_db.forget_webhook(ctx.db, key, row["webhook_id"])
+        view = await _integration_db.view(ctx.db, key, settings.public_base_url)
+        assert view is not None
+        return view
+
+    @post("/v1/tokens", status_code=201, summary="Issue an API token for reads of named workspaces")
+    async def create_token(request: Request[Any, Any, Any]) -> Response[CreatedToken]:
+        body = await decode_body(request, CreateToken)
+        token = "cst_" + secrets.token_urlsafe(32)
+        token_id = uuid.uuid4()
+        await ctx.db.execute(
+            "insert into api_tokens (id, name, token_hash, workspace_ids) values ($1, $2, $3, $4)",
+            token_id,
+            body.name,
+            hash_api_token(token),
+            sorted(set(body.workspace_ids)),
+        )
+        log.info("api token issued", token_id=str(token_id), workspaces=len(set(body.workspace_ids)))
+        return Response(CreatedToken(str(token_id), token), status_code=201)
+
+    @delete("/v1/tokens/{token_id:str}", status_code=204, summary="Revoke an API token")
+    async def revoke_token(token_id: str) -> None:
+        key = _integration_db.parse_id(token_id)
+        found = key is not None and await ctx.db.fetchval(
+            "update api_tokens set revoked_at = coalesce(revoked_at, now()) where id = $1 returning id", key
+        )
+        if not found:
+            raise ApiError(404, "unknown_token", "no API token has this id")
+        log.info("api token revoked", token_id=token_id)
+
+    return Router(
+        path="/",
+        guards=[admin_guard(settings)],
+        route_handlers=[
+            create_integration,
+            read_integration,
+            list_integrations,
+            disable_integration,
+            create_token,
+            revoke_token,
+        ],
+        tags=["admin"],
+    )
+
+
+async def _delete_quietly(ctx: GatewayContext, base_url: str, headers: dict[str, str], webhook_id: str) -> None:
+    try:
+        await _fathom_api.delete_webhook(ctx.http, base_url, headers, webhook_id)
+    except _fathom_api.FathomApiError as exc:
+        log.warning("fathom webhook left behind", webhook_id=webhook_id, error=str(exc))

@@ -1,0 +1,137 @@
+"""Integration rows: what the admin API and the OAuth callback write and read back.
+
+Secret columns are only ever written as envelopes (``_credentials``) and never read into a view.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+
+class IntegrationView(msgspec.Struct, kw_only=True):
+    """What the admin API returns about an integration: never a secret."""
+
+    id: str
+    workspace_id: str
+    provider: str
+    status: str
+    auth_kind: str
+    base_url: str | None
+    webhook_url: str | None
+    has_webhook_secret: bool
+    webhook_registered: bool
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    disabled_at: datetime | None
+
+
+_VIEW_COLUMNS = """
+id::text, workspace_id, provider, status, auth_kind, base_url, settings, last_error, created_at, updated_at,
+disabled_at, webhook_secret is not null as has_webhook_secret, webhook_id is not null as webhook_registered
+"""
+
+
+def parse_id(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def _view(row: asyncpg.Record, public_base_url: str | None) -> IntegrationView:
+    settings: dict[str, Any] = row["settings"] or {}
+    webhook_url = None
+    if row["provider"] == "fathom":
+        base = settings.get("public_base_url") or public_base_url or ""
+        webhook_url = base.rstrip("/") + f"/v1/webhooks/fathom/{row['id']}"
+    return IntegrationView(
+        id=row["id"],
+        workspace_id=row["workspace_id"],
+        provider=row["provider"],
+        status=row["status"],
+        auth_kind=row["auth_kind"],
+        base_url=row["base_url"],
+        webhook_url=webhook_url,
+        has_webhook_secret=row["has_webhook_secret"],
+        webhook_registered=row["webhook_registered"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        disabled_at=row["disabled_at"],
+    )
+
+
+async def insert(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    integration_id: uuid.UUID,
+    workspace_id: str,
+    provider: str,
+    auth_kind: str,
+    credentials: bytes | None,
+    webhook_secret: bytes | None,
+    webhook_id: str | None,
+    base_url: str | None,
+    settings: dict[str, Any],
+) -> None:
+    await conn.execute(
+        """insert into integrations (id, workspace_id, provider, auth_kind, credentials, webhook_secret, webhook_id,
+                                     base_url, settings)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        integration_id,
+        workspace_id,
+        provider,
+        auth_kind,
+        credentials,
+        webhook_secret,
+        webhook_id,
+        base_url,
+        settings,
+    )
+
+
+async def view(
+    conn: asyncpg.Connection | asyncpg.Pool, integration_id: uuid.UUID, public_base_url: str | None
+) -> IntegrationView | None:
+    row = await conn.fetchrow(f"select {_VIEW_COLUMNS} from integrations where id = $1", integration_id)
+    return None if row is None else _view(row, public_base_url)
+
+
+async def views(pool: asyncpg.Pool, workspace_id: str | None, public_base_url: str | None) -> list[IntegrationView]:
+    rows = await pool.fetch(
+        f"select {_VIEW_COLUMNS} from integrations where ($1::text is null or workspace_id = $1)"
+        " order by created_at, id limit 1000",
+        workspace_id,
+    )
+    return [_view(row, public_base_url) for row in rows]
+
+
+async def disable(pool: asyncpg.Pool, integration_id: uuid.UUID) -> asyncpg.Record | None:
+    """Mark the integration disabled (webhooks refused at once); returns what deleting its Fathom
+    webhook needs."""
+    return await pool.fetchrow(
+        """update integrations set status = 'disabled', disabled_at = coalesce(disabled_at, now()), updated_at = now()
+           where id = $1
+           returning id::text, provider, auth_kind, base_url, credentials, webhook_id""",
+        integration_id,
+    )
+
+
+async def forget_webhook(pool: asyncpg.Pool, integration_id: uuid.UUID, webhook_id: str) -> None:
+    await pool.execute(
+        "update integrations set webhook_id = null, updated_at = now() where id = $1 and webhook_id = $2",
+        integration_id,
+        webhook_id,
+    )
+
+
+async def record_error(pool: asyncpg.Pool, integration_id: uuid.UUID, error: str) -> None:
+    await pool.execute(
+        "update integrations set last_error = $2, updated_at = now() where id = $1", integration_id, error[:500]
+    )

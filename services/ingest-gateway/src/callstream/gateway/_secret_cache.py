@@ -1,0 +1,117 @@
+"""The webhook path's view of integrations, held in memory so that it never reads the database.
+
+Filled at start, refreshed for one integration when PostgreSQL notifies a change (``LISTEN``), and
+reloaded in full every TTL in case a notification was lost (e.g. while the listening connection was
+down). While the database is away the last known state keeps serving; before the first load the
+cache is not ``ready`` and webhooks answer 503 so that the sender retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from callstream.runtime import get_logger
+
+from ._credentials import BadWebhookSecret, open_webhook_secret, webhook_key
+from ._crypto import Cipher, DecryptionError
+
+log = get_logger(__name__)
+
+CHANNEL = "callstream_gateway_integrations"
+_COLUMNS = "select id::text, workspace_id, provider, status, webhook_secret from integrations"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    integration_id: str
+    workspace_id: str
+    provider: str
+    status: str
+    keys: tuple[bytes, ...]  # empty: no usable secret, every delivery is refused
+
+
+class WebhookSecretCache:
+    def __init__(self, cipher: Cipher, ttl_seconds: float) -> None:
+        self._cipher = cipher
+        self._ttl = ttl_seconds
+        self._targets: dict[str, WebhookTarget] = {}
+        self._loaded_at: float | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    @property
+    def ready(self) -> bool:
+        return self._loaded_at is not None
+
+    def get(self, integration_id: str) -> WebhookTarget | None:
+        return self._targets.get(integration_id)
+
+    def _target(self, row: Mapping[str, Any]) -> WebhookTarget:
+        keys: tuple[bytes, ...] = ()
+        if row["webhook_secret"] is not None:
+            try:
+                keys = (webhook_key(open_webhook_secret(self._cipher, row["id"], row["webhook_secret"])),)
+            except (DecryptionError, BadWebhookSecret) as exc:
+                log.error("webhook secret unusable", integration_id=row["id"], error=type(exc).__name__)
+        return WebhookTarget(row["id"], row["workspace_id"], row["provider"], row["status"], keys)
+
+    async def reload_all(self, pool: asyncpg.Pool) -> None:
+        rows = await pool.fetch(_COLUMNS + " where provider = 'fathom'")
+        self._targets = {row["id"]: self._target(row) for row in rows}
+        self._loaded_at = time.monotonic()
+
+    async def reload_one(self, pool: asyncpg.Pool, integration_id: str) -> None:
+        try:
+            key = uuid.UUID(integration_id)
+        except ValueError:
+            return
+        row = await pool.fetchrow(_COLUMNS + " where id = $1", key)
+        if row is None or row["provider"] != "fathom":
+            self._targets.pop(integration_id, None)
+        else:
+            self._targets[integration_id] = self._target(row)
+
+    async def run(self, pool: asyncpg.Pool, stopping: asyncio.Event) -> None:
+        """Listen for changes and reload on the TTL until ``stopping``; reconnects on its own."""
+        delay = 0.2
+        while not stopping.is_set():
+            try:
+                async with pool.acquire() as conn:
+                    await conn.add_listener(CHANNEL, self._notified(pool))
+                    # Load after LISTEN, so no change between the two can be missed.
+                    await self.reload_all(pool)
+                    delay = 0.2
+                    while not stopping.is_set() and not conn.is_closed():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stopping.wait(), self._ttl)
+                        if not stopping.is_set():
+                            await self.reload_all(pool)
+                            await conn.execute("select 1")  # notices a dead listening connection
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("webhook secret cache cannot reach postgres", error=type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), delay)
+                delay = min(delay * 2, 5.0)
+        for task in list(self._pending):
+            task.cancel()
+
+    def _notified(self, pool: asyncpg.Pool) -> Any:
+        def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            task = asyncio.get_running_loop().create_task(self._reload_quietly(pool, payload))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+        return on_notify
+
+    async def _reload_quietly(self, pool: asyncpg.Pool, integration_id: str) -> None:
+        try:
+            await self.reload_one(pool, integration_id)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.warning("webhook secret reload failed", integration_id=integration_id, error=type(exc).__name__)
