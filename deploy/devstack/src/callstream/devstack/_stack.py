@@ -216,7 +216,9 @@ class Stack:
         ]
         lines = [f"{k}={env[k]}" for k in keys]
         path = self.run / "stack.env"
-        path.write_text("# written by ./dev up; source it: set -a; . .run/stack.env; set +a\n" + "\n".join(lines) + "\n")
+        path.write_text(
+            "# written by ./dev up; source it: set -a; . .run/stack.env; set +a\n" + "\n".join(lines) + "\n"
+        )
         path.chmod(0o600)
 
     def _wait_ready(self) -> list[str]:

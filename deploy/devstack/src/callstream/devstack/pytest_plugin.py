@@ -8,14 +8,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from ._process import ServiceProcess, base_service_env
 from ._servers import EmbeddedPostgres, NatsServer, free_port
 from ._services import MIGRATION_ORDER, by_name
 
@@ -74,15 +77,24 @@ def _containers() -> Iterator[TestServers]:  # pragma: no cover - needs a Docker
             yield TestServers(dsn.rsplit("/", 1)[0] + "/postgres", url)
 
 
+def _server_dir() -> Path:
+    """Outside pytest's own (private) temp tree: as root, PostgreSQL runs as nobody and must read it."""
+    return Path(tempfile.mkdtemp(prefix="callstream-test-"))
+
+
 @pytest.fixture(scope="session")
-def test_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServers]:
+def test_servers() -> Iterator[TestServers]:
     mode = os.environ.get("CALLSTREAM_TEST_SERVERS", "embedded")
     if mode == "containers":
         with _containers() as servers:
             yield servers
     elif mode == "embedded":
-        with _embedded(tmp_path_factory.mktemp("servers")) as servers:
-            yield servers
+        base = _server_dir()
+        try:
+            with _embedded(base) as servers:
+                yield servers
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
     else:
         raise pytest.UsageError("CALLSTREAM_TEST_SERVERS is embedded (the default) or containers")
 
@@ -154,14 +166,16 @@ async def jetstream(nats_url: str) -> AsyncIterator[object]:
 
 
 @pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+def own_postgres() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL of this test's own, for tests that stop and start it."""
-    pg = EmbeddedPostgres(tmp_path / "own-pg", port=free_port(), durable=False)
+    base = _server_dir()
+    pg = EmbeddedPostgres(base / "pg", port=free_port(), durable=False)
     pg.start()
     try:
         yield pg
     finally:
         pg.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -173,3 +187,25 @@ def own_nats(tmp_path: Path) -> Iterator[NatsServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def service_env(database_url: str, nats_url: str) -> dict[str, str]:
+    """The environment a service process needs against this test's database and NATS."""
+    return base_service_env(database_url, nats_url)
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    """``start_service("normalizer", env)`` starts a real service process (ready when it returns);
+    every process still running is stopped after the test, and its log printed if the test failed."""
+    started: list[ServiceProcess] = []
+
+    def start(name: str, env: dict[str, str], *, wait: bool = True) -> ServiceProcess:
+        proc = ServiceProcess.named(name, env, tmp_path / "logs").start()
+        started.append(proc)
+        return proc.wait_ready() if wait else proc
+
+    yield start
+    for proc in started:
+        proc.stop()
