@@ -68,7 +68,7 @@ def _containers() -> Iterator[TestServers]:  # pragma: no cover - needs a Docker
     from testcontainers.core.waiting_utils import wait_for_logs
     from testcontainers.postgres import PostgresContainer
 
-    with PostgresContainer("postgres:16-alpine", username="postgres", password="postgres") as pg:
+    with PostgresContainer("postgres:16-alpine", username="postgres", password="postgres") as pg:  # noqa: S106 - a throwaway test container
         nats = DockerContainer("nats:2.10-alpine").with_command("-js").with_exposed_ports(4222)
         with nats:
             wait_for_logs(nats, "Server is ready")

@@ -1,23 +1,59 @@
-"""Wires the linker: routes, connections, background workers."""
+"""Wires the linker: routes, the read-only pool, the hot-link cache and its event feed."""
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
 from litestar import Litestar
+from litestar.openapi.spec import SecurityScheme
 
 from callstream.runtime import ServiceRuntime, create_app
 
+from ._auth import Authenticator
+from ._cache import LinkCache, MessageEventFeed
+from ._etag import etag_middleware
+from ._lookup import LinkLookup
+from ._routes import build_router
 from ._settings import Settings
 
 
+def read_only_dsn(dsn: str) -> str:
+    """The DSN with ``default_transaction_read_only=on`` (asyncpg passes unknown query parameters
+    as server settings): even a role that could write, cannot, through the linker."""
+    parts = urlsplit(dsn)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "default_transaction_read_only"]
+    query.append(("default_transaction_read_only", "on"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def build_app(settings: Settings) -> Litestar:
-    runtime = ServiceRuntime(settings)
+    runtime = ServiceRuntime(
+        settings, database_url=read_only_dsn(settings.read_database_url), pool_max=settings.pool_max
+    )
+    feed = MessageEventFeed(runtime.broker)
+    cache = LinkCache(settings.cache_entries, settings.cache_max_age_seconds, feed.state)
+    feed.cache = cache
+    runtime.add_worker("link-cache-feed", lambda rt: feed.run(rt.stopping))
+    lookup = LinkLookup(lambda: runtime.db, cache, settings.allowed_hosts)
+    admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+    authenticate = Authenticator(lambda: runtime.db, admin, settings.token_cache_seconds)
+    router = build_router(lookup, authenticate)
+    router.middleware.append(etag_middleware)
     app = create_app(
         service=settings.service_name,
         title="callstream linker",
-        description="resolved, safe links to the original of a call.",
-        route_handlers=[],
+        description="Resolved, safe links to the original of a call, and the messages behind them.",
+        route_handlers=[router],
         checks=runtime.checks(),
         lifespan=[runtime.lifespan],
     )
+    openapi = app.openapi_schema  # built once, here, and served as is
+    if openapi.components.security_schemes is None:
+        openapi.components.security_schemes = {}
+    openapi.components.security_schemes["bearer"] = SecurityScheme(
+        type="http", scheme="bearer", description="a token from the gateway's /v1/tokens, or the admin token"
+    )
     app.state.runtime = runtime
+    app.state.link_cache = cache
+    app.state.event_feed = feed
     return app

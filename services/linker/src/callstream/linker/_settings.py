@@ -1,16 +1,70 @@
-"""The linker's settings: the shared ones plus its own ``CALLSTREAM_LINKER_*`` variables."""
+"""The linker's settings: the shared ones plus its own ``CALLSTREAM_LINKER_*`` variables.
+
+``CALLSTREAM_ADMIN_TOKEN`` keeps the name ``./dev up`` writes; ``CALLSTREAM_LINK_HOSTS`` is the
+link host allow list, comma-separated (``*.`` for every host below a domain).
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 
 from callstream.runtime import ServiceSettings, load_settings
+
+from ._links import DEFAULT_LINK_HOSTS, HostAllowList
 
 DEFAULT_PORT = 8081
 
 
+def _linker(name: str) -> str:
+    return f"CALLSTREAM_LINKER_{name}"
+
+
 class Settings(ServiceSettings):
-    linker_port: int = Field(DEFAULT_PORT, ge=1, le=65535, validation_alias="CALLSTREAM_LINKER_PORT")
+    linker_port: int = Field(DEFAULT_PORT, ge=1, le=65535, validation_alias=_linker("PORT"))
+    linker_database_url: SecretStr | None = Field(
+        None,
+        validation_alias=_linker("DATABASE_URL"),
+        description="where reads go (e.g. a read replica, as a read-only role); default CALLSTREAM_DATABASE_URL",
+    )
+    admin_token: SecretStr | None = Field(
+        None, validation_alias="CALLSTREAM_ADMIN_TOKEN", description="bearer token that reads every workspace"
+    )
+    link_hosts: str = Field(
+        ",".join(DEFAULT_LINK_HOSTS),
+        validation_alias="CALLSTREAM_LINK_HOSTS",
+        description="hosts links may point at, comma-separated; *.example.com for every host below it",
+    )
+    pool_max: int = Field(10, ge=1, le=200, validation_alias=_linker("POOL_MAX"))
+    cache_entries: int = Field(
+        100_000, ge=0, validation_alias=_linker("CACHE_ENTRIES"), description="hot links kept in memory; 0 = off"
+    )
+    cache_max_age_seconds: float = Field(
+        300.0,
+        gt=0,
+        validation_alias=_linker("CACHE_MAX_AGE_SECONDS"),
+        description="a backstop only: entries are dropped on MessageUpserted events as they arrive",
+    )
+    token_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        validation_alias=_linker("TOKEN_CACHE_SECONDS"),
+        description="how long a token lookup is reused (a revoked token stops working within this)",
+    )
+
+    @field_validator("link_hosts")
+    @classmethod
+    def _valid_hosts(cls, value: str) -> str:
+        HostAllowList.parse(value)
+        return value
+
+    @property
+    def allowed_hosts(self) -> HostAllowList:
+        return HostAllowList.parse(self.link_hosts)
+
+    @property
+    def read_database_url(self) -> str:
+        chosen = self.linker_database_url or self.database_url
+        return chosen.get_secret_value()
 
     @property
     def service_name(self) -> str:

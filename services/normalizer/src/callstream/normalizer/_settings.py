@@ -11,6 +11,29 @@ DEFAULT_PORT = 8082
 
 class Settings(ServiceSettings):
     normalizer_port: int = Field(DEFAULT_PORT, ge=1, le=65535, validation_alias="CALLSTREAM_NORMALIZER_PORT")
+    batch_size: int = Field(
+        100, ge=1, le=1000, validation_alias="CALLSTREAM_NORMALIZER_BATCH_SIZE", description="raw calls per transaction"
+    )
+    fetch_timeout_seconds: float = Field(1.0, gt=0, validation_alias="CALLSTREAM_NORMALIZER_FETCH_TIMEOUT_SECONDS")
+    retry_base_seconds: float = Field(
+        1.0, gt=0, validation_alias="CALLSTREAM_NORMALIZER_RETRY_BASE_SECONDS", description="first nak delay"
+    )
+    retry_max_seconds: float = Field(60.0, gt=0, validation_alias="CALLSTREAM_NORMALIZER_RETRY_MAX_SECONDS")
+    outbox_batch_size: int = Field(500, ge=1, le=10_000, validation_alias="CALLSTREAM_NORMALIZER_OUTBOX_BATCH_SIZE")
+    outbox_sweep_seconds: float = Field(
+        5.0,
+        gt=0,
+        validation_alias="CALLSTREAM_NORMALIZER_OUTBOX_SWEEP_SECONDS",
+        description="how often the relay looks for rows without a notification",
+    )
+    outbox_retention_hours: float = Field(24.0, gt=0, validation_alias="CALLSTREAM_NORMALIZER_OUTBOX_RETENTION_HOURS")
+    link_sweep_seconds: float = Field(
+        30.0,
+        gt=0,
+        validation_alias="CALLSTREAM_NORMALIZER_LINK_SWEEP_SECONDS",
+        description="how often feature links still waiting for their message are retried",
+    )
+    pool_size: int = Field(5, ge=2, le=100, validation_alias="CALLSTREAM_NORMALIZER_POOL_SIZE")
 
     @property
     def service_name(self) -> str:
