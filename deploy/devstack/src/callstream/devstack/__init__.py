@@ -1,6 +1,6 @@
 """The local dev stack: embedded PostgreSQL and NATS, ``./dev up``, and the pytest fixtures."""
 
-from ._process import ServiceProcess, base_service_env
+from ._process import ServiceProcess, base_service_env, setup_services
 from ._servers import EmbeddedPostgres, NatsServer, free_port, nats_server_binary, wait_port
 from ._services import MIGRATION_ORDER, SERVICES, ServiceDef, by_name
 from ._stack import Stack
@@ -17,5 +17,6 @@ __all__ = [
     "by_name",
     "free_port",
     "nats_server_binary",
+    "setup_services",
     "wait_port",
 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from ._servers import free_port
-from ._services import ServiceDef, by_name
+from ._services import MIGRATION_ORDER, ServiceDef, by_name
 
 
 def base_service_env(database_url: str, nats_url: str) -> dict[str, str]:
@@ -31,6 +31,27 @@ def base_service_env(database_url: str, nats_url: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+def setup_services(env: dict[str, str], *, attempts: int = 1) -> None:
+    """``<service> setup`` for every service in migration order: migrations, streams, consumers.
+
+    Setup is idempotent, so a failed one (a cluster still electing a consumer leader) is tried again."""
+    for name in MIGRATION_ORDER:
+        service = by_name(name)
+        for attempt in range(1, attempts + 1):
+            result = subprocess.run(
+                [str(Path(sys.executable).parent / service.command), "setup"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            if result.returncode == 0:
+                break
+            if attempt == attempts:
+                raise RuntimeError(f"{service.command} setup failed:\n{result.stdout}{result.stderr}")
+            time.sleep(2.0)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from ._process import setup_services
 from ._servers import EmbeddedPostgres, NatsServer, free_port, port_is_free, wait_port
 from ._services import SERVICES
 
@@ -167,22 +168,8 @@ class Stack:
         return env
 
     def _setup(self, env: dict[str, str]) -> None:
-        from ._services import MIGRATION_ORDER, by_name
-
-        # In a cluster a consumer restored from .run/ may still be electing its leader: setup is
-        # idempotent, so a failed one is tried again a few times before giving up.
-        attempts = 4 if self.nats_cluster > 1 else 1
-        for name in MIGRATION_ORDER:
-            service = by_name(name)
-            for attempt in range(1, attempts + 1):
-                result = subprocess.run(
-                    [_script(service.command), "setup"], env=env, capture_output=True, text=True, timeout=180
-                )
-                if result.returncode == 0:
-                    break
-                if attempt == attempts:
-                    raise RuntimeError(f"{service.command} setup failed:\n{result.stdout}{result.stderr}")
-                time.sleep(2.0)
+        # In a cluster a consumer restored from .run/ may still be electing its leader.
+        setup_services(env, attempts=4 if self.nats_cluster > 1 else 1)
 
     def _start_services(self, env: dict[str, str], detach: bool) -> None:
         for service in SERVICES:
