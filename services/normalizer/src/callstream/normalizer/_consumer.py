@@ -1,0 +1,183 @@
+"""The durable pull consumer on ``CALLS_RAW``: fetch a batch, map it, store it in one transaction,
+commit, then ``ack_sync``.
+
+- a payload that can never be mapped, or whose values the database rejects, goes to the DLQ and is
+  terminated; the rest of its batch proceeds;
+- a transient failure (database or broker away, serialization conflict) naks the batch with a
+  growing delay, and the worker waits for the database before fetching more; on its last allowed
+  delivery (``max_deliver``) a message goes to the DLQ instead;
+- a process killed after the commit but before the ack gets the batch redelivered, and the store
+  finds it unchanged: nothing written, nothing emitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from callstream.contracts import CALLS_RAW, NORMALIZER_CONSUMER
+from callstream.runtime import ServiceRuntime, get_logger
+
+from ._dlq import dead_letter
+from ._errors import is_poison, is_transient, retry_delay
+from ._mapped import MappedMessage, UnmappableError
+from ._mapping import map_raw_call
+from ._metrics import RAW_CALLS
+from ._settings import Settings
+from ._store import store_batch
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    stored: int = 0
+    unchanged: int = 0
+    dead_lettered: int = 0
+    retried: int = 0
+
+    @property
+    def transient_failure(self) -> bool:
+        return self.retried > 0
+
+
+class RawCallProcessor:
+    """Handles fetched batches. Holds no connection of its own (pool and JetStream are passed in)."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, js: JetStreamContext, settings: Settings, *, max_deliver: int | None = None
+    ) -> None:
+        self._pool = pool
+        self._js = js
+        self._settings = settings
+        self._max_deliver = max_deliver or NORMALIZER_CONSUMER.max_deliver
+
+    async def process(self, msgs: Sequence[Msg]) -> BatchResult:
+        mappable: list[tuple[Msg, MappedMessage]] = []
+        dead = 0
+        for msg in msgs:
+            try:
+                mappable.append((msg, map_raw_call(msg.data)))
+            except UnmappableError as exc:
+                dead += await self._give_up(msg, f"unmappable: {exc}")
+        if not mappable:
+            return BatchResult(dead_lettered=dead)
+        try:
+            stored = await self._store([m for _, m in mappable])
+        except Exception as exc:
+            if is_poison(exc):
+                result = await self._one_by_one(mappable)
+                return BatchResult(result.stored, result.unchanged, result.dead_lettered + dead, result.retried)
+            retried, dead_now = await self._retry_later([msg for msg, _ in mappable], exc)
+            return BatchResult(dead_lettered=dead + dead_now, retried=retried)
+        await self._ack([msg for msg, _ in mappable])
+        RAW_CALLS.labels("stored").inc(stored)
+        RAW_CALLS.labels("unchanged").inc(len(mappable) - stored)
+        return BatchResult(stored=stored, unchanged=len(mappable) - stored, dead_lettered=dead)
+
+    async def _store(self, mapped: list[MappedMessage]) -> int:
+        async with self._pool.acquire() as conn:
+            events = await store_batch(conn, mapped)
+        return len(events)
+
+    async def _one_by_one(self, mappable: list[tuple[Msg, MappedMessage]]) -> BatchResult:
+        """A value in the batch was rejected: find which by storing each alone."""
+        stored = unchanged = dead = retried = 0
+        for msg, mapped in mappable:
+            try:
+                written = await self._store([mapped])
+            except Exception as exc:
+                if is_poison(exc):
+                    dead += await self._give_up(msg, f"rejected by the database: {type(exc).__name__}: {exc}")
+                else:
+                    r, d = await self._retry_later([msg], exc)
+                    retried, dead = retried + r, dead + d
+                continue
+            await self._ack([msg])
+            stored, unchanged = stored + written, unchanged + (1 - written)
+        return BatchResult(stored, unchanged, dead, retried)
+
+    async def _retry_later(self, msgs: list[Msg], exc: Exception) -> tuple[int, int]:
+        level = "warning" if is_transient(exc) else "error"
+        getattr(log, level)("batch not stored, retrying later", error=type(exc).__name__, detail=str(exc)[:300])
+        retried = dead = 0
+        for msg in msgs:
+            delivered = msg.metadata.num_delivered
+            if delivered >= self._max_deliver:
+                dead += await self._give_up(msg, f"gave up after {delivered} deliveries: {type(exc).__name__}: {exc}")
+                continue
+            delay = retry_delay(delivered, self._settings.retry_base_seconds, self._settings.retry_max_seconds)
+            try:
+                await msg.nak(delay=delay)
+            except Exception as nak_exc:  # redelivered after ack_wait anyway
+                log.warning("nak failed", error=type(nak_exc).__name__)
+            retried += 1
+        RAW_CALLS.labels("retried").inc(retried)
+        return retried, dead
+
+    async def _give_up(self, msg: Msg, error: str) -> int:
+        try:
+            await dead_letter(self._js, msg, error)
+        except Exception as exc:
+            # The DLQ is unreachable: leave the message for a later delivery rather than lose it.
+            log.warning("dead letter not written", error=type(exc).__name__, detail=str(exc)[:200])
+            await msg.nak(delay=self._settings.retry_base_seconds)
+            return 0
+        log.warning("raw call dead-lettered", subject=msg.subject, seq=msg.metadata.sequence.stream, reason=error[:300])
+        return 1
+
+    async def _ack(self, msgs: list[Msg]) -> None:
+        results = await asyncio.gather(*(m.ack_sync() for m in msgs), return_exceptions=True)
+        failed = sum(1 for r in results if isinstance(r, BaseException))
+        if failed:
+            # Committed already: a redelivery finds the rows unchanged and emits nothing.
+            log.warning("ack failed", count=failed)
+
+
+async def wait_for_database(pool: asyncpg.Pool, stopping: asyncio.Event, settings: Settings) -> None:
+    attempt = 0
+    while not stopping.is_set():
+        attempt += 1
+        try:
+            async with asyncio.timeout(2.0):
+                await pool.fetchval("select 1")
+            return
+        except Exception:
+            await sleep_unless_stopping(stopping, retry_delay(attempt, settings.retry_base_seconds / 2, 5.0))
+
+
+async def sleep_unless_stopping(stopping: asyncio.Event, seconds: float) -> None:
+    """Sleep, but wake at once when the service stops."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
+
+
+async def run_raw_call_consumer(runtime: ServiceRuntime, settings: Settings) -> None:
+    """The worker: fetch, process, repeat until the service stops."""
+    await runtime.broker.wait_connected()
+    js = runtime.broker.js
+    sub = await js.pull_subscribe_bind(durable=NORMALIZER_CONSUMER.durable, stream=CALLS_RAW)
+    processor = RawCallProcessor(runtime.db, js, settings)
+    failures = 0
+    log.info("consuming raw calls", batch_size=settings.batch_size)
+    while not runtime.stopping.is_set():
+        try:
+            msgs = await sub.fetch(settings.batch_size, timeout=settings.fetch_timeout_seconds)
+        except nats.errors.TimeoutError:
+            continue
+        except Exception as exc:
+            failures += 1
+            log.warning("fetch failed", error=type(exc).__name__, detail=str(exc)[:200])
+            await sleep_unless_stopping(runtime.stopping, retry_delay(failures, settings.retry_base_seconds, 10.0))
+            continue
+        failures = 0
+        result = await processor.process(msgs)
+        if result.transient_failure:
+            await wait_for_database(runtime.db, runtime.stopping, settings)

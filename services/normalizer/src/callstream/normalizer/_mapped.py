@@ -1,0 +1,156 @@
+"""What a provider object maps to, independent of the provider: one message, its participants and
+its customer. Pure data; the mapping modules build it and the store writes it."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from callstream.contracts import Source
+
+
+class UnmappableError(ValueError):
+    """A payload that can never become a message, however often it is retried (it goes to the DLQ)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MappedParticipant:
+    name: str | None
+    email: str | None
+    affiliation: str  # 'internal', 'external' or 'unknown'
+    speaker_id: str | None
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class MappedCustomer:
+    domain: str
+    name: str | None
+    industry: str | None = None
+    website: str | None = None
+    external_system: str | None = None  # 'hubspot' when a CRM names it, else a guess from the domain
+    external_id: str | None = None
+    attributes_json: bytes = b"{}"
+
+
+@dataclass(frozen=True, slots=True)
+class MappedMessage:
+    workspace_id: str
+    source: Source
+    external_id: str
+    integration_id: str
+    title: str | None
+    content: str
+    channel_name: str
+    channel_id: str | None
+    author_name: str | None
+    author_id: str | None
+    author_email: str | None
+    sent_at: datetime | None
+    metadata_json: bytes
+    ai_insights_json: bytes | None
+    link_url: str | None
+    provider_host: str | None
+    observed_at: datetime  # when this state of the provider object was seen (RawCall.received_at)
+    participants: tuple[MappedParticipant, ...] = ()
+    customer: MappedCustomer | None = None
+    content_hash: str = field(default="")
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.workspace_id, self.source, self.external_id)
+
+    @property
+    def has_transcript(self) -> bool:
+        return bool(self.content)
+
+
+_ENCODER = msgspec.json.Encoder()
+# An escaped NUL not preceded by an odd run of backslashes (which would make it literal text).
+_ESCAPED_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def encode_json(value: Any) -> bytes:
+    """JSON for a jsonb column. jsonb rejects ``\\u0000``, which providers' raw bytes may carry,
+    so escaped NULs are dropped (the rest stays byte for byte)."""
+    blob = _ENCODER.encode(value)
+    if b"\\u0000" in blob:
+        blob = _ESCAPED_NUL.sub(rb"\1", blob)
+    return blob
+
+
+def content_hash(parts: tuple[Any, ...], *blobs: bytes) -> str:
+    """Hash of everything the message stores: equal hash, nothing to write and nothing to emit."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(_ENCODER.encode(parts))
+    for blob in blobs:
+        h.update(b"\x00")
+        h.update(blob)
+    return h.hexdigest()
+
+
+def finish(message: MappedMessage) -> MappedMessage:
+    """Fill in the content hash (over every stored field, not the observation time)."""
+    customer = message.customer
+    parts = (
+        message.title,
+        message.channel_name,
+        message.channel_id,
+        message.author_name,
+        message.author_id,
+        message.author_email,
+        message.sent_at.isoformat() if message.sent_at else None,
+        message.integration_id,
+        [(p.name, p.email, p.affiliation, p.speaker_id, p.role) for p in message.participants],
+        None
+        if customer is None
+        else (
+            customer.domain,
+            customer.name,
+            customer.industry,
+            customer.website,
+            customer.external_system,
+            customer.external_id,
+        ),
+    )
+    digest = content_hash(
+        parts,
+        message.content.encode(),
+        message.metadata_json,
+        message.ai_insights_json or b"",
+        customer.attributes_json if customer else b"",
+    )
+    return replace(message, content_hash=digest)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """ISO 8601 with any offset (or ``Z``) to aware UTC; unparseable -> ``None`` (tolerant reader)."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def clean_text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL characters; providers' text occasionally does."""
+    if value is None:
+        return None
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
+def https_host(url: str | None) -> str | None:
+    if not url or not url.startswith("https://"):
+        return None
+    host = url[8:].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    host = host.rsplit("@", 1)[-1].split(":", 1)[0].lower()
+    return host or None

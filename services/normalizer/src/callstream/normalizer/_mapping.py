@@ -1,0 +1,38 @@
+"""Raw event bytes to a mapped message, whichever the provider. Pure: no I/O."""
+
+from __future__ import annotations
+
+import msgspec
+
+from callstream.contracts import RawCall
+
+from ._mapped import MappedMessage, UnmappableError, finish
+from ._mapping_fathom import map_fathom
+from ._mapping_gong import map_gong
+
+_RAW = msgspec.json.Decoder(RawCall)
+
+
+def decode_raw_call(data: bytes) -> RawCall:
+    try:
+        return _RAW.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise UnmappableError(f"not a RawCall v1: {exc}") from None
+
+
+def map_raw_call(data: bytes) -> MappedMessage:
+    """Map one ``calls.raw.*`` message; raises :class:`UnmappableError` (and nothing else) for
+    bytes that can never become a message."""
+    raw = decode_raw_call(data)
+    try:
+        mapped = map_fathom(raw) if raw.source == "fathom" else map_gong(raw)
+    except UnmappableError:
+        raise
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError, AttributeError) as exc:
+        # A shape the tolerant models accept but the mapping cannot use; never a crash of the worker.
+        raise UnmappableError(f"cannot map {raw.source} payload: {type(exc).__name__}: {exc}") from None
+    if mapped.external_id != raw.external_id:
+        raise UnmappableError(
+            f"external_id {raw.external_id!r} of the event differs from {mapped.external_id!r} in the payload"
+        )
+    return finish(mapped)

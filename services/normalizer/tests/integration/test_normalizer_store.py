@@ -1,0 +1,239 @@
+"""The consumer's processing and the store against real PostgreSQL and JetStream (in process)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
+from normalizer_itkit import publish_raw, settings_for, stream_messages, upserted
+
+from callstream.contracts import (
+    CALLS_RAW,
+    DLQ,
+    FEATURES_LINKED,
+    MESSAGES,
+    NORMALIZER_CONSUMER,
+    DeadLetter,
+    FeatureLinked,
+    MessageRef,
+)
+from callstream.normalizer._consumer import RawCallProcessor
+from callstream.normalizer._features import SWEEP_PENDING, handle_feature_msg
+from callstream.normalizer._outbox import publish_pending
+from callstream.runtime import create_pool
+
+
+async def drain(pool, nc, database_url, nats_url, *, batch=100):
+    """Fetch and process until the consumer has nothing pending; returns the batch results."""
+    js = nc.jetstream()
+    sub = await js.pull_subscribe_bind(durable=NORMALIZER_CONSUMER.durable, stream=CALLS_RAW)
+    processor = RawCallProcessor(pool, js, settings_for(database_url, nats_url))
+    results = []
+    while True:
+        info = await js.consumer_info(CALLS_RAW, NORMALIZER_CONSUMER.durable)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return results
+        try:
+            msgs = await sub.fetch(batch, timeout=1)
+        except Exception:
+            await asyncio.sleep(0.05)
+            continue
+        results.append(await processor.process(msgs))
+
+
+async def relay_all(pool, nc):
+    js = nc.jetstream()
+    async with pool.acquire() as conn:
+        while await publish_pending(conn, js, 500):
+            pass
+    return upserted(await stream_messages(js, MESSAGES))
+
+
+async def test_same_raw_event_three_times_is_one_row_and_one_event(pool, nc, kit, database_url, nats_url):
+    js = nc.jetstream()
+    data = kit.raw_call(kit.fathom_meeting())
+    for i in range(3):  # three deliveries (distinct ids, so JetStream's duplicate window does not hide them)
+        await publish_raw(js, data, kit.subject_of("fathom"), msg_id=f"again-{i}")
+    await drain(pool, nc, database_url, nats_url, batch=1)
+    assert await pool.fetchval("select count(*) from messages") == 1
+    assert await pool.fetchval("select version from messages") == 1
+    events = await relay_all(pool, nc)
+    assert [(e.external_id, e.change, e.version) for e in events] == [("512330871", "created", 1)]
+    # and the same three in one batch
+    for i in range(3):
+        await publish_raw(js, data, kit.subject_of("fathom"), msg_id=f"batch-{i}")
+    await drain(pool, nc, database_url, nats_url)
+    assert len(await relay_all(pool, nc)) == 1
+
+
+async def test_rows_hold_the_mapped_message(pool, nc, kit, database_url, nats_url):
+    js = nc.jetstream()
+    await publish_raw(js, kit.raw_call(kit.gong_bundle(0)), kit.subject_of("gong"))
+    await publish_raw(js, kit.raw_call(kit.fathom_meeting()), kit.subject_of("fathom"))
+    await drain(pool, nc, database_url, nats_url)
+    row = await pool.fetchrow(
+        "select m.*, c.domain, c.name as customer_name, c.external_system, c.external_id as crm_id"
+        " from messages m join customers c on c.id = m.customer_id where source = 'gong'"
+    )
+    assert row["external_id"] == "5520183947712650031"
+    assert row["content"].startswith("Maren Okafor: Thanks for making time today")
+    assert row["message_metadata"]["hubspot_context"]["accounts"][0]["id"] == "21877340012"
+    assert (row["domain"], row["customer_name"], row["external_system"], row["crm_id"]) == (
+        "harborline-freight.example",
+        "Harborline Freight",
+        "hubspot",
+        "21877340012",
+    )
+    participants = await pool.fetch(
+        "select name, affiliation, speaker_id, role from message_participants where message_id = $1 order by position",
+        row["id"],
+    )
+    assert [p["name"] for p in participants] == ["Maren Okafor", "Teodor Vance", "Ines Halloway"]
+    assert participants[0]["role"] == "host"
+    hosts = {r["source"]: r["host"] for r in await pool.fetch("select source, host from provider_hosts")}
+    assert hosts == {"gong": "us-48213.app.gong.io", "fathom": "fathom.video"}
+
+
+async def test_never_downgrade(pool, nc, kit, database_url, nats_url):
+    js = nc.jetstream()
+    subject = kit.subject_of("fathom")
+    newer = kit.raw_call(kit.fathom_meeting(title="Newer title"), received_at=kit.later(600))
+    await publish_raw(js, newer, subject)
+    await drain(pool, nc, database_url, nats_url)
+    before = await pool.fetchrow("select title, content, version, updated_at from messages")
+    # older content after newer
+    await publish_raw(js, kit.raw_call(kit.fathom_meeting(title="Older title"), received_at=kit.later(0)), subject)
+    # transcript-less after transcript, even though observed later
+    await publish_raw(
+        js,
+        kit.raw_call(kit.fathom_meeting(title="No transcript", transcript=None), received_at=kit.later(900)),
+        subject,
+    )
+    await drain(pool, nc, database_url, nats_url)
+    after = await pool.fetchrow("select title, content, version, updated_at from messages")
+    assert dict(after) == dict(before)
+    # a real change with a transcript and a later observation does update
+    await publish_raw(js, kit.raw_call(kit.fathom_meeting(title="Renamed"), received_at=kit.later(1200)), subject)
+    await drain(pool, nc, database_url, nats_url)
+    assert await pool.fetchval("select title from messages") == "Renamed"
+    events = await relay_all(pool, nc)
+    assert [(e.change, e.version, e.title) for e in events] == [
+        ("created", 1, "Newer title"),
+        ("updated", 2, "Renamed"),
+    ]
+
+
+async def test_poison_payload_goes_to_dlq_and_the_rest_is_stored(pool, nc, kit, database_url, nats_url):
+    js = nc.jetstream()
+    subject = kit.subject_of("fathom")
+    await publish_raw(js, kit.raw_call(kit.fathom_meeting(recording_id=1), external_id="1"), subject)
+    poison_seq = await publish_raw(js, b'{"v":1,"source":"fathom","payload":', subject)
+    await publish_raw(js, kit.raw_call(kit.fathom_meeting(recording_id=2), external_id="2"), subject)
+    # a payload the database refuses (an index row too large); its batch neighbours still land
+    huge = "9" * 3000 + "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(3000))
+    bundle = kit.gong_bundle(1)
+    bundle["call"]["metaData"]["id"] = huge
+    await publish_raw(js, kit.raw_call(bundle, external_id=huge), kit.subject_of("gong"))
+    await publish_raw(js, kit.raw_call(kit.fathom_meeting(recording_id=3), external_id="3"), subject)
+    await drain(pool, nc, database_url, nats_url)
+    stored = [r["external_id"] for r in await pool.fetch("select external_id from messages order by external_id")]
+    assert stored == ["1", "2", "3"]
+    letters = [msgspec.json.decode(m.data, type=DeadLetter) for m in await stream_messages(js, DLQ)]
+    assert [(d.subject, d.delivery_count) for d in letters] == [(subject, 1), ("calls.raw.gong", 1)]
+    assert letters[0].stream_sequence == poison_seq
+    assert letters[0].error.startswith("unmappable: not a RawCall v1")
+    assert letters[0].data == b'{"v":1,"source":"fathom","payload":'
+    assert "rejected by the database" in letters[1].error
+    info = await js.consumer_info(CALLS_RAW, NORMALIZER_CONSUMER.durable)
+    assert info.num_ack_pending == 0
+
+
+async def test_transient_failures_nak_then_dead_letter_at_max_deliver(nc, kit, nats_url, database_url):
+    """A database that is not there: nak with a delay, and on the last allowed delivery, the DLQ."""
+    js = nc.jetstream()
+    await js.add_consumer(
+        CALLS_RAW,
+        ConsumerConfig(durable_name="short", ack_policy=AckPolicy.EXPLICIT, max_deliver=2, ack_wait=30),
+    )
+    await publish_raw(js, kit.raw_call(kit.fathom_meeting()), kit.subject_of("fathom"))
+    dead_pool = await create_pool("postgresql://postgres@127.0.0.1:9/none", timeout=1)
+    settings = settings_for(database_url, nats_url, CALLSTREAM_NORMALIZER_RETRY_BASE_SECONDS=0.1)
+    processor = RawCallProcessor(dead_pool, js, settings, max_deliver=2)
+    sub = await js.pull_subscribe_bind(durable="short", stream=CALLS_RAW)
+    first = await processor.process(await sub.fetch(1, timeout=2))
+    assert (first.retried, first.dead_lettered) == (1, 0)
+    second = await processor.process(await sub.fetch(1, timeout=5))  # back after the nak delay
+    assert (second.retried, second.dead_lettered) == (0, 1)
+    [letter] = [msgspec.json.decode(m.data, type=DeadLetter) for m in await stream_messages(js, DLQ)]
+    assert letter.delivery_count == 2
+    assert letter.error.startswith("gave up after 2 deliveries")
+    await dead_pool.close()
+
+
+async def test_features_link_now_or_when_the_message_arrives(pool, nc, kit, database_url, nats_url):
+    js = nc.jetstream()
+    early = FeatureLinked(
+        workspace_id="ws1",
+        feature_id="f1",
+        feature_name="SSO",
+        message=MessageRef(source="fathom", external_id="512330871"),
+    )
+    await js.publish(FEATURES_LINKED, msgspec.json.encode(early))
+    sub = await js.pull_subscribe_bind(durable="normalizer-features", stream="FEATURES")
+    [msg] = await sub.fetch(1, timeout=2)
+    assert await handle_feature_msg(pool, js, msg)
+    assert await pool.fetchval("select message_id from message_features") is None
+    await publish_raw(js, kit.raw_call(kit.fathom_meeting()), kit.subject_of("fathom"))
+    await drain(pool, nc, database_url, nats_url)
+    message_id = await pool.fetchval("select id from messages")
+    assert await pool.fetchval("select message_id from message_features where feature_id = 'f1'") == message_id
+    # by id, for a message that exists
+    by_id = FeatureLinked(workspace_id="ws1", feature_id="f2", message=MessageRef(message_id=str(message_id)))
+    bad = FeatureLinked(workspace_id="ws1", feature_id="f3", message=MessageRef())
+    await js.publish(FEATURES_LINKED, msgspec.json.encode(by_id))
+    await js.publish(FEATURES_LINKED, msgspec.json.encode(bad))
+    for msg in await sub.fetch(2, timeout=2):
+        assert await handle_feature_msg(pool, js, msg)
+    rows = await pool.fetch("select feature_id, message_id from message_features order by feature_id")
+    assert [(r["feature_id"], r["message_id"]) for r in rows] == [("f1", message_id), ("f2", message_id)]
+    assert await pool.fetchval("select name from features where id = 'f1'") == "SSO"
+    [letter] = [msgspec.json.decode(m.data, type=DeadLetter) for m in await stream_messages(js, DLQ)]
+    assert letter.consumer == "normalizer-features"
+    # the sweep links what a race left pending
+    await pool.execute(
+        "insert into message_features (workspace_id, feature_id, source, external_id) values ('ws1', 'f1', 'gong', 'x')"
+    )
+    await pool.execute("update messages set external_id = 'x', source = 'gong'")
+    await pool.execute(SWEEP_PENDING)
+    assert await pool.fetchval("select count(*) from message_features where message_id is null") == 0
+
+
+@pytest.mark.parametrize("relays", [2])
+async def test_relay_publishes_in_commit_order_once(pool, nc, kit, database_url, nats_url, relays):
+    js = nc.jetstream()
+    for i in range(1, 301):
+        await publish_raw(
+            js, kit.raw_call(kit.fathom_meeting(recording_id=i), external_id=str(i)), kit.subject_of("fathom")
+        )
+    await drain(pool, nc, database_url, nats_url, batch=50)
+    pools = [await create_pool(database_url, max_size=1) for _ in range(relays)]
+
+    async def relay(p):
+        total = 0
+        async with p.acquire() as conn:
+            for _ in range(40):
+                total += await publish_pending(conn, nc.jetstream(), 25)
+                await asyncio.sleep(0)
+        return total
+
+    totals = await asyncio.gather(*(relay(p) for p in pools))
+    for p in pools:
+        await p.close()
+    assert sum(totals) == 300
+    msgs = await stream_messages(js, MESSAGES)
+    ids = [int(m.headers["Nats-Msg-Id"].removeprefix("outbox-")) for m in msgs]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 300
+    assert await pool.fetchval("select count(*) from outbox where published_at is null") == 0
