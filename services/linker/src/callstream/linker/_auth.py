@@ -1,0 +1,100 @@
+"""Bearer tokens to the workspaces they may read.
+
+Tokens are the gateway's (``api_tokens``, stored as ``hash_api_token``), plus the admin token,
+which reads every workspace. A workspace a token does not cover is answered exactly like one that
+does not exist (404), so a token learns nothing about other workspaces.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from litestar import Request
+
+from callstream.contracts import hash_api_token
+from callstream.runtime import ApiError
+
+_BEARER = "bearer "
+_MAX_CACHED_TOKENS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """The workspaces one caller may read; ``None`` means every workspace (the admin token)."""
+
+    workspaces: frozenset[str] | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.workspaces is None
+
+    def covers(self, workspace_id: str) -> bool:
+        return self.workspaces is None or workspace_id in self.workspaces
+
+    def require(self, workspace_id: str, what: str) -> None:
+        """404 "no such <what>" (what the caller looked for, so nothing tells a foreign workspace
+        from one that does not exist)."""
+        if not self.covers(workspace_id):
+            raise not_found(what)
+
+    def workspace_filter(self) -> list[str] | None:
+        """For SQL: ``null`` (no filter) or the list a row's workspace must be in."""
+        return None if self.workspaces is None else sorted(self.workspaces)
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"no such {what}")
+
+
+def _unauthorized(detail: str) -> ApiError:
+    return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="callstream"'})
+
+
+class Authenticator:
+    """Looks tokens up by hash, reusing an answer for ``ttl_seconds`` (a revoked token stops
+    working within that time) so a hot path does not pay a query per request."""
+
+    def __init__(
+        self,
+        pool: Callable[[], asyncpg.Pool],
+        admin_token: str | None,
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._pool = pool
+        self._admin = admin_token.encode() if admin_token else None
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._cache: dict[str, tuple[Access | None, float]] = {}
+
+    async def __call__(self, request: Request[Any, Any, Any]) -> Access:
+        header = request.headers.get("authorization", "")
+        if not header[: len(_BEARER)].lower() == _BEARER or not header[len(_BEARER) :].strip():
+            raise _unauthorized("send Authorization: Bearer <token>")
+        token = header[len(_BEARER) :].strip()
+        if self._admin is not None and hmac.compare_digest(token.encode(), self._admin):
+            return Access(workspaces=None)
+        access = await self._lookup(hash_api_token(token))
+        if access is None:
+            raise _unauthorized("unknown or revoked token")
+        return access
+
+    async def _lookup(self, token_hash: str) -> Access | None:
+        now = self._clock()
+        hit = self._cache.get(token_hash)
+        if hit is not None and now < hit[1]:
+            return hit[0]
+        row = await self._pool().fetchrow(
+            "select workspace_ids from api_tokens where token_hash = $1 and revoked_at is null", token_hash
+        )
+        access = None if row is None else Access(workspaces=frozenset(row["workspace_ids"]))
+        if self._ttl > 0:
+            if len(self._cache) >= _MAX_CACHED_TOKENS:
+                self._cache.clear()
+            self._cache[token_hash] = (access, now + self._ttl)
+        return access

@@ -1,0 +1,222 @@
+"""An in-process cache of hot links, kept honest by ``MessageUpserted`` events.
+
+Entries are dropped when an event for their message arrives (an ephemeral ordered consumer on the
+MESSAGES stream, see :func:`follow_message_events`), which happens within milliseconds of the
+normalizer's commit. Three rules keep a changed link from being served stale:
+
+* the cache is used only while the event feed is live; when the NATS connection drops it is
+  bypassed, and after a reconnect everything filled before is forgotten;
+* a fill that raced with an event (read before, stored after) is not stored (``epoch``);
+* a fill older than a version an event already announced (a lagging read replica) is not stored.
+
+``max_age_seconds`` is a backstop only. Written here rather than taken from a library because the
+invalidation rules above are the whole point and no LRU library knows them; the LRU itself is an
+``OrderedDict``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from callstream.contracts import MESSAGES, MessageUpserted
+from callstream.runtime import Broker, get_logger
+
+from ._links import LinkFacts
+
+log = get_logger(__name__)
+
+Ident = tuple[str, str, str]  # (workspace_id, source, external_id)
+_UNKNOWN_HOST = object()
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    live: bool
+    generation: int  # changes whenever the feed may have missed events
+
+
+class LinkCache:
+    def __init__(
+        self,
+        max_entries: int,
+        max_age_seconds: float,
+        feed_state: Callable[[], FeedState],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max = max_entries
+        self._max_age = max_age_seconds
+        self._feed_state = feed_state
+        self._clock = clock
+        self._by_id: OrderedDict[str, tuple[LinkFacts, float]] = OrderedDict()
+        self._by_ident: dict[Ident, str] = {}
+        self._hosts: dict[str, tuple[str | None, float]] = {}
+        self._announced: OrderedDict[str, int] = OrderedDict()  # message id -> newest version seen
+        self._generation = 0
+        self.epoch = 0  # bumped by every invalidation
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def _usable(self) -> bool:
+        if self._max == 0:
+            return False
+        state = self._feed_state()
+        if state.generation != self._generation:
+            self.clear()
+            self._generation = state.generation
+        return state.live
+
+    def clear(self) -> None:
+        self._by_id.clear()
+        self._by_ident.clear()
+        self._hosts.clear()
+        self.epoch += 1
+
+    # Reads
+    def by_id(self, message_id: str) -> LinkFacts | None:
+        if not self._usable():
+            return None
+        hit = self._by_id.get(message_id)
+        if hit is None:
+            return None
+        facts, stored_at = hit
+        if self._clock() - stored_at > self._max_age:
+            self._drop(message_id)
+            return None
+        self._by_id.move_to_end(message_id)
+        return facts
+
+    def by_ident(self, workspace_id: str, source: str, external_id: str) -> LinkFacts | None:
+        message_id = self._by_ident.get((workspace_id, source, external_id))
+        return None if message_id is None else self.by_id(message_id)
+
+    def gong_host(self, workspace_id: str) -> object:
+        """The cached host (or None for "none recorded"), else ``_UNKNOWN_HOST``."""
+        if not self._usable():
+            return _UNKNOWN_HOST
+        hit = self._hosts.get(workspace_id)
+        if hit is None or self._clock() - hit[1] > self._max_age:
+            return _UNKNOWN_HOST
+        return hit[0]
+
+    # Fills: take ``epoch`` before reading the database, pass it back when storing.
+    def store(self, facts: LinkFacts, epoch: int) -> None:
+        if epoch != self.epoch or not self._usable():
+            return
+        if self._announced.get(facts.message_id, 0) > facts.version:
+            return
+        self._drop(facts.message_id)
+        self._by_id[facts.message_id] = (facts, self._clock())
+        self._by_ident[(facts.workspace_id, facts.source, facts.external_id)] = facts.message_id
+        while len(self._by_id) > self._max:
+            self._drop(next(iter(self._by_id)))
+
+    def store_gong_host(self, workspace_id: str, host: str | None, epoch: int) -> None:
+        if epoch != self.epoch or not self._usable():
+            return
+        if len(self._hosts) >= self._max:
+            self._hosts.clear()
+        self._hosts[workspace_id] = (host, self._clock())
+
+    # Invalidation
+    def invalidate(self, event: MessageUpserted) -> None:
+        self.epoch += 1
+        self._drop(event.message_id)
+        self._announced[event.message_id] = max(event.version, self._announced.get(event.message_id, 0))
+        self._announced.move_to_end(event.message_id)
+        while len(self._announced) > max(self._max, 1):
+            self._announced.popitem(last=False)
+        ident_owner = self._by_ident.get((event.workspace_id, event.source, event.external_id))
+        if ident_owner is not None:
+            self._drop(ident_owner)
+        if event.source == "gong":
+            # The message may have brought a new app host for its workspace.
+            self._hosts.pop(event.workspace_id, None)
+
+    def _drop(self, message_id: str) -> None:
+        hit = self._by_id.pop(message_id, None)
+        if hit is not None:
+            facts = hit[0]
+            ident = (facts.workspace_id, facts.source, facts.external_id)
+            if self._by_ident.get(ident) == message_id:
+                del self._by_ident[ident]
+
+
+def is_unknown_host(value: object) -> bool:
+    return value is _UNKNOWN_HOST
+
+
+class MessageEventFeed:
+    """Follows ``messages.upserted.>`` from now on with an ephemeral ordered consumer (nothing to
+    clean up, no acks; nats-py re-creates it after a gap or reconnect, from the last sequence)."""
+
+    SUBJECT = "messages.upserted.>"
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._subscribed = False
+        self._generation = 0
+        self._reconnects_seen = -1
+        self.cache: LinkCache | None = None
+        self._decoder = msgspec.json.Decoder(MessageUpserted)
+
+    def state(self) -> FeedState:
+        if not self._subscribed or not self._broker.is_connected:
+            return FeedState(live=False, generation=self._generation)
+        reconnects = int(self._broker.nc.stats.get("reconnects", 0))
+        if reconnects != self._reconnects_seen:
+            self._reconnects_seen = reconnects
+            self._generation += 1
+        return FeedState(live=True, generation=self._generation)
+
+    async def _on_message(self, msg: Msg) -> None:
+        try:
+            event = self._decoder.decode(msg.data)
+        except msgspec.DecodeError:
+            log.warning("undecodable message event ignored", subject=msg.subject)
+            return
+        if self.cache is not None:
+            self.cache.invalidate(event)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        await self._broker.wait_connected()
+        delay = 0.2
+        while not stopping.is_set():
+            try:
+                sub = await self._broker.js.subscribe(
+                    self.SUBJECT,
+                    stream=MESSAGES,
+                    ordered_consumer=True,
+                    deliver_policy=DeliverPolicy.NEW,
+                    idle_heartbeat=2.0,
+                    cb=self._on_message,
+                )
+            except Exception as exc:
+                # The MESSAGES stream may not exist yet (setup runs separately): keep the cache off.
+                log.warning("message event feed unavailable, retrying", error=type(exc).__name__)
+                try:
+                    await asyncio.wait_for(stopping.wait(), timeout=delay)
+                except TimeoutError:
+                    delay = min(delay * 2, 5.0)
+                continue
+            self._generation += 1
+            self._subscribed = True
+            log.info("following message events for the link cache")
+            try:
+                await stopping.wait()
+            finally:
+                self._subscribed = False
+                self._generation += 1
+                try:
+                    await sub.unsubscribe()
+                except Exception as exc:
+                    log.debug("unsubscribe failed", error=type(exc).__name__)
+            return

@@ -1,0 +1,108 @@
+"""Link look-ups: the hot-link cache in front of the queries, and resolution on top."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+
+from . import _queries as q
+from ._auth import Access, not_found
+from ._cache import LinkCache, is_unknown_host
+from ._links import HostAllowList, Link, LinkFacts, needs_gong_host, resolve_link
+from ._schemas import LinkRecord, link_record
+
+
+class LinkLookup:
+    def __init__(self, pool: Callable[[], asyncpg.Pool], cache: LinkCache, allow: HostAllowList) -> None:
+        self._pool = pool
+        self.cache = cache
+        self.allow = allow
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool()
+
+    async def by_ident(self, access: Access, workspace_id: str, source: str, external_id: str) -> LinkRecord:
+        access.require(workspace_id, "message")
+        facts = self.cache.by_ident(workspace_id, source, external_id)
+        if facts is None:
+            epoch = self.cache.epoch
+            facts = await q.facts_by_ident(self._pool(), workspace_id, source, external_id)
+            if facts is None:
+                raise not_found("message")
+            self.cache.store(facts, epoch)
+        return await self.record(facts)
+
+    async def facts_by_id(self, access: Access, message_id: str) -> LinkFacts:
+        facts = self.cache.by_id(message_id)
+        if facts is None:
+            parsed = q.parse_uuid(message_id)
+            found = [] if parsed is None else await self._fill([parsed], access)
+            facts = found[0] if found else None
+        if facts is None or not access.covers(facts.workspace_id):
+            raise not_found("message")
+        return facts
+
+    async def by_ids(self, access: Access, message_ids: list[str]) -> dict[str, LinkRecord | None]:
+        found: dict[str, LinkFacts] = {}
+        missing: list[uuid.UUID] = []
+        for message_id in message_ids:
+            facts = self.cache.by_id(message_id)
+            if facts is not None:
+                if access.covers(facts.workspace_id):
+                    found[message_id] = facts
+                continue
+            parsed = q.parse_uuid(message_id)
+            if parsed is not None:
+                missing.append(parsed)
+        if missing:
+            for facts in await self._fill(missing, access):
+                found[facts.message_id] = facts
+        hosts = await self.gong_hosts({f.workspace_id for f in found.values() if needs_gong_host(f)})
+        answer: dict[str, LinkRecord | None] = {}
+        for message_id in message_ids:
+            # Ids are looked up by their canonical form; answer under the form the caller sent.
+            parsed = q.parse_uuid(message_id)
+            facts = found.get(message_id) or (found.get(str(parsed)) if parsed else None)
+            answer[message_id] = None if facts is None else self._record(facts, hosts.get(facts.workspace_id))
+        return answer
+
+    async def _fill(self, ids: list[uuid.UUID], access: Access) -> list[LinkFacts]:
+        epoch = self.cache.epoch
+        rows = await q.facts_by_ids(self._pool(), ids, access.workspace_filter())
+        for facts in rows:
+            self.cache.store(facts, epoch)
+        return rows
+
+    async def gong_hosts(self, workspaces: set[str]) -> dict[str, str | None]:
+        hosts: dict[str, str | None] = {}
+        unknown: list[str] = []
+        for workspace_id in workspaces:
+            cached = self.cache.gong_host(workspace_id)
+            if is_unknown_host(cached):
+                unknown.append(workspace_id)
+            else:
+                hosts[workspace_id] = cached if isinstance(cached, str) else None
+        if unknown:
+            epoch = self.cache.epoch
+            fetched = await q.gong_hosts(self._pool(), unknown)
+            for workspace_id in unknown:
+                hosts[workspace_id] = fetched.get(workspace_id)
+                self.cache.store_gong_host(workspace_id, hosts[workspace_id], epoch)
+        return hosts
+
+    async def gong_host(self, facts: LinkFacts) -> str | None:
+        if not needs_gong_host(facts):
+            return None
+        return (await self.gong_hosts({facts.workspace_id}))[facts.workspace_id]
+
+    async def record(self, facts: LinkFacts) -> LinkRecord:
+        return self._record(facts, await self.gong_host(facts))
+
+    def _record(self, facts: LinkFacts, gong_host: str | None) -> LinkRecord:
+        return link_record(facts.message_id, facts.source, facts.external_id, self.link(facts, gong_host))
+
+    def link(self, facts: LinkFacts, gong_host: str | None) -> Link:
+        return resolve_link(facts, self.allow, gong_host)

@@ -1,0 +1,188 @@
+"""The read side: every query the linker runs (asyncpg, parameterised, read only).
+
+Only the link-bearing metadata keys are read for link look-ups: ``jsonb_each`` de-TOASTs the
+metadata once and hands back a few short strings instead of the whole document (which can carry
+the provider's raw call and transcript).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from callstream.contracts import Source
+
+from ._links import LinkFacts
+
+HEAVY_METADATA_KEYS = ("raw_call_data", "transcript_data", "raw_session_data")
+_LINK_KEYS = "('recording_url', 'share_url', 'url', 'call_id')"
+_LINK_FIELDS = (
+    "(select coalesce(jsonb_object_agg(key, value), '{}'::jsonb) from jsonb_each(m.message_metadata)"
+    f" where key in {_LINK_KEYS}) as link_fields"
+)
+_FACTS_COLUMNS = f"m.id, m.workspace_id, m.source, m.external_id, m.version, {_LINK_FIELDS}"
+_LIGHT_METADATA = "m.message_metadata - " + " - ".join(f"'{k}'" for k in HEAVY_METADATA_KEYS)
+
+
+def parse_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def facts_from_row(row: asyncpg.Record, metadata_column: str = "link_fields") -> LinkFacts:
+    return LinkFacts.from_metadata(
+        message_id=str(row["id"]),
+        workspace_id=row["workspace_id"],
+        source=row["source"],
+        external_id=row["external_id"],
+        version=row["version"],
+        metadata=row[metadata_column],
+    )
+
+
+async def facts_by_ident(pool: asyncpg.Pool, workspace_id: str, source: str, external_id: str) -> LinkFacts | None:
+    row = await pool.fetchrow(
+        f"select {_FACTS_COLUMNS} from messages m where m.workspace_id = $1 and m.source = $2 and m.external_id = $3",
+        workspace_id,
+        source,
+        external_id,
+    )
+    return None if row is None else facts_from_row(row)
+
+
+async def facts_by_ids(pool: asyncpg.Pool, ids: list[uuid.UUID], workspaces: list[str] | None) -> list[LinkFacts]:
+    """Visible messages among ``ids`` (``workspaces`` None: every workspace)."""
+    rows = await pool.fetch(
+        f"select {_FACTS_COLUMNS} from messages m"
+        " where m.id = any($1::uuid[]) and ($2::text[] is null or m.workspace_id = any($2::text[]))",
+        ids,
+        workspaces,
+    )
+    return [facts_from_row(r) for r in rows]
+
+
+async def gong_hosts(pool: asyncpg.Pool, workspaces: list[str]) -> dict[str, str]:
+    rows = await pool.fetch(
+        "select workspace_id, host from provider_hosts where source = 'gong' and workspace_id = any($1::text[])",
+        workspaces,
+    )
+    return {r["workspace_id"]: r["host"] for r in rows}
+
+
+async def message(pool: asyncpg.Pool, message_id: uuid.UUID, include_raw: bool) -> asyncpg.Record | None:
+    metadata = "m.message_metadata" if include_raw else _LIGHT_METADATA
+    return await pool.fetchrow(
+        "select m.id, m.workspace_id, m.source, m.external_id, m.title, m.sent_at, m.updated_at, m.version,"
+        " m.author_name, m.author_email, m.author_id, m.channel_name, m.content,"
+        f" {metadata} as message_metadata, {_LINK_FIELDS},"
+        " c.id as customer_id, c.name as customer_name, c.domain as customer_domain,"
+        " c.external_system as customer_external_system, ph.host as gong_host"
+        " from messages m"
+        " left join customers c on c.id = m.customer_id"
+        " left join provider_hosts ph on ph.workspace_id = m.workspace_id and ph.source = 'gong'"
+        " where m.id = $1",
+        message_id,
+    )
+
+
+# Keyset pagination over (sent_at desc nulls first, id desc): the order of the
+# (workspace_id, sent_at desc, id desc) index. A page starts strictly after the last row of the
+# previous one, so rows inserted meanwhile never shift, repeat or hide rows that already existed.
+class Cursor(msgspec.Struct, array_like=True, frozen=True):
+    sent_at: datetime | None
+    id: uuid.UUID
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def encode_cursor(sent_at: datetime | None, message_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(Cursor(sent_at, message_id))).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return msgspec.json.decode(raw, type=Cursor)
+    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
+        raise BadCursor("cursor is not one this service issued") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFilter:
+    workspace_id: str
+    source: Source | None = None
+    customer_id: uuid.UUID | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def list_messages(
+    pool: asyncpg.Pool, flt: MessageFilter, cursor: Cursor | None, limit: int
+) -> list[asyncpg.Record]:
+    args: list[Any] = [flt.workspace_id]
+    where = ["m.workspace_id = $1"]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if flt.source is not None:
+        where.append(f"m.source = {arg(flt.source)}")
+    if flt.customer_id is not None:
+        where.append(f"m.customer_id = {arg(flt.customer_id)}")
+    if flt.since is not None:
+        where.append(f"m.sent_at >= {arg(flt.since)}")
+    if flt.until is not None:
+        where.append(f"m.sent_at < {arg(flt.until)}")
+    if cursor is not None:
+        if cursor.sent_at is None:
+            where.append(f"((m.sent_at is null and m.id < {arg(cursor.id)}) or m.sent_at is not null)")
+        else:
+            where.append(f"(m.sent_at, m.id) < ({arg(cursor.sent_at)}, {arg(cursor.id)})")
+    rows: list[asyncpg.Record] = await pool.fetch(
+        "select m.id, m.workspace_id, m.source, m.external_id, m.title, m.sent_at, m.channel_name,"
+        f" m.author_name, m.author_email, m.author_id, m.customer_id, m.version, {_LINK_FIELDS}"
+        f" from messages m where {' and '.join(where)}"
+        f" order by m.sent_at desc, m.id desc limit {arg(limit)}",
+        *args,
+    )
+    return rows
+
+
+async def feature_exists(pool: asyncpg.Pool, workspace_id: str, feature_id: str) -> bool:
+    found = await pool.fetchval(
+        "select exists (select 1 from features where workspace_id = $1 and id = $2)", workspace_id, feature_id
+    )
+    return bool(found)
+
+
+async def feature_messages(pool: asyncpg.Pool, workspace_id: str, feature_id: str, limit: int) -> list[asyncpg.Record]:
+    """Messages linked to a feature, newest first; ``customer_email`` is the first external
+    participant's address (customers are companies and carry none)."""
+    rows: list[asyncpg.Record] = await pool.fetch(
+        "select m.id, m.workspace_id, m.content, m.sent_at, m.author_name as sender_name, m.channel_name,"
+        " c.name as customer_name,"
+        " (select p.email from message_participants p where p.message_id = m.id"
+        "   and p.affiliation = 'external' and p.email is not null order by p.position limit 1) as customer_email,"
+        f" m.ai_insights, m.source, m.external_id, m.version, {_LIGHT_METADATA} as message_metadata"
+        " from message_features mf"
+        " join messages m on m.id = mf.message_id"
+        " left join customers c on c.id = m.customer_id"
+        " where mf.workspace_id = $1 and mf.feature_id = $2 and m.workspace_id = $1"
+        " order by m.sent_at desc nulls last, m.id desc limit $3",
+        workspace_id,
+        feature_id,
+        limit,
+    )
+    return rows

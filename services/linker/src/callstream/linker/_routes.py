@@ -1,0 +1,279 @@
+"""The linker's HTTP API. Every route needs a bearer token; a message, feature or workspace the
+token cannot see is a 404, exactly like one that does not exist."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from litestar import Request, Router, get, post
+from litestar.datastructures import CacheControlHeader
+from litestar.di import Provide
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import Parameter
+
+from callstream.contracts import Source
+from callstream.runtime import ApiError
+
+from . import _queries as q
+from ._auth import Access, not_found
+from ._links import moment_link, needs_gong_host
+from ._lookup import LinkLookup
+from ._schemas import (
+    MESSAGE_FIELDS,
+    Author,
+    CustomerOut,
+    ErrorBody,
+    FeatureMessage,
+    LinkRecord,
+    MessageMoment,
+    MessageOut,
+    MessagePage,
+    MessageSummary,
+    ResolveRequest,
+    ResolveResponse,
+    message_moment,
+)
+
+WORKSPACE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_PAGE = 500
+MAX_FEATURE_MESSAGES = 5000
+# Answers may change at any moment (a message is re-synced): clients revalidate with the ETag.
+CACHE_CONTROL = CacheControlHeader(private=True, no_cache=True)
+
+_ERRORS = {
+    400: ResponseSpec(ErrorBody, description="a parameter or the body is invalid"),
+    401: ResponseSpec(ErrorBody, description="no bearer token, or an unknown or revoked one"),
+    404: ResponseSpec(ErrorBody, description="unknown, or not visible to this token"),
+}
+
+_LINK_EXAMPLE = {
+    "message_id": "0b6f4a52-34a1-4c57-9d55-2f1d0e8c7a10",
+    "source": "gong",
+    "external_id": "5520183947712650031",
+    "url": "https://us-48213.app.gong.io/call?id=5520183947712650031",
+    "kind": "call",
+    "origin": "metadata.url",
+    "reason": None,
+}
+_UNSAFE_EXAMPLE = {**_LINK_EXAMPLE, "url": None, "reason": "host_not_allowed"}
+
+WorkspaceQuery = Annotated[
+    str, Parameter(pattern=WORKSPACE_PATTERN, description="the workspace", examples=[Example(value="acme")])
+]
+
+
+def _ok(model: type, *examples: tuple[str, Any]) -> dict[int, ResponseSpec]:
+    spec = ResponseSpec(model, description="OK", examples=[Example(summary=s, value=v) for s, v in examples] or None)
+    return {200: spec, **_ERRORS}
+
+
+def _author(row: asyncpg.Record) -> Author:
+    return Author(name=row["author_name"], email=row["author_email"], id=row["author_id"])
+
+
+def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, Any]], Awaitable[Access]]) -> Router:
+    allow = lookup.allow
+
+    async def provide_access(request: Request[Any, Any, Any]) -> Access:
+        return await authenticate(request)
+
+    @get(
+        "/links",
+        summary="The link of a message, by its provider identity",
+        responses=_ok(LinkRecord, ("a Gong call", _LINK_EXAMPLE), ("an unsafe stored link", _UNSAFE_EXAMPLE)),
+    )
+    async def link_by_external_id(
+        access: Access,
+        workspace_id: WorkspaceQuery,
+        source: Source,
+        external_id: Annotated[
+            str, Parameter(min_length=1, max_length=256, examples=[Example(value="5520183947712650031")])
+        ],
+    ) -> LinkRecord:
+        return await lookup.by_ident(access, workspace_id, source, external_id)
+
+    @post(
+        "/links/resolve",
+        status_code=200,
+        summary="Links of up to 1,000 messages by id (null for unknown or invisible ones)",
+        responses=_ok(
+            ResolveResponse,
+            ("one known, one unknown", {"links": {_LINK_EXAMPLE["message_id"]: _LINK_EXAMPLE, "8c1d…": None}}),
+        ),
+    )
+    async def resolve_links(access: Access, data: ResolveRequest) -> ResolveResponse:
+        return ResolveResponse(links=await lookup.by_ids(access, data.message_ids))
+
+    @get(
+        "/messages/{message_id:str}/link",
+        summary="A link to a moment of the recording (Fathom); the call link with moment=false otherwise",
+        responses=_ok(MessageMoment),
+    )
+    async def message_moment_link(
+        access: Access,
+        message_id: str,
+        t: Annotated[
+            int, Parameter(ge=0, le=7 * 86_400, description="seconds from the start", examples=[Example(value=645)])
+        ],
+    ) -> MessageMoment:
+        facts = await lookup.facts_by_id(access, message_id)
+        host = await lookup.gong_host(facts)
+        return message_moment(facts.message_id, facts.source, facts.external_id, moment_link(facts, allow, t, host))
+
+    @get("/messages/{message_id:str}", summary="One message with its metadata and link", responses=_ok(MessageOut))
+    async def get_message(
+        access: Access,
+        message_id: str,
+        include: Annotated[
+            Literal["raw"] | None, Parameter(description="raw: also the provider's raw call/transcript keys")
+        ] = None,
+        fields: Annotated[
+            str | None,
+            Parameter(
+                max_length=512,
+                description="comma-separated fields to return (id is always returned)",
+                examples=[Example(value="title,sent_at,link")],
+            ),
+        ] = None,
+    ) -> MessageOut:
+        wanted = _parse_fields(fields)
+        parsed = q.parse_uuid(message_id)
+        row = None if parsed is None else await q.message(lookup.pool, parsed, include == "raw")
+        if row is None or not access.covers(row["workspace_id"]):
+            raise not_found("message")
+        facts = q.facts_from_row(row)
+        link = lookup.link(facts, row["gong_host"] if needs_gong_host(facts) else None)
+        customer = (
+            None
+            if row["customer_id"] is None
+            else CustomerOut(
+                id=str(row["customer_id"]),
+                name=row["customer_name"],
+                domain=row["customer_domain"],
+                external_system=row["customer_external_system"],
+            )
+        )
+        values: dict[str, Any] = {
+            "workspace_id": row["workspace_id"],
+            "source": row["source"],
+            "external_id": row["external_id"],
+            "title": row["title"],
+            "sent_at": row["sent_at"],
+            "updated_at": row["updated_at"],
+            "author": _author(row),
+            "channel_name": row["channel_name"],
+            "content": row["content"],
+            "customer": customer,
+            "message_metadata": row["message_metadata"] if isinstance(row["message_metadata"], dict) else {},
+            "link": link,
+        }
+        return MessageOut(id=str(row["id"]), **{k: v for k, v in values.items() if wanted is None or k in wanted})
+
+    @get("/messages", summary="Messages of a workspace, newest first, keyset-paginated", responses=_ok(MessagePage))
+    async def list_messages(
+        access: Access,
+        workspace_id: WorkspaceQuery,
+        source: Source | None = None,
+        customer_id: Annotated[str | None, Parameter(max_length=64)] = None,
+        since: Annotated[datetime | None, Parameter(description="sent at or after")] = None,
+        until: Annotated[datetime | None, Parameter(description="sent before")] = None,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 50,
+        cursor: Annotated[str | None, Parameter(max_length=512, description="next_cursor of the previous page")] = None,
+    ) -> MessagePage:
+        access.require(workspace_id, "workspace")
+        customer = None
+        if customer_id is not None:
+            customer = q.parse_uuid(customer_id)
+            if customer is None:
+                return MessagePage(items=[], next_cursor=None)
+        try:
+            after = None if cursor is None else q.decode_cursor(cursor)
+        except q.BadCursor as exc:
+            raise ApiError(400, "invalid_cursor", str(exc)) from None
+        flt = q.MessageFilter(workspace_id=workspace_id, source=source, customer_id=customer, since=since, until=until)
+        rows = await q.list_messages(lookup.pool, flt, after, limit + 1)
+        page = rows[:limit]
+        facts = [q.facts_from_row(r) for r in page]
+        hosts = await lookup.gong_hosts({f.workspace_id for f in facts if needs_gong_host(f)})
+        items = [
+            MessageSummary(
+                id=f.message_id,
+                workspace_id=f.workspace_id,
+                source=f.source,
+                external_id=f.external_id,
+                title=r["title"],
+                sent_at=r["sent_at"],
+                channel_name=r["channel_name"],
+                author=_author(r),
+                customer_id=None if r["customer_id"] is None else str(r["customer_id"]),
+                link=lookup.link(f, hosts.get(f.workspace_id)),
+            )
+            for r, f in zip(page, facts, strict=True)
+        ]
+        next_cursor = q.encode_cursor(page[-1]["sent_at"], page[-1]["id"]) if len(rows) > limit else None
+        return MessagePage(items=items, next_cursor=next_cursor)
+
+    @get(
+        "/features/{feature_id:str}/messages",
+        summary="Messages linked to a feature (the old MessageResponse fields plus source, ids, metadata and link)",
+        responses=_ok(list[FeatureMessage]),
+    )
+    async def feature_messages(
+        access: Access,
+        feature_id: str,
+        workspace_id: WorkspaceQuery,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_FEATURE_MESSAGES)] = 1000,
+    ) -> list[FeatureMessage]:
+        access.require(workspace_id, "feature")
+        if not await q.feature_exists(lookup.pool, workspace_id, feature_id):
+            raise not_found("feature")
+        rows = await q.feature_messages(lookup.pool, workspace_id, feature_id, limit)
+        facts = [q.facts_from_row(r, "message_metadata") for r in rows]
+        hosts = await lookup.gong_hosts({f.workspace_id for f in facts if needs_gong_host(f)})
+        return [
+            FeatureMessage(
+                id=f.message_id,
+                content=r["content"],
+                sent_at=r["sent_at"],
+                sender_name=r["sender_name"],
+                channel_name=r["channel_name"],
+                customer_name=r["customer_name"],
+                customer_email=r["customer_email"],
+                ai_insights=r["ai_insights"] if isinstance(r["ai_insights"], dict) else None,
+                source=f.source,
+                external_id=f.external_id,
+                message_metadata=r["message_metadata"] if isinstance(r["message_metadata"], dict) else {},
+                link=lookup.link(f, hosts.get(f.workspace_id)),
+            )
+            for r, f in zip(rows, facts, strict=True)
+        ]
+
+    return Router(
+        "/v1",
+        route_handlers=[
+            link_by_external_id,
+            resolve_links,
+            message_moment_link,
+            get_message,
+            list_messages,
+            feature_messages,
+        ],
+        dependencies={"access": Provide(provide_access)},
+        cache_control=CACHE_CONTROL,
+        security=[{"bearer": []}],
+        tags=["links"],
+    )
+
+
+def _parse_fields(fields: str | None) -> frozenset[str] | None:
+    if fields is None:
+        return None
+    wanted = frozenset(f.strip() for f in fields.split(",") if f.strip()) - {"id"}
+    unknown = wanted - MESSAGE_FIELDS
+    if unknown:
+        raise ApiError(400, "invalid_fields", f"unknown fields: {', '.join(sorted(unknown))}")
+    return wanted

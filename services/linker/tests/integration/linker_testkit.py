@@ -1,0 +1,103 @@
+"""Helpers for the linker's integration tests: rows written directly into the normalizer's and
+gateway's tables, as those services would write them."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from callstream.contracts import hash_api_token
+
+ADMIN_TOKEN = "cs_admin_" + "x" * 24
+
+
+@dataclass
+class Seed:
+    """Writes rows the way the normalizer and the gateway do."""
+
+    conn: asyncpg.Connection
+
+    async def token(self, *workspaces: str, revoked: bool = False) -> str:
+        token = "cs_" + secrets.token_urlsafe(18)
+        await self.conn.execute(
+            "insert into api_tokens (id, name, token_hash, workspace_ids, revoked_at) values ($1, 'test', $2, $3, $4)",
+            uuid.uuid4(),
+            hash_api_token(token),
+            list(workspaces),
+            datetime.now(UTC) if revoked else None,
+        )
+        return token
+
+    async def customer(self, workspace_id: str, domain: str, name: str | None = None) -> uuid.UUID:
+        row = await self.conn.fetchrow(
+            "insert into customers (workspace_id, domain, name, external_system) values ($1, $2, $3, 'hubspot')"
+            " returning id",
+            workspace_id,
+            domain,
+            name,
+        )
+        return row["id"]
+
+    async def message(
+        self,
+        workspace_id: str,
+        source: str,
+        external_id: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        sent_at: datetime | None = None,
+        customer_id: uuid.UUID | None = None,
+        **columns: Any,
+    ) -> uuid.UUID:
+        values = {
+            "workspace_id": workspace_id,
+            "source": source,
+            "external_id": external_id,
+            "message_metadata": metadata or {},
+            "sent_at": sent_at,
+            "customer_id": customer_id,
+            "content_hash": secrets.token_hex(8),
+            **columns,
+        }
+        names = ", ".join(values)
+        params = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+        row = await self.conn.fetchrow(
+            f"insert into messages ({names}) values ({params}) returning id", *values.values()
+        )
+        return row["id"]
+
+    async def gong_host(self, workspace_id: str, host: str) -> None:
+        await self.conn.execute(
+            "insert into provider_hosts (workspace_id, source, host) values ($1, 'gong', $2)"
+            " on conflict (workspace_id, source) do update set host = excluded.host",
+            workspace_id,
+            host,
+        )
+
+
+async def codecs(conn: asyncpg.Connection) -> None:
+    import json
+
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def wait_feed_live(client: AsyncTestClient[Litestar], timeout: float = 10.0) -> None:
+    feed = client.app.state.event_feed
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not feed.state().live:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("the message event feed never became live")
+        await asyncio.sleep(0.05)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
