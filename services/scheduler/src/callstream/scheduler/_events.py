@@ -77,7 +77,7 @@ async def consume_events(scheduler: Scheduler, js: JetStreamContext, stopping: a
         while not stopping.is_set():
             try:
                 messages = await sub.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT_SECONDS)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when nothing came
                 continue
             except Exception as exc:  # broker away: nats-py reconnects, we just wait
                 log.warning("sync events fetch failed", error=type(exc).__name__)

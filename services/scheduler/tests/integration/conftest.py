@@ -1,0 +1,37 @@
+"""Fixtures for the scheduler's integration tests (helpers live in scheduler_kit.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from nats.js import JetStreamContext
+from scheduler_kit import FakeClock, make_scheduler
+
+from callstream.runtime import create_pool
+from callstream.scheduler import Scheduler
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(database_url, max_size=4)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+def js(jetstream: JetStreamContext) -> JetStreamContext:
+    return jetstream
+
+
+@pytest.fixture
+def scheduler(pool: asyncpg.Pool, clock: FakeClock, js: JetStreamContext) -> Scheduler:
+    return make_scheduler(pool, clock, js)
