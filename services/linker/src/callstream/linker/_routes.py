@@ -13,7 +13,7 @@ from litestar.datastructures import CacheControlHeader
 from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 
 from callstream.contracts import Source
 from callstream.runtime import ApiError
@@ -115,7 +115,7 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
     )
     async def message_moment_link(
         access: Access,
-        message_id: str,
+        message_id: FromPath[str],
         t: Annotated[
             int, Parameter(ge=0, le=7 * 86_400, description="seconds from the start", examples=[Example(value=645)])
         ],
@@ -127,7 +127,7 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
     @get("/messages/{message_id:str}", summary="One message with its metadata and link", responses=_ok(MessageOut))
     async def get_message(
         access: Access,
-        message_id: str,
+        message_id: FromPath[str],
         include: Annotated[
             Literal["raw"] | None, Parameter(description="raw: also the provider's raw call/transcript keys")
         ] = None,
@@ -224,7 +224,7 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
     )
     async def feature_messages(
         access: Access,
-        feature_id: str,
+        feature_id: FromPath[str],
         workspace_id: WorkspaceQuery,
         limit: Annotated[int, Parameter(ge=1, le=MAX_FEATURE_MESSAGES)] = 1000,
     ) -> list[FeatureMessage]:
