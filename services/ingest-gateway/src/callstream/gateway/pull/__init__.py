@@ -1,0 +1,81 @@
+"""Scheduled pulls from Fathom and Gong: the SYNC work-queue consumer, the provider clients, the
+limits and the checkpoints. ``pull_worker(settings)`` is what the gateway's runtime starts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from callstream.runtime import ServiceRuntime
+
+from .._settings import Settings
+from ._checkpoint import Checkpoint, CheckpointStore
+from ._errors import AuthFailed, CursorExpired, ReauthNeeded, RunDeferred, RunFailed
+from ._limits import LimiterRegistry, window_limiter
+from ._settings import PullSettings, load_pull_settings
+from ._worker import IntegrationSource, ProviderHosts, PullWorker
+
+
+def pull_worker(
+    settings: Settings, pull_settings: PullSettings | None = None
+) -> Callable[[ServiceRuntime], Awaitable[None]]:
+    """The background worker ``build_app`` registers; reads ``CALLSTREAM_GATEWAY_PULL_*`` now, so a bad
+    variable stops the gateway at start."""
+    chosen = pull_settings or load_pull_settings()
+
+    async def run(runtime: ServiceRuntime) -> None:
+        from .._integrations import IntegrationStore
+
+        await runtime.broker.wait_connected()
+        js = runtime.broker.js
+        timeout = httpx.Timeout(settings.provider_timeout_seconds)
+        async with httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=32)) as http:
+            store = IntegrationStore.from_settings(runtime.db, settings, http=http)
+            checkpoints = await CheckpointStore.open(
+                js,
+                chosen.checkpoint_bucket,
+                ttl_seconds=chosen.checkpoint_ttl_days * 86_400,
+                replicas=settings.stream_replicas,
+            )
+            worker = PullWorker(
+                js=js,
+                store=store,
+                http=http,
+                checkpoints=checkpoints,
+                settings=chosen,
+                hosts=ProviderHosts(settings.fathom_api_url, settings.gong_api_url),
+                stopping=asyncio.Event(),
+            )
+            watcher = asyncio.create_task(_forward_stop(runtime.stopping, worker.stopping))
+            try:
+                await worker.serve()
+            finally:
+                watcher.cancel()
+
+    return run
+
+
+async def _forward_stop(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
+__all__ = [
+    "AuthFailed",
+    "Checkpoint",
+    "CheckpointStore",
+    "CursorExpired",
+    "IntegrationSource",
+    "LimiterRegistry",
+    "ProviderHosts",
+    "PullSettings",
+    "PullWorker",
+    "ReauthNeeded",
+    "RunDeferred",
+    "RunFailed",
+    "load_pull_settings",
+    "pull_worker",
+    "window_limiter",
+]

@@ -1,0 +1,84 @@
+"""Where a run keeps its place: a JetStream key-value bucket, one key per run.
+
+Why a KV bucket and not a gateway table or the ``SyncProgress`` stream: the checkpoint is written
+after every page by whichever replica holds the run, next to the publishes it vouches for, so it
+lives on the same broker (no database on the pull path, no migration shared with the webhook side);
+a redelivered run reads it back by key in one round trip, where finding the last ``SyncProgress``
+of a run would mean scanning ``sync.events.<provider>``. Keys expire with the bucket's TTL.
+The same checkpoint also travels in every ``SyncProgress`` for the scheduler to see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.kv import KeyValue
+
+_KEY = re.compile(r"^[-_=A-Za-z0-9]{1,128}$")
+
+
+class Checkpoint(msgspec.Struct, kw_only=True):
+    """A run's place: its fixed window, the cursor of the next page, and what is done."""
+
+    v: int = 1
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    cursor: str | None = None
+    pages: int = 0
+    calls_published: int = 0
+    restarts: int = 0
+    finished: bool = False
+    status: str | None = None
+    error: str | None = None
+
+    def encode(self) -> str:
+        return msgspec.json.encode(self).decode()
+
+
+_decoder = msgspec.json.Decoder(Checkpoint)
+
+
+def checkpoint_key(run_id: str) -> str:
+    return run_id if _KEY.match(run_id) else "h-" + hashlib.sha256(run_id.encode()).hexdigest()[:40]
+
+
+class CheckpointStore:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, bucket: str, *, ttl_seconds: float, replicas: int = 1) -> CheckpointStore:
+        try:
+            kv = await js.key_value(bucket)
+        except BucketNotFoundError:
+            kv = await js.create_key_value(
+                KeyValueConfig(
+                    bucket=bucket,
+                    history=1,
+                    ttl=ttl_seconds,
+                    replicas=replicas,
+                    description="ingest-gateway: where each pull run stopped",
+                )
+            )
+        return cls(kv)
+
+    async def load(self, run_id: str) -> Checkpoint | None:
+        try:
+            entry = await self._kv.get(checkpoint_key(run_id))
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        try:
+            return _decoder.decode(entry.value)
+        except msgspec.DecodeError:
+            return None  # unreadable: start the run over (publishes are idempotent)
+
+    async def save(self, run_id: str, checkpoint: Checkpoint) -> None:
+        await self._kv.put(checkpoint_key(run_id), msgspec.json.encode(checkpoint))

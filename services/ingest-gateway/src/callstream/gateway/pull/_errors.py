@@ -1,0 +1,37 @@
+"""How a pull run can end other than by finishing."""
+
+from __future__ import annotations
+
+
+class RunFailed(Exception):
+    """The run failed for good: report it in ``SyncFinished`` and acknowledge the request."""
+
+    status = "error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class AuthFailed(RunFailed):
+    """401/403 from the provider (after one OAuth refresh): retrying cannot help."""
+
+
+class ReauthNeeded(RunFailed):
+    """The OAuth refresh token was refused: a person must connect the integration again."""
+
+    status = "reauth_required"
+
+
+class RunDeferred(Exception):
+    """The run cannot go on now but may later (quota spent, provider or broker down): keep the
+    checkpoint, release the request, and let JetStream redeliver it after ``delay`` seconds."""
+
+    def __init__(self, detail: str, delay: float) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.delay = delay
+
+
+class CursorExpired(Exception):
+    """Gong (or Fathom) no longer accepts the page cursor: restart the window."""

@@ -1,0 +1,79 @@
+"""Proactive rate limits: one set of limiters per provider account, shared by every run in the
+process (several integrations can use one Fathom account or one Gong company).
+
+aiolimiter is a leaky bucket that allows a burst of its capacity. Providers count requests per
+window (Fathom 60 per minute, Gong 3 per second and 10,000 per day). A bucket of capacity ``c``
+leaking ``r`` per second lets at most ``c + floor(r·W)`` requests into any window ``W``; with
+``r = (L·margin - c + 1)/W`` that is at most ``L·margin + 1 ≤ L``: a capacity of one for the short
+windows (an even pace), half the quota for the daily one (a burst, then an even pace).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiolimiter import AsyncLimiter
+
+from ._settings import PullSettings
+
+DAY_SECONDS = 86_400.0
+
+
+def window_limiter(limit: float, window_seconds: float, margin: float, *, capacity: float = 1.0) -> AsyncLimiter:
+    allowed = limit * margin
+    capacity = min(capacity, max(allowed, 1.0))
+    leak_per_second = max(allowed - capacity + 1.0, 1e-9) / window_seconds
+    return AsyncLimiter(capacity, capacity / leak_per_second)
+
+
+@dataclass
+class AccountLimits:
+    """The limiters of one provider account. ``heavy`` ones are taken first (they are the scarcer)."""
+
+    every: Sequence[AsyncLimiter] = ()
+    heavy: Sequence[AsyncLimiter] = ()
+
+    async def acquire(self, *, heavy: bool = False) -> None:
+        for limiter in self.heavy if heavy else ():
+            await limiter.acquire()
+        for limiter in self.every:
+            await limiter.acquire()
+
+
+def account_key(provider: str, *parts: str | None) -> str:
+    """An account's key without its secret: a digest of what identifies it."""
+    digest = hashlib.sha256("\x00".join(p or "" for p in parts).encode()).hexdigest()[:24]
+    return f"{provider}:{digest}"
+
+
+@dataclass
+class LimiterRegistry:
+    settings: PullSettings
+    _accounts: dict[str, AccountLimits] = field(default_factory=dict)
+
+    def fathom(self, key: str) -> AccountLimits:
+        if not self.settings.limits_enabled:
+            return AccountLimits()
+        if key not in self._accounts:
+            s = self.settings
+            self._accounts[key] = AccountLimits(
+                every=[window_limiter(s.fathom_requests_per_window, s.fathom_window_seconds, s.limit_margin)],
+                heavy=[window_limiter(s.fathom_heavy_per_window, s.fathom_window_seconds, s.limit_margin)],
+            )
+        return self._accounts[key]
+
+    def gong(self, key: str) -> AccountLimits:
+        if not self.settings.limits_enabled:
+            return AccountLimits()
+        if key not in self._accounts:
+            s = self.settings
+            daily = s.gong_requests_per_day * s.limit_margin
+            self._accounts[key] = AccountLimits(
+                every=[
+                    window_limiter(s.gong_requests_per_second, 1.0, s.limit_margin),
+                    window_limiter(s.gong_requests_per_day, DAY_SECONDS, s.limit_margin, capacity=daily / 2),
+                ]
+            )
+        return self._accounts[key]

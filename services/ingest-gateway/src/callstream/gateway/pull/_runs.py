@@ -1,0 +1,199 @@
+"""One pull run: page through the provider, publish each page's calls, then checkpoint and report.
+
+The page is the unit of progress. A page's calls are all stored in ``CALLS_RAW`` before the
+checkpoint moves past it, so a run that dies mid-page repeats only that page on redelivery (its
+calls get the same ``Nats-Msg-Id`` and JetStream drops them) and never fetches a completed page again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import msgspec
+
+from callstream.contracts import Source, SyncProgress, SyncRequested
+from callstream.runtime import get_logger
+
+from ._checkpoint import Checkpoint, CheckpointStore
+from ._errors import CursorExpired, RunDeferred, RunFailed
+from ._fathom import FathomClient
+from ._gong import GongClient
+from ._publish import Publisher, utcnow
+from ._settings import PullSettings
+from ._shapes import fathom_recording_id, gong_bundle, gong_call_id, raw_call
+from ._windows import latest_bands
+
+log = get_logger(__name__)
+
+Item = tuple[str, bytes]  # (external id, provider bytes)
+PageFetch = Callable[[Checkpoint], Awaitable[tuple[Sequence[Item], str | None]]]
+
+
+@dataclass
+class Run:
+    request: SyncRequested
+    checkpoint: Checkpoint
+    checkpoints: CheckpointStore
+    publisher: Publisher
+    settings: PullSettings
+    stopping: asyncio.Event
+    traceparent: str | None
+    published: set[str] = field(default_factory=set)  # external ids this process published in this run
+
+    @property
+    def source(self) -> Source:
+        return self.request.provider
+
+    def remaining(self) -> int | None:
+        limit = self.request.limit
+        return None if limit is None else max(0, limit - self.checkpoint.calls_published)
+
+    async def publish_page(self, items: Sequence[Item], next_cursor: str | None) -> None:
+        req = self.request
+        now = utcnow()
+        fresh = [(eid, data) for eid, data in items if eid not in self.published]
+        room = self.remaining()
+        if room is not None:
+            fresh = fresh[:room]
+        calls = [
+            raw_call(
+                source=req.provider,
+                workspace_id=req.workspace_id,
+                integration_id=req.integration_id,
+                external_id=eid,
+                payload=data,
+                traceparent=self.traceparent,
+                received_at=now,
+            )
+            for eid, data in fresh
+        ]
+        await self.publisher.calls(req.provider, calls)
+        self.published.update(eid for eid, _ in fresh)
+        cp = self.checkpoint
+        cp.pages += 1
+        cp.calls_published += len(calls)
+        cp.cursor = next_cursor
+        await self.save()
+        progress = SyncProgress(
+            run_id=req.run_id,
+            integration_id=req.integration_id,
+            page=cp.pages,
+            calls_published=cp.calls_published,
+            checkpoint=cp.encode(),
+            at=utcnow(),
+        )
+        await self.publisher.event(req.provider, progress, self.traceparent)
+        log.info(
+            "pull page done",
+            run_id=req.run_id,
+            provider=req.provider,
+            page=cp.pages,
+            calls=len(calls),
+            calls_published=cp.calls_published,
+        )
+
+    async def save(self) -> None:
+        try:
+            await self.checkpoints.save(self.request.run_id, self.checkpoint)
+        except Exception as exc:
+            raise RunDeferred(
+                f"could not save the checkpoint: {type(exc).__name__}", self.settings.redeliver_delay_seconds
+            ) from None
+
+    def check_stopping(self) -> None:
+        if self.stopping.is_set():
+            raise RunDeferred("the gateway is stopping; another worker resumes from the checkpoint", 0.0)
+
+    async def pages(self, fetch: PageFetch) -> None:
+        """Follow the cursor to the end (or the limit), restarting the window on an expired cursor."""
+        cp = self.checkpoint
+        while True:
+            self.check_stopping()
+            try:
+                items, next_cursor = await fetch(cp)
+            except CursorExpired:
+                cp.restarts += 1
+                if cp.restarts > self.settings.expired_cursor_restarts:
+                    raise RunFailed("the provider's page cursor kept expiring; the window is too large") from None
+                log.info("page cursor expired, restarting the window", run_id=self.request.run_id, restarts=cp.restarts)
+                cp.cursor = None
+                continue
+            await self.publish_page(items, next_cursor)
+            if next_cursor is None or self.remaining() == 0:
+                return
+
+
+async def run_fathom(run: Run, client: FathomClient) -> None:
+    async def fetch(cp: Checkpoint) -> tuple[Sequence[Item], str | None]:
+        page = await client.meetings(cp.window_start, cp.window_end, cp.cursor)
+        items: list[Item] = []
+        seen: set[int] = set()
+        for meeting in page.meetings:
+            recording_id = fathom_recording_id(meeting)
+            if recording_id in seen:
+                continue
+            seen.add(recording_id)
+            data = bytes(meeting) if client.embed_content else await client.with_content(meeting, recording_id)
+            items.append((str(recording_id), data))
+        return items, page.next_cursor
+
+    await run.pages(fetch)
+
+
+async def run_gong(run: Run, client: GongClient) -> None:
+    async def fetch(cp: Checkpoint) -> tuple[Sequence[Item], str | None]:
+        if cp.window_start is None or cp.window_end is None:
+            raise RunFailed("a Gong run needs both ends of its window")
+        page = await client.calls(cp.window_start, cp.window_end, cp.cursor)
+        return await _gong_items(client, page.calls), page.next_cursor
+
+    await run.pages(fetch)
+
+
+async def _gong_items(client: GongClient, calls: Sequence[msgspec.Raw]) -> list[Item]:
+    ids = [gong_call_id(call)[0] for call in calls]
+    transcripts = await client.transcripts(ids) if ids else {}
+    return [(cid, gong_bundle(call, transcripts.get(cid))) for cid, call in zip(ids, calls, strict=True)]
+
+
+async def run_gong_latest(run: Run, client: GongClient, now: datetime, oldest: datetime, limit: int) -> None:
+    """The newest ``limit`` calls: walk back in bands, keep the newest, then fetch their transcripts."""
+    newest: list[tuple[datetime, str, bytes]] = []  # min-heap of (started, id, call bytes)
+    for start, end in latest_bands(now, oldest):
+        band: list[tuple[datetime, str, bytes]] = []
+        cursor: str | None = None
+        while True:
+            run.check_stopping()
+            try:
+                page = await client.calls(start, end, cursor)
+            except CursorExpired:
+                band, cursor = [], None  # read the band again from its start
+                continue
+            for call in page.calls:
+                cid, started = gong_call_id(call)
+                band.append((_started(started, start), cid, bytes(call)))
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        for entry in band:
+            if len(newest) < limit:
+                heapq.heappush(newest, entry)
+            elif entry > newest[0]:
+                heapq.heapreplace(newest, entry)
+        if len(newest) >= limit:
+            break
+    chosen = sorted(newest, reverse=True)
+    items = await _gong_items(client, [msgspec.Raw(data) for _, _, data in chosen])
+    await run.publish_page(items, None)
+
+
+def _started(value: str | None, fallback: datetime) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value) if value else fallback
+    except ValueError:
+        return fallback
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

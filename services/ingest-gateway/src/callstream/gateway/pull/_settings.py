@@ -1,0 +1,59 @@
+"""The pull workers' own settings (``CALLSTREAM_GATEWAY_PULL_*``), read once at start.
+
+Kept apart from the gateway's ``Settings`` so the pull workers and the webhook side can change
+independently; provider hosts and the HTTP timeout still come from the gateway's settings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from callstream.runtime import load_settings
+
+
+def _pull(name: str) -> str:
+    return f"CALLSTREAM_GATEWAY_PULL_{name}"
+
+
+class PullSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=False)
+
+    concurrency: int = Field(4, ge=1, le=64, validation_alias=_pull("CONCURRENCY"), description="runs at once")
+    # Proactive limits, per provider account and shared by every run in the process. The bucket
+    # holds one request, so no window of the provider's length ever sees more than the limit.
+    limits_enabled: bool = Field(True, validation_alias=_pull("LIMITS_ENABLED"))
+    limit_margin: float = Field(0.9, gt=0, le=1, validation_alias=_pull("LIMIT_MARGIN"))
+    fathom_requests_per_window: int = Field(60, ge=1, validation_alias=_pull("FATHOM_REQUESTS_PER_WINDOW"))
+    fathom_heavy_per_window: int = Field(30, ge=1, validation_alias=_pull("FATHOM_HEAVY_PER_WINDOW"))
+    fathom_window_seconds: float = Field(60.0, gt=0, validation_alias=_pull("FATHOM_WINDOW_SECONDS"))
+    gong_requests_per_second: float = Field(3.0, gt=0, validation_alias=_pull("GONG_REQUESTS_PER_SECOND"))
+    gong_requests_per_day: int = Field(10_000, ge=1, validation_alias=_pull("GONG_REQUESTS_PER_DAY"))
+    # Reactive: retries of 429, 5xx and timeouts.
+    retry_attempts: int = Field(8, ge=1, le=50, validation_alias=_pull("RETRY_ATTEMPTS"))
+    backoff_initial_seconds: float = Field(0.5, gt=0, validation_alias=_pull("BACKOFF_INITIAL_SECONDS"))
+    backoff_max_seconds: float = Field(30.0, gt=0, validation_alias=_pull("BACKOFF_MAX_SECONDS"))
+    max_retry_after_seconds: float = Field(
+        120.0,
+        gt=0,
+        validation_alias=_pull("MAX_RETRY_AFTER_SECONDS"),
+        description="a longer Retry-After (Gong's daily quota) releases the run to be redelivered later",
+    )
+    redeliver_delay_seconds: float = Field(30.0, gt=0, validation_alias=_pull("REDELIVER_DELAY_SECONDS"))
+    heartbeat_seconds: float = Field(
+        20.0, gt=0, validation_alias=_pull("HEARTBEAT_SECONDS"), description="in-progress acks keep the run's lease"
+    )
+    gong_history_start: datetime = Field(
+        datetime.fromisoformat("2010-01-01T00:00:00+00:00"),
+        validation_alias=_pull("GONG_HISTORY_START"),
+        description="fromDateTime of a Gong backfill (Gong wants both ends of a window)",
+    )
+    expired_cursor_restarts: int = Field(3, ge=0, validation_alias=_pull("EXPIRED_CURSOR_RESTARTS"))
+    checkpoint_bucket: str = Field("gateway_pull_checkpoints", validation_alias=_pull("CHECKPOINT_BUCKET"))
+    checkpoint_ttl_days: float = Field(7.0, gt=0, validation_alias=_pull("CHECKPOINT_TTL_DAYS"))
+
+
+def load_pull_settings() -> PullSettings:
+    return load_settings(PullSettings, "callstream-gateway")

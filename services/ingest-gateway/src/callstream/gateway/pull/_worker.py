@@ -1,0 +1,336 @@
+"""The pull worker: takes ``sync.requested.*`` from the SYNC work queue and runs each request.
+
+Any number of gateway replicas share the durable consumer. A run keeps its lease with
+in-progress acks and is acknowledged only when it finished or failed for good (after its
+``SyncFinished`` is published); a run that cannot go on now is released with a delay and resumes
+from its checkpoint wherever it is redelivered. A replica that dies simply stops renewing the
+lease, and JetStream hands the run to another one after ``ack_wait``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import msgspec
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from callstream.contracts import GATEWAY_PULL_CONSUMER, SyncFinished, SyncRequested
+from callstream.runtime import ensure_consumer, get_logger
+
+from .._integrations import IntegrationAccess, ReauthRequired, RefreshFailed
+from ._checkpoint import Checkpoint, CheckpointStore
+from ._errors import ReauthNeeded, RunDeferred, RunFailed
+from ._fathom import FathomClient, fathom_api_root
+from ._gong import GongClient, gong_api_root
+from ._http import Headers, ProviderHttp
+from ._limits import LimiterRegistry, account_key
+from ._publish import Publisher, utcnow
+from ._runs import Run, run_fathom, run_gong, run_gong_latest
+from ._settings import PullSettings
+from ._shapes import new_traceparent
+from ._windows import run_window
+
+log = get_logger(__name__)
+
+DEFAULT_LATEST = 10
+_request = msgspec.json.Decoder(SyncRequested)
+
+
+class IntegrationSource(Protocol):
+    """What the worker needs of ``callstream.gateway._integrations.IntegrationStore``."""
+
+    async def access(self, integration_id: str) -> IntegrationAccess | None: ...
+
+    async def refreshed(self, integration_id: str, stale_access_token: str | None) -> IntegrationAccess: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderHosts:
+    fathom: str
+    gong: str
+
+
+@dataclass
+class PullWorker:
+    js: JetStreamContext
+    store: IntegrationSource
+    http: httpx.AsyncClient
+    checkpoints: CheckpointStore
+    settings: PullSettings
+    hosts: ProviderHosts
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    limiters: LimiterRegistry | None = None
+    max_deliver: int = GATEWAY_PULL_CONSUMER.max_deliver
+
+    def __post_init__(self) -> None:
+        self.limiters = self.limiters or LimiterRegistry(self.settings)
+        self.publisher = Publisher(self.js, self.settings.redeliver_delay_seconds)
+
+    # --- the consumer loop --------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        spec = GATEWAY_PULL_CONSUMER
+        try:
+            await self.js.consumer_info(spec.stream, spec.durable)
+        except NotFoundError:
+            await ensure_consumer(self.js, spec)
+        sub = await self.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
+        slots = asyncio.Semaphore(self.settings.concurrency)
+        running: set[asyncio.Task[None]] = set()
+        log.info("pull worker started", concurrency=self.settings.concurrency)
+        try:
+            while not self.stopping.is_set():
+                await slots.acquire()
+                try:
+                    msgs = await sub.fetch(1, timeout=1.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    slots.release()
+                    continue
+                except Exception as exc:  # broker away: nats-py reconnects, we wait a little
+                    slots.release()
+                    log.warning("pull fetch failed", error=type(exc).__name__)
+                    await asyncio.sleep(1.0)
+                    continue
+                if not msgs:
+                    slots.release()
+                    continue
+                task = asyncio.create_task(self._guarded(msgs[0], slots))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if running:  # runs see ``stopping`` between pages, checkpoint and release their request
+                await asyncio.gather(*running, return_exceptions=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _guarded(self, msg: Msg, slots: asyncio.Semaphore) -> None:
+        try:
+            await self.handle(msg)
+        except Exception:
+            log.exception("pull run crashed; the request is redelivered after its lease ends")
+        finally:
+            slots.release()
+
+    async def _keep_lease(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            try:
+                await msg.in_progress()
+            except Exception as exc:
+                log.warning("could not renew the run's lease", error=type(exc).__name__)
+
+    async def handle(self, msg: Msg) -> None:
+        try:
+            request = _request.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            log.warning("unreadable sync request dropped", subject=msg.subject, error=str(exc)[:200])
+            await msg.term()
+            return
+        lease = asyncio.create_task(self._keep_lease(msg))
+        try:
+            try:
+                finished = await self.run(request)
+            except RunDeferred as deferred:
+                delivered = msg.metadata.num_delivered or 1
+                if delivered < self.max_deliver:
+                    log.info(
+                        "pull run deferred",
+                        run_id=request.run_id,
+                        reason=deferred.detail,
+                        delay=deferred.delay,
+                        delivered=delivered,
+                    )
+                    await msg.nak(delay=deferred.delay or None)
+                    return
+                finished = await self._gave_up(request, deferred)
+            try:
+                await self.conclude(request, finished)
+            except RunDeferred as deferred:
+                await msg.nak(delay=deferred.delay)
+                return
+            await msg.ack()
+        finally:
+            lease.cancel()
+
+    async def _gave_up(self, request: SyncRequested, deferred: RunDeferred) -> SyncFinished:
+        checkpoint = await self._load(request.run_id) or Checkpoint()
+        return self._finished(
+            request, checkpoint, "error", f"gave up after {self.max_deliver} deliveries: {deferred.detail}"
+        )
+
+    async def _load(self, run_id: str) -> Checkpoint | None:
+        try:
+            return await self.checkpoints.load(run_id)
+        except Exception as exc:
+            raise RunDeferred(
+                f"could not read the checkpoint: {type(exc).__name__}", self.settings.redeliver_delay_seconds
+            ) from None
+
+    @staticmethod
+    def _finished(request: SyncRequested, cp: Checkpoint, status: str, error: str | None) -> SyncFinished:
+        watermark = cp.window_end if status == "success" and request.mode != "latest" else None
+        return SyncFinished(
+            run_id=request.run_id,
+            integration_id=request.integration_id,
+            status=status,  # type: ignore[arg-type]
+            pages=cp.pages,
+            calls_published=cp.calls_published,
+            checkpoint=cp.encode(),
+            watermark=watermark,
+            error=error,
+            at=utcnow(),
+        )
+
+    async def conclude(self, request: SyncRequested, finished: SyncFinished) -> None:
+        """Mark the run finished in its checkpoint, then announce it (a redelivery re-announces)."""
+        cp = await self._load(request.run_id) or Checkpoint()
+        if not cp.finished:
+            cp.pages, cp.calls_published = (
+                max(cp.pages, finished.pages),
+                max(cp.calls_published, finished.calls_published),
+            )
+            cp.finished, cp.status, cp.error = True, finished.status, finished.error
+            try:
+                await self.checkpoints.save(request.run_id, cp)
+            except Exception as exc:
+                raise RunDeferred(
+                    f"could not save the checkpoint: {type(exc).__name__}", self.settings.redeliver_delay_seconds
+                ) from None
+        await self.publisher.event(request.provider, finished, request.traceparent)
+        log.info(
+            "pull run finished",
+            run_id=request.run_id,
+            provider=request.provider,
+            status=finished.status,
+            pages=finished.pages,
+            calls_published=finished.calls_published,
+            error=finished.error,
+        )
+
+    # --- one run ------------------------------------------------------------------------------------
+
+    async def run(self, request: SyncRequested) -> SyncFinished:
+        cp = await self._load(request.run_id)
+        if cp is not None and cp.finished:
+            return self._finished(request, cp, cp.status or "success", cp.error)
+        if cp is None:
+            start, end = run_window(request, utcnow())
+            if request.provider == "gong" and request.mode != "latest" and start is None:
+                start = self.settings.gong_history_start
+            cp = Checkpoint(window_start=start, window_end=end)
+        run = Run(
+            request=request,
+            checkpoint=cp,
+            checkpoints=self.checkpoints,
+            publisher=self.publisher,
+            settings=self.settings,
+            stopping=self.stopping,
+            traceparent=request.traceparent or new_traceparent(),
+        )
+        log.info(
+            "pull run started",
+            run_id=request.run_id,
+            provider=request.provider,
+            mode=request.mode,
+            resumed_at_page=cp.pages,
+        )
+        try:
+            access = await self._access(request)
+            if request.mode == "latest" and request.limit is None:
+                run.request = msgspec.structs.replace(request, limit=DEFAULT_LATEST)
+            if run.request.limit is not None and run.request.limit < 1:
+                raise RunFailed("limit must be at least 1")
+            if request.provider == "fathom":
+                await run_fathom(run, self._fathom(access))
+            elif request.mode == "latest":
+                await run_gong_latest(
+                    run,
+                    self._gong(access),
+                    utcnow(),
+                    self.settings.gong_history_start,
+                    run.request.limit or DEFAULT_LATEST,
+                )
+            else:
+                await run_gong(run, self._gong(access))
+        except RunFailed as failed:
+            return self._finished(request, cp, failed.status, failed.detail)
+        return self._finished(request, cp, "success", None)
+
+    async def _access(self, request: SyncRequested) -> IntegrationAccess:
+        try:
+            access = await self.store.access(request.integration_id)
+        except ReauthRequired as exc:
+            raise ReauthNeeded(exc.detail) from None
+        except RefreshFailed as exc:
+            raise RunDeferred(f"OAuth refresh failed: {exc}", self.settings.redeliver_delay_seconds) from None
+        except Exception as exc:
+            raise RunDeferred(
+                f"integration store unavailable: {type(exc).__name__}", self.settings.redeliver_delay_seconds
+            ) from None
+        if access is None:
+            raise RunFailed(f"unknown integration {request.integration_id}")
+        if access.provider != request.provider or access.workspace_id != request.workspace_id:
+            raise RunFailed("the request's provider or workspace does not match the integration")
+        if access.status == "reauth_required":
+            raise ReauthNeeded("the integration must be connected again")
+        if access.status != "active":
+            raise RunFailed(f"the integration is {access.status}")
+        return access
+
+    def _reauthorize(self, access: IntegrationAccess, headers: dict[str, str]) -> Any:
+        token = access.access_token
+
+        async def reauthorize() -> Headers:
+            nonlocal token
+            try:
+                fresh = await self.store.refreshed(access.id, token)
+            except ReauthRequired as exc:
+                raise ReauthNeeded(exc.detail) from None
+            except RefreshFailed as exc:
+                raise RunDeferred(f"OAuth refresh failed: {exc}", self.settings.redeliver_delay_seconds) from None
+            token = fresh.access_token
+            return {**headers, "Authorization": f"Bearer {token}"}
+
+        return reauthorize
+
+    def _fathom(self, access: IntegrationAccess) -> FathomClient:
+        root = fathom_api_root(access.base_url, self.hosts.fathom)
+        assert self.limiters is not None
+        if access.auth_kind == "oauth":
+            headers = {"Authorization": f"Bearer {access.access_token}"}
+            limits = self.limiters.fathom(account_key("fathom", root, access.id))
+            http = ProviderHttp(self.http, limits, self.settings, headers, "fathom", self._reauthorize(access, {}))
+            return FathomClient(http, root, embed_content=False)
+        if not access.api_key:
+            raise RunFailed("the Fathom integration has no API key")
+        limits = self.limiters.fathom(account_key("fathom", root, access.api_key))
+        return FathomClient(
+            ProviderHttp(self.http, limits, self.settings, {"X-Api-Key": access.api_key}, "fathom"),
+            root,
+            embed_content=True,
+        )
+
+    def _gong(self, access: IntegrationAccess) -> GongClient:
+        root = gong_api_root(access.base_url, self.hosts.gong)
+        assert self.limiters is not None
+        json = {"Content-Type": "application/json"}
+        limits = self.limiters.gong(account_key("gong", root, access.access_key))
+        if access.auth_kind == "oauth":
+            headers = {**json, "Authorization": f"Bearer {access.access_token}"}
+            return GongClient(
+                ProviderHttp(self.http, limits, self.settings, headers, "gong", self._reauthorize(access, json)), root
+            )
+        if not access.access_key or not access.access_key_secret:
+            raise RunFailed("the Gong integration has no access key and secret")
+        basic = base64.b64encode(f"{access.access_key}:{access.access_key_secret}".encode()).decode()
+        return GongClient(
+            ProviderHttp(self.http, limits, self.settings, {**json, "Authorization": f"Basic {basic}"}, "gong"), root
+        )

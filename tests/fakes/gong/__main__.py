@@ -1,0 +1,25 @@
+"""``python -m tests.fakes.gong --port 9200 --seed 7 --calls 1000 [--no-limits]``"""
+
+from __future__ import annotations
+
+import argparse
+
+from .._server import serve_forever
+from . import GongConfig, GongState, create_app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.gong", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9200)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--no-limits", action="store_true", help="never answer 429")
+    args = parser.parse_args()
+    state = GongState(GongConfig(seed=args.seed, calls=args.calls))
+    state.faults.limits_enabled = not args.no_limits
+    serve_forever(create_app(state), host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()
