@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,11 @@ from typing import Any
 import asyncpg
 import nats
 import pytest
-from normalizer_itkit import NormalizerProcess
 
 from callstream.runtime import create_pool
+
+sys.path.insert(0, str(Path(__file__).parent))  # the helpers module next to this file
+from normalizer_itkit import NormalizerProcess
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""``callstream-normalizer``: serve (the default), migrate, setup."""
+"""``callstream-normalizer``: serve (the default), migrate, setup, dlq list|show|redrive, replay --since."""
 
 from __future__ import annotations
 
@@ -7,13 +7,21 @@ from pathlib import Path
 from callstream.runtime import service_main
 
 from ._app import build_app
+from ._commands import COMMANDS
 from ._settings import load
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def main(argv: list[str] | None = None) -> None:
-    service_main(prog="callstream-normalizer", load=load, build_app=build_app, migrations=MIGRATIONS, argv=argv)
+    service_main(
+        prog="callstream-normalizer",
+        load=load,
+        build_app=build_app,
+        migrations=MIGRATIONS,
+        commands=COMMANDS,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

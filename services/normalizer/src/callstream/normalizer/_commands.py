@@ -1,0 +1,83 @@
+"""The normalizer's extra subcommands: ``dlq list|show|redrive`` and ``replay --since``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import msgspec
+import nats
+
+from callstream.runtime import Command
+
+from . import _dlq
+from ._replay import run_replay
+from ._settings import Settings
+
+
+def _dlq_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="dlq_command", required=True)
+    sub.add_parser("list", help="one JSON line per entry: DLQ sequence, origin, error, delivery count")
+    show = sub.add_parser("show", help="one entry in full")
+    show.add_argument("seq", type=int, help="the DLQ sequence (from list)")
+    show.add_argument("--data", action="store_true", help="also print the original bytes (may hold transcripts)")
+    redrive = sub.add_parser("redrive", help="publish entries to their original subject again and drop them")
+    redrive.add_argument("seq", type=int, nargs="*", help="DLQ sequences (from list)")
+    redrive.add_argument("--all", action="store_true", help="every entry")
+
+
+async def _dlq_command(settings: Settings, args: argparse.Namespace) -> int:
+    nc = await nats.connect(settings.nats_url)
+    try:
+        js = nc.jetstream()
+        found = await _dlq.entries(js)
+        if args.dlq_command == "list":
+            for line in _dlq.summary_lines(found):
+                print(line)
+            return 0
+        by_seq = dict(found)
+        if args.dlq_command == "show":
+            letter = by_seq.get(args.seq)
+            if letter is None:
+                print(f"no DLQ entry {args.seq}", file=sys.stderr)
+                return 1
+            shown = msgspec.structs.asdict(letter)
+            shown["data"] = letter.data.decode("utf-8", "replace") if args.data else f"<{len(letter.data)} bytes>"
+            print(msgspec.json.format(msgspec.json.encode({"dlq_seq": args.seq, **shown}), indent=2).decode())
+            return 0
+        wanted = sorted(by_seq) if args.all else args.seq
+        if not wanted:
+            print("name DLQ sequences, or --all", file=sys.stderr)
+            return 2
+        missing = [s for s in wanted if s not in by_seq]
+        for seq in wanted:
+            if seq in by_seq:
+                await _dlq.redrive(js, seq, by_seq[seq])
+                print(msgspec.json.encode({"redriven": seq, "subject": by_seq[seq].subject}).decode())
+        for seq in missing:
+            print(f"no DLQ entry {seq}", file=sys.stderr)
+        return 1 if missing else 0
+    finally:
+        await nc.close()
+
+
+def _replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", required=True, help="a CALLS_RAW stream sequence, or an ISO 8601 time")
+
+
+async def _replay_command(settings: Settings, args: argparse.Namespace) -> int:
+    report = await run_replay(settings, args.since)
+    print(msgspec.json.encode(report).decode())
+    return 0
+
+
+COMMANDS = {
+    "dlq": Command(
+        help="inspect and redrive dead letters of dlq.normalizer", run=_dlq_command, arguments=_dlq_arguments
+    ),
+    "replay": Command(
+        help="re-derive messages from CALLS_RAW (idempotent; events only for real changes)",
+        run=_replay_command,
+        arguments=_replay_arguments,
+    ),
+}
