@@ -126,6 +126,10 @@ class LinkCache:
             self._hosts.clear()
         self._hosts[workspace_id] = (host, self._clock())
 
+    def announced_version(self, message_id: str) -> int:
+        """The newest version an event announced for this message (0: none seen)."""
+        return self._announced.get(message_id, 0)
+
     # Invalidation
     def invalidate(self, event: MessageUpserted) -> None:
         self.epoch += 1
