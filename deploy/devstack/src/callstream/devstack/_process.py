@@ -119,6 +119,12 @@ class ServiceProcess:
         self.process = None
         return code
 
+    def terminate(self) -> None:
+        """Send SIGTERM without waiting (``stop`` then waits)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+
     def kill(self) -> None:
         """SIGKILL: the process gets no chance to finish anything."""
         if self.process is not None:

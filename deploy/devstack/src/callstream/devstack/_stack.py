@@ -292,9 +292,11 @@ class Stack:
                 print(f"{name:<12} pid {pid:<8} {'running' if _alive(pid) else 'stopped':<8} {url:<26} {ready}")
         if state.postgres:
             pg = EmbeddedPostgres(Path(str(state.postgres["base"])), port=int(state.postgres["port"]))
-            pid = pg.pid()
-            alive = pid is not None and _alive(pid)
-            print(f"{'postgres':<12} pid {pid or '-'!s:<8} {'running' if alive else 'stopped':<8} {pg.dsn(DATABASE)}")
+            pg_pid = pg.pid()
+            alive = pg_pid is not None and _alive(pg_pid)
+            print(
+                f"{'postgres':<12} pid {pg_pid or '-'!s:<8} {'running' if alive else 'stopped':<8} {pg.dsn(DATABASE)}"
+            )
         return 0
 
 

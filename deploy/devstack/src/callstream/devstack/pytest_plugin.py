@@ -156,7 +156,7 @@ async def jetstream(nats_url: str) -> AsyncIterator[object]:
 
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    for name in [s.config.name for s in await js.streams_info()]:
+    for name in [s.config.name for s in await js.streams_info() if s.config.name]:
         await js.delete_stream(name)
     await ensure_all(js)
     try:
@@ -207,5 +207,7 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
         return proc.wait_ready() if wait else proc
 
     yield start
+    for proc in started:
+        proc.terminate()  # all at once: each has its own grace period
     for proc in started:
         proc.stop()
