@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 from nats.js import JetStreamContext
+
+# The helpers sit next to this file; how pytest imports a conftest depends on the invocation
+# (a directory or one file, namespace packages), so make their folder importable explicitly.
+sys.path.insert(0, str(Path(__file__).parent))
 from scheduler_kit import FakeClock, make_scheduler
 
 from callstream.runtime import create_pool
