@@ -280,12 +280,14 @@ class FathomApp:
             return await app._serve(request, heavy, lambda _a, grant: app._list_meetings(request, grant))
 
         @get(f"{API}/recordings/{{recording_id:int}}/transcript")
-        async def transcript(request: Request[Any, Any, Any], recording_id: int) -> Response[bytes]:
-            return await app._serve(request, True, lambda _a, _g: app._recording(recording_id, "transcript"))
+        async def transcript(request: Request[Any, Any, Any]) -> Response[bytes]:
+            rid = int(request.path_params["recording_id"])
+            return await app._serve(request, True, lambda _a, _g: app._recording(rid, "transcript"))
 
         @get(f"{API}/recordings/{{recording_id:int}}/summary")
-        async def summary(request: Request[Any, Any, Any], recording_id: int) -> Response[bytes]:
-            return await app._serve(request, True, lambda _a, _g: app._recording(recording_id, "summary"))
+        async def summary(request: Request[Any, Any, Any]) -> Response[bytes]:
+            rid = int(request.path_params["recording_id"])
+            return await app._serve(request, True, lambda _a, _g: app._recording(rid, "summary"))
 
         @post(f"{API}/webhooks")
         async def create_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -293,7 +295,8 @@ class FathomApp:
             return await app._serve(request, False, lambda account, _g: app._create_webhook(account, body))
 
         @delete(f"{API}/webhooks/{{webhook_id:str}}", status_code=200)
-        async def delete_webhook(request: Request[Any, Any, Any], webhook_id: str) -> Response[bytes]:
+        async def delete_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
+            webhook_id = str(request.path_params["webhook_id"])
             return await app._serve(request, False, lambda account, _g: app._delete_webhook(account, webhook_id))
 
         @get(f"{API}/oauth2/authorize")

@@ -25,6 +25,7 @@ from callstream.contracts import (
     Source,
     SyncEvent,
     SyncFinished,
+    SyncMode,
     SyncRequested,
     TimeWindow,
     sync_requested_subject,
@@ -41,14 +42,15 @@ WORKSPACE = "ws-pull"
 
 
 def pull_settings(**values: Any) -> PullSettings:
-    fast = {
+    fast: dict[str, Any] = {
         "backoff_initial_seconds": 0.05,
         "backoff_max_seconds": 0.3,
         "heartbeat_seconds": 0.5,
         "redeliver_delay_seconds": 0.2,
     }
     fast.update(values)
-    return PullSettings(**{f"CALLSTREAM_GATEWAY_PULL_{k.upper()}": v for k, v in fast.items()})
+    aliased: dict[str, Any] = {f"CALLSTREAM_GATEWAY_PULL_{k.upper()}": v for k, v in fast.items()}
+    return PullSettings(**aliased)
 
 
 @dataclass
@@ -69,7 +71,7 @@ class MemoryStore:
         if self.refresh is None:
             raise ReauthRequired(integration_id, "no refresh")
         self.refreshes += 1
-        fresh = await self.refresh(current)
+        fresh: IntegrationAccess = await self.refresh(current)
         self.accesses[integration_id] = fresh
         return fresh
 
@@ -96,7 +98,7 @@ class Harness:
     settings: PullSettings
     workers: list[tuple[PullWorker, asyncio.Task[None]]] = field(default_factory=list)
 
-    def start(self, settings: PullSettings | None = None, js: Any = None) -> PullWorker:
+    def start(self, settings: PullSettings | None = None, js: Any = None, max_deliver: int = 20) -> PullWorker:
         worker = PullWorker(
             js=js or self.js,
             store=self.store,
@@ -104,6 +106,7 @@ class Harness:
             checkpoints=self.checkpoints,
             settings=settings or self.settings,
             hosts=ProviderHosts("http://unused", "http://unused"),
+            max_deliver=max_deliver,
         )
         self.workers.append((worker, asyncio.create_task(worker.serve())))
         return worker
@@ -112,7 +115,7 @@ class Harness:
         self,
         provider: Source,
         integration_id: str,
-        mode: str = "backfill",
+        mode: SyncMode = "backfill",
         *,
         window: TimeWindow | None = None,
         limit: int | None = None,
@@ -126,7 +129,7 @@ class Harness:
             mode=mode,
             window=window or TimeWindow(),
             limit=limit,
-        )  # type: ignore[arg-type]
+        )
         await self.js.publish(
             sync_requested_subject(provider), msgspec.json.encode(req), headers={"Nats-Msg-Id": run_id}
         )
@@ -169,6 +172,23 @@ class Harness:
     @staticmethod
     def max_in_window(times: list[float], window: float) -> int:
         return max_in_window(times, window)
+
+    @staticmethod
+    async def fathom_oauth_tokens(url: str, state: FathomState) -> dict[str, Any]:
+        return await fathom_oauth_tokens(url, state)
+
+    @staticmethod
+    def fathom_refresher(url: str, state: FathomState, refresh_tokens: dict[str, str]) -> Callable[..., Any]:
+        return fathom_refresher(url, state, refresh_tokens)
+
+    async def kill(self, worker: PullWorker) -> None:
+        """As if the process died: no nak, no ack, no checkpoint; the lease just stops being renewed."""
+        for w, task in self.workers:
+            if w is worker:
+                task.cancel()
+                for run in list(worker.running):
+                    run.cancel()
+                await asyncio.gather(task, *worker.running, return_exceptions=True)
 
     async def stop(self) -> None:
         for worker, _ in self.workers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 
@@ -13,11 +14,11 @@ from callstream.gateway.pull._gong import CONTENT_SELECTOR
 from tests.fakes.gong import Selector, build_call, build_transcript
 
 
-def _extensive(state):
+def _extensive(state: Any) -> list[Any]:
     return [e for e in state.log.api() if e.path == "/v2/calls/extensive"]
 
 
-async def test_backfill_pages_to_the_end_byte_for_byte_within_the_request_budget(harness, gong):
+async def test_backfill_pages_to_the_end_byte_for_byte_within_the_request_budget(harness: Any, gong: Any) -> None:
     state, url = gong
     integration = harness.gong_basic(url)
     harness.start()
@@ -52,7 +53,7 @@ async def test_backfill_pages_to_the_end_byte_for_byte_within_the_request_budget
     assert info.num_pending == 0
 
 
-async def test_an_empty_window_is_an_empty_page_not_an_error(harness, gong):
+async def test_an_empty_window_is_an_empty_page_not_an_error(harness: Any, gong: Any) -> None:
     state, url = gong
     integration = harness.gong_basic(url)
     harness.start()
@@ -63,7 +64,7 @@ async def test_an_empty_window_is_an_empty_page_not_an_error(harness, gong):
     assert [e.status for e in state.log.api()] == [404]
 
 
-async def test_range_publishes_exactly_the_calls_of_the_window(harness, gong):
+async def test_range_publishes_exactly_the_calls_of_the_window(harness: Any, gong: Any) -> None:
     state, url = gong
     integration = harness.gong_basic(url)
     start, end = state.index.started[40], state.index.started[160]
@@ -76,7 +77,7 @@ async def test_range_publishes_exactly_the_calls_of_the_window(harness, gong):
     assert published == set(state.index.ids[40:160])
 
 
-async def test_an_expired_cursor_restarts_the_window_and_nothing_is_doubled(harness, gong):
+async def test_an_expired_cursor_restarts_the_window_and_nothing_is_doubled(harness: Any, gong: Any) -> None:
     state, url = gong
     state.faults.expire_next_cursor = 1
     integration = harness.gong_basic(url)
@@ -89,7 +90,7 @@ async def test_an_expired_cursor_restarts_the_window_and_nothing_is_doubled(harn
     assert len(calls) == len(state.index.ids)  # the restarted page was a JetStream duplicate
 
 
-async def test_5xx_is_retried_and_retry_after_is_honoured(harness, gong):
+async def test_5xx_is_retried_and_retry_after_is_honoured(harness: Any, gong: Any) -> None:
     state, url = gong
     state.faults.fail_next, state.faults.fail_status = 2, 503
     integration = harness.gong_basic(url)
@@ -107,7 +108,7 @@ async def test_5xx_is_retried_and_retry_after_is_honoured(harness, gong):
     assert len(await harness.raw_calls()) == len(state.index.ids)
 
 
-async def test_401_ends_the_run_at_once(harness, gong):
+async def test_401_ends_the_run_at_once(harness: Any, gong: Any) -> None:
     state, url = gong
     integration = harness.gong_basic(url, secret="wrong")
     harness.start()
@@ -122,7 +123,7 @@ async def test_401_ends_the_run_at_once(harness, gong):
     assert await harness.raw_calls() == []
 
 
-async def test_latest_publishes_only_the_newest_calls(harness, gong):
+async def test_latest_publishes_only_the_newest_calls(harness: Any, gong: Any) -> None:
     state, url = gong
     integration = harness.gong_basic(url)
     state.add_calls(3, started=datetime.now(UTC) - timedelta(minutes=10))  # windows end at whole seconds
@@ -134,7 +135,7 @@ async def test_latest_publishes_only_the_newest_calls(harness, gong):
     assert published == set(state.index.ids[-5:])
 
 
-async def test_a_late_transcript_is_picked_up_by_the_next_incremental_runs_lookback(harness, gong):
+async def test_a_late_transcript_is_picked_up_by_the_next_incremental_runs_lookback(harness: Any, gong: Any) -> None:
     state, url = gong
     integration = harness.gong_basic(url)
     late = state.add_calls(2, transcript_delay=1.0, started=datetime.now(UTC) - timedelta(hours=2))
@@ -156,3 +157,52 @@ async def test_a_late_transcript_is_picked_up_by_the_next_incremental_runs_lookb
         if raw.external_id in late
     ]
     assert sum(b.has_transcript for b in later) == 2  # a second RawCall per late call, now with transcript
+
+
+async def test_a_killed_run_resumes_after_its_last_completed_page(harness: Any, gong: Any) -> None:
+    from callstream.runtime import consumer_config
+
+    state, url = gong
+    integration = harness.gong_basic(url)
+    # a short lease so the test need not wait two minutes for the redelivery
+    await harness.js.add_consumer(
+        SYNC, consumer_config(msgspec.structs.replace(GATEWAY_PULL_CONSUMER, ack_wait_seconds=2.0))
+    )
+    state.faults.delay_seconds = 0.4
+    first = harness.start()
+    run_id = await harness.request("gong", integration, "backfill")
+    for _ in range(200):
+        if any(getattr(e, "page", 0) >= 1 for e in await harness.events(run_id)):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the first page never completed")
+    await harness.kill(first)
+    state.faults.delay_seconds = 0.0
+    harness.start()
+    finished = await harness.finished(run_id, timeout=30)
+
+    assert finished.status == "success", finished.error
+    assert finished.calls_published == len(state.index.ids)
+    first_pages = [e for e in _extensive(state) if e.body == {"offset": 0}]
+    assert len(first_pages) == 1  # the completed page was not fetched again
+    assert len(await harness.raw_calls()) == len(state.index.ids)
+    assert len(_extensive(state)) <= finished.pages + 1  # at most the page in flight at the kill, again
+    info = await harness.js.consumer_info(SYNC, GATEWAY_PULL_CONSUMER.durable)
+    assert info.num_ack_pending == 0
+    assert info.num_pending == 0
+
+
+async def test_a_provider_that_stays_down_ends_the_run_once_its_deliveries_run_out(harness: Any, gong: Any) -> None:
+    state, url = gong
+    state.faults.fail_next, state.faults.fail_status = 10_000, 503
+    integration = harness.gong_basic(url)
+    harness.start(harness.settings_with(retry_attempts=2, redeliver_delay_seconds=0.1), max_deliver=3)
+    finished = await harness.finished(await harness.request("gong", integration, "backfill"), timeout=30)
+    assert finished.status == "error"
+    assert "gave up after 3 deliveries" in (finished.error or "")
+    assert len(state.log.api()) == 3 * 2  # three deliveries, two attempts each
+    await asyncio.sleep(0.3)
+    info = await harness.js.consumer_info(SYNC, GATEWAY_PULL_CONSUMER.durable)
+    assert info.num_ack_pending == 0
+    assert info.num_pending == 0

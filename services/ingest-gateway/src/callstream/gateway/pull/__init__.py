@@ -4,6 +4,7 @@ limits and the checkpoints. ``pull_worker(settings)`` is what the gateway's runt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -19,20 +20,32 @@ from ._worker import IntegrationSource, ProviderHosts, PullWorker
 
 
 def pull_worker(
-    settings: Settings, pull_settings: PullSettings | None = None
+    settings: Settings,
+    *,
+    store: IntegrationSource | None = None,
+    http: httpx.AsyncClient | None = None,
+    pull_settings: PullSettings | None = None,
 ) -> Callable[[ServiceRuntime], Awaitable[None]]:
-    """The background worker ``build_app`` registers; reads ``CALLSTREAM_GATEWAY_PULL_*`` now, so a bad
-    variable stops the gateway at start."""
+    """The background worker ``build_app`` registers: ``runtime.add_worker("pull", pull_worker(...))``.
+
+    ``store`` and ``http`` are the gateway's own IntegrationStore and provider client when given
+    (one OAuth refresh path, one connection pool). ``CALLSTREAM_GATEWAY_PULL_*`` is read now, so a
+    bad variable stops the gateway at start."""
     chosen = pull_settings or load_pull_settings()
 
     async def run(runtime: ServiceRuntime) -> None:
-        from .._integrations import IntegrationStore
-
         await runtime.broker.wait_connected()
         js = runtime.broker.js
-        timeout = httpx.Timeout(settings.provider_timeout_seconds)
-        async with httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=32)) as http:
-            store = IntegrationStore.from_settings(runtime.db, settings, http=http)
+        async with contextlib.AsyncExitStack() as stack:
+            client = http
+            if client is None:
+                timeout = httpx.Timeout(settings.provider_timeout_seconds)
+                client = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout))
+            source = store
+            if source is None:
+                from .._integrations import IntegrationStore
+
+                source = IntegrationStore.from_settings(runtime.db, settings, http=client)
             checkpoints = await CheckpointStore.open(
                 js,
                 chosen.checkpoint_bucket,
@@ -41,8 +54,8 @@ def pull_worker(
             )
             worker = PullWorker(
                 js=js,
-                store=store,
-                http=http,
+                store=source,
+                http=client,
                 checkpoints=checkpoints,
                 settings=chosen,
                 hosts=ProviderHosts(settings.fathom_api_url, settings.gong_api_url),

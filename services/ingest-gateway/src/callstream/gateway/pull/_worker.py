@@ -73,6 +73,7 @@ class PullWorker:
     def __post_init__(self) -> None:
         self.limiters = self.limiters or LimiterRegistry(self.settings)
         self.publisher = Publisher(self.js, self.settings.redeliver_delay_seconds)
+        self.running: set[asyncio.Task[None]] = set()
 
     # --- the consumer loop --------------------------------------------------------------------------
 
@@ -84,7 +85,7 @@ class PullWorker:
             await ensure_consumer(self.js, spec)
         sub = await self.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
         slots = asyncio.Semaphore(self.settings.concurrency)
-        running: set[asyncio.Task[None]] = set()
+        running = self.running
         log.info("pull worker started", concurrency=self.settings.concurrency)
         try:
             while not self.stopping.is_set():
@@ -137,7 +138,15 @@ class PullWorker:
         lease = asyncio.create_task(self._keep_lease(msg))
         try:
             try:
-                finished = await self.run(request)
+                try:
+                    finished = await self.run(request)
+                except RunDeferred:
+                    raise
+                except Exception as exc:  # a bug or a surprise: never lose the request, never spin on it
+                    log.exception("pull run failed unexpectedly", run_id=request.run_id)
+                    raise RunDeferred(
+                        f"unexpected {type(exc).__name__}", self.settings.redeliver_delay_seconds
+                    ) from None
             except RunDeferred as deferred:
                 delivered = msg.metadata.num_delivered or 1
                 if delivered < self.max_deliver:
