@@ -136,7 +136,7 @@ class Subscriber:
         while True:
             try:
                 batch = await self.sub.fetch(100, timeout=wait)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
                 return self.events
             for msg in batch:
                 self.events.append(json.loads(msg.data))
