@@ -58,6 +58,7 @@ class LinkCache:
         self._by_id: OrderedDict[str, tuple[LinkFacts, float]] = OrderedDict()
         self._by_ident: dict[Ident, str] = {}
         self._hosts: dict[str, tuple[str | None, float]] = {}
+        self._resolved: dict[str, object] = {}  # message id -> its resolved answer (pure function of the facts)
         self._announced: OrderedDict[str, int] = OrderedDict()  # message id -> newest version seen
         self._generation = 0
         self.epoch = 0  # bumped by every invalidation
@@ -77,6 +78,7 @@ class LinkCache:
     def clear(self) -> None:
         self._by_id.clear()
         self._by_ident.clear()
+        self._resolved.clear()
         self._hosts.clear()
         self.epoch += 1
 
@@ -97,6 +99,17 @@ class LinkCache:
     def by_ident(self, workspace_id: str, source: str, external_id: str) -> LinkFacts | None:
         message_id = self._by_ident.get((workspace_id, source, external_id))
         return None if message_id is None else self.by_id(message_id)
+
+    def resolved(self, facts: LinkFacts) -> object | None:
+        """What :meth:`remember_resolved` kept for exactly these facts (resolution is pure, so
+        it is computed once per cached entry rather than once per request)."""
+        hit = self._by_id.get(facts.message_id)
+        return self._resolved.get(facts.message_id) if hit is not None and hit[0] is facts else None
+
+    def remember_resolved(self, facts: LinkFacts, answer: object) -> None:
+        hit = self._by_id.get(facts.message_id)
+        if hit is not None and hit[0] is facts:
+            self._resolved[facts.message_id] = answer
 
     def gong_host(self, workspace_id: str) -> object:
         """The cached host (or None for "none recorded"), else ``_UNKNOWN_HOST``."""
@@ -146,6 +159,7 @@ class LinkCache:
             self._hosts.pop(event.workspace_id, None)
 
     def _drop(self, message_id: str) -> None:
+        self._resolved.pop(message_id, None)
         hit = self._by_id.pop(message_id, None)
         if hit is not None:
             facts = hit[0]

@@ -66,7 +66,12 @@ class LinkLookup:
             # Ids are looked up by their canonical form; answer under the form the caller sent.
             parsed = q.parse_uuid(message_id)
             facts = found.get(message_id) or (found.get(str(parsed)) if parsed else None)
-            answer[message_id] = None if facts is None else self._record(facts, hosts.get(facts.workspace_id))
+            if facts is None:
+                answer[message_id] = None
+            elif needs_gong_host(facts):
+                answer[message_id] = self._record(facts, hosts.get(facts.workspace_id))
+            else:
+                answer[message_id] = await self.record(facts)
         return answer
 
     async def _fill(self, ids: list[uuid.UUID], access: Access) -> list[LinkFacts]:
@@ -99,7 +104,14 @@ class LinkLookup:
         return (await self.gong_hosts({facts.workspace_id}))[facts.workspace_id]
 
     async def record(self, facts: LinkFacts) -> LinkRecord:
-        return self._record(facts, await self.gong_host(facts))
+        if needs_gong_host(facts):  # depends on the workspace's host too: not memoised
+            return self._record(facts, await self.gong_host(facts))
+        memo = self.cache.resolved(facts)
+        if isinstance(memo, LinkRecord):
+            return memo
+        record = self._record(facts, None)
+        self.cache.remember_resolved(facts, record)
+        return record
 
     def _record(self, facts: LinkFacts, gong_host: str | None) -> LinkRecord:
         return link_record(facts.message_id, facts.source, facts.external_id, self.link(facts, gong_host))

@@ -10,7 +10,6 @@ from typing import Annotated, Any, Literal
 import asyncpg
 from litestar import Request, Router, get, post
 from litestar.datastructures import CacheControlHeader
-from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import FromPath, Parameter
@@ -78,22 +77,20 @@ def _author(row: asyncpg.Record) -> Author:
 def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, Any]], Awaitable[Access]]) -> Router:
     allow = lookup.allow
 
-    async def provide_access(request: Request[Any, Any, Any]) -> Access:
-        return await authenticate(request)
-
     @get(
         "/links",
         summary="The link of a message, by its provider identity",
         responses=_ok(LinkRecord, ("a Gong call", _LINK_EXAMPLE), ("an unsafe stored link", _UNSAFE_EXAMPLE)),
     )
     async def link_by_external_id(
-        access: Access,
+        request: Request[Any, Any, Any],
         workspace_id: WorkspaceQuery,
         source: Source,
         external_id: Annotated[
             str, Parameter(min_length=1, max_length=256, examples=[Example(value="5520183947712650031")])
         ],
     ) -> LinkRecord:
+        access = await authenticate(request)
         return await lookup.by_ident(access, workspace_id, source, external_id)
 
     @post(
@@ -105,7 +102,8 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
             ("one known, one unknown", {"links": {_LINK_EXAMPLE["message_id"]: _LINK_EXAMPLE, "8c1d…": None}}),
         ),
     )
-    async def resolve_links(access: Access, data: ResolveRequest) -> ResolveResponse:
+    async def resolve_links(request: Request[Any, Any, Any], data: ResolveRequest) -> ResolveResponse:
+        access = await authenticate(request)
         return ResolveResponse(links=await lookup.by_ids(access, data.message_ids))
 
     @get(
@@ -114,19 +112,20 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
         responses=_ok(MessageMoment),
     )
     async def message_moment_link(
-        access: Access,
+        request: Request[Any, Any, Any],
         message_id: FromPath[str],
         t: Annotated[
             int, Parameter(ge=0, le=7 * 86_400, description="seconds from the start", examples=[Example(value=645)])
         ],
     ) -> MessageMoment:
+        access = await authenticate(request)
         facts = await lookup.facts_by_id(access, message_id)
         host = await lookup.gong_host(facts)
         return message_moment(facts.message_id, facts.source, facts.external_id, moment_link(facts, allow, t, host))
 
     @get("/messages/{message_id:str}", summary="One message with its metadata and link", responses=_ok(MessageOut))
     async def get_message(
-        access: Access,
+        request: Request[Any, Any, Any],
         message_id: FromPath[str],
         include: Annotated[
             Literal["raw"] | None, Parameter(description="raw: also the provider's raw call/transcript keys")
@@ -140,6 +139,7 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
             ),
         ] = None,
     ) -> MessageOut:
+        access = await authenticate(request)
         wanted = _parse_fields(fields)
         parsed = q.parse_uuid(message_id)
         row = None if parsed is None else await q.message(lookup.pool, parsed, include == "raw")
@@ -175,7 +175,7 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
 
     @get("/messages", summary="Messages of a workspace, newest first, keyset-paginated", responses=_ok(MessagePage))
     async def list_messages(
-        access: Access,
+        request: Request[Any, Any, Any],
         workspace_id: WorkspaceQuery,
         source: Source | None = None,
         customer_id: Annotated[str | None, Parameter(max_length=64)] = None,
@@ -184,6 +184,7 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
         limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Parameter(max_length=512, description="next_cursor of the previous page")] = None,
     ) -> MessagePage:
+        access = await authenticate(request)
         access.require(workspace_id, "workspace")
         customer = None
         if customer_id is not None:
@@ -223,11 +224,12 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
         responses=_ok(list[FeatureMessage]),
     )
     async def feature_messages(
-        access: Access,
+        request: Request[Any, Any, Any],
         feature_id: FromPath[str],
         workspace_id: WorkspaceQuery,
         limit: Annotated[int, Parameter(ge=1, le=MAX_FEATURE_MESSAGES)] = 1000,
     ) -> list[FeatureMessage]:
+        access = await authenticate(request)
         access.require(workspace_id, "feature")
         if not await q.feature_exists(lookup.pool, workspace_id, feature_id):
             raise not_found("feature")
@@ -262,7 +264,6 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
             list_messages,
             feature_messages,
         ],
-        dependencies={"access": Provide(provide_access)},
         cache_control=CACHE_CONTROL,
         security=[{"bearer": []}],
         tags=["links"],
