@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import msgspec
 import nats.errors
 from nats.js import JetStreamContext
@@ -55,19 +58,33 @@ async def add_integration(
     settings: dict[str, Any] | None = None,
     workspace_id: str = "ws-1",
     updated_at: datetime | None = None,
+    parked_until: datetime | None = None,
 ) -> uuid.UUID:
-    """Stands in for the gateway creating an integration (the scheduler only ever reads this table)."""
+    """Stands in for the gateway creating an integration (the scheduler only ever reads this table).
+    ``parked_until`` also gives it a sync state not due before then, in the same transaction, so
+    that a due loop running in the background leaves it alone."""
     integration_id = uuid.uuid4()
-    await pool.execute(
-        """insert into integrations (id, workspace_id, provider, status, auth_kind, settings, updated_at)
-           values ($1, $2, $3, $4, 'api_key', $5, coalesce($6, now()))""",
-        integration_id,
-        workspace_id,
-        provider,
-        status,
-        settings or {},
-        updated_at,
-    )
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """insert into integrations (id, workspace_id, provider, status, auth_kind, settings, updated_at)
+               values ($1, $2, $3, $4, 'api_key', $5, coalesce($6, now()))""",
+            integration_id,
+            workspace_id,
+            provider,
+            status,
+            settings or {},
+            updated_at,
+        )
+        if parked_until is not None:
+            await conn.execute(
+                """insert into sync_state (integration_id, workspace_id, provider, status, cadence_anchor,
+                                           next_due_at, created_at, updated_at)
+                   values ($1, $2, $3, 'pending', $4, $4, $4, $4)""",
+                integration_id,
+                workspace_id,
+                provider,
+                parked_until,
+            )
     return integration_id
 
 
@@ -186,3 +203,16 @@ async def drain_events(scheduler: Scheduler, js: JetStreamContext) -> list[str]:
             continue
         for msg in messages:
             outcomes.append(await handle_message(scheduler, js, msg))
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's runtime (pool, broker, workers) on this test's loop and talk to it over ASGI."""
+    runtime = app.state.runtime
+    await runtime.start()
+    try:
+        await asyncio.wait_for(runtime.broker.wait_connected(), timeout=10)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scheduler") as client:
+            yield client
+    finally:
+        await runtime.stop()

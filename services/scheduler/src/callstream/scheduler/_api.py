@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
-from litestar.params import Parameter
+from litestar.params import FromPath, QueryParameter
 from pydantic import SecretStr
 
 from callstream.contracts import Source, SyncMode, TimeWindow
@@ -162,7 +162,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 def admin_router(scheduler_of: Callable[[], Scheduler], token: SecretStr) -> Router:
     @post("/integrations/{integration_id:uuid}/syncs", status_code=202)
-    async def trigger_sync(integration_id: uuid.UUID, request: Request[Any, Any, Any]) -> RunAccepted:
+    async def trigger_sync(integration_id: FromPath[uuid.UUID], request: Request[Any, Any, Any]) -> RunAccepted:
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
             raise ApiError(413, "body_too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
@@ -200,9 +200,9 @@ def admin_router(scheduler_of: Callable[[], Scheduler], token: SecretStr) -> Rou
 
     @get("/integrations/{integration_id:uuid}/syncs")
     async def list_syncs(
-        integration_id: uuid.UUID,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 50,
-        cursor: str | None = None,
+        integration_id: FromPath[uuid.UUID],
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
+        cursor: Annotated[str | None, QueryParameter()] = None,
     ) -> SyncRunPage:
         store = scheduler_of().store
         if await store.integration(integration_id) is None:
@@ -216,7 +216,7 @@ def admin_router(scheduler_of: Callable[[], Scheduler], token: SecretStr) -> Rou
         )
 
     @get("/integrations/{integration_id:uuid}/sync-state")
-    async def integration_state(integration_id: uuid.UUID) -> SyncStateView:
+    async def integration_state(integration_id: FromPath[uuid.UUID]) -> SyncStateView:
         rows = await scheduler_of().store.states(integration_id=integration_id)
         if not rows:
             raise ApiError(404, "integration_not_found", "no such integration")
@@ -224,7 +224,7 @@ def admin_router(scheduler_of: Callable[[], Scheduler], token: SecretStr) -> Rou
 
     @get("/sync-state")
     async def workspace_state(
-        workspace_id: Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
+        workspace_id: Annotated[str, QueryParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
     ) -> list[SyncStateView]:
         return [_state_view(r) for r in await scheduler_of().store.states(workspace_id=workspace_id)]
 
