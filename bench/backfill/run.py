@@ -44,7 +44,7 @@ import nats
 from callstream.contracts import SYNC_EVENTS, Source, SyncFinished, SyncRequested, sync_requested_subject
 from callstream.devstack._servers import EmbeddedPostgres, NatsServer, free_port, wait_port
 from callstream.devstack._services import MIGRATION_ORDER, by_name
-from callstream.runtime import apply_migrations, ensure_all
+from callstream.runtime import apply_migrations, configure_logging, ensure_all
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -344,6 +344,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.fathom, args.gong, args.timeout = 300, 300, 300.0
+    configure_logging("bench-backfill", "warning")  # one line per page would cost as much as the page
     base = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     try:
         report = asyncio.run(main_async(args, base))

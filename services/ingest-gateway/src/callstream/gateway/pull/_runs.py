@@ -8,10 +8,12 @@ calls get the same ``Nats-Msg-Id`` and JetStream drops them) and never fetches a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -30,7 +32,7 @@ from ._windows import latest_bands
 log = get_logger(__name__)
 
 Item = tuple[str, bytes]  # (external id, provider bytes)
-PageFetch = Callable[[Checkpoint], Awaitable[tuple[Sequence[Item], str | None]]]
+PageFetch = Callable[[str | None], Coroutine[Any, Any, tuple[Sequence[Item], str | None]]]  # cursor -> page
 
 
 @dataclass
@@ -109,27 +111,46 @@ class Run:
             raise RunDeferred("the gateway is stopping; another worker resumes from the checkpoint", 0.0)
 
     async def pages(self, fetch: PageFetch) -> None:
-        """Follow the cursor to the end (or the limit), restarting the window on an expired cursor."""
+        """Follow the cursor to the end (or the limit), restarting the window on an expired cursor.
+
+        The next page is fetched while the current one is published (its cursor is known), so the
+        provider and the broker work at the same time; the checkpoint still moves one completed
+        page at a time."""
         cp = self.checkpoint
-        while True:
-            self.check_stopping()
-            try:
-                items, next_cursor = await fetch(cp)
-            except CursorExpired:
-                cp.restarts += 1
-                if cp.restarts > self.settings.expired_cursor_restarts:
-                    raise RunFailed("the provider's page cursor kept expiring; the window is too large") from None
-                log.info("page cursor expired, restarting the window", run_id=self.request.run_id, restarts=cp.restarts)
-                cp.cursor = None
-                continue
-            await self.publish_page(items, next_cursor)
-            if next_cursor is None or self.remaining() == 0:
-                return
+        ahead: asyncio.Task[tuple[Sequence[Item], str | None]] | None = None
+        try:
+            while True:
+                self.check_stopping()
+                task, ahead = ahead or asyncio.create_task(fetch(cp.cursor)), None
+                try:
+                    items, next_cursor = await task
+                except CursorExpired:
+                    cp.restarts += 1
+                    if cp.restarts > self.settings.expired_cursor_restarts:
+                        raise RunFailed("the provider's page cursor kept expiring; the window is too large") from None
+                    log.info(
+                        "page cursor expired, restarting the window", run_id=self.request.run_id, restarts=cp.restarts
+                    )
+                    cp.cursor = None
+                    continue
+                room = self.remaining()
+                if next_cursor is not None and (room is None or room > len(items)):
+                    ahead = asyncio.create_task(fetch(next_cursor))
+                await self.publish_page(items, next_cursor)
+                if next_cursor is None or self.remaining() == 0:
+                    return
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
 
 
 async def run_fathom(run: Run, client: FathomClient) -> None:
-    async def fetch(cp: Checkpoint) -> tuple[Sequence[Item], str | None]:
-        page = await client.meetings(cp.window_start, cp.window_end, cp.cursor)
+    cp = run.checkpoint
+
+    async def fetch(cursor: str | None) -> tuple[Sequence[Item], str | None]:
+        page = await client.meetings(cp.window_start, cp.window_end, cursor)
         items: list[Item] = []
         seen: set[int] = set()
         for meeting in page.meetings:
@@ -145,10 +166,12 @@ async def run_fathom(run: Run, client: FathomClient) -> None:
 
 
 async def run_gong(run: Run, client: GongClient) -> None:
-    async def fetch(cp: Checkpoint) -> tuple[Sequence[Item], str | None]:
-        if cp.window_start is None or cp.window_end is None:
-            raise RunFailed("a Gong run needs both ends of its window")
-        page = await client.calls(cp.window_start, cp.window_end, cp.cursor)
+    start, end = run.checkpoint.window_start, run.checkpoint.window_end
+    if start is None or end is None:
+        raise RunFailed("a Gong run needs both ends of its window")
+
+    async def fetch(cursor: str | None) -> tuple[Sequence[Item], str | None]:
+        page = await client.calls(start, end, cursor)
         return await _gong_items(client, page.calls), page.next_cursor
 
     await run.pages(fetch)
