@@ -80,3 +80,16 @@ async def test_a_window_limiter_never_lets_more_than_the_limit_into_a_window() -
     assert worst <= 5
     assert len(times) >= 8  # and it does let requests through at about the limit
     await asyncio.sleep(0)
+
+
+def test_runs_of_one_provider_account_share_one_set_of_limiters() -> None:
+    from callstream.gateway.pull import LimiterRegistry, PullSettings
+    from callstream.gateway.pull._limits import account_key
+
+    registry = LimiterRegistry(PullSettings())
+    first = registry.gong(account_key("gong", "https://us-1.api.gong.io", "key-1"))
+    again = registry.gong(account_key("gong", "https://us-1.api.gong.io", "key-1"))
+    other = registry.gong(account_key("gong", "https://us-1.api.gong.io", "key-2"))
+    assert first is again
+    assert first is not other
+    assert "key-1" not in account_key("gong", "https://us-1.api.gong.io", "key-1")  # no secret in the key
