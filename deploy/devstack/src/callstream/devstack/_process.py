@@ -17,6 +17,8 @@ import httpx
 from ._servers import free_port
 from ._services import MIGRATION_ORDER, ServiceDef, by_name
 
+CLOSED_LOCAL_URL = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
+
 
 def base_service_env(database_url: str, nats_url: str) -> dict[str, str]:
     """What every service needs to start, with throwaway secrets."""
@@ -30,6 +32,17 @@ def base_service_env(database_url: str, nats_url: str) -> dict[str, str]:
         CALLSTREAM_SHUTDOWN_SECONDS="10",
         PYTHONUNBUFFERED="1",
     )
+    # Tests never reach a real provider: every provider address points at a closed local port
+    # unless a test sets it (to a fake) on purpose.
+    for name in (
+        "FATHOM_API_URL",
+        "FATHOM_AUTHORIZE_URL",
+        "FATHOM_TOKEN_URL",
+        "GONG_API_URL",
+        "GONG_AUTHORIZE_URL",
+        "GONG_TOKEN_URL",
+    ):
+        env[f"CALLSTREAM_GATEWAY_{name}"] = CLOSED_LOCAL_URL
     return env
 
 
