@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from litestar import Litestar
@@ -26,6 +29,19 @@ def read_only_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+@contextlib.asynccontextmanager
+async def _frozen_heap(_: Litestar) -> AsyncIterator[None]:
+    """Move everything built at start-up (modules, the app, the OpenAPI schema) out of the cyclic
+    collector's reach: a full collection then walks only what requests create, instead of pausing
+    every request in flight for tens of milliseconds."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def build_app(settings: Settings) -> Litestar:
     runtime = ServiceRuntime(
         settings, database_url=read_only_dsn(settings.read_database_url), pool_max=settings.pool_max
@@ -45,7 +61,7 @@ def build_app(settings: Settings) -> Litestar:
         description="Resolved, safe links to the original of a call, and the messages behind them.",
         route_handlers=[router],
         checks=runtime.checks(),
-        lifespan=[runtime.lifespan],
+        lifespan=[runtime.lifespan, _frozen_heap],
     )
     openapi = app.openapi_schema  # built once, here, and served as is
     if openapi.components.security_schemes is None:

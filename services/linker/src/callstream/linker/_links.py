@@ -49,7 +49,7 @@ _URI_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*$")
 _WHITESPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
 
 
-class Link(msgspec.Struct, kw_only=True, frozen=True):
+class Link(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """Where the original of a call is. ``url`` is null when nothing safe can be served; ``reason``
     then says why, and ``origin`` which metadata key (or construction) it was taken from."""
 
@@ -59,8 +59,12 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
     reason: Reason | None
 
 
-class LinkFacts(msgspec.Struct, kw_only=True, frozen=True):
-    """What resolution needs of one message: its identity and the link-bearing metadata keys."""
+class LinkFacts(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """What resolution needs of one message: its identity and the link-bearing metadata keys.
+
+    ``gc=False``: the hot-link cache holds up to 100,000 of these; untracked by the cyclic
+    garbage collector (they hold only JSON scalars and can form no cycle), they add nothing to
+    the full collections that otherwise stall every request in flight."""
 
     message_id: str
     workspace_id: str

@@ -20,7 +20,7 @@ class ErrorBody(msgspec.Struct, kw_only=True):
     detail: Any
 
 
-class LinkRecord(msgspec.Struct, kw_only=True, frozen=True):
+class LinkRecord(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     message_id: str
     source: Source
     external_id: str
