@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post
+from litestar.params import FromPath, FromQuery
 
 from callstream.contracts import hash_api_token
 from callstream.runtime import ApiError, get_logger
@@ -147,6 +148,7 @@ def admin_router(ctx: GatewayContext) -> Router:
             if registered is not None:  # do not leave a webhook behind that nothing can verify
                 await _delete_quietly(ctx, api_base, {"X-Api-Key": credentials.api_key or ""}, registered.id)
             raise
+        await ctx.changed(key)
         view = await _integration_db.view(ctx.db, integration_id, settings.public_base_url)
         assert view is not None
         log.info("integration created", integration_id=key, provider=body.provider, workspace_id=body.workspace_id)
@@ -156,22 +158,23 @@ def admin_router(ctx: GatewayContext) -> Router:
         )
 
     @get("/v1/integrations/{integration_id:str}", summary="Read an integration (no secrets)")
-    async def read_integration(integration_id: str) -> IntegrationView:
+    async def read_integration(integration_id: FromPath[str]) -> IntegrationView:
         view = await _integration_db.view(ctx.db, _integration_id(integration_id), settings.public_base_url)
         if view is None:
             raise ApiError(404, "unknown_integration", "no integration has this id")
         return view
 
     @get("/v1/integrations", summary="List integrations, optionally of one workspace")
-    async def list_integrations(workspace_id: str | None = None) -> list[IntegrationView]:
+    async def list_integrations(workspace_id: FromQuery[str | None] = None) -> list[IntegrationView]:
         return await _integration_db.views(ctx.db, workspace_id, settings.public_base_url)
 
     @delete("/v1/integrations/{integration_id:str}", status_code=200, summary="Disable an integration")
-    async def disable_integration(integration_id: str) -> IntegrationView:
+    async def disable_integration(integration_id: FromPath[str]) -> IntegrationView:
         key = _integration_id(integration_id)
         row = await _integration_db.disable(ctx.db, key)
         if row is None:
             raise ApiError(404, "unknown_integration", "no integration has this id")
+        await ctx.changed(integration_id)
         log.info("integration disabled", integration_id=integration_id)
         if row["webhook_id"] and row["provider"] == "fathom":
             access = await ctx.integrations.access(integration_id)
@@ -208,7 +211,7 @@ def admin_router(ctx: GatewayContext) -> Router:
         return Response(CreatedToken(str(token_id), token), status_code=201)
 
     @delete("/v1/tokens/{token_id:str}", status_code=204, summary="Revoke an API token")
-    async def revoke_token(token_id: str) -> None:
+    async def revoke_token(token_id: FromPath[str]) -> None:
         key = _integration_db.parse_id(token_id)
         found = key is not None and await ctx.db.fetchval(
             "update api_tokens set revoked_at = coalesce(revoked_at, now()) where id = $1 returning id", key

@@ -17,6 +17,7 @@ from ._oauth_routes import oauth_routers
 from ._secret_cache import WebhookSecretCache
 from ._settings import Settings
 from ._webhooks import fathom_webhook_handler
+from .pull import pull_worker
 
 
 def build_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> Litestar:
@@ -24,9 +25,11 @@ def build_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> L
     runtime = ServiceRuntime(settings)
     http = http or httpx.AsyncClient(timeout=httpx.Timeout(settings.provider_timeout_seconds))
     integrations = IntegrationStore.from_settings(lambda: runtime.db, settings, http=http)
-    ctx = GatewayContext(settings, runtime, settings.cipher(), http, integrations)
-    cache = WebhookSecretCache(ctx.cipher, settings.secret_cache_ttl_seconds)
+    cipher = settings.cipher()
+    cache = WebhookSecretCache(cipher, settings.secret_cache_ttl_seconds)
+    ctx = GatewayContext(settings, runtime, cipher, http, integrations, cache)
     runtime.add_worker("webhook-secrets", lambda rt: cache.run(rt.db, rt.stopping))
+    runtime.add_worker("pull", pull_worker(settings, store=integrations, http=http))
 
     @contextlib.asynccontextmanager
     async def close_http(_: Litestar) -> AsyncIterator[None]:

@@ -17,6 +17,7 @@ from callstream.runtime import ApiError, ServiceRuntime
 
 from ._crypto import Cipher
 from ._integrations import IntegrationStore
+from ._secret_cache import WebhookSecretCache
 from ._settings import Settings
 
 T = TypeVar("T")
@@ -29,10 +30,15 @@ class GatewayContext:
     cipher: Cipher
     http: httpx.AsyncClient
     integrations: IntegrationStore
+    webhook_secrets: WebhookSecretCache
 
     @property
     def db(self) -> asyncpg.Pool:
         return self.runtime.db
+
+    async def changed(self, integration_id: str) -> None:
+        """This replica sees its own change at once; the others hear of it through NOTIFY."""
+        await self.webhook_secrets.reload_one(self.db, integration_id)
 
 
 def admin_guard(settings: Settings) -> Any:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from litestar import Request, Response, Router, get
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
 
 from callstream.runtime import ApiError, get_logger
@@ -53,7 +54,10 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
 
     @get("/v1/oauth/{provider:str}/authorize", summary="Start connecting a provider account (302)")
     async def authorize(
-        request: Request[Any, Any, Any], provider: str, workspace_id: str, integration_id: str | None = None
+        request: Request[Any, Any, Any],
+        provider: FromPath[str],
+        workspace_id: FromQuery[str],
+        integration_id: FromQuery[str | None] = None,
     ) -> Redirect:
         app = app_for(provider)
         _check_workspace(workspace_id)
@@ -81,10 +85,10 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
         return Redirect(app.authorization_url(uri, state), status_code=302)
 
     @get("/v1/oauth/{provider:str}/callback", summary="The provider sends the user back here")
-    async def callback(
-        provider: str, state: str | None = None, code: str | None = None, error: str | None = None
-    ) -> Response[IntegrationView]:
+    async def callback(request: Request[Any, Any, Any], provider: FromPath[str]) -> Response[IntegrationView]:
         app = app_for(provider)
+        query = request.query_params  # ``state`` is a reserved parameter name in litestar
+        state, code, error = query.get("state"), query.get("code"), query.get("error")
         if not state:
             raise ApiError(400, "invalid_state", "state is missing")
         row = await ctx.db.fetchrow(
@@ -108,6 +112,7 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
         except _oauth.OAuthError as exc:
             raise ApiError(502, "provider_error", exc.detail) from None
         integration_id = await _store(ctx, provider, row["workspace_id"], row["integration_id"], tokens)
+        await ctx.changed(str(integration_id))
         view = await _integration_db.view(ctx.db, integration_id, settings.public_base_url)
         assert view is not None
         log.info("oauth connected", integration_id=view.id, provider=provider, workspace_id=view.workspace_id)

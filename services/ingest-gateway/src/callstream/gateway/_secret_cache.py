@@ -84,7 +84,8 @@ class WebhookSecretCache:
         while not stopping.is_set():
             try:
                 async with pool.acquire() as conn:
-                    await conn.add_listener(CHANNEL, self._notified(pool))
+                    listener = self._notified(pool)
+                    await conn.add_listener(CHANNEL, listener)
                     # Load after LISTEN, so no change between the two can be missed.
                     await self.reload_all(pool)
                     delay = 0.2
@@ -94,6 +95,8 @@ class WebhookSecretCache:
                         if not stopping.is_set():
                             await self.reload_all(pool)
                             await conn.execute("select 1")  # notices a dead listening connection
+                    if not conn.is_closed():
+                        await conn.remove_listener(CHANNEL, listener)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("webhook secret cache cannot reach postgres", error=type(exc).__name__)
                 with contextlib.suppress(TimeoutError):

@@ -8,6 +8,8 @@ so a resend (even two copies at the same moment) is stored once and answered 202
 
 from __future__ import annotations
 
+import re
+import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +19,8 @@ import nats.errors
 from litestar import Request, Response, post
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
+from nats.js import JetStreamContext
 
 from callstream.contracts import RawCall, raw_calls_subject, webhook_event_id
 from callstream.runtime import ApiError, Broker, get_logger
@@ -63,20 +67,30 @@ def _external_id(body: bytes) -> str:
     return str(value)
 
 
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def _traceparent(given: str | None) -> str:
+    """The caller's W3C trace context when it is well formed, else a new trace."""
+    if given and _TRACEPARENT.match(given):
+        return given
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
 def fathom_webhook_handler(settings: Settings, cache: WebhookSecretCache, broker: Broker) -> HTTPRouteHandler:
     max_body = settings.max_body
     tolerance = settings.webhook_tolerance_seconds
     timeout = settings.publish_timeout_seconds
     unavailable = {"Retry-After": str(settings.retry_after_seconds)}
+    contexts: dict[str, JetStreamContext] = {}
 
     @post(
         WEBHOOK_PATH,
         status_code=202,
         request_max_body_size=max_body,
         summary="Receive a Fathom webhook (Standard Webhooks signature)",
-        sync_to_thread=False,
     )
-    async def fathom_webhook(request: Request[Any, Any, Any], integration_id: str) -> Response[_Accepted]:
+    async def fathom_webhook(request: Request[Any, Any, Any], integration_id: FromPath[str]) -> Response[_Accepted]:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body:
@@ -97,7 +111,7 @@ def fathom_webhook_handler(settings: Settings, cache: WebhookSecretCache, broker
             raise ApiError(401, exc.code, exc.detail) from None
         external_id = _external_id(body)
         event_id = webhook_event_id(integration_id, delivery.webhook_id)
-        traceparent = headers.get("traceparent")
+        traceparent = _traceparent(headers.get("traceparent"))
         raw = RawCall(
             event_id=event_id,
             source="fathom",
@@ -109,13 +123,14 @@ def fathom_webhook_handler(settings: Settings, cache: WebhookSecretCache, broker
             traceparent=traceparent,
             payload=msgspec.Raw(body),
         )
-        nats_headers = {"Nats-Msg-Id": event_id}
-        if traceparent:
-            nats_headers["traceparent"] = traceparent
+        nats_headers = {"Nats-Msg-Id": event_id, "traceparent": traceparent}
         if not broker.is_connected:
             raise ApiError(503, "broker_unavailable", "the event broker is unreachable; retry later", unavailable)
+        js = contexts.get("js")
+        if js is None:  # one JetStream context for the life of the connection (nats-py reconnects in place)
+            js = contexts["js"] = broker.js
         try:
-            ack = await broker.js.publish(SUBJECT, _encode(raw), timeout=timeout, headers=nats_headers)
+            ack = await js.publish(SUBJECT, _encode(raw), timeout=timeout, headers=nats_headers)
         except (nats.errors.Error, ConnectionError, TimeoutError) as exc:
             log.warning("webhook publish failed", integration_id=integration_id, error=type(exc).__name__)
             raise ApiError(

@@ -1,0 +1,92 @@
+"""The ceiling: the least an intake must do, with nothing else. Verify the Standard Webhooks
+signature over the raw body, decode just enough to know it is a meeting, publish one RawCall to
+JetStream and answer 202 after the ack. No middleware, no logging, no metrics, no cache lookups.
+
+Served exactly as the gateway serves itself (uvicorn, uvloop, httptools, one process).
+Environment: BENCH_NATS_URL, BENCH_SECRET (whsec_...), BENCH_WORKSPACE, BENCH_PORT.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import msgspec
+import nats
+import uvicorn
+from litestar import Litestar, Request, Response, post
+
+from callstream.contracts import RawCall, raw_calls_subject, webhook_event_id
+
+KEY = base64.b64decode(
+    os.environ.get("BENCH_SECRET", "whsec_YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldCE=").removeprefix("whsec_")
+)
+WORKSPACE = os.environ.get("BENCH_WORKSPACE", "bench")
+SUBJECT = raw_calls_subject("fathom")
+state: dict[str, object] = {}
+
+
+class Probe(msgspec.Struct):
+    recording_id: int | str
+
+
+probe = msgspec.json.Decoder(Probe).decode
+encode = msgspec.json.Encoder().encode
+
+
+@post("/v1/webhooks/fathom/{integration_id:str}", status_code=202, request_max_body_size=16 * 1024 * 1024)
+async def webhook(request: Request, integration_id: str) -> Response:  # type: ignore[type-arg]
+    headers = request.headers
+    wid, ts, sigs = headers.get("webhook-id"), headers.get("webhook-timestamp"), headers.get("webhook-signature")
+    if not (wid and ts and sigs) or abs(time.time() - int(ts)) > 300:
+        return Response({"error": "unauthorized"}, status_code=401)
+    body = await request.body()
+    expected = hmac.new(KEY, f"{wid}.{ts}.".encode() + body, hashlib.sha256).digest()
+    if not any(hmac.compare_digest(base64.b64decode(s.partition(",")[2]), expected) for s in sigs.split()):
+        return Response({"error": "unauthorized"}, status_code=401)
+    meeting = probe(body)
+    event_id = webhook_event_id(integration_id, wid)
+    raw = RawCall(
+        event_id=event_id,
+        source="fathom",
+        workspace_id=WORKSPACE,
+        integration_id=integration_id,
+        external_id=str(meeting.recording_id),
+        origin="webhook",
+        received_at=datetime.now(UTC),
+        payload=msgspec.Raw(body),
+    )
+    ack = await state["js"].publish(SUBJECT, encode(raw), timeout=5, headers={"Nats-Msg-Id": event_id})  # type: ignore[attr-defined]
+    return Response({"event_id": event_id, "duplicate": bool(ack.duplicate)}, status_code=202)
+
+
+@asynccontextmanager
+async def lifespan(_: Litestar) -> AsyncIterator[None]:
+    nc = await nats.connect(os.environ.get("BENCH_NATS_URL", "nats://127.0.0.1:4222"))
+    state["js"] = nc.jetstream()
+    try:
+        yield
+    finally:
+        await nc.close()
+
+
+app = Litestar([webhook], lifespan=[lifespan], logging_config=None)
+
+if __name__ == "__main__":
+    # The same options as callstream.runtime.serve_http, which the gateway uses.
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(os.environ.get("BENCH_PORT", "18100")),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        loop="uvloop",
+        http="httptools",
+    )

@@ -1,0 +1,244 @@
+"""POST /v1/webhooks/fathom/{id} against real PostgreSQL and JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+from gateway_harness import ADMIN, Gateway, signed_headers
+from nats.js import JetStreamContext
+
+from callstream.contracts import CALLS_RAW, RawCall, webhook_event_id
+
+MEETING = json.dumps(
+    {"recording_id": 512330871, "title": "Pilot scoping", "transcript": [{"text": "héllo", "timestamp": "00:00:04"}]},
+    ensure_ascii=False,
+    indent=1,
+).encode()
+
+
+async def _raw_messages(js: JetStreamContext) -> list[Any]:
+    info = await js.stream_info(CALLS_RAW)
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        if info.state.messages == 0:
+            break
+        found.append(await js.get_msg(CALLS_RAW, seq))
+    return found
+
+
+@pytest.fixture
+async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
+    nc = await nats.connect(nats_url)
+    yield nc.jetstream()
+    await nc.close()
+
+
+async def test_accepted_after_ack_and_published_byte_for_byte(gateway: Gateway, js: JetStreamContext) -> None:
+    integration = await gateway.create_fathom()
+    response = await gateway.deliver(integration["id"], MEETING, webhook_id="msg_first")
+    assert response.status_code == 202, response.text
+    event_id = webhook_event_id(integration["id"], "msg_first")
+    assert response.json() == {"event_id": event_id, "duplicate": False}
+    [msg] = await _raw_messages(js)
+    assert msg.subject == "calls.raw.fathom"
+    assert msg.headers is not None
+    assert msg.headers["Nats-Msg-Id"] == event_id
+    raw = msgspec.json.decode(msg.data, type=RawCall)
+    assert bytes(raw.payload) == MEETING
+    assert (raw.source, raw.origin, raw.external_id) == ("fathom", "webhook", "512330871")
+    assert (raw.workspace_id, raw.integration_id, raw.event_id) == ("ws-1", integration["id"], event_id)
+    assert raw.traceparent
+    assert msg.headers["traceparent"] == raw.traceparent
+
+
+async def test_caller_trace_context_is_kept(gateway: Gateway, js: JetStreamContext) -> None:
+    integration = await gateway.create_fathom()
+    trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    response = await gateway.deliver(integration["id"], MEETING, headers={"traceparent": trace})
+    assert response.status_code == 202
+    [msg] = await _raw_messages(js)
+    assert msg.headers["traceparent"] == trace
+
+
+async def test_redelivery_answers_2xx_and_publishes_nothing_new(gateway: Gateway, js: JetStreamContext) -> None:
+    integration = await gateway.create_fathom()
+    first = await gateway.deliver(integration["id"], MEETING, webhook_id="msg_again")
+    # Svix stamps every attempt with its own time: a resend carries a new timestamp and signature.
+    again = await gateway.deliver(integration["id"], MEETING, webhook_id="msg_again", timestamp=int(time.time()) + 2)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json() == {"event_id": first.json()["event_id"], "duplicate": True}
+    assert len(await _raw_messages(js)) == 1
+
+
+async def test_concurrent_duplicates_give_one_raw_event(gateway: Gateway, js: JetStreamContext) -> None:
+    integration = await gateway.create_fathom()
+    responses = await asyncio.gather(
+        *(gateway.deliver(integration["id"], MEETING, webhook_id="msg_same_moment") for _ in range(12))
+    )
+    assert {r.status_code for r in responses} == {202}
+    assert sorted(r.json()["duplicate"] for r in responses) == [False] + [True] * 11
+    assert len(await _raw_messages(js)) == 1
+
+
+async def test_svix_header_names(gateway: Gateway, js: JetStreamContext) -> None:
+    integration = await gateway.create_fathom()
+    headers = {k.replace("Webhook", "Svix"): v for k, v in signed_headers(MEETING).items()}
+    response = await gateway.client.post(f"/v1/webhooks/fathom/{integration['id']}", content=MEETING, headers=headers)
+    assert response.status_code == 202, response.text
+    assert len(await _raw_messages(js)) == 1
+
+
+async def _assert_rejected(response: object, status: int, code: str) -> None:
+    assert getattr(response, "status_code", None) == status, getattr(response, "text", "")
+    body = response.json()  # type: ignore[attr-defined]
+    assert body["error"] == code
+    assert body["detail"]
+
+
+async def test_rejections_publish_nothing(gateway: Gateway, js: JetStreamContext) -> None:
+    integration = await gateway.create_fathom()
+    iid = integration["id"]
+    bad_sig = signed_headers(MEETING) | {"Webhook-Signature": "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}
+    await _assert_rejected(
+        await gateway.client.post(f"/v1/webhooks/fathom/{iid}", content=MEETING, headers=bad_sig),
+        401,
+        "invalid_signature",
+    )
+    no_headers = {"content-type": "application/json"}
+    await _assert_rejected(
+        await gateway.client.post(f"/v1/webhooks/fathom/{iid}", content=MEETING, headers=no_headers),
+        401,
+        "missing_signature_headers",
+    )
+    await _assert_rejected(
+        await gateway.deliver(iid, MEETING, timestamp=int(time.time()) - 600), 401, "stale_timestamp"
+    )
+    other_secret = "whsec_" + "b3RoZXItc2VjcmV0LW9mLTI0LWJ5dGVzIQ=="
+    await _assert_rejected(await gateway.deliver(iid, MEETING, secret=other_secret), 401, "invalid_signature")
+    await _assert_rejected(await gateway.deliver(iid, b"not json at all"), 400, "invalid_json")
+    await _assert_rejected(await gateway.deliver(iid, b'{"title": "no recording id"}'), 400, "not_a_meeting")
+    await _assert_rejected(await gateway.deliver(iid, b'[{"recording_id": 1}]'), 400, "not_a_meeting")
+    await _assert_rejected(await gateway.deliver(iid, b'{"recording_id": true}'), 400, "not_a_meeting")
+    await _assert_rejected(await gateway.deliver(str(uuid.uuid4()), MEETING), 404, "unknown_integration")
+    await _assert_rejected(await gateway.deliver("not-a-uuid", MEETING), 404, "unknown_integration")
+    assert await _raw_messages(js) == []
+
+
+async def test_integration_without_secret_refuses_everything(gateway: Gateway, js: JetStreamContext) -> None:
+    integration = await gateway.create_fathom(webhook_secret=None)
+    await _assert_rejected(await gateway.deliver(integration["id"], MEETING), 401, "no_webhook_secret")
+    assert await _raw_messages(js) == []
+
+
+async def test_disabled_integration_is_404(gateway: Gateway, js: JetStreamContext) -> None:
+    integration = await gateway.create_fathom()
+    assert (await gateway.deliver(integration["id"], MEETING)).status_code == 202
+    disabled = await gateway.client.delete(f"/v1/integrations/{integration['id']}", headers=ADMIN)
+    assert disabled.status_code == 200
+    await gateway.wait_cached(integration["id"], status="disabled")
+    await _assert_rejected(await gateway.deliver(integration["id"], MEETING), 404, "unknown_integration")
+    assert len(await _raw_messages(js)) == 1
+
+
+async def test_body_limit_from_content_length(gateway: Gateway, js: JetStreamContext) -> None:
+    integration = await gateway.create_fathom()
+    big = b'{"recording_id": 1, "pad": "' + b"x" * (gateway.settings.max_body + 10) + b'"}'
+    await _assert_rejected(await gateway.deliver(integration["id"], big), 413, "body_too_large")
+    assert await _raw_messages(js) == []
+
+
+async def test_body_limit_while_streaming(
+    database_url: str, nats_url: str, jetstream: object, fake_provider: object, js: JetStreamContext
+) -> None:
+    from gateway_harness import make_settings, start_gateway
+
+    settings = make_settings(database_url, nats_url, CALLSTREAM_GATEWAY_MAX_BODY=4096)
+    async for gw in start_gateway(settings, fake_provider):  # type: ignore[arg-type]
+        integration = await gw.create_fathom()
+        body = b'{"recording_id": 1, "pad": "' + b"x" * 8000 + b'"}'
+        headers = signed_headers(body)
+
+        status, reply = await _stream_without_length(gw, f"/v1/webhooks/fathom/{integration['id']}", body, headers)
+        assert status == 413
+        assert reply["error"] == "body_too_large"
+        small = b'{"recording_id": 7}'
+        assert (await gw.deliver(integration["id"], small)).status_code == 202
+    assert len(await _raw_messages(js)) == 1
+
+
+async def _stream_without_length(
+    gw: Gateway, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    """Drive the ASGI app directly: the body arrives in 1000-byte chunks with no Content-Length
+    (the test client always sends one). The 413 comes before any publish, so the app's broker on the
+    client's loop is never touched from this one."""
+    chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)]
+    received = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if received < len(chunks):
+            received += 1
+            return {"type": "http.request", "body": chunks[received - 1], "more_body": received < len(chunks)}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        + [(b"transfer-encoding", b"chunked")],
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    await gw.app(scope, receive, send)  # type: ignore[arg-type]
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return int(start["status"]), json.loads(payload)
+
+
+async def test_cache_follows_changes_made_by_another_replica(gateway: Gateway) -> None:
+    """An integration written by another process reaches this replica's cache through NOTIFY."""
+    import asyncpg
+    from gateway_harness import WEBHOOK_SECRET
+
+    from callstream.gateway._credentials import seal_webhook_secret
+
+    iid = uuid.uuid4()
+    conn = await asyncpg.connect(gateway.settings.database_url.get_secret_value())
+    try:
+        await conn.execute(
+            "insert into integrations (id, workspace_id, provider, auth_kind, webhook_secret)"
+            " values ($1, 'ws-9', 'fathom', 'api_key', $2)",
+            iid,
+            seal_webhook_secret(gateway.settings.cipher(), str(iid), WEBHOOK_SECRET),
+        )
+        await gateway.wait_cached(str(iid), timeout=2.0)
+        assert (await gateway.deliver(str(iid), MEETING)).status_code == 202
+        await conn.execute("update integrations set status = 'disabled' where id = $1", iid)
+        await gateway.wait_cached(str(iid), status="disabled", timeout=2.0)
+        assert (await gateway.deliver(str(iid), MEETING)).status_code == 404
+        await conn.execute("delete from integrations where id = $1", iid)
+        await gateway.wait_cached(str(iid), status=None, timeout=2.0)
+    finally:
+        await conn.close()
