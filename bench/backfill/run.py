@@ -7,7 +7,8 @@ Everything runs in this invocation on one machine: an embedded NATS JetStream an
 (durable settings, migrated), each fake provider in a process of its own with its rate limits
 off, the normalizer as its own process (``callstream-normalizer serve``), and the gateway's
 ``PullWorker`` in this process (with an in-memory integration store: the credentials lookup is
-not what is measured). For each provider one ``backfill`` run is requested and timed:
+not what is measured). The fakes build every call before they listen (``--warm``), so serving a
+page costs them little and the figures are of our side, not of the fake's data generator. For each provider one ``backfill`` run is requested and timed:
 
 * ``publish_calls_per_s``: calls stored in CALLS_RAW per second, from the request to its SyncFinished;
 * ``e2e_calls_per_s``: calls per second from the request until every call is a row of ``messages``;
@@ -242,6 +243,7 @@ async def main_async(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                     "--meetings",
                     str(args.fathom),
                     "--no-limits",
+                    "--warm",
                 ],
                 env,
                 base / "fathom.log",
@@ -260,13 +262,14 @@ async def main_async(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                     "--calls",
                     str(args.gong),
                     "--no-limits",
+                    "--warm",
                 ],
                 env,
                 base / "gong.log",
             )
         )
         for port in ports.values():
-            wait_port(port, timeout=60)
+            wait_port(port, timeout=600)  # --warm: every call is built (and encoded) before the fake listens
         pool: asyncpg.Pool | None = None
         report["normalizer"] = "not run (--no-normalizer)"
         if not args.no_normalizer:

@@ -16,9 +16,12 @@ def main() -> None:
     parser.add_argument("--meetings", type=int, default=200)
     parser.add_argument("--api-key", default="fathom-test-key")
     parser.add_argument("--no-limits", action="store_true", help="never answer 429")
+    parser.add_argument("--warm", action="store_true", help="build every meeting before serving (benchmarks)")
     args = parser.parse_args()
     state = FathomState(FathomConfig(seed=args.seed, meetings=args.meetings, api_keys={args.api_key: "account-1"}))
     state.faults.limits_enabled = not args.no_limits
+    if args.warm:
+        state.warm({"include_transcript", "include_summary", "include_action_items", "include_crm_matches"})
     serve_forever(create_app(state), host=args.host, port=args.port)
 
 

@@ -19,7 +19,7 @@ import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
 
 from .._controls import FixedWindow, Served, decode_cursor, encode_cursor
-from ._data import CONTENT_FLAGS, build_meeting, shape
+from ._data import CONTENT_FLAGS, build_meeting
 from ._state import FathomState, OAuthGrant
 
 API = "/external/v1"
@@ -193,12 +193,12 @@ class FathomApp:
         if filtered:
             full = [(p, build_meeting(index, p)) for p in positions]
             full = [(p, m) for p, m in full if _matches(m, domains, domains_type, recorded_by, teams, meeting_type)]
-            chosen = full[(page - 1) * size : page * size]
+            chosen = [p for p, _ in full[(page - 1) * size : page * size]]
             more = len(full) > page * size
         else:
-            chosen = [(p, build_meeting(index, p)) for p in positions[(page - 1) * size : page * size]]
+            chosen = list(positions[(page - 1) * size : page * size])
             more = len(positions) > page * size
-        items = [shape(m, flags, content_ready=index.content_ready(m["recording_id"])) for _, m in chosen]
+        items = [self.state.encoded(p, flags) for p in chosen]
         body = {"limit": size, "next_cursor": encode_cursor({"page_num": page + 1}) if more else None, "items": items}
         return _json(200, body)
 

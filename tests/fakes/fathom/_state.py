@@ -88,6 +88,28 @@ class FathomState:
         self.auth_codes: dict[str, str] = {}
         self.access_tokens: dict[str, OAuthGrant] = {}
         self.refresh_tokens: dict[str, str] = {}
+        # Encoded meetings by (recording id, flags, content ready); only after ``warm`` (benchmarks),
+        # so that serving costs the fake almost nothing and the measurement is of the client.
+        self.encoded_cache: dict[tuple[int, frozenset[str], bool], msgspec.Raw] | None = None
+
+    def encoded(self, pos: int, flags: set[str]) -> msgspec.Raw:
+        """The meeting at ``pos`` as the list endpoint sends it for ``flags``."""
+        rid = self.index.recording_ids[pos]
+        ready = self.index.content_ready(rid)
+        key = (rid, frozenset(flags), ready)
+        cache = self.encoded_cache
+        if cache is not None and key in cache:
+            return cache[key]
+        raw = msgspec.Raw(msgspec.json.encode(shape(build_meeting(self.index, pos), flags, content_ready=ready)))
+        if cache is not None:
+            cache[key] = raw
+        return raw
+
+    def warm(self, flags: set[str]) -> None:
+        """Build every meeting once now, as a list request with ``flags`` will want it."""
+        self.encoded_cache = {}
+        for pos in range(len(self.index.recording_ids)):
+            self.encoded(pos, flags)
 
     def meeting(self, recording_id: int) -> dict[str, Any]:
         pos = self.index.position(recording_id)

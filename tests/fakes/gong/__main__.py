@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .._server import serve_forever
-from . import GongConfig, GongState, create_app
+from . import GongConfig, GongState, Selector, create_app
 
 
 def main() -> None:
@@ -15,9 +15,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--no-limits", action="store_true", help="never answer 429")
+    parser.add_argument("--warm", action="store_true", help="build every call before serving (benchmarks)")
     args = parser.parse_args()
     state = GongState(GongConfig(seed=args.seed, calls=args.calls))
     state.faults.limits_enabled = not args.no_limits
+    if args.warm:  # what the pull worker asks /v2/calls/extensive for
+        state.warm(
+            Selector(
+                context="Extended",
+                timings=("Now", "TimeOfCall"),
+                parties=True,
+                content=True,
+                interaction=True,
+                collaboration=True,
+            )
+        )
     serve_forever(create_app(state), host=args.host, port=args.port)
 
 

@@ -24,7 +24,7 @@ import msgspec
 from litestar import Litestar, Request, Response, get, post
 
 from .._controls import FixedWindow, Served, decode_cursor, encode_cursor
-from ._data import Selector, build_call, build_transcript
+from ._data import Selector, build_call
 from ._state import GongState
 
 NO_CALLS = "No calls found corresponding to the provided filters"
@@ -196,7 +196,7 @@ class GongApp:
         body = await self._json_body(request)
         chosen, records = self._page("extensive", body["filter"], body.get("cursor"))
         selector = Selector.parse(body.get("contentSelector"))
-        calls = [build_call(self.state.index, p, selector, host=self._host(request)) for p in chosen]
+        calls = [self.state.encoded_call(p, selector) for p in chosen]
         return _ok({"requestId": secrets.token_hex(8), "records": records, "calls": calls})
 
     async def _transcripts(self, request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -208,7 +208,7 @@ class GongApp:
             {
                 "requestId": secrets.token_hex(8),
                 "records": records,
-                "callTranscripts": [build_transcript(index, p) for p in ready],
+                "callTranscripts": [self.state.encoded_transcript(p) for p in ready],
             }
         )
 

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from .._controls import Faults, RequestLog
-from ._data import CallIndex
+from ._data import CallIndex, Selector, build_call, build_transcript
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,36 @@ class GongState:
         self.auth_codes: dict[str, str] = {}
         self.access_tokens: dict[str, Grant] = {}
         self.refresh_tokens: dict[str, str] = {}
+        # Encoded calls and transcripts; only after ``warm`` (benchmarks), so that serving costs the
+        # fake almost nothing and the measurement is of the client.
+        self.call_cache: dict[tuple[str, Selector, int], msgspec.Raw] | None = None
+        self.transcript_cache: dict[str, msgspec.Raw] | None = None
+
+    def encoded_call(self, pos: int, selector: Selector) -> msgspec.Raw:
+        call_id = self.index.ids[pos]
+        key = (call_id, selector, self.index.crm_version.get(call_id, 0))
+        if self.call_cache is not None and key in self.call_cache:
+            return self.call_cache[key]
+        raw = msgspec.Raw(msgspec.json.encode(build_call(self.index, pos, selector, host=self.config.app_host)))
+        if self.call_cache is not None:
+            self.call_cache[key] = raw
+        return raw
+
+    def encoded_transcript(self, pos: int) -> msgspec.Raw:
+        call_id = self.index.ids[pos]
+        if self.transcript_cache is not None and call_id in self.transcript_cache:
+            return self.transcript_cache[call_id]
+        raw = msgspec.Raw(msgspec.json.encode(build_transcript(self.index, pos)))
+        if self.transcript_cache is not None:
+            self.transcript_cache[call_id] = raw
+        return raw
+
+    def warm(self, selector: Selector) -> None:
+        """Build every call (as ``selector`` asks for it) and every transcript once now."""
+        self.call_cache, self.transcript_cache = {}, {}
+        for pos in range(len(self.index.ids)):
+            self.encoded_call(pos, selector)
+            self.encoded_transcript(pos)
 
     def add_calls(self, count: int = 1, *, transcript_delay: float = 0.0, started: datetime | None = None) -> list[str]:
         """New calls that started now (or at ``started``); their transcripts appear ``transcript_delay``
