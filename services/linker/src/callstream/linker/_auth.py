@@ -7,6 +7,7 @@ does not exist (404), so a token learns nothing about other workspaces.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Callable
@@ -71,6 +72,9 @@ class Authenticator:
         self._ttl = ttl_seconds
         self._clock = clock
         self._cache: dict[str, tuple[Access | None, float]] = {}
+        # One query per token at a time: when an entry expires under load, every request in
+        # flight waits for the same look-up instead of each sending its own.
+        self._pending: dict[str, asyncio.Future[Access | None]] = {}
 
     async def __call__(self, request: Request[Any, Any, Any]) -> Access:
         header = request.headers.get("authorization", "")
@@ -89,10 +93,31 @@ class Authenticator:
         hit = self._cache.get(token_hash)
         if hit is not None and now < hit[1]:
             return hit[0]
-        row = await self._pool().fetchrow(
-            "select workspace_ids from api_tokens where token_hash = $1 and revoked_at is null", token_hash
-        )
+        pending = self._pending.get(token_hash)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this request itself was cancelled
+                # The request that was looking it up went away: look it up here instead.
+        future: asyncio.Future[Access | None] = asyncio.get_running_loop().create_future()
+        self._pending[token_hash] = future
+        try:
+            row = await self._pool().fetchrow(
+                "select workspace_ids from api_tokens where token_hash = $1 and revoked_at is null", token_hash
+            )
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here, so a failure nobody waited for is not reported as lost
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            del self._pending[token_hash]
         access = None if row is None else Access(workspaces=frozenset(row["workspace_ids"]))
+        future.set_result(access)
         if self._ttl > 0:
             if len(self._cache) >= _MAX_CACHED_TOKENS:
                 self._cache.clear()
