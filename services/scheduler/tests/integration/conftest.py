@@ -40,4 +40,5 @@ def js(jetstream: JetStreamContext) -> JetStreamContext:
 
 @pytest.fixture
 def scheduler(pool: asyncpg.Pool, clock: FakeClock, js: JetStreamContext) -> Scheduler:
-    return make_scheduler(pool, clock, js)
+    made: Scheduler = make_scheduler(pool, clock, js)
+    return made

@@ -24,7 +24,7 @@ from callstream.contracts import (
     SyncRequested,
     sync_events_subject,
 )
-from callstream.scheduler import Policy, Scheduler, SyncStore
+from callstream.scheduler import Clock, Policy, Scheduler, SyncStore
 from callstream.scheduler._events import handle_message
 
 START = datetime(2026, 3, 2, 0, 0, 30, tzinfo=UTC)
@@ -89,7 +89,9 @@ async def add_integration(
 
 
 async def runs_of(pool: asyncpg.Pool, integration_id: uuid.UUID) -> list[asyncpg.Record]:
-    return await pool.fetch("select * from sync_runs where integration_id = $1 order by created_at, id", integration_id)
+    return list(
+        await pool.fetch("select * from sync_runs where integration_id = $1 order by created_at, id", integration_id)
+    )
 
 
 async def state_of(pool: asyncpg.Pool, integration_id: uuid.UUID) -> asyncpg.Record:
@@ -109,7 +111,7 @@ class StandInWorker:
     def __init__(
         self,
         js: JetStreamContext,
-        clock: FakeClock,
+        clock: Clock,
         *,
         pages: int = 2,
         calls_per_page: int = 3,

@@ -81,6 +81,7 @@ async def test_manual_run_409_while_active_then_202_after_it_finished(
     assert first.status_code == 202, first.text
     run_id = first.json()["run_id"]
     msg = await js.get_last_msg(SYNC, "sync.requested.gong")
+    assert msg.data is not None
     request = msgspec.json.decode(msg.data, type=SyncRequested)
     assert (request.run_id, request.mode, request.limit) == (run_id, "latest", 5)
     assert msg.headers is not None

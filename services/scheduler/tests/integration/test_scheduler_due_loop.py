@@ -32,6 +32,7 @@ async def test_new_integration_runs_on_the_next_tick_and_is_published(
     msg = await js.get_last_msg(SYNC, "sync.requested.gong")
     assert msg.headers is not None
     assert msg.headers["Nats-Msg-Id"] == str(run["id"])
+    assert msg.data is not None
     request = msgspec.json.decode(msg.data, type=SyncRequested)
     assert request.run_id == str(run["id"])
     assert request.integration_id == str(integration_id)

@@ -59,6 +59,7 @@ async def test_redelivered_events_change_nothing(
 
     # A second copy of SyncFinished (published without the dedup header) and a late progress.
     fin = await js.get_last_msg("SYNC_EVENTS", sync_events_subject("gong"))
+    assert fin.data is not None
     await js.publish(sync_events_subject("gong"), fin.data)
     await worker.progress(request, 3)
     clock.advance(minutes=1)
@@ -100,6 +101,7 @@ async def test_unreadable_events_are_dead_lettered_and_do_not_block_the_rest(
     info = await js.stream_info(DLQ)
     assert info.state.messages == 2
     last = await js.get_last_msg(DLQ, dlq_subject("scheduler"))
+    assert last.data is not None
     letter = msgspec.json.decode(last.data, type=DeadLetterMsg)
     assert letter.consumer == "scheduler"
     assert letter.subject == sync_events_subject("fathom")

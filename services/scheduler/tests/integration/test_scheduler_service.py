@@ -68,7 +68,7 @@ async def test_a_new_integration_syncs_within_one_loop_period(
     database_url: str, nats_url: str, jetstream: JetStreamContext, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = build_app(_settings(monkeypatch, database_url, nats_url))  # the system clock
-    async with serve(app) as client, _worker_loop(StandInWorker(jetstream, SystemClock())):  # type: ignore[arg-type]
+    async with serve(app) as client, _worker_loop(StandInWorker(jetstream, SystemClock())):
         await asyncio.sleep(LOOP_SECONDS)  # the loop is mid-period when the integration appears
         created = datetime.now(UTC)
         integration_id = await add_integration(pool, "fathom")
@@ -104,13 +104,13 @@ async def test_a_worker_killed_mid_run_is_detected_and_the_run_retried(
         await doomed_connection.close()
 
         async def running() -> bool:
-            return (await runs_of(pool, integration_id))[0]["status"] == "running"
+            return bool((await runs_of(pool, integration_id))[0]["status"] == "running")
 
         await _eventually(running)
         clock.advance(minutes=11)  # no progress for longer than the stale limit
 
         async def failed() -> bool:
-            return (await runs_of(pool, integration_id))[0]["status"] == "error"
+            return bool((await runs_of(pool, integration_id))[0]["status"] == "error")
 
         await _eventually(failed)
         # The abandoned request was withdrawn: no worker picks it up again after its ack wait.
@@ -120,7 +120,7 @@ async def test_a_worker_killed_mid_run_is_detected_and_the_run_retried(
         async with _worker_loop(StandInWorker(jetstream, clock)):
 
             async def recovered() -> bool:
-                return (await state_of(pool, integration_id))["status"] == "success"
+                return bool((await state_of(pool, integration_id))["status"] == "success")
 
             await _eventually(recovered)
         history = (await client.get(f"/v1/integrations/{integration_id}/syncs", headers=AUTH)).json()["items"]

@@ -1,0 +1,56 @@
+"""PostgreSQL away while sync events arrive: they are nak'ed, come back, and are applied once it returns."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import nats.errors
+import pytest
+from nats.js import JetStreamContext
+from scheduler_kit import FakeClock, StandInWorker, add_integration, drain_events, make_scheduler, runs_of, state_of
+
+from callstream.contracts import SCHEDULER_CONSUMER
+from callstream.devstack import EmbeddedPostgres
+from callstream.runtime import create_pool, migrate
+from callstream.scheduler._events import handle_message
+
+
+def _migrations(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    assert spec is not None
+    assert spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / "migrations"
+
+
+async def test_events_wait_out_a_database_outage(
+    own_postgres: EmbeddedPostgres, js: JetStreamContext, clock: FakeClock
+) -> None:
+    dsn = own_postgres.dsn()
+    await migrate(dsn, "gateway", _migrations("callstream.gateway"))
+    await migrate(dsn, "scheduler", _migrations("callstream.scheduler"))
+    pool = await create_pool(dsn, max_size=2, timeout=2.0)
+    try:
+        scheduler = make_scheduler(pool, clock, js)
+        integration_id = await add_integration(pool, "gong")
+        await scheduler.tick()
+        assert len(await StandInWorker(js, clock).work()) == 1
+
+        own_postgres.stop("fast")  # (immediate would drop commits: the test server runs without synchronous commit)
+        sub = await js.pull_subscribe_bind(durable=SCHEDULER_CONSUMER.durable, stream=SCHEDULER_CONSUMER.stream)
+        try:
+            messages = await sub.fetch(10, timeout=2.0)
+        except (nats.errors.TimeoutError, TimeoutError):
+            pytest.fail("the worker's events did not arrive")
+        outcomes = [await handle_message(scheduler, js, m) for m in messages]
+        assert outcomes == ["retry"] * 3  # two progress events and the finish, none lost
+        await sub.unsubscribe()
+
+        own_postgres.start()
+        outcomes = await drain_events(scheduler, js)
+        assert outcomes.count("applied") == 3
+        [run] = await runs_of(pool, integration_id)
+        assert (run["status"], run["pages"], run["calls_published"]) == ("success", 2, 6)
+        assert (await state_of(pool, integration_id))["items_synced_total"] == 6
+    finally:
+        await pool.close()
