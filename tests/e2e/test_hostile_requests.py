@@ -1,0 +1,213 @@
+"""Hostile requests against every HTTP service: each gets the right 4xx with a small JSON error, and
+nothing is published or stored. Then the logs and the database hold none of the secrets used."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+
+from .conftest import Stack, fathom_meeting, signed_headers
+
+HUGE = 16 * 1024 * 1024 + 1
+FAKE_TOKEN = "cs_not_a_real_token_0000000000"
+
+
+def _case(service, method, path, expected, *, auth=True, **kwargs):
+    return (service, method, path, expected, auth, kwargs)
+
+
+# (service, method, path, expected status, send the admin token?, request kwargs)
+TABLE = [
+    # admin API of the gateway
+    _case("gateway", "POST", "/v1/integrations", 401, auth=False, json={}),
+    _case("gateway", "GET", "/v1/integrations", 401, auth=False),
+    _case("gateway", "POST", "/v1/integrations", 400, content=b"{not json"),
+    _case("gateway", "POST", "/v1/integrations", 400, json=[1, 2, 3]),
+    _case(
+        "gateway",
+        "POST",
+        "/v1/integrations",
+        400,
+        json={"workspace_id": "../etc", "provider": "fathom", "credentials": {"api_key": "k"}},
+    ),
+    _case(
+        "gateway",
+        "POST",
+        "/v1/integrations",
+        400,
+        json={"workspace_id": "w" * 65, "provider": "fathom", "credentials": {"api_key": "k"}},
+    ),
+    _case(
+        "gateway",
+        "POST",
+        "/v1/integrations",
+        400,
+        json={"workspace_id": "acme", "provider": "zoom", "credentials": {"api_key": "k"}},
+    ),
+    _case(
+        "gateway",
+        "POST",
+        "/v1/integrations",
+        400,
+        json={"workspace_id": "acme", "provider": "gong", "credentials": {"api_key": "not gong credentials"}},
+    ),
+    _case(
+        "gateway",
+        "POST",
+        "/v1/integrations",
+        400,
+        json={"workspace_id": 42, "provider": "fathom", "credentials": {"api_key": "k"}},
+    ),
+    _case(
+        "gateway",
+        "POST",
+        "/v1/integrations",
+        400,
+        json={
+            "workspace_id": "acme",
+            "provider": "fathom",
+            "credentials": {"api_key": "k"},
+            "webhook_secret": "not-a-whsec",
+        },
+    ),
+    _case(
+        "gateway",
+        "POST",
+        "/v1/integrations",
+        400,
+        json={
+            "workspace_id": "acme",
+            "provider": "fathom",
+            "credentials": {"api_key": "k"},
+            "base_url": "javascript:alert(1)",
+        },
+    ),
+    _case("gateway", "GET", "/v1/integrations/..%2F..%2Fetc%2Fpasswd", 404),
+    _case("gateway", "GET", f"/v1/integrations/{uuid.uuid4()}", 404),
+    _case("gateway", "DELETE", f"/v1/integrations/{uuid.uuid4()}", 404),
+    _case("gateway", "POST", "/v1/tokens", 401, auth=False, json={"workspace_ids": ["acme"], "name": "x"}),
+    _case("gateway", "POST", "/v1/tokens", 400, json={"workspace_ids": [], "name": "x"}),
+    _case("gateway", "POST", "/v1/tokens", 400, json={"workspace_ids": ["bad id!"], "name": "x"}),
+    _case("gateway", "POST", "/v1/tokens", 400, json={"workspace_ids": [f"w{i}" for i in range(100_000)], "name": "x"}),
+    _case("gateway", "GET", "/v1/oauth/zoom/authorize?workspace_id=acme", 404),
+    _case("gateway", "GET", "/v1/oauth/fathom/callback?code=abc&state=never-issued", 400),
+    # the linker
+    _case("linker", "GET", f"/v1/messages/{uuid.uuid4()}", 401, auth=False),
+    _case("linker", "GET", f"/v1/messages/{uuid.uuid4()}", 404),
+    _case("linker", "GET", "/v1/messages/..%2F..%2Fetc%2Fpasswd", 404),
+    _case("linker", "GET", "/v1/links?workspace_id=acme&source=fathom", 400),
+    _case("linker", "GET", "/v1/links?workspace_id=acme&source=zoom&external_id=1", 400),
+    _case("linker", "GET", "/v1/links?workspace_id=acme&source=fathom&external_id=404404", 404),
+    _case("linker", "POST", "/v1/links/resolve", 400, json={"message_ids": [str(uuid.uuid4())] * 1001}),
+    _case("linker", "POST", "/v1/links/resolve", 400, json={"message_ids": [{"$gt": ""}]}),
+    _case("linker", "POST", "/v1/links/resolve", 400, content=b"\xff\xfe garbage"),
+    _case("linker", "GET", "/v1/messages?workspace_id=acme&limit=100000", 400),
+    _case("linker", "GET", "/v1/messages?workspace_id=acme&cursor=%27%3B%20drop%20table%20messages", 400),
+    # the scheduler's admin API
+    _case("scheduler", "POST", f"/v1/integrations/{uuid.uuid4()}/syncs", 401, auth=False, json={"mode": "latest"}),
+    _case("scheduler", "POST", f"/v1/integrations/{uuid.uuid4()}/syncs", 404, json={"mode": "latest"}),
+    _case("scheduler", "POST", "/v1/integrations/not-a-uuid/syncs", 404, json={"mode": "latest"}),
+    _case("scheduler", "GET", f"/v1/integrations/{uuid.uuid4()}/sync-state", 404),
+]
+
+
+async def test_every_hostile_request_gets_the_right_4xx(stack: Stack) -> None:
+    # One stack for the whole table (starting four processes per row would take minutes); every
+    # row is checked and all mismatches are reported together.
+    wrong = []
+    for service, method, path, expected, auth, kwargs in TABLE:
+        headers = {"Authorization": f"Bearer {stack.admin_token}"} if auth else {}
+        async with httpx.AsyncClient(base_url=stack.url(service), timeout=30) as client:
+            r = await client.request(method, path, headers=headers, **kwargs)
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        shape_ok = isinstance(body, dict) and set(body) == {"error", "detail"} and len(r.content) < 4096
+        if r.status_code != expected or not shape_ok:
+            wrong.append(f"{service} {method} {path[:60]}: {r.status_code} (want {expected}) {r.text[:160]}")
+    assert wrong == [], "\n".join(wrong)
+    await _nothing_published_or_stored(stack)
+
+
+async def test_a_wrong_bearer_token_is_401_everywhere(stack: Stack) -> None:
+    for service, path in (
+        ("gateway", "/v1/integrations"),
+        ("linker", "/v1/messages?workspace_id=acme"),
+        ("scheduler", "/v1/sync-state?workspace_id=acme"),
+    ):
+        async with httpx.AsyncClient(base_url=stack.url(service)) as client:
+            r = await client.get(path, headers={"Authorization": f"Bearer {FAKE_TOKEN}"})
+        assert r.status_code == 401, (service, r.text)
+        assert r.json()["error"]
+
+
+async def test_hostile_webhooks_are_rejected_and_nothing_is_published(stack: Stack) -> None:
+    integration_id, secret = await stack.fathom_integration()
+    good = json.dumps(fathom_meeting(610001)).encode()
+    now = datetime.now(tz=UTC)
+    cases: list[tuple[str, bytes, dict[str, str], int]] = [
+        ("no signature", good, {"content-type": "application/json"}, 401),
+        ("bad signature", good, {**signed_headers(secret, good, "m1"), "webhook-signature": "v1,AAAA"}, 401),
+        ("signed other body", good, signed_headers(secret, b'{"recording_id": 1}', "m2"), 401),
+        ("stale timestamp", good, signed_headers(secret, good, "m3", now - timedelta(minutes=6)), 401),
+        ("future timestamp", good, signed_headers(secret, good, "m4", now + timedelta(minutes=6)), 401),
+        ("other secret", good, signed_headers("whsec_" + "QUJD" * 8, good, "m5"), 401),
+        ("not json", b"{nope", signed_headers(secret, b"{nope", "m6"), 400),
+        ("not a meeting", b'{"title":"x"}', signed_headers(secret, b'{"title":"x"}', "m7"), 400),
+        ("wrong id type", b'{"recording_id":{"a":1}}', signed_headers(secret, b'{"recording_id":{"a":1}}', "m8"), 400),
+    ]
+    async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=30) as client:
+        for name, body, headers, expected in cases:
+            r = await client.post(f"/v1/webhooks/fathom/{integration_id}", content=body, headers=headers)
+            assert r.status_code == expected, (name, r.text)
+            assert set(r.json()) == {"error", "detail"}, name
+        # unknown integration, traversal in the id, and an oversize body (declared and streamed)
+        for path in (f"/v1/webhooks/fathom/{uuid.uuid4()}", "/v1/webhooks/fathom/..%2F..%2Fadmin"):
+            r = await client.post(path, content=good, headers=signed_headers(secret, good, "m9"))
+            assert r.status_code == 404, r.text
+        big = b'{"recording_id": 1, "pad": "' + b"x" * HUGE + b'"}'
+        r = await client.post(
+            f"/v1/webhooks/fathom/{integration_id}", content=big, headers=signed_headers(secret, big, "m10")
+        )
+        assert r.status_code == 413, r.text[:200]
+
+        async def chunks():
+            for _ in range(17):
+                yield b"x" * (1024 * 1024)
+
+        r = await client.post(
+            f"/v1/webhooks/fathom/{integration_id}", content=chunks(), headers={**signed_headers(secret, b"", "m11")}
+        )
+        assert r.status_code == 413, r.text[:200]
+        # a disabled integration rejects even a perfectly signed delivery
+        admin = {"Authorization": f"Bearer {stack.admin_token}"}
+        assert (await client.delete(f"/v1/integrations/{integration_id}", headers=admin)).status_code == 200
+        r = await client.post(
+            f"/v1/webhooks/fathom/{integration_id}", content=good, headers=signed_headers(secret, good, "m12")
+        )
+        assert r.status_code == 404, r.text
+    await _nothing_published_or_stored(stack)
+
+
+async def _nothing_published_or_stored(stack: Stack) -> None:
+    import nats
+
+    nc = await nats.connect(stack.nats_url)
+    try:
+        js = nc.jetstream()
+        for stream in ("CALLS_RAW", "SYNC", "MESSAGES", "DLQ"):
+            assert (await js.stream_info(stream)).state.messages == 0, stream
+    finally:
+        await nc.close()
+    conn = await asyncpg.connect(stack.env["CALLSTREAM_DATABASE_URL"])
+    try:
+        assert await conn.fetchval("select count(*) from messages") == 0
+        assert await conn.fetchval("select count(*) from api_tokens") == 0
+        assert await conn.fetchval("select count(*) from integrations where workspace_id <> 'acme'") == 0
+    finally:
+        await conn.close()
