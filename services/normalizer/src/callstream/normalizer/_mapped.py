@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,9 +94,23 @@ def content_hash(parts: tuple[Any, ...], *blobs: bytes) -> str:
     return h.hexdigest()
 
 
+def _without_nul(item: Any) -> Any:
+    """The same dataclass with NUL characters removed from its text fields (PostgreSQL text
+    cannot hold them, and any provider string may carry one)."""
+    changes = {
+        f.name: value.replace("\x00", "")
+        for f in fields(item)
+        if isinstance(value := getattr(item, f.name), str) and "\x00" in value
+    }
+    return replace(item, **changes) if changes else item
+
+
 def finish(message: MappedMessage) -> MappedMessage:
-    """Fill in the content hash (over every stored field, not the observation time)."""
-    customer = message.customer
+    """Clean the text fields and fill in the content hash (over every stored field, not the
+    observation time)."""
+    message = _without_nul(message)
+    customer = _without_nul(message.customer) if message.customer is not None else None
+    message = replace(message, customer=customer, participants=tuple(_without_nul(p) for p in message.participants))
     parts = (
         message.title,
         message.channel_name,
@@ -134,11 +148,11 @@ def parse_time(value: str | None) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # e.g. year 1 with a positive offset
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def clean_text(value: str | None) -> str | None:

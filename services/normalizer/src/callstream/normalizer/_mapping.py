@@ -28,7 +28,14 @@ def map_raw_call(data: bytes) -> MappedMessage:
         mapped = map_fathom(raw) if raw.source == "fathom" else map_gong(raw)
     except UnmappableError:
         raise
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError, AttributeError) as exc:
+    except (
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        ArithmeticError,
+    ) as exc:
         # A shape the tolerant models accept but the mapping cannot use; never a crash of the worker.
         raise UnmappableError(f"cannot map {raw.source} payload: {type(exc).__name__}: {exc}") from None
     if mapped.external_id != raw.external_id:

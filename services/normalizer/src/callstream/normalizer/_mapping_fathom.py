@@ -9,7 +9,7 @@ import msgspec
 from callstream.contracts import RawCall
 from callstream.contracts.providers import FathomMeeting
 
-from ._domains import domain_of, most_frequent_company_domain, name_from_domain
+from ._domains import domain_of, most_frequent_company_domain, name_from_domain, normalize_domain
 from ._mapped import (
     MappedCustomer,
     MappedMessage,
@@ -77,7 +77,7 @@ def _participants(meeting: FathomMeeting) -> tuple[MappedParticipant, ...]:
 
 def _customer(meeting: FathomMeeting) -> MappedCustomer | None:
     external = [
-        (invitee.email_domain or "").strip().lower() or domain_of(invitee.email)
+        normalize_domain(invitee.email_domain) or domain_of(invitee.email)
         for invitee in meeting.calendar_invitees or ()
         if invitee.is_external
     ]

@@ -14,7 +14,7 @@ import msgspec
 from callstream.contracts import GongCallBundle, RawCall
 from callstream.contracts.providers import GongCall, GongCallTranscript, GongContext, GongContextObject, GongParty
 
-from ._domains import domain_of, most_frequent_company_domain, name_from_domain
+from ._domains import domain_of, most_frequent_company_domain, name_from_domain, normalize_domain
 from ._mapped import (
     MappedCustomer,
     MappedMessage,
@@ -116,8 +116,7 @@ def _domain_from(value: str | None) -> str | None:
     if not value:
         return None
     host = value.strip().lower().split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0].split(":", 1)[0]
-    host = host.removeprefix("www.").strip(".")
-    return host if "." in host and " " not in host else None
+    return normalize_domain(host.removeprefix("www."))
 
 
 def _external_domain(call: GongCall) -> str | None:
