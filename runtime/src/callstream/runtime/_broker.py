@@ -73,7 +73,7 @@ class Broker:
 
     async def _connect_forever(self) -> None:
         async for attempt in AsyncRetrying(
-            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
             retry=retry_if_exception_type(Exception),
             before_sleep=lambda s: log.warning("nats unreachable, retrying", attempt=s.attempt_number),
         ):

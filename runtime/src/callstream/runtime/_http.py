@@ -7,21 +7,19 @@ on ``error`` without parsing prose.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
-import structlog
 from litestar import Litestar, MediaType, Request, Response, get
-from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
-from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
+from litestar.plugins.prometheus import PrometheusController
+from litestar.types import ControllerRouterHandler
 
 from ._logging import get_logger
+from ._metrics import observe_middleware_factory
 
 log = get_logger(__name__)
 
@@ -66,32 +64,6 @@ def _unhandled_exception_handler(request: Request[Any, Any, Any], exc: Exception
     return error_response(500, "internal_error", "an unexpected error occurred; see the service log")
 
 
-def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    """Bind a request id (the caller's ``x-request-id``, else the trace id of ``traceparent``, else
-    a new one) to every log line of the request, and echo it in the response."""
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128]
-        if not rid:
-            parts = headers.get(b"traceparent", b"").decode("latin-1").split("-")
-            rid = parts[1] if len(parts) == 4 and len(parts[1]) == 32 else uuid.uuid4().hex
-        raw = rid.encode("latin-1", "replace")
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", raw)]
-            await send(message)
-
-        with structlog.contextvars.bound_contextvars(request_id=rid):
-            await app(scope, receive, send_with_id)
-
-    return middleware
-
-
 def health_handlers(checks: Mapping[str, Check]) -> list[ControllerRouterHandler]:
     @get("/health/live", include_in_schema=False, sync_to_thread=False)
     def live() -> dict[str, str]:
@@ -124,9 +96,6 @@ def create_app(
     **kwargs: Any,
 ) -> Litestar:
     """The one place a service's routes, health, metrics, errors and OpenAPI are wired."""
-    prometheus = PrometheusConfig(
-        app_name=service, prefix="callstream", group_path=True, exclude=["/health", "/metrics"]
-    )
 
     class Metrics(PrometheusController):
         path = "/metrics"
@@ -134,7 +103,7 @@ def create_app(
 
     return Litestar(
         route_handlers=[*route_handlers, *health_handlers(checks), Metrics],
-        middleware=[request_id_middleware, prometheus.middleware],
+        middleware=[observe_middleware_factory(service)],
         exception_handlers={HTTPException: _http_exception_handler, Exception: _unhandled_exception_handler},
         lifespan=list(lifespan),
         openapi_config=OpenAPIConfig(

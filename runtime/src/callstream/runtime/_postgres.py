@@ -42,7 +42,7 @@ async def create_pool(
 async def wait_for_postgres(pool: asyncpg.Pool) -> None:
     """Return once a query succeeds, logging while the server is unreachable."""
     async for attempt in AsyncRetrying(
-        wait=wait_exponential_jitter(initial=0.2, max=5.0),
+        wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
         retry=retry_if_exception_type((OSError, asyncpg.PostgresError, asyncio.TimeoutError, asyncpg.InterfaceError)),
         before_sleep=lambda s: log.warning("postgres unreachable, retrying", attempt=s.attempt_number),
     ):
