@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import nats.errors
@@ -48,6 +49,12 @@ class BatchResult:
         return self.retried > 0
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    mappable: list[tuple[Msg, MappedMessage]]
+    dead_lettered: int = 0
+
+
 class RawCallProcessor:
     """Handles fetched batches. Holds no connection of its own (pool and JetStream are passed in)."""
 
@@ -60,6 +67,10 @@ class RawCallProcessor:
         self._max_deliver = max_deliver or NORMALIZER_CONSUMER.max_deliver
 
     async def process(self, msgs: Sequence[Msg]) -> BatchResult:
+        return await self.store(await self.prepare(msgs))
+
+    async def prepare(self, msgs: Sequence[Msg]) -> Prepared:
+        """Map a batch; what can never be mapped goes to the DLQ at once."""
         mappable: list[tuple[Msg, MappedMessage]] = []
         dead = 0
         for msg in msgs:
@@ -67,6 +78,10 @@ class RawCallProcessor:
                 mappable.append((msg, map_raw_call(msg.data)))
             except UnmappableError as exc:
                 dead += await self._give_up(msg, f"unmappable: {exc}")
+        return Prepared(mappable, dead)
+
+    async def store(self, prepared: Prepared) -> BatchResult:
+        mappable, dead = prepared.mappable, prepared.dead_lettered
         if not mappable:
             return BatchResult(dead_lettered=dead)
         try:
@@ -159,25 +174,47 @@ async def sleep_unless_stopping(stopping: asyncio.Event, seconds: float) -> None
         await asyncio.wait_for(stopping.wait(), timeout=seconds)
 
 
+async def _fetch(sub: Any, runtime: ServiceRuntime, settings: Settings, failures: list[int]) -> list[Msg]:
+    try:
+        msgs = await sub.fetch(settings.batch_size, timeout=settings.fetch_timeout_seconds)
+    except nats.errors.TimeoutError:
+        return []
+    except Exception as exc:
+        failures[0] += 1
+        log.warning("fetch failed", error=type(exc).__name__, detail=str(exc)[:200])
+        await sleep_unless_stopping(runtime.stopping, retry_delay(failures[0], settings.retry_base_seconds, 10.0))
+        return []
+    failures[0] = 0
+    return list(msgs)
+
+
 async def run_raw_call_consumer(runtime: ServiceRuntime, settings: Settings) -> None:
-    """The worker: fetch, process, repeat until the service stops."""
+    """The worker: fetch, map, store, ack until the service stops. The next batch is fetched and
+    mapped (CPU in this process) while the current one is written (CPU in PostgreSQL); each batch
+    is still acknowledged only after its own commit."""
     await runtime.broker.wait_connected()
     js = runtime.broker.js
     sub = await js.pull_subscribe_bind(durable=NORMALIZER_CONSUMER.durable, stream=CALLS_RAW)
     processor = RawCallProcessor(runtime.db, js, settings)
-    failures = 0
+    failures = [0]
+
+    async def fetch_and_prepare() -> Prepared:
+        return await processor.prepare(await _fetch(sub, runtime, settings, failures))
+
     log.info("consuming raw calls", batch_size=settings.batch_size)
-    while not runtime.stopping.is_set():
-        try:
-            msgs = await sub.fetch(settings.batch_size, timeout=settings.fetch_timeout_seconds)
-        except nats.errors.TimeoutError:
-            continue
-        except Exception as exc:
-            failures += 1
-            log.warning("fetch failed", error=type(exc).__name__, detail=str(exc)[:200])
-            await sleep_unless_stopping(runtime.stopping, retry_delay(failures, settings.retry_base_seconds, 10.0))
-            continue
-        failures = 0
-        result = await processor.process(msgs)
-        if result.transient_failure:
-            await wait_for_database(runtime.db, runtime.stopping, settings)
+    ahead: asyncio.Task[Prepared] | None = None
+    try:
+        while not runtime.stopping.is_set():
+            prepared = await (ahead if ahead is not None else fetch_and_prepare())
+            ahead = None
+            if not prepared.mappable:
+                continue
+            ahead = asyncio.create_task(fetch_and_prepare())
+            result = await processor.store(prepared)
+            if result.transient_failure:
+                await wait_for_database(runtime.db, runtime.stopping, settings)
+    finally:
+        if ahead is not None:
+            # Fetched but not stored: hand it back for another delivery, now.
+            leftover = await ahead
+            await asyncio.gather(*(msg.nak() for msg, _ in leftover.mappable), return_exceptions=True)
