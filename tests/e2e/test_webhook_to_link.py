@@ -3,6 +3,8 @@
 import json
 import uuid
 
+import asyncpg
+
 from .conftest import Stack, Subscriber, eventually, fathom_meeting, signed_headers
 
 
@@ -82,3 +84,44 @@ async def test_transcript_arriving_later_updates_the_message_once(stack: Stack) 
         assert message["content"]
         events = await subscriber.drain(1.5)
         assert [(e["external_id"], e["change"]) for e in events] == [("700003", "created"), ("700003", "updated")]
+
+
+async def test_no_secret_token_or_transcript_reaches_a_log_or_the_database_in_plaintext(stack: Stack) -> None:
+    integration_id, secret = await stack.fathom_integration()
+    token = (
+        await stack.client("gateway").post("/v1/tokens", json={"workspace_ids": ["acme"], "name": "e2e reader"})
+    ).json()["token"]
+    meeting = fathom_meeting(700004)
+    sentence = meeting["transcript"][-1]["text"]
+    assert (await _post_webhook(stack, integration_id, secret, meeting, "msg_secrets")).status_code == 202
+    reader = stack.client("linker")
+    reader.headers["Authorization"] = f"Bearer {token}"
+    link = await eventually(lambda: _link(stack, 700004))
+    served = (await reader.get(f"/v1/messages/{link['message_id']}")).json()
+    assert sentence in served["content"]  # the reader token works, and the transcript is stored
+
+    for proc in stack.procs.values():
+        proc.stop()
+    logs = "\n".join(p.log_file.read_text(errors="replace") for p in stack.procs.values())
+    assert "integration created" in logs  # the logs are there to be searched
+    secret_key = stack.env["CALLSTREAM_SECRET_KEY"].split(":", 1)[1]
+    for name, value in {
+        "webhook secret": secret,
+        "webhook key": secret.removeprefix("whsec_"),
+        "api key": "e2e-api-key",
+        "admin token": stack.admin_token,
+        "reader token": token,
+        "encryption key": secret_key,
+        "transcript": sentence,
+    }.items():
+        assert value not in logs, f"{name} in a log line"
+
+    conn = await asyncpg.connect(stack.env["CALLSTREAM_DATABASE_URL"])
+    try:
+        rows = await conn.fetch("select to_jsonb(i)::text as row from integrations i")
+        rows += await conn.fetch("select to_jsonb(t)::text as row from api_tokens t")
+    finally:
+        await conn.close()
+    stored = "\n".join(r["row"] for r in rows)
+    for value in (secret, secret.removeprefix("whsec_"), "e2e-api-key", token, stack.admin_token):
+        assert value not in stored

@@ -1,8 +1,16 @@
 import json
 
 import pytest
+import structlog
 
 from callstream.runtime import REDACTED, configure_logging, get_logger
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog():
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
 
 
 def test_secrets_tokens_and_transcripts_are_redacted_by_key(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,9 +11,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusController
 from litestar.types import ControllerRouterHandler
@@ -42,6 +44,31 @@ def error_response(status: int, error: str, detail: Any, headers: Mapping[str, s
         media_type=MediaType.JSON,
         headers=dict(headers or {}),
     )
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    """Every error answer: a stable machine-readable code and a human detail."""
+
+    error: str
+    detail: Any
+
+
+# Documented on every operation that does not document them itself: any operation can be given a
+# malformed request, wrong credentials or an id that does not exist (schemathesis checks this).
+DEFAULT_ERROR_RESPONSES: dict[int, str] = {
+    400: "the request is malformed: bad JSON, a wrong type, a value out of range",
+    401: "no bearer token, or a wrong one",
+    404: "not found, or not visible with these credentials",
+}
+
+
+def _document_default_errors(app: Litestar) -> None:
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            responses = dict(handler.responses or {})
+            for status, description in DEFAULT_ERROR_RESPONSES.items():
+                responses.setdefault(status, ResponseSpec(ErrorBody, description=description))
+            handler.responses = responses
 
 
 def _slug(status: int) -> str:
@@ -101,7 +128,7 @@ def create_app(
         path = "/metrics"
         include_in_schema = False
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[*route_handlers, *health_handlers(checks), Metrics],
         middleware=[observe_middleware_factory(service)],
         exception_handlers={HTTPException: _http_exception_handler, Exception: _unhandled_exception_handler},
@@ -116,3 +143,5 @@ def create_app(
         logging_config=None,
         **kwargs,
     )
+    _document_default_errors(app)
+    return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -98,6 +99,10 @@ class ServiceRuntime:
 
 
 def serve_http(app: Litestar, settings: ServiceSettings) -> None:
+    # uvicorn shuts down gracefully on SIGTERM and then raises the signal again under the handler
+    # that was there before it; by then the in-flight work is done, so that is a clean exit (0),
+    # not a death by signal that an orchestrator would report as a failure.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         app,
         host=settings.host,
