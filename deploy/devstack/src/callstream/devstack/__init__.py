@@ -1,5 +1,6 @@
 """The local dev stack: embedded PostgreSQL and NATS, ``./dev up``, and the pytest fixtures."""
 
+from ._openapi_walk import walk_openapi
 from ._process import ServiceProcess, base_service_env, setup_services
 from ._servers import EmbeddedPostgres, NatsServer, free_port, nats_server_binary, wait_port
 from ._services import MIGRATION_ORDER, SERVICES, ServiceDef, by_name
@@ -19,4 +20,5 @@ __all__ = [
     "nats_server_binary",
     "setup_services",
     "wait_port",
+    "walk_openapi",
 ]
