@@ -43,9 +43,9 @@ import msgspec
 import nats
 
 from callstream.contracts import SYNC_EVENTS, Source, SyncFinished, SyncRequested, sync_requested_subject
+from callstream.devstack import migrate_all
 from callstream.devstack._servers import EmbeddedPostgres, NatsServer, free_port, wait_port
-from callstream.devstack._services import MIGRATION_ORDER, by_name
-from callstream.runtime import apply_migrations, configure_logging, ensure_all
+from callstream.runtime import configure_logging, ensure_all
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -80,14 +80,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 async def migrate(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        for name in MIGRATION_ORDER:
-            directory = by_name(name).migrations()
-            if directory is not None:
-                await apply_migrations(conn, name, directory)
-    finally:
-        await conn.close()
+    await migrate_all(dsn)
 
 
 def sample_meeting_bytes() -> int:

@@ -28,10 +28,10 @@ import msgspec
 import nats
 
 from callstream.contracts import RawCall
+from callstream.devstack import migrate_all
 from callstream.devstack._servers import EmbeddedPostgres, NatsServer, free_port, wait_port
-from callstream.devstack._services import MIGRATION_ORDER, by_name
 from callstream.normalizer._mapping import map_raw_call
-from callstream.runtime import apply_migrations, ensure_all
+from callstream.runtime import ensure_all
 
 NORMALIZER = Path(sys.executable).parent / "callstream-normalizer"
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -130,14 +130,7 @@ on conflict (workspace_id, source, external_id) do update set content = excluded
 
 
 async def migrate(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        for name in MIGRATION_ORDER:
-            directory = by_name(name).migrations()
-            if directory is not None:
-                await apply_migrations(conn, name, directory)
-    finally:
-        await conn.close()
+    await migrate_all(dsn)
 
 
 async def preload(nats_url: str, n: int) -> float:

@@ -3,7 +3,7 @@
 from ._openapi_walk import walk_openapi
 from ._process import ServiceProcess, base_service_env, setup_services
 from ._servers import EmbeddedPostgres, NatsServer, free_port, nats_server_binary, wait_port
-from ._services import MIGRATION_ORDER, SERVICES, ServiceDef, by_name
+from ._services import MIGRATION_ORDER, SERVICES, ServiceDef, by_name, migrate_all
 from ._stack import Stack
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "base_service_env",
     "by_name",
     "free_port",
+    "migrate_all",
     "nats_server_binary",
     "setup_services",
     "wait_port",

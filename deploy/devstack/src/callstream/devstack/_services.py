@@ -50,3 +50,19 @@ def by_name(name: str) -> ServiceDef:
         if service.name == name:
             return service
     raise KeyError(name)
+
+
+async def migrate_all(dsn: str) -> None:
+    """Every service's migrations on one database, in MIGRATION_ORDER (tests and benchmarks)."""
+    import asyncpg
+
+    from callstream.runtime import apply_migrations
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        for name in MIGRATION_ORDER:
+            directory = by_name(name).migrations()
+            if directory is not None:
+                await apply_migrations(conn, name, directory)
+    finally:
+        await conn.close()

@@ -20,7 +20,7 @@ import pytest
 
 from ._process import ServiceProcess, base_service_env
 from ._servers import EmbeddedPostgres, NatsServer, free_port
-from ._services import MIGRATION_ORDER, by_name
+from ._services import migrate_all
 
 TIERS = ("unit", "integration", "e2e", "faults", "cluster")
 TEMPLATE_DB = "callstream_template"
@@ -100,7 +100,6 @@ def test_servers() -> Iterator[TestServers]:
 
 
 async def _migrate_template(servers: TestServers) -> None:
-    from callstream.runtime import apply_migrations
 
     admin = await asyncpg.connect(servers.postgres_dsn)
     try:
@@ -108,14 +107,7 @@ async def _migrate_template(servers: TestServers) -> None:
         await admin.execute(f"create database {TEMPLATE_DB}")
     finally:
         await admin.close()
-    conn = await asyncpg.connect(servers.dsn(TEMPLATE_DB))
-    try:
-        for name in MIGRATION_ORDER:
-            directory = by_name(name).migrations()
-            if directory is not None:
-                await apply_migrations(conn, name, directory)
-    finally:
-        await conn.close()
+    await migrate_all(servers.dsn(TEMPLATE_DB))
 
 
 @pytest.fixture(scope="session")
