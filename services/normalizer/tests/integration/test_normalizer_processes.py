@@ -214,12 +214,15 @@ async def test_dlq_commands_and_replay(database_url, nats_url, nc, kit, tmp_path
     await wait_until(lambda: _dlq_size(js, 2), 30)
     listed = cli("dlq", "list", database_url=database_url, nats_url=nats_url)
     assert listed.returncode == 0, listed.stderr
-    entries = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert [e["subject"] for e in entries] == ["calls.raw.fathom", "calls.raw.gong"]
-    assert entries[1]["error"].startswith("unmappable")
-    shown = cli("dlq", "show", str(entries[1]["dlq_seq"]), "--data", database_url=database_url, nats_url=nats_url)
+    # the two entries race (the consumer's own letter against the hand-written one): match by subject
+    entries = {e["subject"]: e for e in map(json.loads, listed.stdout.splitlines())}
+    assert sorted(entries) == ["calls.raw.fathom", "calls.raw.gong"]
+    assert entries["calls.raw.gong"]["error"].startswith("unmappable")
+    garbage_seq = str(entries["calls.raw.gong"]["dlq_seq"])
+    shown = cli("dlq", "show", garbage_seq, "--data", database_url=database_url, nats_url=nats_url)
     assert json.loads(shown.stdout)["data"] == "garbage"
-    redriven = cli("dlq", "redrive", str(entries[0]["dlq_seq"]), database_url=database_url, nats_url=nats_url)
+    redriven_seq = str(entries["calls.raw.fathom"]["dlq_seq"])
+    redriven = cli("dlq", "redrive", redriven_seq, database_url=database_url, nats_url=nats_url)
     assert redriven.returncode == 0, redriven.stderr
     await wait_until(lambda: count(database_url, "select count(*) = 1 from messages"), 30)
     assert len(await stream_messages(js, DLQ)) == 1  # the redriven entry is gone, the garbage stays
