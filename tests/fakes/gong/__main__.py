@@ -14,10 +14,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--private-every", type=int, default=0, help="every Nth call is private")
     parser.add_argument("--no-limits", action="store_true", help="never answer 429")
     parser.add_argument("--warm", action="store_true", help="build every call before serving (benchmarks)")
     args = parser.parse_args()
-    state = GongState(GongConfig(seed=args.seed, calls=args.calls))
+    state = GongState(GongConfig(seed=args.seed, calls=args.calls, private_every=args.private_every))
     state.faults.limits_enabled = not args.no_limits
     if args.warm:  # what the pull worker asks /v2/calls/extensive for
         state.warm(

@@ -63,6 +63,7 @@ class GongApp:
     state: GongState
     _limits: dict[str, _Limits] = field(default_factory=dict)
     _offset: int | None = None  # page offset of the request being served (for the log)
+    _call_ids: list[str] | None = None  # the ``callIds`` filter of the request being served (for the log)
 
     def _company(self, request: Request[Any, Any, Any]) -> str:
         auth = request.headers.get("authorization", "")
@@ -108,6 +109,7 @@ class GongApp:
         company = None
         arrived = time.monotonic()
         self._offset = None
+        self._call_ids = None
         try:
             company = await self._gate(request)
             response: Response[bytes] = await handler()
@@ -120,7 +122,9 @@ class GongApp:
                 request.url.path,
                 response.status_code or 200,
                 company,
-                body={"offset": self._offset},
+                body={"offset": self._offset}
+                if self._call_ids is None
+                else {"offset": self._offset, "callIds": self._call_ids},
             )
         )
         return response
@@ -134,6 +138,7 @@ class GongApp:
             ids = filt["callIds"]
             if not isinstance(ids, list) or not ids:
                 raise _Reject(400, ["callIds must be a non-empty list"])
+            self._call_ids = [str(i) for i in ids]
         start = _parse_time(filt.get("fromDateTime"), "fromDateTime")
         end = _parse_time(filt.get("toDateTime"), "toDateTime")
         workspace = filt.get("workspaceId")
@@ -274,7 +279,9 @@ class GongApp:
         async def add_calls(request: Request[Any, Any, Any]) -> Response[bytes]:
             data = msgspec.json.decode(await request.body() or b"{}")
             ids = app.state.add_calls(
-                int(data.get("count", 1)), transcript_delay=float(data.get("transcript_delay", 0.0))
+                int(data.get("count", 1)),
+                transcript_delay=float(data.get("transcript_delay", 0.0)),
+                private=bool(data.get("private", False)),
             )
             return Response(msgspec.json.encode({"call_ids": ids}), status_code=201, media_type="application/json")
 

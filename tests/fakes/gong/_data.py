@@ -31,15 +31,29 @@ class CallIndex:
     _keys: list[float] = field(default_factory=list)
     transcript_ready_at: dict[str, float] = field(default_factory=dict)  # call id -> monotonic time
     crm_version: dict[str, int] = field(default_factory=dict)  # bumped when Gong re-associates the deal
+    private: set[str] = field(default_factory=set)  # calls marked ``isPrivate`` (participants only)
 
     @classmethod
-    def generate(cls, seed: int, count: int, *, now: datetime, span: timedelta, workspace_id: str) -> CallIndex:
+    def generate(
+        cls,
+        seed: int,
+        count: int,
+        *,
+        now: datetime,
+        span: timedelta,
+        workspace_id: str,
+        private_every: int = 0,
+    ) -> CallIndex:
+        """``count`` calls evenly over ``span`` before ``now``; every ``private_every``-th one private."""
         index = cls(seed, workspace_id)
         step = span / max(count, 1)
         base = 7_000_000_000_000_000_000 + (seed % 1000) * 10**12
         for i in range(count):
             started = (now - span + step * i).replace(microsecond=0)
-            index._append(str(base + i * 37 + 11), started)
+            call_id = str(base + i * 37 + 11)
+            index._append(call_id, started)
+            if private_every and i % private_every == private_every - 1:
+                index.private.add(call_id)
         return index
 
     def _append(self, call_id: str, started: datetime) -> None:
@@ -158,7 +172,7 @@ def build_call(index: CallIndex, pos: int, sel: Selector, *, host: str) -> dict[
             "customData": None,
             "purpose": None,
             "meetingUrl": f"https://zoom.example/j/{rng.randint(10**10, 10**11)}",
-            "isPrivate": False,
+            "isPrivate": call_id in index.private,
             "calendarEventId": f"{rng.getrandbits(40):010x}@calendar.example",
         }
     }
@@ -200,6 +214,17 @@ def build_call(index: CallIndex, pos: int, sel: Selector, *, host: str) -> dict[
             "trackers": [{"id": "901100", "name": "Competitors", "count": rng.randint(0, 3), "type": "KEYWORD"}],
             "brief": sentence(rng, 10, 20),
             "keyPoints": [{"text": sentence(rng)}],
+            # a verbatim snippet of the transcript, as Gong sends action items
+            "pointsOfInterest": {
+                "actionItems": [
+                    {
+                        "snippetStartTime": duration // 2,
+                        "snippetEndTime": duration // 2 + 9,
+                        "speakerID": people["parties"][0]["speakerId"],
+                        "snippet": sentence(rng),
+                    }
+                ]
+            },
         }
     if sel.interaction:
         call["interaction"] = {

@@ -32,6 +32,7 @@ class GongConfig:
     requests_per_day: int = 10_000
     cursor_ttl_seconds: float = 600.0
     api_base_url: str | None = None  # what the token endpoint returns (default: the URL the fake is reached at)
+    private_every: int = 0  # every Nth generated call is private (``metaData.isPrivate``); 0: none
 
     @property
     def app_host(self) -> str:
@@ -54,6 +55,7 @@ class GongState:
             now=now,
             span=timedelta(days=self.config.span_days),
             workspace_id=self.config.workspace_id,
+            private_every=self.config.private_every,
         )
         self.faults = Faults()
         self.log = RequestLog()
@@ -62,12 +64,12 @@ class GongState:
         self.refresh_tokens: dict[str, str] = {}
         # Encoded calls and transcripts; only after ``warm`` (benchmarks), so that serving costs the
         # fake almost nothing and the measurement is of the client.
-        self.call_cache: dict[tuple[str, Selector, int], msgspec.Raw] | None = None
+        self.call_cache: dict[tuple[str, Selector, int, bool], msgspec.Raw] | None = None
         self.transcript_cache: dict[str, msgspec.Raw] | None = None
 
     def encoded_call(self, pos: int, selector: Selector) -> msgspec.Raw:
         call_id = self.index.ids[pos]
-        key = (call_id, selector, self.index.crm_version.get(call_id, 0))
+        key = (call_id, selector, self.index.crm_version.get(call_id, 0), call_id in self.index.private)
         if self.call_cache is not None and key in self.call_cache:
             return self.call_cache[key]
         raw = msgspec.Raw(msgspec.json.encode(build_call(self.index, pos, selector, host=self.config.app_host)))
@@ -91,16 +93,33 @@ class GongState:
             self.encoded_call(pos, selector)
             self.encoded_transcript(pos)
 
-    def add_calls(self, count: int = 1, *, transcript_delay: float = 0.0, started: datetime | None = None) -> list[str]:
+    def add_calls(
+        self,
+        count: int = 1,
+        *,
+        transcript_delay: float = 0.0,
+        started: datetime | None = None,
+        private: bool = False,
+    ) -> list[str]:
         """New calls that started now (or at ``started``); their transcripts appear ``transcript_delay``
-        seconds later, as Gong's processing does."""
+        seconds later, as Gong's processing does. ``private`` calls carry ``isPrivate: true``."""
         ids = []
         for _ in range(count):
             call_id = self.index.add_newest((started or datetime.now(UTC)).replace(microsecond=0))
             if transcript_delay > 0:
                 self.index.transcript_ready_at[call_id] = time.monotonic() + transcript_delay
+            if private:
+                self.index.private.add(call_id)
             ids.append(call_id)
         return ids
+
+    def set_private(self, call_ids: list[str], private: bool = True) -> None:
+        """A user marked calls private (or shared them again)."""
+        for call_id in call_ids:
+            if private:
+                self.index.private.add(call_id)
+            else:
+                self.index.private.discard(call_id)
 
     def delay_transcripts(self, call_ids: list[str], seconds: float) -> None:
         for call_id in call_ids:

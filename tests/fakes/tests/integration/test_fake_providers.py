@@ -182,3 +182,20 @@ async def test_gong_oauth_returns_the_tenant_api_host_and_transcripts_can_be_lat
             "/v2/calls/transcript", headers=bearer, json={"filter": {"callIds": [late, state.index.ids[-2]]}}
         )
         assert [t["callId"] for t in response.json()["callTranscripts"]] == [state.index.ids[-2]]
+
+
+async def test_gong_private_calls_and_the_callids_a_request_asked_for_are_seen() -> None:
+    state = GongState(GongConfig(calls=4))
+    state.faults.limits_enabled = False
+    async with serve_in_process(gong_app(state)) as url, httpx.AsyncClient(base_url=url, headers=_basic()) as http:
+        added = await http.post("/_fake/calls", json={"count": 1, "private": True})
+        [hidden] = added.json()["call_ids"]
+        assert hidden in state.index.private
+        body = {"filter": {"callIds": [hidden, state.index.ids[0]]}, "contentSelector": {}}
+        calls = (await http.post("/v2/calls/extensive", json=body)).json()["calls"]
+        assert {c["metaData"]["id"]: c["metaData"]["isPrivate"] for c in calls} == {
+            hidden: True,
+            state.index.ids[0]: False,
+        }
+    [served] = [e for e in state.log.api() if e.path == "/v2/calls/extensive"]
+    assert served.body["callIds"] == [hidden, state.index.ids[0]]

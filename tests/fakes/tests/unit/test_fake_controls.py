@@ -68,3 +68,12 @@ def test_gong_calls_keep_string_ids_and_honour_the_content_selector() -> None:
         if f["name"] == "dealstage"
     )
     assert stage in ("contractsent", "closedwon")
+
+
+def test_gong_private_calls_are_marked_and_content_quotes_the_call() -> None:
+    index = CallIndex.generate(2, 12, now=NOW, span=timedelta(days=3), workspace_id="w1", private_every=4)
+    assert index.private == {index.ids[3], index.ids[7], index.ids[11]}
+    flags = [build_call(index, p, Selector(), host="h")["metaData"]["isPrivate"] for p in range(12)]
+    assert flags == [p % 4 == 3 for p in range(12)]
+    content = build_call(index, 0, Selector(content=True), host="h")["content"]
+    assert content["pointsOfInterest"]["actionItems"][0]["snippet"]

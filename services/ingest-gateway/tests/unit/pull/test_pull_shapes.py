@@ -13,7 +13,7 @@ from callstream.contracts import GongCallBundle, SyncRequested, TimeWindow
 from callstream.gateway.pull._fathom import fathom_api_root
 from callstream.gateway.pull._gong import gong_api_root
 from callstream.gateway.pull._limits import window_limiter
-from callstream.gateway.pull._shapes import gong_bundle, gong_call_id, with_fields
+from callstream.gateway.pull._shapes import gong_bundle, gong_call_facts, gong_call_id, private_call, with_fields
 from callstream.gateway.pull._windows import latest_bands, run_window
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -31,6 +31,21 @@ def test_a_gong_bundle_carries_both_parts_as_sent() -> None:
     assert bytes(bundle.call) == bytes(call)
     assert not bundle.has_transcript
     assert gong_call_id(call) == ("5520183947712650031", "2026-01-14T16:02:11-05:00")
+
+
+def test_a_private_call_keeps_its_metadata_byte_for_byte_and_loses_what_was_said() -> None:
+    call = msgspec.Raw(
+        b'{"metaData":{"id":"42","isPrivate":true,"title":"A  b"},"content":{"brief":"secret"},'
+        b'"parties":[{"id":"1"}],"collaboration":{"publicComments":[{"comment":"quote"}]},"interaction":{"x":1.50}}'
+    )
+    assert gong_call_facts(call).is_private is True
+    assert (
+        private_call(call)
+        == b'{"metaData":{"id":"42","isPrivate":true,"title":"A  b"},"parties":[{"id":"1"}],"interaction":{"x":1.50}}'
+    )
+    shared = msgspec.Raw(b'{"metaData":{"id":"43","isPrivate":false}}')
+    assert gong_call_facts(shared).is_private is False
+    assert gong_call_facts(msgspec.Raw(b'{"metaData":{"id":"44"}}')).is_private is None  # absent: not private
 
 
 def _req(mode: str, window: TimeWindow | None = None) -> SyncRequested:

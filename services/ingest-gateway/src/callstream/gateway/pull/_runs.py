@@ -26,7 +26,7 @@ from ._fathom import FathomClient
 from ._gong import GongClient
 from ._publish import Publisher, utcnow
 from ._settings import PullSettings
-from ._shapes import fathom_recording_id, gong_bundle, gong_call_id, raw_call
+from ._shapes import fathom_recording_id, gong_bundle, gong_call_facts, gong_call_id, private_call, raw_call
 from ._windows import latest_bands
 
 log = get_logger(__name__)
@@ -178,9 +178,19 @@ async def run_gong(run: Run, client: GongClient) -> None:
 
 
 async def _gong_items(client: GongClient, calls: Sequence[msgspec.Raw]) -> list[Item]:
-    ids = [gong_call_id(call)[0] for call in calls]
-    transcripts = await client.transcripts(ids) if ids else {}
-    return [(cid, gong_bundle(call, transcripts.get(cid))) for cid, call in zip(ids, calls, strict=True)]
+    """Each call with its transcript, except private calls: Gong marks them ``isPrivate`` (visible
+    to their participants only), so their transcript is never requested and what was said is
+    left out of the call; the call itself (who, when, CRM context) is still published."""
+    facts = [gong_call_facts(call) for call in calls]
+    shared = [f.id for f in facts if not f.is_private]
+    transcripts = await client.transcripts(shared) if shared else {}
+    items: list[Item] = []
+    for f, call in zip(facts, calls, strict=True):
+        if f.is_private:
+            items.append((f.id, gong_bundle(msgspec.Raw(private_call(call)), None)))
+        else:
+            items.append((f.id, gong_bundle(call, transcripts.get(f.id))))
+    return items
 
 
 async def run_gong_latest(run: Run, client: GongClient, now: datetime, oldest: datetime, limit: int) -> None:

@@ -15,13 +15,16 @@ class _FathomIdentity(msgspec.Struct):
     recording_id: int
 
 
-class _GongMeta(msgspec.Struct, rename="camel"):
+class GongCallFacts(msgspec.Struct, rename="camel"):
+    """What the pull workers read of a Gong call's ``metaData``."""
+
     id: str
     started: str | None = None
+    is_private: bool | None = None
 
 
 class _GongIdentity(msgspec.Struct, rename="camel"):
-    meta_data: _GongMeta
+    meta_data: GongCallFacts
 
 
 class _TranscriptIdentity(msgspec.Struct, rename="camel"):
@@ -38,10 +41,26 @@ def fathom_recording_id(meeting: msgspec.Raw) -> int:
     return _fathom_id.decode(meeting).recording_id
 
 
+def gong_call_facts(call: msgspec.Raw) -> GongCallFacts:
+    return _gong_id.decode(call).meta_data
+
+
 def gong_call_id(call: msgspec.Raw) -> tuple[str, str | None]:
     """The call's id and its ``started`` time as Gong wrote it."""
-    meta = _gong_id.decode(call).meta_data
+    meta = gong_call_facts(call)
     return meta.id, meta.started
+
+
+# What a private Gong call must not carry out of the gateway: its transcript is never requested,
+# and these sections hold what was said (``content``: brief, key points, highlights, outline and
+# the verbatim ``pointsOfInterest`` snippets; ``collaboration``: comments on moments of the call).
+PRIVATE_CALL_SECTIONS = ("content", "collaboration")
+
+
+def private_call(call: msgspec.Raw) -> bytes:
+    """A private call as the pull workers publish it: its metadata, CRM context, parties and
+    interaction statistics byte for byte, without the sections that hold what was said."""
+    return without_fields(call, PRIVATE_CALL_SECTIONS)
 
 
 def gong_transcript_call_id(entry: msgspec.Raw) -> str:
@@ -54,6 +73,16 @@ def with_fields(obj: msgspec.Raw, fields: dict[str, msgspec.Raw]) -> bytes:
     merged = _fields.decode(obj)
     merged.update(fields)
     return msgspec.json.encode(merged)
+
+
+def without_fields(obj: msgspec.Raw, names: tuple[str, ...]) -> bytes:
+    """``obj`` without the keys ``names``; every other value keeps its bytes and its place."""
+    kept = _fields.decode(obj)
+    if not any(name in kept for name in names):
+        return bytes(obj)
+    for name in names:
+        kept.pop(name, None)
+    return msgspec.json.encode(kept)
 
 
 NULL = msgspec.Raw(b"null")
