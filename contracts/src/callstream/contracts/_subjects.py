@@ -127,7 +127,8 @@ GATEWAY_PULL_CONSUMER = ConsumerSpec(
     durable="gateway-pull",
     filter_subject="sync.requested.>",
     description="ingest-gateway: pull workers (a run keeps its lease with in-progress acks)",
-    ack_wait_seconds=120.0,
+    # Three of the workers' 20 s in-progress acks fit in it; a killed replica's run moves on within a minute.
+    ack_wait_seconds=60.0,
     max_deliver=20,
     max_ack_pending=64,
 )
