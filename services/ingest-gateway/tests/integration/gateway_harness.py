@@ -27,6 +27,8 @@ SECRET_KEY = "k1:" + secrets.token_urlsafe(32)
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"integration-test-secret-24b!").decode()
 FAKE = "http://fake.provider.test"
+# The production allow-list plus the fakes: the mock transport's host and in-process fakes on loopback.
+ALLOWED_API_HOSTS = "api.fathom.ai,api.gong.io,*.api.gong.io,http://fake.provider.test,http://127.0.0.1"
 
 
 def make_settings(database_url: str, nats_url: str, **extra: Any) -> Settings:
@@ -46,6 +48,7 @@ def make_settings(database_url: str, nats_url: str, **extra: Any) -> Settings:
         "CALLSTREAM_GATEWAY_GONG_TOKEN_URL": f"{FAKE}/gong/oauth2/generate-customer-token",
         "CALLSTREAM_GATEWAY_PUBLIC_BASE_URL": "https://gateway.example.test",
         "CALLSTREAM_GATEWAY_PUBLISH_TIMEOUT_SECONDS": 1.0,
+        "CALLSTREAM_GATEWAY_ALLOWED_API_HOSTS": ALLOWED_API_HOSTS,
     }
     values.update(extra)
     return Settings(**values)
@@ -63,6 +66,7 @@ class FakeProvider:
     webhooks: dict[str, str] = field(default_factory=dict)  # id -> secret
     delete_status: int | None = None
     expires_in: int = 3600
+    gong_api_host: str = "https://us-48213.api.gong.io"  # Gong's api_base_url_for_customer
 
     def issue_code(self, provider: str) -> str:
         code = "code-" + secrets.token_urlsafe(8)
@@ -79,7 +83,7 @@ class FakeProvider:
             "token_type": "bearer",
         }
         if provider == "gong":
-            body["api_base_url_for_customer"] = "https://us-48213.api.gong.io"
+            body["api_base_url_for_customer"] = self.gong_api_host
         return httpx.Response(200, json=body)
 
     async def handle(self, request: httpx.Request) -> httpx.Response:

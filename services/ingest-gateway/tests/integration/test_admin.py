@@ -76,7 +76,7 @@ async def test_create_read_list_disable(gateway: Gateway) -> None:
         ),
         (
             {"workspace_id": "ws", "provider": "fathom", "credentials": {"api_key": "k"}, "base_url": "ftp://x"},
-            "invalid_request",
+            "base_url_not_allowed",
         ),
         ({"workspace_id": "ws", "provider": "fathom", "credentials": {"api_key": "k"}, "extra": 1}, "invalid_request"),
     ],
@@ -86,6 +86,98 @@ async def test_bad_input_is_a_clear_400(gateway: Gateway, body: dict[str, object
     assert response.status_code == 400, response.text
     assert response.json()["error"] == code
     assert (await gateway.client.get("/v1/integrations", headers=ADMIN)).json() == []
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://169.254.169.254/latest/meta-data",  # cloud metadata
+        "https://10.0.0.7",
+        "http://localhost:5432",
+        "https://api.gong.io.evil.example",
+        "http://api.gong.io",  # the right host, but not over https
+        "https://api.gong.io@127.0.0.2/",
+        "http://2130706434:8080",  # 127.0.0.2 in the form getaddrinfo also reads
+    ],
+)
+async def test_base_url_outside_the_allow_list_is_refused_and_nothing_is_called(
+    gateway: Gateway, base_url: str
+) -> None:
+    for provider, credentials in (
+        ("fathom", {"api_key": "fathom-key-123"}),
+        ("gong", {"access_key": "AK", "access_key_secret": "gong-secret-value"}),
+    ):
+        body = {"workspace_id": "ws-ssrf", "provider": provider, "credentials": credentials, "base_url": base_url}
+        if provider == "fathom":
+            body["register_webhook"] = True  # would call base_url at once with the API key
+        response = await gateway.client.post("/v1/integrations", json=body, headers=ADMIN)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "base_url_not_allowed"
+        assert set(response.json()) == {"error", "detail"}
+    assert gateway.fake.webhook_requests == []
+    assert (await gateway.client.get("/v1/integrations", headers=ADMIN)).json() == []
+
+
+async def test_allowed_hosts_are_stored_and_used(gateway: Gateway) -> None:
+    gong = await gateway.client.post(
+        "/v1/integrations",
+        json={
+            "workspace_id": "ws-hosts",
+            "provider": "gong",
+            "credentials": {"access_key": "AK", "access_key_secret": "gong-secret-value"},
+            "base_url": "https://us-55616.api.gong.io/",
+        },
+        headers=ADMIN,
+    )
+    assert gong.status_code == 201, gong.text
+    read = await gateway.client.get(f"/v1/integrations/{gong.json()['id']}", headers=ADMIN)
+    assert read.json()["base_url"] == "https://us-55616.api.gong.io"
+    # The harness lists http://fake.provider.test: the webhook is registered there, over http.
+    await gateway.create_fathom(
+        "ws-hosts", webhook_secret=None, register_webhook=True, base_url="http://fake.provider.test/fathom/external/v1"
+    )
+    [register] = gateway.fake.webhook_requests
+    assert str(register.url) == "http://fake.provider.test/fathom/external/v1/webhooks"
+
+
+@pytest.mark.parametrize(
+    "public_base_url",
+    ["http://hooks.example.test", "https://10.1.2.3", "https://localhost", "https://u:p@hooks.example.test"],
+)
+async def test_webhook_destination_must_be_public_https(gateway: Gateway, public_base_url: str) -> None:
+    response = await gateway.client.post(
+        "/v1/integrations",
+        json={
+            "workspace_id": "ws-dest",
+            "provider": "fathom",
+            "credentials": {"api_key": "fathom-key-123"},
+            "register_webhook": True,
+            "public_base_url": public_base_url,
+        },
+        headers=ADMIN,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "public_base_url_not_allowed"
+    assert gateway.fake.webhook_requests == []
+    assert (await gateway.client.get("/v1/integrations", headers=ADMIN)).json() == []
+
+
+async def test_disable_does_not_call_a_stored_host_the_list_no_longer_allows(gateway: Gateway) -> None:
+    created = await gateway.create_fathom(webhook_secret=None, register_webhook=True)
+    conn = await asyncpg.connect(gateway.settings.database_url.get_secret_value())
+    try:  # a row from before the allow-list
+        await conn.execute(
+            "update integrations set base_url = 'http://169.254.169.254' where id = $1", uuid.UUID(created["id"])
+        )
+    finally:
+        await conn.close()
+    gateway.fake.webhook_requests.clear()
+    disabled = await gateway.client.delete(f"/v1/integrations/{created['id']}", headers=ADMIN)
+    assert disabled.status_code == 200
+    assert disabled.json()["status"] == "disabled"
+    assert gateway.fake.webhook_requests == []
+    assert "169.254.169.254" in disabled.json()["last_error"]
+    assert disabled.json()["webhook_registered"] is True  # kept on record to delete by hand
 
 
 async def test_register_webhook_and_delete_on_disable(gateway: Gateway) -> None:

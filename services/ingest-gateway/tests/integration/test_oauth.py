@@ -73,6 +73,18 @@ async def test_gong_connect_uses_basic_auth_and_keeps_the_tenant_host(gateway: G
     assert integration["base_url"] == "https://us-48213.api.gong.io"
 
 
+async def test_gong_tenant_host_outside_the_allow_list_is_not_stored(gateway: Gateway) -> None:
+    gateway.fake.gong_api_host = "http://169.254.169.254"
+    state = await _authorize(gateway, "gong")
+    response = await gateway.client.get(
+        "/v1/oauth/gong/callback", params={"code": gateway.fake.issue_code("gong"), "state": state}
+    )
+    assert response.status_code == 502, response.text
+    assert response.json()["error"] == "base_url_not_allowed"
+    assert "169.254.169.254" in response.json()["detail"]
+    assert (await gateway.client.get("/v1/integrations", headers=ADMIN)).json() == []
+
+
 async def test_state_is_one_time_and_expires(gateway: Gateway) -> None:
     state = await _authorize(gateway, "fathom")
     code = gateway.fake.issue_code("fathom")
@@ -160,6 +172,22 @@ async def test_refresh_race_makes_one_token_request(gateway: Gateway, replicas: 
     third = await replicas[1].refreshed(integration_id, first.access_token)
     assert len(fake.token_requests) == 2
     assert third.access_token not in ("at-old", first.access_token)
+
+
+async def test_refresh_keeps_the_tokens_but_not_a_host_outside_the_allow_list(
+    gateway: Gateway, replicas: list[IntegrationStore]
+) -> None:
+    integration_id = await _oauth_row(gateway, "gong")
+    gateway.fake.gong_api_host = "https://us-1.api.gong.io"
+    first = await replicas[0].refreshed(integration_id, "at-old")
+    assert first.base_url == "https://us-1.api.gong.io"
+    gateway.fake.gong_api_host = "https://metadata.internal.example"
+    second = await replicas[0].refreshed(integration_id, first.access_token)
+    assert second.access_token not in ("at-old", first.access_token)  # the rotated tokens are kept
+    assert second.base_url == "https://us-1.api.gong.io"  # the host is not
+    read = await gateway.client.get(f"/v1/integrations/{integration_id}", headers=ADMIN)
+    assert read.json()["status"] == "active"
+    assert "metadata.internal.example" in read.json()["last_error"]
 
 
 async def test_refresh_ahead_of_expiry(gateway: Gateway, replicas: list[IntegrationStore]) -> None:

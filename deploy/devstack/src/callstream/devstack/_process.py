@@ -43,6 +43,8 @@ def base_service_env(database_url: str, nats_url: str) -> dict[str, str]:
         "GONG_TOKEN_URL",
     ):
         env[f"CALLSTREAM_GATEWAY_{name}"] = CLOSED_LOCAL_URL
+    # An integration's base_url may name only the fakes tests serve on loopback (over http).
+    env["CALLSTREAM_GATEWAY_ALLOWED_API_HOSTS"] = "http://127.0.0.1"
     return env
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import secrets
 import uuid
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post
@@ -21,6 +20,7 @@ from . import _fathom_api, _integration_db
 from ._context import GatewayContext, admin_guard, decode_body
 from ._credentials import BadWebhookSecret, Credentials, seal_credentials, seal_webhook_secret, webhook_key
 from ._integration_db import IntegrationView
+from ._outbound import AllowedHost, UrlNotAllowed, check_api_url, check_public_url
 
 log = get_logger(__name__)
 
@@ -60,13 +60,22 @@ class CreatedToken(msgspec.Struct):
     token: str
 
 
-def check_url(value: str | None, field: str) -> str | None:
+def _api_url(value: str | None, allowed: tuple[AllowedHost, ...]) -> str | None:
     if value is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise ApiError(400, "invalid_request", f"{field} must be an http(s) URL without query or fragment")
-    return value.rstrip("/")
+    try:
+        return check_api_url(value, allowed)
+    except UrlNotAllowed as exc:
+        raise ApiError(400, "base_url_not_allowed", str(exc)) from None
+
+
+def _public_url(value: str | None, allowed: tuple[AllowedHost, ...]) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_public_url(value, allowed)
+    except UrlNotAllowed as exc:
+        raise ApiError(400, "public_base_url_not_allowed", str(exc)) from None
 
 
 def _credentials(body: CreateIntegration) -> Credentials:
@@ -91,13 +100,14 @@ def _integration_id(value: str) -> uuid.UUID:
 
 def admin_router(ctx: GatewayContext) -> Router:
     settings = ctx.settings
+    allowed_hosts = settings.api_host_allow_list()
 
     @post("/v1/integrations", status_code=201, summary="Create an integration")
     async def create_integration(request: Request[Any, Any, Any]) -> Response[CreatedIntegration]:
         body = await decode_body(request, CreateIntegration)
         credentials = _credentials(body)
-        base_url = check_url(body.base_url, "base_url")
-        public_base_url = check_url(body.public_base_url, "public_base_url") or settings.public_base_url
+        base_url = _api_url(body.base_url, allowed_hosts)
+        public_base_url = _public_url(body.public_base_url, allowed_hosts) or settings.public_base_url
         if body.provider != "fathom" and (body.webhook_secret or body.register_webhook):
             raise ApiError(400, "invalid_request", "webhooks exist only for Fathom integrations")
         if body.webhook_secret and body.register_webhook:
@@ -182,9 +192,13 @@ def admin_router(ctx: GatewayContext) -> Router:
                 headers = _fathom_api.auth_headers(
                     api_key=access.api_key if access else None, access_token=access.access_token if access else None
                 )
-                await _fathom_api.delete_webhook(
-                    ctx.http, row["base_url"] or settings.fathom_api_url, headers, row["webhook_id"]
-                )
+                api_base = settings.fathom_api_url
+                if row["base_url"]:  # stored before the allow-list, or the list has shrunk since
+                    try:
+                        api_base = check_api_url(row["base_url"], allowed_hosts)
+                    except UrlNotAllowed as exc:
+                        raise _fathom_api.FathomApiError(str(exc)) from None
+                await _fathom_api.delete_webhook(ctx.http, api_base, headers, row["webhook_id"])
             except _fathom_api.FathomApiError as exc:
                 # Disabled anyway: the gateway refuses its deliveries; the webhook is kept on record to retry.
                 log.warning("fathom webhook not deleted", integration_id=integration_id, error=str(exc))

@@ -12,7 +12,7 @@ token it holds is no longer the stored one and takes the new token without askin
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
@@ -25,6 +25,7 @@ from callstream.runtime import get_logger
 from . import _oauth
 from ._credentials import Credentials, open_credentials, seal_credentials
 from ._crypto import Cipher
+from ._outbound import DEFAULT_ALLOWED_API_HOSTS, AllowedHost, UrlNotAllowed, check_api_url, parse_allowed_hosts
 from ._settings import Settings
 
 log = get_logger(__name__)
@@ -99,6 +100,7 @@ class IntegrationStore:
         oauth_apps: Mapping[str, _oauth.OAuthApp] | None = None,
         http: httpx.AsyncClient | None = None,
         refresh_margin: timedelta = DEFAULT_REFRESH_MARGIN,
+        allowed_api_hosts: Sequence[AllowedHost] | None = None,
     ) -> None:
         self._pool_source = pool
         self._cipher = cipher
@@ -106,6 +108,9 @@ class IntegrationStore:
         self._http = http
         self._own_http = http is None
         self._margin = refresh_margin
+        self._allowed_hosts = tuple(
+            parse_allowed_hosts(DEFAULT_ALLOWED_API_HOSTS) if allowed_api_hosts is None else allowed_api_hosts
+        )
 
     @classmethod
     def from_settings(
@@ -117,6 +122,7 @@ class IntegrationStore:
             oauth_apps=_oauth.apps_from_settings(settings),
             http=http,
             refresh_margin=timedelta(seconds=settings.oauth_refresh_margin_seconds),
+            allowed_api_hosts=settings.api_host_allow_list(),
         )
 
     async def aclose(self) -> None:
@@ -152,6 +158,15 @@ class IntegrationStore:
 
     def _expiring(self, expires_at: datetime | None) -> bool:
         return expires_at is not None and expires_at - datetime.now(UTC) <= self._margin
+
+    def _checked_host(self, api_base_url: str | None) -> tuple[str | None, str | None]:
+        """(the host to store, or None to keep the stored one; the problem to record, if any)."""
+        if api_base_url is None:
+            return None, None
+        try:
+            return check_api_url(api_base_url, self._allowed_hosts, "api_base_url_for_customer"), None
+        except UrlNotAllowed as exc:
+            return None, f"refresh kept the stored API host: {exc}"
 
     async def access(self, integration_id: str) -> IntegrationAccess | None:
         """The integration's credentials, ``None`` if there is no such integration. An active OAuth
@@ -215,12 +230,17 @@ class IntegrationStore:
                     refresh_token=tokens.refresh_token or creds.refresh_token,
                     expires_at=tokens.expires_at,
                 )
+                api_base_url, problem = self._checked_host(tokens.api_base_url)
+                if problem:
+                    # The new tokens must be kept (the old refresh token is spent); the host is not.
+                    log.warning("oauth refresh named an api host that is not allowed", integration_id=integration_id)
                 await conn.execute(
-                    "update integrations set credentials = $2, base_url = coalesce($3, base_url), last_error = null,"
+                    "update integrations set credentials = $2, base_url = coalesce($3, base_url), last_error = $4,"
                     " updated_at = now() where id = $1",
                     key,
                     seal_credentials(self._cipher, current.id, new),
-                    tokens.api_base_url,
+                    api_base_url,
+                    problem,
                 )
                 log.info("oauth token refreshed", integration_id=integration_id, provider=current.provider)
                 row = await conn.fetchrow(_SELECT, key)

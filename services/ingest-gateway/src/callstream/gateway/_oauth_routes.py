@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from . import _integration_db, _oauth
 from ._context import GatewayContext, admin_guard
 from ._credentials import Credentials, seal_credentials
 from ._integration_db import IntegrationView
+from ._outbound import UrlNotAllowed, check_api_url
 
 log = get_logger(__name__)
 
@@ -39,6 +41,7 @@ def _check_workspace(value: str) -> str:
 def oauth_routers(ctx: GatewayContext) -> list[Router]:
     settings = ctx.settings
     apps = _oauth.apps_from_settings(settings)
+    allowed_hosts = settings.api_host_allow_list()
 
     def app_for(provider: str) -> _oauth.OAuthApp:
         if provider not in _oauth.PROVIDERS:
@@ -111,6 +114,14 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
             raise ApiError(400, "invalid_grant", exc.detail) from None
         except _oauth.OAuthError as exc:
             raise ApiError(502, "provider_error", exc.detail) from None
+        if tokens.api_base_url is not None:  # the host later calls go to, with these tokens
+            try:
+                tokens = replace(
+                    tokens, api_base_url=check_api_url(tokens.api_base_url, allowed_hosts, "api_base_url_for_customer")
+                )
+            except UrlNotAllowed as exc:
+                log.warning("oauth api host refused", provider=provider, workspace_id=row["workspace_id"])
+                raise ApiError(502, "base_url_not_allowed", f"{provider} answered with {exc}") from None
         integration_id = await _store(ctx, provider, row["workspace_id"], row["integration_id"], tokens)
         await ctx.changed(str(integration_id))
         view = await _integration_db.view(ctx.db, integration_id, settings.public_base_url)

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from callstream.runtime import ServiceSettings, load_settings
 
 from ._crypto import Cipher, KeyRingError, parse_key_ring
+from ._outbound import DEFAULT_ALLOWED_API_HOSTS, AllowedHost, parse_allowed_hosts
 
 DEFAULT_PORT = 8080
 MIB = 1024 * 1024
@@ -42,6 +43,12 @@ class Settings(ServiceSettings):
     # Provider hosts (overridable per integration with base_url, and in tests).
     fathom_api_url: str = Field("https://api.fathom.ai/external/v1", validation_alias=_gateway("FATHOM_API_URL"))
     gong_api_url: str = Field("https://api.gong.io", validation_alias=_gateway("GONG_API_URL"))
+    allowed_api_hosts: str = Field(
+        DEFAULT_ALLOWED_API_HOSTS,
+        validation_alias=_gateway("ALLOWED_API_HOSTS"),
+        description="hosts an integration's base_url (and Gong's api_base_url_for_customer) may name: "
+        "host, *.suffix or IP, optional :port; https only unless spelled http://host",
+    )
     fathom_triggered_for: str = Field(
         "my_recordings,shared_external_recordings",
         validation_alias=_gateway("FATHOM_TRIGGERED_FOR"),
@@ -82,6 +89,15 @@ class Settings(ServiceSettings):
         except KeyRingError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("allowed_api_hosts")
+    @classmethod
+    def _allow_list_is_readable(cls, value: str) -> str:
+        parse_allowed_hosts(value)  # a ValueError names the bad entry
+        return value
+
+    def api_host_allow_list(self) -> tuple[AllowedHost, ...]:
+        return parse_allowed_hosts(self.allowed_api_hosts)
 
     @property
     def service_name(self) -> str:
