@@ -19,12 +19,12 @@ import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
 
 from .._controls import FixedWindow, Served, decode_cursor, encode_cursor
-from ._data import CONTENT_FLAGS, build_meeting
+from ._data import CONTENT_FLAGS, LIST_FLAGS, build_meeting
 from ._state import FathomState, OAuthGrant
 
 API = "/external/v1"
 HEAVY_FLAGS = ("include_transcript", "include_summary")
-BOOL_FLAGS = (*CONTENT_FLAGS, "include_highlights")
+BOOL_FLAGS = tuple(LIST_FLAGS)
 WEBHOOK_KEYS = {"destination_url", "triggered_for", *CONTENT_FLAGS}
 TRIGGERS = {"my_recordings", "shared_external_recordings", "my_shared_with_team_recordings", "shared_team_recordings"}
 
@@ -209,8 +209,8 @@ class FathomApp:
             raise _Reject(404, {"error": "recording not found"})
         meeting = build_meeting(index, pos)
         ready = index.content_ready(recording_id)
-        if part == "transcript":
-            return _json(200, {"transcript": meeting["transcript"] if ready else None})
+        if part == "transcript":  # a list, never null (the SDK's model): empty until it is ready
+            return _json(200, {"transcript": meeting["transcript"] if ready else []})
         return _json(200, {"summary": meeting["default_summary"] if ready else None})
 
     # --- webhooks -------------------------------------------------------------------------------------

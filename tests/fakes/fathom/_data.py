@@ -168,6 +168,18 @@ def build_meeting(index: MeetingIndex, pos: int) -> dict[str, Any]:
         }
     else:
         crm = {"error": "No CRM connected"}
+    highlights = []
+    for _ in range(rng.randint(0, 2)):
+        at = rng.randint(0, max(0, duration - 30))
+        highlight: dict[str, Any] = {
+            "type": rng.choice(["Action Item", "Key Moment", "Question"]),
+            "summary": sentence(rng, 4, 9),
+            "start_time": float(at),
+            "end_time": float(at + rng.randint(5, 30)),
+        }
+        if rng.random() < 0.5:  # ``text`` only when it differs from the summary (fathom.md §3)
+            highlight["text"] = sentence(rng)
+        highlights.append(highlight)
     return {
         "title": f"{own_company} x {ext_company} - {topic}" if external else f"{own_company} {topic} sync",
         "meeting_title": f"{topic.title()}: {ext_company}" if external else None,
@@ -190,6 +202,7 @@ def build_meeting(index: MeetingIndex, pos: int) -> dict[str, Any]:
         "default_summary": summary,
         "action_items": action_items,
         "crm_matches": crm,
+        "highlights": highlights,
     }
 
 
@@ -199,13 +212,15 @@ CONTENT_FLAGS = {
     "include_action_items": "action_items",
     "include_crm_matches": "crm_matches",
 }
+# ``/meetings`` also takes ``include_highlights``; webhooks do not (fathom.md §2.5).
+LIST_FLAGS = {**CONTENT_FLAGS, "include_highlights": "highlights"}
 
 
 def shape(meeting: dict[str, Any], flags: set[str], *, content_ready: bool) -> dict[str, Any]:
     """Keep only the content the flags asked for (absent otherwise, as the real API may do);
     content that is not ready yet is an explicit null."""
-    out = {k: v for k, v in meeting.items() if k not in CONTENT_FLAGS.values()}
-    for flag, key in CONTENT_FLAGS.items():
+    out = {k: v for k, v in meeting.items() if k not in LIST_FLAGS.values()}
+    for flag, key in LIST_FLAGS.items():
         if flag in flags:
             out[key] = meeting[key] if content_ready or key == "crm_matches" else None
     return out
