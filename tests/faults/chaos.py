@@ -14,6 +14,7 @@ import random
 import secrets
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,19 +104,7 @@ class Chaos:
         return {"Authorization": f"Bearer {self.env['CALLSTREAM_ADMIN_TOKEN']}"}
 
     async def integration(self) -> tuple[str, str]:
-        secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-        async with httpx.AsyncClient(base_url=self.procs["gateway"].url, headers=self._admin()) as client:
-            r = await client.post(
-                "/v1/integrations",
-                json={
-                    "workspace_id": WORKSPACE,
-                    "provider": "fathom",
-                    "credentials": {"api_key": "k"},
-                    "webhook_secret": secret,
-                },
-            )
-        r.raise_for_status()
-        return r.json()["id"], secret
+        return await create_integration(self.procs["gateway"].url, self._admin())
 
     # ---- faults ------------------------------------------------------------------------------
     async def _restart(self, name: str, down_seconds: float) -> None:
@@ -154,8 +143,25 @@ class Chaos:
                 await self._restart(fault, down)
 
 
+async def create_integration(gateway_url: str, admin_headers: dict[str, str]) -> tuple[str, str]:
+    """A Fathom integration of the chaos workspace with a fresh webhook secret: (id, secret)."""
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    async with httpx.AsyncClient(base_url=gateway_url, headers=admin_headers) as client:
+        r = await client.post(
+            "/v1/integrations",
+            json={
+                "workspace_id": WORKSPACE,
+                "provider": "fathom",
+                "credentials": {"api_key": "k"},
+                "webhook_secret": secret,
+            },
+        )
+    r.raise_for_status()
+    return r.json()["id"], secret
+
+
 async def send_meetings(
-    gateway_url: str,
+    gateway_url: str | Sequence[str],
     integration_id: str,
     secret: str,
     n: int,
@@ -163,22 +169,29 @@ async def send_meetings(
     *,
     concurrency: int = 32,
     first_id: int = 900_000_000,
+    retry_schedule: Sequence[float] = RETRY_SCHEDULE,
 ) -> set[int]:
-    """Post ``n`` unique meetings like Svix; returns the recording ids whose delivery ended in 2xx."""
+    """Post ``n`` unique meetings like Svix; returns the recording ids whose delivery ended in 2xx.
+
+    Given several gateway replicas the sender also plays the load balancer in front of them: the
+    meetings are spread over the replicas in turn, and every retry (after a connection error, a
+    timeout or a non-2xx answer) goes to the next replica, with the same ``webhook-id``."""
+    urls = [gateway_url] if isinstance(gateway_url, str) else list(gateway_url)
     template = json.loads(EXAMPLE.read_text())
     webhook = Webhook(secret)
     acked: set[int] = set()
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
         queue.put_nowait(first_id + i)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    limits = httpx.Limits(max_connections=concurrency * len(urls), max_keepalive_connections=concurrency * len(urls))
 
     async def deliver(client: httpx.AsyncClient, recording_id: int) -> None:
         meeting = dict(template, recording_id=recording_id, share_url=f"https://fathom.video/share/c{recording_id}")
         body = json.dumps(meeting).encode()
         webhook_id = f"msg_chaos_{recording_id}"
-        for delay in (0.0, *RETRY_SCHEDULE):
+        for attempt, delay in enumerate((0.0, *retry_schedule)):
             await asyncio.sleep(delay)
+            url = urls[(recording_id + attempt) % len(urls)]
             now = datetime.now(tz=UTC)
             headers = {
                 "webhook-id": webhook_id,
@@ -188,7 +201,7 @@ async def send_meetings(
             }
             report.attempts += 1
             try:
-                r = await client.post(f"/v1/webhooks/fathom/{integration_id}", content=body, headers=headers)
+                r = await client.post(f"{url}/v1/webhooks/fathom/{integration_id}", content=body, headers=headers)
             except httpx.HTTPError:
                 report.timeouts += 1
                 continue
@@ -202,16 +215,22 @@ async def send_meetings(
             recording_id = queue.get_nowait()
             await deliver(client, recording_id)
 
-    async with httpx.AsyncClient(base_url=gateway_url, timeout=5.0, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=5.0, limits=limits) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
     report.sent = n
     report.acked = len(acked)
     return acked
 
 
-async def verify(chaos: Chaos, acked: set[int], report: ChaosReport, *, settle_seconds: float = 60.0) -> None:
-    """Wait until every acked meeting is stored (or ``settle_seconds`` pass), then count."""
-    dsn = chaos.pg.dsn("callstream")
+def delivered_so_far(report: ChaosReport) -> int:
+    """Deliveries answered 2xx while the sender still runs (every attempt ends in exactly one of
+    2xx, a non-2xx answer or an error; the ones in flight, at most ``concurrency``, count early)."""
+    return report.attempts - report.timeouts - sum(report.non_2xx.values())
+
+
+async def count_stored(dsn: str, acked: set[int], report: ChaosReport, *, settle_seconds: float = 60.0) -> None:
+    """Wait until every acked meeting is stored and the outbox is empty (or ``settle_seconds``
+    pass), then count stored, doubled and lost meetings."""
     deadline = time.monotonic() + settle_seconds
     conn = await asyncpg.connect(dsn)
     try:
@@ -233,44 +252,77 @@ async def verify(chaos: Chaos, acked: set[int], report: ChaosReport, *, settle_s
     report.duplicates = sum(n - 1 for n in counts.values())
     report.lost = len(acked - counts.keys())
 
+
+@dataclass
+class EventTally:
+    """``MessageUpserted`` events as one subscriber receives them. Each stream message counts once:
+    a redelivery of the same stream sequence is the consumer's at-least-once delivery, not a
+    second event; a second ``created`` for one meeting under another sequence is a double."""
+
+    sequences: set[int] = field(default_factory=set)
+    created: Counter[str] = field(default_factory=Counter)
+
+    def add(self, stream_sequence: int, data: bytes) -> None:
+        if stream_sequence in self.sequences:
+            return
+        self.sequences.add(stream_sequence)
+        event = json.loads(data)
+        if event["change"] == "created":
+            self.created[event["external_id"]] += 1
+
+    def count_into(self, acked: set[int], report: ChaosReport) -> None:
+        report.events = len(self.sequences)
+        report.created_events = sum(self.created.values())
+        report.duplicate_events = sum(n - 1 for n in self.created.values() if n > 1)
+        report.missing_events = len({str(i) for i in acked} - self.created.keys())
+
+
+async def count_dlq(js: nats.js.JetStreamContext, report: ChaosReport) -> None:
+    try:
+        report.dlq = (await js.stream_info("DLQ")).state.messages
+    except nats.js.errors.NotFoundError:
+        report.dlq = 0
+
+
+async def count_unlinkable(dsn: str, linker_url: str, headers: dict[str, str], report: ChaosReport) -> None:
+    """The linker resolves every stored message to an allowed https link."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        ids = [str(r["id"]) for r in await conn.fetch("select id from messages where workspace_id = $1", WORKSPACE)]
+    finally:
+        await conn.close()
+    async with httpx.AsyncClient(base_url=linker_url, headers=headers, timeout=30) as client:
+        for i in range(0, len(ids), 1000):
+            r = await client.post("/v1/links/resolve", json={"message_ids": ids[i : i + 1000]})
+            r.raise_for_status()
+            links = r.json()["links"]
+            report.unlinkable += sum(1 for mid in ids[i : i + 1000] if not (links.get(mid) or {}).get("url"))
+
+
+async def verify(chaos: Chaos, acked: set[int], report: ChaosReport, *, settle_seconds: float = 60.0) -> None:
+    """Wait until every acked meeting is stored (or ``settle_seconds`` pass), then count."""
+    dsn = chaos.pg.dsn("callstream")
+    await count_stored(dsn, acked, report, settle_seconds=settle_seconds)
+
     nc = await nats.connect(chaos.nats.url)
     try:
         js = nc.jetstream()
         sub = await js.pull_subscribe("messages.upserted.fathom", durable="chaos-subscriber", stream="MESSAGES")
-        created: Counter[str] = Counter()
+        tally = EventTally()
         while True:
             try:
                 batch = await sub.fetch(500, timeout=1.0)
             except (nats.errors.TimeoutError, TimeoutError):
                 break
             for msg in batch:
-                event = json.loads(msg.data)
-                report.events += 1
-                if event["change"] == "created":
-                    created[event["external_id"]] += 1
+                tally.add(msg.metadata.sequence.stream, msg.data)
                 await msg.ack()
-        report.created_events = sum(created.values())
-        report.duplicate_events = sum(n - 1 for n in created.values() if n > 1)
-        report.missing_events = len({str(i) for i in acked} - created.keys())
-        try:
-            report.dlq = (await js.stream_info("DLQ")).state.messages
-        except nats.js.errors.NotFoundError:
-            report.dlq = 0
+        tally.count_into(acked, report)
+        await count_dlq(js, report)
     finally:
         await nc.close()
 
-    # linkable: the linker resolves every stored message to an allowed https link
-    async with httpx.AsyncClient(base_url=chaos.procs["linker"].url, headers=chaos._admin(), timeout=30) as client:
-        conn = await asyncpg.connect(dsn)
-        try:
-            ids = [str(r["id"]) for r in await conn.fetch("select id from messages where workspace_id = $1", WORKSPACE)]
-        finally:
-            await conn.close()
-        for i in range(0, len(ids), 1000):
-            r = await client.post("/v1/links/resolve", json={"message_ids": ids[i : i + 1000]})
-            r.raise_for_status()
-            links = r.json()["links"]
-            report.unlinkable += sum(1 for mid in ids[i : i + 1000] if not (links.get(mid) or {}).get("url"))
+    await count_unlinkable(dsn, chaos.procs["linker"].url, chaos._admin(), report)
 
 
 async def run(base: Path, n: int, *, seed: int = 7, fault_window: float | None = None) -> ChaosReport:
