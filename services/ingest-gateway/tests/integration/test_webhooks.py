@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -56,6 +57,7 @@ async def test_accepted_after_ack_and_published_byte_for_byte(gateway: Gateway, 
     assert (raw.source, raw.origin, raw.external_id) == ("fathom", "webhook", "512330871")
     assert (raw.workspace_id, raw.integration_id, raw.event_id) == ("ws-1", integration["id"], event_id)
     assert raw.traceparent
+    assert re.fullmatch(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-01", raw.traceparent)  # a new W3C trace
     assert msg.headers["traceparent"] == raw.traceparent
 
 

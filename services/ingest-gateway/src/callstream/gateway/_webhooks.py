@@ -9,9 +9,9 @@ so a resend (even two copies at the same moment) is stored once and answered 202
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from datetime import UTC, datetime
+from random import getrandbits
 from typing import Any
 
 import msgspec
@@ -74,7 +74,20 @@ def _traceparent(given: str | None) -> str:
     """The caller's W3C trace context when it is well formed, else a new trace."""
     if given and _TRACEPARENT.match(given):
         return given
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    # Trace ids need to be unique, not secret: the non-cryptographic generator, as OpenTelemetry's
+    # RandomIdGenerator does, costs no system call per webhook.
+    return f"00-{getrandbits(128) or 1:032x}-{getrandbits(64) or 1:016x}-01"  # all-zero ids are invalid
+
+
+# The only headers this path reads (ASGI names are lower case); decoding just these, not all.
+_READ_HEADERS = frozenset(
+    name.encode()
+    for name in (
+        "content-length",
+        "traceparent",
+        *(f"{prefix}-{part}" for prefix in ("webhook", "svix") for part in ("id", "timestamp", "signature")),
+    )
+)
 
 
 def fathom_webhook_handler(settings: Settings, cache: WebhookSecretCache, broker: Broker) -> HTTPRouteHandler:
@@ -91,7 +104,7 @@ def fathom_webhook_handler(settings: Settings, cache: WebhookSecretCache, broker
         summary="Receive a Fathom webhook (Standard Webhooks signature)",
     )
     async def fathom_webhook(request: Request[Any, Any, Any], integration_id: FromPath[str]) -> Response[_Accepted]:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"] if k in _READ_HEADERS}
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body:
             raise ApiError(413, "body_too_large", f"the body is larger than {max_body} bytes")
