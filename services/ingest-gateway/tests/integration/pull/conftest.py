@@ -98,8 +98,10 @@ class Harness:
     settings: PullSettings
     workers: list[tuple[PullWorker, asyncio.Task[None]]] = field(default_factory=list)
 
-    def start(self, settings: PullSettings | None = None, js: Any = None, max_deliver: int = 20) -> PullWorker:
-        worker = PullWorker(
+    def worker(
+        self, settings: PullSettings | None = None, js: Any = None, max_deliver: int = 20, limiters: Any = None
+    ) -> PullWorker:
+        return PullWorker(
             js=js or self.js,
             store=self.store,
             http=self.http,
@@ -107,7 +109,13 @@ class Harness:
             settings=settings or self.settings,
             hosts=ProviderHosts("http://unused", "http://unused"),
             max_deliver=max_deliver,
+            limiters=limiters,
         )
+
+    def start(
+        self, settings: PullSettings | None = None, js: Any = None, max_deliver: int = 20, limiters: Any = None
+    ) -> PullWorker:
+        worker = self.worker(settings, js, max_deliver, limiters)
         self.workers.append((worker, asyncio.create_task(worker.serve())))
         return worker
 
@@ -120,8 +128,23 @@ class Harness:
         window: TimeWindow | None = None,
         limit: int | None = None,
     ) -> str:
+        req = self.sync_request(provider, integration_id, mode, window=window, limit=limit)
+        await self.js.publish(
+            sync_requested_subject(provider), msgspec.json.encode(req), headers={"Nats-Msg-Id": req.run_id}
+        )
+        return req.run_id
+
+    @staticmethod
+    def sync_request(
+        provider: Source,
+        integration_id: str,
+        mode: SyncMode = "backfill",
+        *,
+        window: TimeWindow | None = None,
+        limit: int | None = None,
+    ) -> SyncRequested:
         run_id = str(uuid.uuid4())
-        req = SyncRequested(
+        return SyncRequested(
             run_id=run_id,
             integration_id=integration_id,
             workspace_id=WORKSPACE,
@@ -130,10 +153,6 @@ class Harness:
             window=window or TimeWindow(),
             limit=limit,
         )
-        await self.js.publish(
-            sync_requested_subject(provider), msgspec.json.encode(req), headers={"Nats-Msg-Id": run_id}
-        )
-        return run_id
 
     async def events(self, run_id: str) -> list[SyncEvent]:
         found: list[SyncEvent] = []

@@ -15,6 +15,7 @@ from .._settings import Settings
 from ._checkpoint import Checkpoint, CheckpointStore
 from ._errors import AuthFailed, CursorExpired, ReauthNeeded, RunDeferred, RunFailed
 from ._limits import LimiterRegistry, window_limiter
+from ._quota import DailyQuota, QuotaSpent, QuotaStore
 from ._settings import PullSettings, load_pull_settings
 from ._worker import IntegrationSource, ProviderHosts, PullWorker
 
@@ -52,6 +53,7 @@ def pull_worker(
                 ttl_seconds=chosen.checkpoint_ttl_days * 86_400,
                 replicas=settings.stream_replicas,
             )
+            quotas = await QuotaStore.open(js, chosen.quota_bucket, replicas=settings.stream_replicas)
             worker = PullWorker(
                 js=js,
                 store=source,
@@ -60,6 +62,7 @@ def pull_worker(
                 settings=chosen,
                 hosts=ProviderHosts(settings.fathom_api_url, settings.gong_api_url),
                 stopping=asyncio.Event(),
+                limiters=LimiterRegistry(chosen, quotas),
             )
             watcher = asyncio.create_task(_forward_stop(runtime.stopping, worker.stopping))
             try:
@@ -80,11 +83,14 @@ __all__ = [
     "Checkpoint",
     "CheckpointStore",
     "CursorExpired",
+    "DailyQuota",
     "IntegrationSource",
     "LimiterRegistry",
     "ProviderHosts",
     "PullSettings",
     "PullWorker",
+    "QuotaSpent",
+    "QuotaStore",
     "ReauthNeeded",
     "RunDeferred",
     "RunFailed",

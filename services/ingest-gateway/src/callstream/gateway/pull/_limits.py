@@ -1,5 +1,7 @@
 """Proactive rate limits: one set of limiters per provider account, shared by every run in the
-process (several integrations can use one Fathom account or one Gong company).
+process (several integrations can use one Fathom account or one Gong company). Gong's daily quota
+is counted with every other replica in a JetStream KV bucket when a ``QuotaStore`` is given
+(``_quota``); without one it falls back to a limiter of this process only.
 
 aiolimiter is a leaky bucket that allows a burst of its capacity. Providers count requests per
 window (Fathom 60 per minute, Gong 3 per second and 10,000 per day). A bucket of capacity ``c``
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 
 from aiolimiter import AsyncLimiter
 
+from ._quota import DailyQuota, QuotaStore
 from ._settings import PullSettings
 
 DAY_SECONDS = 86_400.0
@@ -34,12 +37,15 @@ class AccountLimits:
 
     every: Sequence[AsyncLimiter] = ()
     heavy: Sequence[AsyncLimiter] = ()
+    daily: DailyQuota | None = None  # counted with the other replicas; taken last, just before sending
 
     async def acquire(self, *, heavy: bool = False) -> None:
         for limiter in self.heavy if heavy else ():
             await limiter.acquire()
         for limiter in self.every:
             await limiter.acquire()
+        if self.daily is not None:
+            await self.daily.take()
 
 
 def account_key(provider: str, *parts: str | None) -> str:
@@ -51,6 +57,7 @@ def account_key(provider: str, *parts: str | None) -> str:
 @dataclass
 class LimiterRegistry:
     settings: PullSettings
+    quotas: QuotaStore | None = None
     _accounts: dict[str, AccountLimits] = field(default_factory=dict)
 
     def fathom(self, key: str) -> AccountLimits:
@@ -69,11 +76,17 @@ class LimiterRegistry:
             return AccountLimits()
         if key not in self._accounts:
             s = self.settings
-            daily = s.gong_requests_per_day * s.limit_margin
-            self._accounts[key] = AccountLimits(
-                every=[
-                    window_limiter(s.gong_requests_per_second, 1.0, s.limit_margin),
-                    window_limiter(s.gong_requests_per_day, DAY_SECONDS, s.limit_margin, capacity=daily / 2),
-                ]
-            )
+            per_second = window_limiter(s.gong_requests_per_second, 1.0, s.limit_margin)
+            if self.quotas is not None:
+                allowed = max(1, int(s.gong_requests_per_day * s.limit_margin))
+                quota = self.quotas.daily(key, allowed, retry_delay=s.redeliver_delay_seconds)
+                self._accounts[key] = AccountLimits(every=[per_second], daily=quota)
+            else:
+                daily = s.gong_requests_per_day * s.limit_margin
+                self._accounts[key] = AccountLimits(
+                    every=[
+                        per_second,
+                        window_limiter(s.gong_requests_per_day, DAY_SECONDS, s.limit_margin, capacity=daily / 2),
+                    ]
+                )
         return self._accounts[key]

@@ -53,6 +53,11 @@ class PullSettings(BaseSettings):
     expired_cursor_restarts: int = Field(3, ge=0, validation_alias=_pull("EXPIRED_CURSOR_RESTARTS"))
     checkpoint_bucket: str = Field("gateway_pull_checkpoints", validation_alias=_pull("CHECKPOINT_BUCKET"))
     checkpoint_ttl_days: float = Field(7.0, gt=0, validation_alias=_pull("CHECKPOINT_TTL_DAYS"))
+    quota_bucket: str = Field(
+        "gateway_pull_quota",
+        validation_alias=_pull("QUOTA_BUCKET"),
+        description="JetStream KV bucket where every replica counts an account's requests of the day",
+    )
 
 
 def load_pull_settings() -> PullSettings:
