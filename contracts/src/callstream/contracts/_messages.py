@@ -72,12 +72,17 @@ class SyncRequested(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class SyncProgress(msgspec.Struct, kw_only=True, frozen=True, tag="progress", tag_field="kind"):
+    """A page of the run is stored; or, with ``resume_after``, the run is alive but waits (a provider's
+    Retry-After, a spent daily quota) and goes on at that time, so no progress is due before it."""
+
     v: Literal[1] = 1
     run_id: str
     integration_id: str
     page: int
     calls_published: int
     checkpoint: str | None = None
+    resume_after: datetime | None = None
+    waiting_for: str | None = None
     at: datetime
 
 

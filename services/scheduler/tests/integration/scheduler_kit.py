@@ -153,6 +153,25 @@ class StandInWorker:
             headers={"Nats-Msg-Id": f"{request.run_id}-p{page}"},
         )
 
+    async def wait(self, request: SyncRequested, page: int, seconds: float, reason: str) -> None:
+        """What the worker says when it releases a run to wait (a Retry-After, a spent quota)."""
+        now = self.clock.now()
+        event = SyncProgress(
+            run_id=request.run_id,
+            integration_id=request.integration_id,
+            page=page,
+            calls_published=page * self.calls_per_page,
+            checkpoint=f"cursor-{page}",
+            resume_after=now + timedelta(seconds=seconds),
+            waiting_for=reason,
+            at=now,
+        )
+        await self.js.publish(
+            sync_events_subject(request.provider),
+            msgspec.json.encode(event),
+            headers={"Nats-Msg-Id": f"{request.run_id}-w{now.timestamp()}"},
+        )
+
     async def finish(self, request: SyncRequested, status: str, error: str | None = None) -> None:
         event = SyncFinished(
             run_id=request.run_id,

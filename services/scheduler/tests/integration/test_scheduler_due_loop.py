@@ -176,6 +176,53 @@ async def test_run_without_progress_is_failed_and_retried(
     assert state["watermark"] == retry.window.end
 
 
+async def test_a_run_waiting_on_a_retry_after_is_not_stale_until_its_wait_is_over(
+    scheduler: Scheduler, pool: asyncpg.Pool, js: JetStreamContext, clock: FakeClock
+) -> None:
+    integration_id = await add_integration(pool, "gong")
+    worker = StandInWorker(js, clock)
+    await scheduler.tick()
+    [msg] = await worker.take()
+    request = msgspec.json.decode(msg.data, type=SyncRequested)
+    await worker.progress(request, 1)
+    clock.advance(minutes=1)
+    await worker.wait(request, 1, seconds=3 * 3600, reason="Gong daily quota spent")
+    await drain_events(scheduler, js)
+    [run] = await runs_of(pool, integration_id)
+    assert run["status"] == "running"
+    assert run["waiting_for"] == "Gong daily quota spent"
+    assert run["resume_after"] == clock.now() + timedelta(hours=3)
+
+    clock.advance(hours=3, minutes=9)  # long past the stale limit, but it said it would wait
+    assert (await scheduler.tick()).stale_runs == 0
+    await worker.progress(request, 2)  # it goes on: no longer waiting
+    await drain_events(scheduler, js)
+    [run] = await runs_of(pool, integration_id)
+    assert (run["pages"], run["resume_after"], run["waiting_for"]) == (2, None, None)
+    clock.advance(minutes=11)  # and a worker that vanishes after that is found out as usual
+    assert (await scheduler.tick()).stale_runs == 1
+    run = (await runs_of(pool, integration_id))[0]  # (Gong's weekly reconciliation may follow at once)
+    assert run["status"] == "error"
+
+
+async def test_a_waiting_run_that_never_comes_back_is_stale_after_its_wait(
+    scheduler: Scheduler, pool: asyncpg.Pool, js: JetStreamContext, clock: FakeClock
+) -> None:
+    integration_id = await add_integration(pool, "gong")
+    worker = StandInWorker(js, clock)
+    await scheduler.tick()
+    [msg] = await worker.take()
+    request = msgspec.json.decode(msg.data, type=SyncRequested)
+    await worker.wait(request, 0, seconds=1800, reason="Retry-After")
+    await drain_events(scheduler, js)
+    clock.advance(minutes=39)
+    assert (await scheduler.tick()).stale_runs == 0
+    clock.advance(minutes=2)  # 30 minutes of waiting plus the 10-minute limit have passed
+    assert (await scheduler.tick()).stale_runs == 1
+    run = (await runs_of(pool, integration_id))[0]
+    assert run["status"] == "error"
+
+
 async def test_queued_run_of_a_stale_request_is_withdrawn_from_the_work_queue(
     scheduler: Scheduler, pool: asyncpg.Pool, js: JetStreamContext, clock: FakeClock
 ) -> None:

@@ -54,6 +54,8 @@ class SyncRunView(msgspec.Struct):
     published_at: datetime | None
     started_at: datetime | None
     last_progress_at: datetime | None
+    resume_after: datetime | None  # set while the run waits on purpose (Retry-After, a spent quota)
+    waiting_for: str | None
     finished_at: datetime | None
     pages: int
     calls_published: int
@@ -114,6 +116,8 @@ def _run_view(run: Any) -> SyncRunView:
         published_at=run["published_at"],
         started_at=run["started_at"],
         last_progress_at=run["last_progress_at"],
+        resume_after=run["resume_after"],
+        waiting_for=run["waiting_for"],
         finished_at=run["finished_at"],
         pages=run["pages"],
         calls_published=run["calls_published"],

@@ -185,7 +185,7 @@ class SyncStore:
                 """update sync_runs set status = 'error', finished_at = $1,
                           error = $3
                    where status in ('queued', 'running')
-                     and coalesce(last_progress_at, started_at, created_at) < $2
+                     and greatest(coalesce(last_progress_at, started_at, created_at), resume_after) < $2
                    returning *""",
                 now,
                 before,
@@ -199,10 +199,13 @@ class SyncStore:
     # -- events from the pull workers ---------------------------------------------------------
 
     async def apply_progress(self, event: SyncProgress) -> bool:
-        """Idempotent: counters only grow, times only move forward; a finished run is left alone."""
+        """Idempotent: counters only grow, times only move forward; a finished run is left alone.
+        The newest event says whether the run waits (``resume_after``) or goes on."""
         status = await self._pool.execute(
             """update sync_runs set status = 'running',
                       started_at = least(coalesce(started_at, $2), $2),
+                      resume_after = case when $2 >= coalesce(last_progress_at, $2) then $6 else resume_after end,
+                      waiting_for = case when $2 >= coalesce(last_progress_at, $2) then $7 else waiting_for end,
                       last_progress_at = greatest(coalesce(last_progress_at, $2), $2),
                       checkpoint = case when $3 >= pages then coalesce($5, checkpoint) else checkpoint end,
                       pages = greatest(pages, $3),
@@ -213,6 +216,8 @@ class SyncStore:
             event.page,
             event.calls_published,
             event.checkpoint,
+            event.resume_after,
+            event.waiting_for,
         )
         return str(status) != "UPDATE 0"
 
@@ -227,7 +232,8 @@ class SyncStore:
                           started_at = coalesce(started_at, $3),
                           last_progress_at = greatest(coalesce(last_progress_at, $3), $3),
                           pages = greatest(pages, $4), calls_published = greatest(calls_published, $5),
-                          checkpoint = coalesce($6, checkpoint), error = $7
+                          checkpoint = coalesce($6, checkpoint), error = $7,
+                          resume_after = null, waiting_for = null
                    where id = $1 and status in ('queued', 'running')
                    returning *""",
                 run_id,
