@@ -64,6 +64,7 @@ class GongApp:
     _limits: dict[str, _Limits] = field(default_factory=dict)
     _offset: int | None = None  # page offset of the request being served (for the log)
     _call_ids: list[str] | None = None  # the ``callIds`` filter of the request being served (for the log)
+    _window: list[str] | None = None  # the ``fromDateTime``/``toDateTime`` of a request by window (for the log)
 
     def _company(self, request: Request[Any, Any, Any]) -> str:
         auth = request.headers.get("authorization", "")
@@ -110,6 +111,7 @@ class GongApp:
         arrived = time.monotonic()
         self._offset = None
         self._call_ids = None
+        self._window = None
         try:
             company = await self._gate(request)
             response: Response[bytes] = await handler()
@@ -122,12 +124,19 @@ class GongApp:
                 request.url.path,
                 response.status_code or 200,
                 company,
-                body={"offset": self._offset}
-                if self._call_ids is None
-                else {"offset": self._offset, "callIds": self._call_ids},
+                body=self._logged(),
             )
         )
         return response
+
+    def _logged(self) -> dict[str, Any]:
+        """What the log keeps of a request: the page offset and the filter's call ids or window."""
+        logged: dict[str, Any] = {"offset": self._offset}
+        if self._call_ids is not None:
+            logged["callIds"] = self._call_ids
+        if self._window is not None:
+            logged["window"] = self._window
+        return logged
 
     # --- paging -------------------------------------------------------------------------------------
 
@@ -145,6 +154,8 @@ class GongApp:
         if workspace is not None and workspace != index.workspace_id:
             raise _Reject(404, [NO_CALLS])
         window = index.window(start, end)
+        if not filt.get("callIds") and (start or end):
+            self._window = [str(filt.get("fromDateTime")), str(filt.get("toDateTime"))]
         if filt.get("callIds"):
             wanted = {str(i) for i in filt["callIds"]}
             positions = sorted(p for i in wanted if (p := index.position(i)) is not None and p in window)

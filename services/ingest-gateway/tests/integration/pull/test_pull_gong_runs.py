@@ -184,7 +184,7 @@ async def test_a_killed_run_resumes_after_its_last_completed_page(harness: Any, 
 
     assert finished.status == "success", finished.error
     assert finished.calls_published == len(state.index.ids)
-    first_pages = [e for e in _extensive(state) if e.body == {"offset": 0}]
+    first_pages = [e for e in _extensive(state) if e.body["offset"] == 0]
     assert len(first_pages) == 1  # the completed page was not fetched again
     assert len(await harness.raw_calls()) == len(state.index.ids)
     assert len(_extensive(state)) <= finished.pages + 1  # at most the page in flight at the kill, again

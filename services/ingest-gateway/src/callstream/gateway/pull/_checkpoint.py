@@ -23,8 +23,19 @@ from nats.js.kv import KeyValue
 _KEY = re.compile(r"^[-_=A-Za-z0-9]{1,128}$")
 
 
+class LatestCandidate(msgspec.Struct, array_like=True):
+    """One of the newest calls a ``latest`` run has found so far (its bytes are fetched again by id
+    if the run resumes elsewhere, so the checkpoint stays small)."""
+
+    started: datetime
+    id: str
+
+
 class Checkpoint(msgspec.Struct, kw_only=True):
-    """A run's place: its fixed window, the cursor of the next page, and what is done."""
+    """A run's place: its fixed window, the cursor of the next page, and what is done.
+
+    A Gong ``latest`` run walks back in bands from ``window_end`` (fixed at its start): ``band`` is
+    the band it is reading, ``cursor`` its next page and ``candidates`` the newest calls so far."""
 
     v: int = 1
     window_start: datetime | None = None
@@ -36,6 +47,8 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     finished: bool = False
     status: str | None = None
     error: str | None = None
+    band: int = 0
+    candidates: list[LatestCandidate] = []
 
     def encode(self) -> str:
         return msgspec.json.encode(self).decode()

@@ -20,7 +20,7 @@ from callstream.contracts.providers import GongCallList, GongTranscriptResponse
 
 from ._errors import CursorExpired, RunFailed
 from ._http import ProviderHttp
-from ._shapes import gong_transcript_call_id, provider_time
+from ._shapes import gong_call_id, gong_transcript_call_id, provider_time
 
 DEFAULT_API = "https://api.gong.io"
 BATCH = 100  # call ids per request (gong.md §2.2, §5.1)
@@ -114,6 +114,30 @@ class GongClient:
         except msgspec.DecodeError as exc:
             raise RunFailed(f"gong /v2/calls/extensive sent an unreadable page: {exc}") from None
         return CallsPage(page.calls, page.records.cursor if page.records else None)
+
+    async def calls_by_id(self, call_ids: Sequence[str]) -> dict[str, msgspec.Raw]:
+        """Calls of ``/v2/calls/extensive`` by id (100 a request); a call Gong no longer has is missing."""
+        found: dict[str, msgspec.Raw] = {}
+        for i in range(0, len(call_ids), BATCH):
+            cursor: str | None = None
+            while True:
+                body: dict[str, Any] = {"filter": {"callIds": list(call_ids[i : i + BATCH])}}
+                body["contentSelector"] = CONTENT_SELECTOR
+                if cursor:
+                    body["cursor"] = cursor
+                response = await self._post("/v2/calls/extensive", body, with_cursor=False)
+                if response is None:
+                    break
+                try:
+                    page = _calls.decode(response.content)
+                except msgspec.DecodeError as exc:
+                    raise RunFailed(f"gong /v2/calls/extensive sent an unreadable page: {exc}") from None
+                for call in page.calls:
+                    found[gong_call_id(call)[0]] = call
+                cursor = page.records.cursor if page.records else None
+                if not cursor:
+                    break
+        return found
 
     async def transcripts(self, call_ids: Sequence[str]) -> dict[str, msgspec.Raw]:
         """Each call's entry of ``/v2/calls/transcript``, by call id (missing: none yet)."""

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -26,8 +24,7 @@ from ._fathom import FathomClient
 from ._gong import GongClient
 from ._publish import Publisher, utcnow
 from ._settings import PullSettings
-from ._shapes import fathom_recording_id, gong_bundle, gong_call_facts, gong_call_id, private_call, raw_call
-from ._windows import latest_bands
+from ._shapes import fathom_recording_id, gong_bundle, gong_call_facts, private_call, raw_call
 
 log = get_logger(__name__)
 
@@ -172,12 +169,12 @@ async def run_gong(run: Run, client: GongClient) -> None:
 
     async def fetch(cursor: str | None) -> tuple[Sequence[Item], str | None]:
         page = await client.calls(start, end, cursor)
-        return await _gong_items(client, page.calls), page.next_cursor
+        return await gong_items(client, page.calls), page.next_cursor
 
     await run.pages(fetch)
 
 
-async def _gong_items(client: GongClient, calls: Sequence[msgspec.Raw]) -> list[Item]:
+async def gong_items(client: GongClient, calls: Sequence[msgspec.Raw]) -> list[Item]:
     """Each call with its transcript, except private calls: Gong marks them ``isPrivate`` (visible
     to their participants only), so their transcript is never requested and what was said is
     left out of the call; the call itself (who, when, CRM context) is still published."""
@@ -191,42 +188,3 @@ async def _gong_items(client: GongClient, calls: Sequence[msgspec.Raw]) -> list[
         else:
             items.append((f.id, gong_bundle(call, transcripts.get(f.id))))
     return items
-
-
-async def run_gong_latest(run: Run, client: GongClient, now: datetime, oldest: datetime, limit: int) -> None:
-    """The newest ``limit`` calls: walk back in bands, keep the newest, then fetch their transcripts."""
-    newest: list[tuple[datetime, str, bytes]] = []  # min-heap of (started, id, call bytes)
-    for start, end in latest_bands(now, oldest):
-        band: list[tuple[datetime, str, bytes]] = []
-        cursor: str | None = None
-        while True:
-            run.check_stopping()
-            try:
-                page = await client.calls(start, end, cursor)
-            except CursorExpired:
-                band, cursor = [], None  # read the band again from its start
-                continue
-            for call in page.calls:
-                cid, started = gong_call_id(call)
-                band.append((_started(started, start), cid, bytes(call)))
-            if page.next_cursor is None:
-                break
-            cursor = page.next_cursor
-        for entry in band:
-            if len(newest) < limit:
-                heapq.heappush(newest, entry)
-            elif entry > newest[0]:
-                heapq.heapreplace(newest, entry)
-        if len(newest) >= limit:
-            break
-    chosen = sorted(newest, reverse=True)
-    items = await _gong_items(client, [msgspec.Raw(data) for _, _, data in chosen])
-    await run.publish_page(items, None)
-
-
-def _started(value: str | None, fallback: datetime) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value) if value else fallback
-    except ValueError:
-        return fallback
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

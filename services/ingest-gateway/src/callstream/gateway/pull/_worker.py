@@ -31,9 +31,10 @@ from ._errors import ReauthNeeded, RunDeferred, RunFailed
 from ._fathom import FathomClient, fathom_api_root
 from ._gong import GongClient, gong_api_root
 from ._http import Headers, ProviderHttp
+from ._latest import run_gong_latest
 from ._limits import LimiterRegistry, account_key
 from ._publish import Publisher, utcnow
-from ._runs import Run, run_fathom, run_gong, run_gong_latest
+from ._runs import Run, run_fathom, run_gong
 from ._settings import PullSettings
 from ._shapes import new_traceparent
 from ._windows import run_window
