@@ -14,7 +14,7 @@ from typing import Any
 import nats
 import pytest
 
-from callstream.contracts import GATEWAY_PULL_CONSUMER, SYNC, SyncFinished
+from callstream.contracts import GATEWAY_PULL_CONSUMER, SYNC, SyncFinished, SyncProgress
 from callstream.gateway.pull import (
     CheckpointStore,
     LimiterRegistry,
@@ -141,6 +141,13 @@ async def test_a_run_on_a_spent_quota_is_released_for_later_without_touching_gon
         info = await jetstream.consumer_info(SYNC, GATEWAY_PULL_CONSUMER.durable)
         assert info.num_ack_pending == 1  # nak'd with a delay: JetStream holds it for the next day
         assert info.num_redelivered == 0
-        assert not [e for e in await harness.events(run_id) if isinstance(e, SyncFinished)]
+        events = await harness.events(run_id)
+        assert not [e for e in events if isinstance(e, SyncFinished)]
+        # the scheduler hears that the run waits, and until when, so it is not failed as stale
+        [waiting] = [e for e in events if isinstance(e, SyncProgress) and e.resume_after is not None]
+        expected = datetime.now(UTC) + timedelta(seconds=seconds_to_next_utc_day(datetime.now(UTC)) + 60)
+        assert abs((waiting.resume_after - expected).total_seconds()) < 30
+        assert waiting.waiting_for is not None
+        assert "quota" in waiting.waiting_for
         with pytest.raises(RunDeferred):
             await daily.take()

@@ -48,7 +48,12 @@ class Publisher:
             raise RunDeferred(f"could not publish to {CALLS_RAW}: {type(exc).__name__}", self.redeliver_delay) from None
 
     async def event(self, provider: Source, event: SyncProgress | SyncFinished, traceparent: str | None) -> None:
-        kind = "finished" if isinstance(event, SyncFinished) else f"progress-{event.page}"
+        if isinstance(event, SyncFinished):
+            kind = "finished"
+        elif event.resume_after is not None:  # one per release of the run, never deduplicated with a page
+            kind = f"waiting-{event.page}-{event.at.timestamp():.6f}"
+        else:
+            kind = f"progress-{event.page}"
         try:
             await self._publish(
                 sync_events_subject(provider),

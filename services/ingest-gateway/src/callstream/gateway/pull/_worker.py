@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 import httpx
@@ -22,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from callstream.contracts import GATEWAY_PULL_CONSUMER, SyncFinished, SyncRequested
+from callstream.contracts import GATEWAY_PULL_CONSUMER, SyncFinished, SyncProgress, SyncRequested
 from callstream.runtime import ensure_consumer, get_logger
 
 from .._integrations import IntegrationAccess, ReauthRequired, RefreshFailed
@@ -158,6 +159,7 @@ class PullWorker:
                         delay=deferred.delay,
                         delivered=delivered,
                     )
+                    await self._announce_wait(request, deferred)
                     await msg.nak(delay=deferred.delay or None)
                     return
                 finished = await self._gave_up(request, deferred)
@@ -169,6 +171,27 @@ class PullWorker:
             await msg.ack()
         finally:
             lease.cancel()
+
+    async def _announce_wait(self, request: SyncRequested, deferred: RunDeferred) -> None:
+        """Tell the scheduler the run is alive and when it goes on, so a long wait (a spent daily
+        quota, a long Retry-After) is not taken for a dead worker. Best effort: the broker may be
+        what the run waits for, and the scheduler's stale rule then retries the run as before."""
+        try:
+            cp = await self.checkpoints.load(request.run_id) or Checkpoint()
+            now = utcnow()
+            waiting = SyncProgress(
+                run_id=request.run_id,
+                integration_id=request.integration_id,
+                page=cp.pages,
+                calls_published=cp.calls_published,
+                checkpoint=cp.encode(),
+                resume_after=now + timedelta(seconds=deferred.delay or 0),
+                waiting_for=deferred.detail[:200],
+                at=now,
+            )
+            await self.publisher.event(request.provider, waiting, request.traceparent)
+        except Exception as exc:
+            log.info("could not announce the run's wait", run_id=request.run_id, error=type(exc).__name__)
 
     async def _gave_up(self, request: SyncRequested, deferred: RunDeferred) -> SyncFinished:
         checkpoint = await self._load(request.run_id) or Checkpoint()
