@@ -132,6 +132,30 @@ async def test_never_downgrade(pool, nc, kit, database_url, nats_url):
     ]
 
 
+async def test_a_call_made_private_later_loses_its_stored_transcript(pool, nc, kit, database_url, nats_url):
+    js = nc.jetstream()
+    subject = kit.subject_of("gong")
+    await publish_raw(js, kit.raw_call(kit.gong_bundle(0), received_at=kit.later(0)), subject)
+    await drain(pool, nc, database_url, nats_url)
+    assert await pool.fetchval("select octet_length(content) from messages") > 0
+    private = kit.gong_bundle(0, transcript=False)
+    private["call"]["metaData"]["isPrivate"] = True
+    # an older private copy changes nothing; a newer one erases what was said
+    await publish_raw(js, kit.raw_call(private, received_at=kit.later(-60)), subject)
+    await drain(pool, nc, database_url, nats_url)
+    assert await pool.fetchval("select octet_length(content) from messages") > 0
+    await publish_raw(js, kit.raw_call(private, received_at=kit.later(60)), subject)
+    await drain(pool, nc, database_url, nats_url)
+    row = await pool.fetchrow("select content, ai_insights, message_metadata::text as m, version from messages")
+    assert row["content"] == ""
+    assert row["ai_insights"] is None
+    assert '"private": true' in row["m"]
+    assert '"transcript_data": null' in row["m"]
+    assert row["version"] == 2
+    events = await relay_all(pool, nc)
+    assert [(e.change, e.version) for e in events] == [("created", 1), ("updated", 2)]
+
+
 async def test_poison_payload_goes_to_dlq_and_the_rest_is_stored(pool, nc, kit, database_url, nats_url):
     js = nc.jetstream()
     subject = kit.subject_of("fathom")

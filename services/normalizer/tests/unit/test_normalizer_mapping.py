@@ -170,6 +170,26 @@ def test_gong_call_without_transcript_or_customer(kit):
     assert meta(mapped)["transcript_data"] is None
 
 
+def test_gong_private_call_keeps_its_metadata_but_never_what_was_said(kit):
+    bundle = kit.gong_bundle(0)  # has a transcript and HubSpot context
+    bundle["call"]["metaData"]["isPrivate"] = True
+    mapped = map_raw_call(kit.raw_call(bundle))
+    assert mapped.withheld is True
+    assert mapped.content == ""  # even though the bundle carried a transcript
+    assert mapped.ai_insights_json is None
+    m = meta(mapped)
+    assert m["private"] is True
+    assert m["has_transcript"] is False
+    assert m["transcript_data"] is None
+    assert m["title"]  # the call itself is still described
+    assert m["participants"]
+    assert mapped.customer is not None
+    public = map_raw_call(kit.raw_call(kit.gong_bundle(0)))
+    assert public.withheld is False
+    assert "private" not in meta(public)
+    assert public.content
+
+
 def test_unchanged_payload_hashes_equal_and_a_change_does_not(kit):
     a = map_raw_call(kit.raw_call(kit.fathom_meeting()))
     b = map_raw_call(kit.raw_call(kit.fathom_meeting(), received_at=kit.later(60)))

@@ -60,6 +60,9 @@ class MappedMessage:
     participants: tuple[MappedParticipant, ...] = ()
     customer: MappedCustomer | None = None
     content_hash: str = field(default="")
+    # The provider marks the call private: what was said is withheld, and this version may replace a
+    # stored transcript (the one case where a version without a transcript is not a downgrade).
+    withheld: bool = False
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -170,7 +170,9 @@ def _participants(call: GongCall) -> tuple[MappedParticipant, ...]:
 def map_gong(raw: RawCall) -> MappedMessage:
     call, transcript, bundle = decode_bundle(raw.payload)
     meta = call.meta_data
-    content = transcript_text(call, transcript)
+    # A private call keeps its metadata but never what was said, whatever the sender included.
+    private = meta.is_private is True
+    content = "" if private else transcript_text(call, transcript)
     context = hubspot_context(call)
     host = next((p for p in call.parties or () if meta.primary_user_id and p.user_id == meta.primary_user_id), None)
     metadata: dict[str, Any] = {
@@ -199,9 +201,11 @@ def map_gong(raw: RawCall) -> MappedMessage:
         "scope": meta.scope,
         "language": meta.language,
         "raw_call_data": bundle.call,
-        "transcript_data": bundle.transcript,
+        "transcript_data": None if private else bundle.transcript,
     }
-    insights = {k: v for k, v in (call.content or {}).items() if k in _INSIGHT_KEYS and v}
+    if private:
+        metadata["private"] = True
+    insights = {} if private else {k: v for k, v in (call.content or {}).items() if k in _INSIGHT_KEYS and v}
     host_name = https_host(meta.url)
     return MappedMessage(
         workspace_id=raw.workspace_id,
@@ -223,4 +227,5 @@ def map_gong(raw: RawCall) -> MappedMessage:
         observed_at=raw.received_at,
         participants=_participants(call),
         customer=_customer(call, context),
+        withheld=private,
     )

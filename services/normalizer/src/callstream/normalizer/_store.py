@@ -2,7 +2,8 @@
 
 Rules (enforced in SQL, so that concurrent replicas cannot race past them):
 - unchanged (same content hash): no write, no event;
-- older (observed before what is stored) or poorer (no transcript where one is stored): no write;
+- older (observed before what is stored) or poorer (no transcript where one is stored): no write,
+  unless the newer version is of a call made private (its transcript must go);
 - otherwise insert (``created``) or update with ``version + 1`` (``updated``), and one outbox row.
 
 Every statement takes the whole batch as arrays (``unnest``): a handful of round trips per batch,
@@ -70,7 +71,8 @@ on conflict (workspace_id, source, external_id) do update set
     source_updated_at = excluded.source_updated_at, version = m.version + 1, updated_at = now()
 where m.content_hash <> excluded.content_hash
     and (m.source_updated_at is null or excluded.source_updated_at >= m.source_updated_at)
-    and (octet_length(excluded.content) > 0 or octet_length(m.content) = 0)
+    and (octet_length(excluded.content) > 0 or octet_length(m.content) = 0
+         or (excluded.message_metadata ->> 'private') = 'true')
 returning m.id, m.workspace_id, m.source, m.external_id, m.version, (m.xmax = 0) as created
 """
 
@@ -100,7 +102,7 @@ def supersedes(new: MappedMessage, old: MappedMessage) -> bool:
     """The in-memory twin of the SQL rule, for two versions of one message in the same batch."""
     if new.observed_at < old.observed_at:
         return False
-    return new.has_transcript or not old.has_transcript
+    return new.has_transcript or new.withheld or not old.has_transcript
 
 
 def collapse(messages: Sequence[MappedMessage]) -> list[MappedMessage]:
