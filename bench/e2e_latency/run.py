@@ -4,7 +4,8 @@ the gateway's 202 to the linker serving its link. Prints one JSON object with p5
 
 The linker is asked once per meeting, when its MessageUpserted event arrives (the outbox publishes
 after commit), and again every 5 ms until it answers 200, so the load on the linker stays one or two
-requests per meeting instead of a polling storm that would distort what it measures.
+requests per meeting instead of a polling storm that would distort what it measures. Requests go out
+on a fixed schedule through 64 keep-alive connections of a lean HTTP/1.1 client (``_http1.py``).
 
     .venv/bin/python bench/e2e_latency/run.py [--rate 500] [--seconds 30] [--smoke]
 """
@@ -20,15 +21,17 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import nats
 from standardwebhooks import Webhook
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from _http1 import Http1Pool, request_bytes  # noqa: E402  (this folder, run as a script)
 
 from tests.faults.chaos import EXAMPLE, WORKSPACE, Chaos  # noqa: E402
 
@@ -47,95 +50,89 @@ async def measure(chaos: Chaos, rate: float, seconds: float) -> dict[str, object
     integration_id, secret = await chaos.integration()
     webhook = Webhook(secret)
     template = json.loads(EXAMPLE.read_text())
+    admin = {"Authorization": f"Bearer {chaos.env['CALLSTREAM_ADMIN_TOKEN']}"}
+    expected = int(rate * seconds)
+    loop = asyncio.get_running_loop()
     accepted_at: dict[str, float] = {}
     served_ms: list[float] = []
-    failures = 0
-    admin = {"Authorization": f"Bearer {chaos.env['CALLSTREAM_ADMIN_TOKEN']}"}
-    limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
-    gateway = httpx.AsyncClient(base_url=chaos.procs["gateway"].url, timeout=10, limits=limits)
-    linker = httpx.AsyncClient(base_url=chaos.procs["linker"].url, timeout=10, limits=limits, headers=admin)
-    nc = await nats.connect(chaos.nats.url)
-    js = nc.jetstream()
-    done = asyncio.Event()
-    confirming: set[asyncio.Task[None]] = set()
     early: set[str] = set()
-    expected = int(rate * seconds)
+    counts = {"rejected": 0, "unserved": 0}
+    done = asyncio.Event()
+    gateway = Http1Pool(chaos.procs["gateway"].url, connections=64)
+    linker = Http1Pool(chaos.procs["linker"].url, connections=16)
 
-    unserved = 0
-
-    async def confirm(external_id: str) -> None:
-        nonlocal unserved
-        for _ in range(200):  # at most ~1 s of asking: a link not served by then is counted, not awaited
-            r = await linker.get(
-                "/v1/links", params={"workspace_id": WORKSPACE, "source": "fathom", "external_id": external_id}
-            )
-            if r.status_code == 200 and r.json().get("url"):
-                served_ms.append((time.perf_counter() - accepted_at[external_id]) * 1000)
-                break
-            await asyncio.sleep(0.005)
-        else:
-            unserved += 1
-        if len(served_ms) + unserved >= expected:
+    def settle() -> None:
+        if len(served_ms) + counts["unserved"] + counts["rejected"] >= expected:
             done.set()
 
+    def ask_linker(external_id: str, attempt: int = 0) -> None:
+        path = f"/v1/links?workspace_id={WORKSPACE}&source=fathom&external_id={external_id}"
+
+        def on_answer(status: int, body: bytes) -> None:
+            if status == 200 and json.loads(body).get("url"):
+                served_ms.append((time.perf_counter() - accepted_at[external_id]) * 1000)
+                settle()
+            elif attempt < 200:  # at most ~1 s of asking: a link not served by then is counted, not awaited
+                loop.call_later(0.005, ask_linker, external_id, attempt + 1)
+            else:
+                counts["unserved"] += 1
+                settle()
+
+        linker.submit(request_bytes("GET", path, linker.netloc, admin), on_answer)
+
     async def on_event(msg) -> None:  # type: ignore[no-untyped-def]
-        event = json.loads(msg.data)
-        if event["external_id"] not in accepted_at:
-            early.add(event["external_id"])  # the event beat the 202 to this client: confirm on the 202
+        external_id = json.loads(msg.data)["external_id"]
+        if external_id in accepted_at:
+            ask_linker(external_id)
         else:
-            task = asyncio.create_task(confirm(event["external_id"]))
-            confirming.add(task)
-            task.add_done_callback(confirming.discard)
+            early.add(external_id)  # the event beat the 202 to this client: ask on the 202
 
-    sub = await js.subscribe("messages.upserted.fathom", cb=on_event, ordered_consumer=True)
+    nc = await nats.connect(chaos.nats.url)
+    sub = await nc.jetstream().subscribe("messages.upserted.fathom", cb=on_event, ordered_consumer=True)
 
-    # Signed before the clock starts, so the sender's CPU goes to sending (the signatures stay
-    # well inside the gateway's five-minute tolerance).
+    # Signed and encoded before the clock starts, so the sender's CPU goes to sending (the signatures
+    # stay well inside the gateway's five-minute tolerance).
     now = datetime.now(tz=UTC)
-    prepared = {}
+    path = f"/v1/webhooks/fathom/{integration_id}"
+    prepared: list[tuple[str, bytes]] = []
     for i in range(expected):
         recording_id = 800_000_000 + i
         body = json.dumps(dict(template, recording_id=recording_id)).encode()
         webhook_id = f"msg_lat_{recording_id}"
-        prepared[recording_id] = (
-            body,
-            {
-                "webhook-id": webhook_id,
-                "webhook-timestamp": str(int(now.timestamp())),
-                "webhook-signature": webhook.sign(webhook_id, now, body.decode()),
-                "content-type": "application/json",
-            },
-        )
+        headers = {
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": webhook.sign(webhook_id, now, body.decode()),
+            "content-type": "application/json",
+        }
+        prepared.append((str(recording_id), request_bytes("POST", path, gateway.netloc, headers, body)))
 
-    async def send(recording_id: int) -> None:
-        nonlocal failures
-        body, headers = prepared[recording_id]
-        r = await gateway.post(f"/v1/webhooks/fathom/{integration_id}", content=body, headers=headers)
-        if r.status_code == 202:
-            accepted_at[str(recording_id)] = time.perf_counter()
-            if str(recording_id) in early:
-                task = asyncio.create_task(confirm(str(recording_id)))
-                confirming.add(task)
-                task.add_done_callback(confirming.discard)
-        else:
-            failures += 1
+    def on_accepted(external_id: str) -> Callable[[int, bytes], None]:
+        def on_answer(status: int, _body: bytes) -> None:
+            if status != 202:
+                counts["rejected"] += 1
+                settle()
+                return
+            accepted_at[external_id] = time.perf_counter()
+            if external_id in early:
+                ask_linker(external_id)
+
+        return on_answer
 
     started = time.perf_counter()
-    tasks = []
-    for i in range(expected):
-        due = started + i / rate
-        delay = due - time.perf_counter()
+    for i, (external_id, request) in enumerate(prepared):
+        delay = started + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(send(800_000_000 + i)))
-    await asyncio.gather(*tasks)
+        gateway.submit(request, on_accepted(external_id))
+    await gateway.queue.join()  # every webhook answered
     send_seconds = time.perf_counter() - started
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(done.wait(), timeout=60)
     await sub.unsubscribe()
     await nc.close()
-    await gateway.aclose()
-    await linker.aclose()
+    await gateway.close()
+    await linker.close()
     p50, p99 = _pct(served_ms, 0.50), _pct(served_ms, 0.99)
     return {
         "benchmark": "e2e_latency",
@@ -144,9 +141,10 @@ async def measure(chaos: Chaos, rate: float, seconds: float) -> dict[str, object
         "seconds": seconds,
         "sent": expected,
         "accepted": len(accepted_at),
-        "rejected": failures,
+        "rejected": counts["rejected"],
+        "connection_errors": gateway.errors + linker.errors,
         "served": len(served_ms),
-        "unserved_after_1s": unserved,
+        "unserved_after_1s": counts["unserved"],
         "p50_ms": round(p50, 1),
         "p99_ms": round(p99, 1),
         "mean_ms": round(statistics.fmean(served_ms), 1) if served_ms else None,

