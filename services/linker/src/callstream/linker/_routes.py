@@ -12,7 +12,7 @@ from litestar import Request, Router, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from callstream.contracts import Source
 from callstream.runtime import ApiError
@@ -85,7 +85,7 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
     async def link_by_external_id(
         request: Request[Any, Any, Any],
         workspace_id: WorkspaceQuery,
-        source: Source,
+        source: FromQuery[Source],
         external_id: Annotated[
             str, Parameter(min_length=1, max_length=256, examples=[Example(value="5520183947712650031")])
         ],
@@ -102,7 +102,7 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
             ("one known, one unknown", {"links": {_LINK_EXAMPLE["message_id"]: _LINK_EXAMPLE, "8c1d…": None}}),
         ),
     )
-    async def resolve_links(request: Request[Any, Any, Any], data: ResolveRequest) -> ResolveResponse:
+    async def resolve_links(request: Request[Any, Any, Any], data: JSONBody[ResolveRequest]) -> ResolveResponse:
         access = await authenticate(request)
         return ResolveResponse(links=await lookup.by_ids(access, data.message_ids))
 
@@ -177,7 +177,7 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
     async def list_messages(
         request: Request[Any, Any, Any],
         workspace_id: WorkspaceQuery,
-        source: Source | None = None,
+        source: FromQuery[Source | None] = None,
         customer_id: Annotated[str | None, Parameter(max_length=64)] = None,
         since: Annotated[datetime | None, Parameter(description="sent at or after")] = None,
         until: Annotated[datetime | None, Parameter(description="sent before")] = None,
