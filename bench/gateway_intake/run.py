@@ -8,8 +8,9 @@ the same load from wrk: 20 KB signed Fathom bodies, each request with its own we
 request is a new event, never a duplicate). Both stay up for the whole run and are measured in
 alternating rounds (gateway first, then ceiling first, ...), so a burst of noise on the shared
 cores lands on both sides rather than on whichever happened to run at that moment. Prints one
-JSON object: per side the median of the rounds (req/s, p50, p99), every round, the ratio of the
-medians, and whether the target (ratio >= 0.9, p99 <= 100 ms) is met. ``--smoke`` is a tiny run for CI.
+JSON object: per side the median of the rounds (req/s, p50, p99, and the server's CPU time per
+request), every round, the ratio of the medians (``cpu_ratio``: the ceiling's CPU per request over the
+gateway's), and whether the target (ratio >= 0.9, p99 <= 100 ms) is met. ``--smoke`` is a tiny run for CI.
 """
 
 from __future__ import annotations
@@ -161,8 +162,22 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def measure(
-    name: str, wrk: str, base: str, path: str, body_file: Path, work: Path, args: argparse.Namespace, nats_url: str
+    name: str,
+    wrk: str,
+    base: str,
+    path: str,
+    body_file: Path,
+    work: Path,
+    args: argparse.Namespace,
+    nats_url: str,
+    pid: int,
 ) -> dict[str, float]:
     warm = 1 if args.smoke else 3
     expected_rate = 4000 if args.smoke else 8000  # more signatures than requests: no id repeats
@@ -176,7 +191,10 @@ def measure(
     run_wrk(wrk, base, path, body_file, signatures, warm, args.connections)
     asyncio.run(stream_messages(nats_url, purge=True))
     write_signatures(signatures, body_file.read_bytes(), expected_rate * args.duration, name + "r")
+    cpu_before = cpu_seconds(pid)
     result = run_wrk(wrk, base, path, body_file, signatures, args.duration, args.connections)
+    # The server's own CPU per request: far steadier than req/s when the shared cores are noisy.
+    result["cpu_us_per_request"] = round((cpu_seconds(pid) - cpu_before) / max(result["requests"], 1) * 1e6, 1)
     time.sleep(0.5)
     result["stored"] = asyncio.run(stream_messages(nats_url))
     return result
@@ -185,7 +203,10 @@ def measure(
 def summary(rounds: list[dict[str, Any]], side: str) -> dict[str, float]:
     """The median of each figure over the rounds; counts are summed."""
     runs: list[dict[str, float]] = [r[side] for r in rounds]
-    out = {k: round(statistics.median(run[k] for run in runs), 2) for k in ("rps", "p50_ms", "p99_ms")}
+    out = {
+        k: round(statistics.median(run[k] for run in runs), 2)
+        for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")
+    }
     out.update({k: sum(run[k] for run in runs) for k in ("requests", "non_2xx", "socket_errors", "stored")})
     return out
 
@@ -288,12 +309,13 @@ def main() -> int:
         wait_port(ceiling_port)
 
         sides = {"gateway": f"http://127.0.0.1:{gw_port}", "ceiling": f"http://127.0.0.1:{ceiling_port}"}
+        pids = {"gateway": procs[0].pid, "ceiling": procs[1].pid}
         for number in range(args.rounds):
             order = ["gateway", "ceiling"] if number % 2 == 0 else ["ceiling", "gateway"]
             figures: dict[str, Any] = {"first": order[0]}
             for side in order:
                 figures[side] = measure(
-                    f"{side[:2]}{number}", wrk, sides[side], path, body_file, work, args, nats_server.url
+                    f"{side[:2]}{number}", wrk, sides[side], path, body_file, work, args, nats_server.url, pids[side]
                 )
             figures["ratio"] = round(figures["gateway"]["rps"] / figures["ceiling"]["rps"], 3)
             rounds.append(figures)
@@ -314,6 +336,7 @@ def main() -> int:
         "gateway": gw,
         "ceiling": top,
         "ratio": ratio,
+        "cpu_ratio": round(top["cpu_us_per_request"] / gw["cpu_us_per_request"], 3) if gw["cpu_us_per_request"] else 0,
         "rounds": rounds,
         "target": TARGET,
         "meets_target": ratio >= TARGET["ratio_min"] and float(gw["p99_ms"]) <= TARGET["p99_ms_max"],
