@@ -126,6 +126,19 @@ async def test_two_processes_on_one_consumer(database_url, nats_url, nc, kit, tm
     env = {"CALLSTREAM_NORMALIZER_BATCH_SIZE": "20"}
     for name in ("a", "b"):
         normalizer_processes.append(NormalizerProcess(database_url, nats_url, tmp_path / f"{name}.log", **env).start())
+    await _two_versions_of_200_calls_stored_once_each(database_url, nc, kit, normalizer_processes)
+
+
+async def test_one_process_writing_four_batches_at_once(
+    database_url, nats_url, nc, kit, tmp_path, normalizer_processes
+):
+    # Batches of 5: the two versions of a call often fall in two batches committed concurrently.
+    env = {"CALLSTREAM_NORMALIZER_BATCH_SIZE": "5", "CALLSTREAM_NORMALIZER_STORE_CONCURRENCY": "4"}
+    normalizer_processes.append(NormalizerProcess(database_url, nats_url, tmp_path / "n.log", **env).start())
+    await _two_versions_of_200_calls_stored_once_each(database_url, nc, kit, normalizer_processes)
+
+
+async def _two_versions_of_200_calls_stored_once_each(database_url, nc, kit, normalizer_processes) -> None:
     js = nc.jetstream()
     for i in range(1, 201):
         first = kit.raw_call(kit.fathom_meeting(recording_id=i), external_id=str(i), received_at=kit.later(0))
@@ -153,7 +166,7 @@ async def test_two_processes_on_one_consumer(database_url, nats_url, nc, kit, tm
     pairs = Counter((e.message_id, e.version) for e in events)
     assert max(pairs.values()) == 1  # no event twice
     assert len({e.message_id for e in events}) == 200
-    assert all(metric(p, "stored") > 0 for p in normalizer_processes)  # both did work
+    assert all(metric(p, "stored") > 0 for p in normalizer_processes)  # every process did work
 
 
 async def test_postgres_stopped_for_ten_seconds(own_postgres, nats_url, nc, kit, tmp_path, normalizer_processes):

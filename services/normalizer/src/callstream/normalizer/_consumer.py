@@ -189,32 +189,38 @@ async def _fetch(sub: Any, runtime: ServiceRuntime, settings: Settings, failures
 
 
 async def run_raw_call_consumer(runtime: ServiceRuntime, settings: Settings) -> None:
-    """The worker: fetch, map, store, ack until the service stops. The next batch is fetched and
-    mapped (CPU in this process) while the current one is written (CPU in PostgreSQL); each batch
-    is still acknowledged only after its own commit."""
+    """The worker: fetch, map, store, ack until the service stops.
+
+    Up to ``store_concurrency`` batches are written at once, each in its own transaction on its
+    own connection: a PostgreSQL backend works on one core, so one transaction at a time leaves
+    the database's side of the work on one core while this process maps the next batch. Each
+    batch is still acknowledged only after its own commit; the store's rules (in SQL, row locks
+    taken in key order) are the ones that already hold between replicas."""
     await runtime.broker.wait_connected()
     js = runtime.broker.js
     sub = await js.pull_subscribe_bind(durable=NORMALIZER_CONSUMER.durable, stream=CALLS_RAW)
     processor = RawCallProcessor(runtime.db, js, settings)
     failures = [0]
+    storing: set[asyncio.Task[BatchResult]] = set()
 
-    async def fetch_and_prepare() -> Prepared:
-        return await processor.prepare(await _fetch(sub, runtime, settings, failures))
+    async def settle(limit: int) -> None:
+        """Wait until fewer than ``limit`` batches are being written; after a transient failure,
+        wait for the database before fetching more."""
+        while len(storing) >= max(limit, 1):
+            done, _ = await asyncio.wait(storing, return_when=asyncio.FIRST_COMPLETED)
+            storing.difference_update(done)
+            if any(task.result().transient_failure for task in done):
+                await wait_for_database(runtime.db, runtime.stopping, settings)
 
-    log.info("consuming raw calls", batch_size=settings.batch_size)
-    ahead: asyncio.Task[Prepared] | None = None
+    log.info("consuming raw calls", batch_size=settings.batch_size, store_concurrency=settings.store_concurrency)
     try:
         while not runtime.stopping.is_set():
-            prepared = await (ahead if ahead is not None else fetch_and_prepare())
-            ahead = None
+            prepared = await processor.prepare(await _fetch(sub, runtime, settings, failures))
             if not prepared.mappable:
                 continue
-            ahead = asyncio.create_task(fetch_and_prepare())
-            result = await processor.store(prepared)
-            if result.transient_failure:
-                await wait_for_database(runtime.db, runtime.stopping, settings)
+            await settle(settings.store_concurrency)
+            storing.add(asyncio.create_task(processor.store(prepared)))
     finally:
-        if ahead is not None:
-            # Fetched but not stored: hand it back for another delivery, now.
-            leftover = await ahead
-            await asyncio.gather(*(msg.nak() for msg, _ in leftover.mappable), return_exceptions=True)
+        # Batches being written finish (commit, then ack) within the shutdown grace period.
+        if storing:
+            await asyncio.gather(*storing, return_exceptions=True)

@@ -14,6 +14,13 @@ class Settings(ServiceSettings):
     batch_size: int = Field(
         100, ge=1, le=1000, validation_alias="CALLSTREAM_NORMALIZER_BATCH_SIZE", description="raw calls per transaction"
     )
+    store_concurrency: int = Field(
+        2,
+        ge=1,
+        le=16,
+        validation_alias="CALLSTREAM_NORMALIZER_STORE_CONCURRENCY",
+        description="batches written at once, each in its own transaction and connection",
+    )
     fetch_timeout_seconds: float = Field(1.0, gt=0, validation_alias="CALLSTREAM_NORMALIZER_FETCH_TIMEOUT_SECONDS")
     retry_base_seconds: float = Field(
         1.0, gt=0, validation_alias="CALLSTREAM_NORMALIZER_RETRY_BASE_SECONDS", description="first nak delay"
