@@ -97,23 +97,41 @@ def content_hash(parts: tuple[Any, ...], *blobs: bytes) -> str:
     return h.hexdigest()
 
 
-def _without_nul(item: Any) -> Any:
-    """The same dataclass with NUL characters removed from its text fields (PostgreSQL text
-    cannot hold them, and any provider string may carry one)."""
-    changes = {
-        f.name: value.replace("\x00", "")
-        for f in fields(item)
-        if isinstance(value := getattr(item, f.name), str) and "\x00" in value
+_TEXT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _nul_changes(item: Any) -> dict[str, str]:
+    """The text fields of a dataclass that hold NUL characters, without them (PostgreSQL text
+    cannot hold them, and any provider string may carry one). Field names are looked up once per
+    class: this runs for every message and participant."""
+    names = _TEXT_FIELDS.get(type(item))
+    if names is None:
+        names = _TEXT_FIELDS[type(item)] = tuple(f.name for f in fields(item))
+    return {
+        name: value.replace("\x00", "")
+        for name in names
+        if isinstance(value := getattr(item, name), str) and "\x00" in value
     }
+
+
+def _without_nul(item: Any) -> Any:
+    changes = _nul_changes(item)
     return replace(item, **changes) if changes else item
 
 
 def finish(message: MappedMessage) -> MappedMessage:
     """Clean the text fields and fill in the content hash (over every stored field, not the
-    observation time)."""
-    message = _without_nul(message)
-    customer = _without_nul(message.customer) if message.customer is not None else None
-    message = replace(message, customer=customer, participants=tuple(_without_nul(p) for p in message.participants))
+    observation time). Runs once per raw call, so the message is copied once more only when a
+    NUL had to go."""
+    changes: dict[str, Any] = _nul_changes(message)
+    if message.customer is not None and (customer := _without_nul(message.customer)) is not message.customer:
+        changes["customer"] = customer
+    participants = tuple(_without_nul(p) for p in message.participants)
+    if any(new is not old for new, old in zip(participants, message.participants, strict=True)):
+        changes["participants"] = participants
+    if changes:
+        message = replace(message, **changes)
+    customer = message.customer
     parts = (
         message.title,
         message.channel_name,
