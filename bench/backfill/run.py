@@ -2,11 +2,13 @@
 there, the normalizer) into PostgreSQL.
 
     .venv/bin/python bench/backfill/run.py [--smoke] [--fathom 50000] [--gong 50000] [--no-normalizer]
+        [--normalizers 1] [--store-concurrency K]
 
 Everything runs in this invocation on one machine: an embedded NATS JetStream and PostgreSQL
 (durable settings, migrated), each fake provider in a process of its own with its rate limits
-off, the normalizer as its own process (``callstream-normalizer serve``), and the gateway's
-``PullWorker`` in this process (with an in-memory integration store: the credentials lookup is
+off, the normalizer as its own process (``callstream-normalizer serve``; ``--normalizers N`` starts
+N replicas on the one durable consumer, ``--store-concurrency K`` sets how many batches each writes
+at once), and the gateway's ``PullWorker`` in this process (with an in-memory integration store: the credentials lookup is
 not what is measured). The fakes build every call before they listen (``--warm``), so serving a
 page costs them little and the figures are of our side, not of the fake's data generator. For each provider one ``backfill`` run is requested and timed:
 
@@ -270,20 +272,31 @@ async def main_async(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             if not normalizer.exists():
                 report["normalizer"] = "not installed"
             else:
-                nport = free_port()
-                procs.append(
-                    start(
-                        [str(normalizer), "serve"],
-                        dict(env, CALLSTREAM_NORMALIZER_PORT=str(nport)),
-                        base / "normalizer.log",
-                    )
+                nports = [free_port() for _ in range(args.normalizers)]
+                concurrency = (
+                    {"CALLSTREAM_NORMALIZER_STORE_CONCURRENCY": str(args.store_concurrency)}
+                    if args.store_concurrency
+                    else {}
                 )
+                for i, nport in enumerate(nports):
+                    procs.append(
+                        start(
+                            [str(normalizer), "serve"],
+                            dict(env, CALLSTREAM_NORMALIZER_PORT=str(nport), **concurrency),
+                            base / f"normalizer-{i}.log",
+                        )
+                    )
                 try:
-                    wait_port(nport, timeout=60)
+                    for nport in nports:
+                        wait_port(nport, timeout=60)
                     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-                    report["normalizer"] = "ran (callstream-normalizer serve, one process)"
+                    count = "one process" if args.normalizers == 1 else f"{args.normalizers} processes"
+                    report["normalizer"] = f"ran (callstream-normalizer serve, {count})"
+                    report["store_concurrency"] = args.store_concurrency or "the service's default"
                 except TimeoutError:
-                    report["normalizer"] = "did not start; see its log: " + (base / "normalizer.log").read_text()[-400:]
+                    report["normalizer"] = (
+                        "did not start; see its log: " + (base / "normalizer-0.log").read_text()[-400:]
+                    )
         size = sample_meeting_bytes()
         report["ceiling"] = {
             "jetstream_publish_msgs_per_s": round(await publish_ceiling(js, size, 2000 if args.smoke else 20_000), 1),
@@ -335,6 +348,10 @@ def main() -> None:
     parser.add_argument("--fathom", type=int, default=50_000)
     parser.add_argument("--gong", type=int, default=50_000)
     parser.add_argument("--no-normalizer", action="store_true", help="measure the publish into CALLS_RAW only")
+    parser.add_argument(
+        "--normalizers", type=int, default=1, help="normalizer processes (replicas on the one durable consumer)"
+    )
+    parser.add_argument("--store-concurrency", type=int, default=0, help="batches each normalizer writes at once")
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--keep", action="store_true", help="keep the servers' files and logs")
     args = parser.parse_args()
