@@ -25,6 +25,8 @@ from ._services import SERVICES
 READY_TIMEOUT_SECONDS = 90.0
 JETSTREAM_READY_TIMEOUT_SECONDS = 60.0
 DATABASE = "callstream"
+# The gateway's default provider hosts (its CALLSTREAM_GATEWAY_ALLOWED_API_HOSTS) plus the fakes on loopback.
+DEV_ALLOWED_API_HOSTS = "api.fathom.ai,api.gong.io,*.api.gong.io,http://127.0.0.1"
 
 
 @dataclass
@@ -161,6 +163,8 @@ class Stack:
             CALLSTREAM_STREAM_REPLICAS=str(min(self.nats_cluster, 3)),
             CALLSTREAM_LOG_FORMAT=env.get("CALLSTREAM_LOG_FORMAT", "console"),
         )
+        # A dev stack talks to the real providers or to the fakes (`python -m tests.fakes.*`) on loopback.
+        env.setdefault("CALLSTREAM_GATEWAY_ALLOWED_API_HOSTS", DEV_ALLOWED_API_HOSTS)
         for service in SERVICES:
             port = service.default_port if port_is_free(service.default_port) else free_port()
             env[service.port_env] = str(port)
