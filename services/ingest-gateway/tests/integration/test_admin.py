@@ -10,6 +10,7 @@ import pytest
 from gateway_harness import ADMIN, WEBHOOK_SECRET, Gateway
 
 from callstream.contracts import hash_api_token
+from callstream.gateway._integrations import HostNotAllowed
 
 
 async def test_admin_token_is_required(gateway: Gateway) -> None:
@@ -178,6 +179,22 @@ async def test_disable_does_not_call_a_stored_host_the_list_no_longer_allows(gat
     assert gateway.fake.webhook_requests == []
     assert "169.254.169.254" in disabled.json()["last_error"]
     assert disabled.json()["webhook_registered"] is True  # kept on record to delete by hand
+
+
+async def test_a_stored_host_the_list_no_longer_allows_gets_no_credentials(gateway: Gateway) -> None:
+    created = await gateway.create_fathom()
+    async with gateway.store() as store:
+        assert await store.access(created["id"]) is not None
+    conn = await asyncpg.connect(gateway.settings.database_url.get_secret_value())
+    try:  # a row from before the allow-list
+        await conn.execute(
+            "update integrations set base_url = 'http://169.254.169.254' where id = $1", uuid.UUID(created["id"])
+        )
+    finally:
+        await conn.close()
+    async with gateway.store() as store:  # what the pull worker asks for before every run
+        with pytest.raises(HostNotAllowed, match=r"169\.254\.169\.254"):
+            await store.access(created["id"])
 
 
 async def test_register_webhook_and_delete_on_disable(gateway: Gateway) -> None:

@@ -20,6 +20,7 @@ from . import _fathom_api, _integration_db
 from ._context import GatewayContext, admin_guard, decode_body
 from ._credentials import BadWebhookSecret, Credentials, seal_credentials, seal_webhook_secret, webhook_key
 from ._integration_db import IntegrationView
+from ._integrations import HostNotAllowed
 from ._outbound import AllowedHost, UrlNotAllowed, check_api_url, check_public_url
 
 log = get_logger(__name__)
@@ -187,17 +188,15 @@ def admin_router(ctx: GatewayContext) -> Router:
         await ctx.changed(integration_id)
         log.info("integration disabled", integration_id=integration_id)
         if row["webhook_id"] and row["provider"] == "fathom":
-            access = await ctx.integrations.access(integration_id)
             try:
+                try:
+                    access = await ctx.integrations.access(integration_id)
+                except HostNotAllowed as exc:  # stored before the allow-list, or the list has shrunk since
+                    raise _fathom_api.FathomApiError(str(exc)) from None
                 headers = _fathom_api.auth_headers(
                     api_key=access.api_key if access else None, access_token=access.access_token if access else None
                 )
-                api_base = settings.fathom_api_url
-                if row["base_url"]:  # stored before the allow-list, or the list has shrunk since
-                    try:
-                        api_base = check_api_url(row["base_url"], allowed_hosts)
-                    except UrlNotAllowed as exc:
-                        raise _fathom_api.FathomApiError(str(exc)) from None
+                api_base = row["base_url"] or settings.fathom_api_url  # access() checked it against the list
                 await _fathom_api.delete_webhook(ctx.http, api_base, headers, row["webhook_id"])
             except _fathom_api.FathomApiError as exc:
                 # Disabled anyway: the gateway refuses its deliveries; the webhook is kept on record to retry.

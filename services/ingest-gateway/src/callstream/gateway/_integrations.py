@@ -57,6 +57,11 @@ class IntegrationAccess:
         )
 
 
+class HostNotAllowed(Exception):
+    """The integration's stored API host is not (or no longer) on the allow-list: no credentials are
+    sent there. Rows stored before the list existed, or after it was narrowed, end here."""
+
+
 class ReauthRequired(Exception):
     """The provider refused the refresh token for good; a person must connect the integration again.
     The integration's status is already ``reauth_required`` when this is raised."""
@@ -170,7 +175,8 @@ class IntegrationStore:
 
     async def access(self, integration_id: str) -> IntegrationAccess | None:
         """The integration's credentials, ``None`` if there is no such integration. An active OAuth
-        integration whose token expires within the margin is refreshed first."""
+        integration whose token expires within the margin is refreshed first. Raises
+        :class:`HostNotAllowed` when its API host is off the allow-list."""
         key = _as_uuid(integration_id)
         if key is None:
             return None
@@ -178,6 +184,11 @@ class IntegrationStore:
         if row is None:
             return None
         found = self._access(row)
+        if found.base_url is not None:
+            try:
+                check_api_url(found.base_url, self._allowed_hosts)
+            except UrlNotAllowed as exc:
+                raise HostNotAllowed(str(exc)) from None
         if found.auth_kind == "oauth" and found.status == "active" and self._expiring(found.expires_at):
             return await self.refreshed(integration_id, None)
         return found

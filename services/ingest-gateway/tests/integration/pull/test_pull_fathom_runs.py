@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from callstream.contracts import TimeWindow, pull_event_id
+from callstream.gateway._integrations import HostNotAllowed
 from tests.fakes import serve_in_process
 from tests.fakes.fathom import FathomConfig, FathomState, build_meeting, create_app
 from tests.fakes.fathom._data import shape
@@ -112,6 +113,23 @@ async def test_a_bad_api_key_ends_the_run_at_once(harness: Any, fathom: Any) -> 
     finished = await harness.finished(await harness.request("fathom", integration, "backfill"))
     assert finished.status == "error"
     assert [e.status for e in state.log.api()] == [401]
+
+
+async def test_an_integration_whose_host_is_off_the_allow_list_fails_without_a_request(
+    harness: Any, fathom: Any
+) -> None:
+    state, url = fathom
+    integration = harness.store.add("fathom", "api_key", url, api_key="fathom-test-key")
+
+    async def refused(integration_id: str) -> None:
+        raise HostNotAllowed(f"{url} is not on CALLSTREAM_GATEWAY_ALLOWED_API_HOSTS")
+
+    harness.store.access = refused
+    harness.start()
+    finished = await harness.finished(await harness.request("fathom", integration, "backfill"))
+    assert finished.status == "error"
+    assert "not allowed" in (finished.error or "")
+    assert state.log.api() == []
 
 
 async def test_latest_dedupes_when_new_meetings_shift_the_pages(harness: Any, fathom: Any) -> None:

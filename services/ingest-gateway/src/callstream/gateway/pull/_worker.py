@@ -26,7 +26,7 @@ from nats.js.errors import NotFoundError
 from callstream.contracts import GATEWAY_PULL_CONSUMER, SyncFinished, SyncProgress, SyncRequested
 from callstream.runtime import ensure_consumer, get_logger
 
-from .._integrations import IntegrationAccess, ReauthRequired, RefreshFailed
+from .._integrations import HostNotAllowed, IntegrationAccess, ReauthRequired, RefreshFailed
 from ._checkpoint import Checkpoint, CheckpointStore
 from ._errors import ReauthNeeded, RunDeferred, RunFailed
 from ._fathom import FathomClient, fathom_api_root
@@ -302,6 +302,8 @@ class PullWorker:
             access = await self.store.access(request.integration_id)
         except ReauthRequired as exc:
             raise ReauthNeeded(exc.detail) from None
+        except HostNotAllowed as exc:
+            raise RunFailed(f"the integration's API host is not allowed: {exc}") from None
         except RefreshFailed as exc:
             raise RunDeferred(f"OAuth refresh failed: {exc}", self.settings.redeliver_delay_seconds) from None
         except Exception as exc:
