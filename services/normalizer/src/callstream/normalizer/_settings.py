@@ -15,7 +15,7 @@ class Settings(ServiceSettings):
         100, ge=1, le=1000, validation_alias="CALLSTREAM_NORMALIZER_BATCH_SIZE", description="raw calls per transaction"
     )
     store_concurrency: int = Field(
-        2,
+        3,
         ge=1,
         le=16,
         validation_alias="CALLSTREAM_NORMALIZER_STORE_CONCURRENCY",
