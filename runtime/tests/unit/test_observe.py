@@ -1,4 +1,5 @@
 from litestar import get
+from litestar.params import FromPath
 from litestar.testing import TestClient
 from prometheus_client import REGISTRY
 
@@ -6,7 +7,7 @@ from callstream.runtime import create_app
 
 
 @get("/items/{item_id:str}", sync_to_thread=False)
-def item(item_id: str) -> dict[str, str]:
+def item(item_id: FromPath[str]) -> dict[str, str]:
     return {"id": item_id}
 
 
