@@ -4,10 +4,11 @@ connections, migrations and the service command line. No business logic lives he
 from ._broker import Broker
 from ._http import ApiError, Check, create_app, error_response
 from ._logging import REDACTED, configure_logging, get_logger, redact_secrets
+from ._metrics import RequestMetrics, request_id
 from ._migrations import Migration, MigrationError, apply_migrations, discover, migrate
 from ._postgres import check_postgres, create_pool, wait_for_postgres
-from ._service import Command, ServiceRuntime, serve_http, service_main, setup_streams
-from ._settings import ServiceSettings, load_settings
+from ._service import Command, ServiceRuntime, serve_asgi, serve_http, service_main, setup_streams
+from ._settings import HttpServer, ServiceSettings, load_settings
 from ._streams import consumer_config, ensure_all, ensure_consumer, ensure_stream, stream_config
 
 __all__ = [
@@ -16,8 +17,10 @@ __all__ = [
     "Broker",
     "Check",
     "Command",
+    "HttpServer",
     "Migration",
     "MigrationError",
+    "RequestMetrics",
     "ServiceRuntime",
     "ServiceSettings",
     "apply_migrations",
@@ -35,6 +38,8 @@ __all__ = [
     "load_settings",
     "migrate",
     "redact_secrets",
+    "request_id",
+    "serve_asgi",
     "serve_http",
     "service_main",
     "setup_streams",

@@ -47,9 +47,34 @@ def _request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
     return _PREFIX + format(next(_ids), "x")  # unique per process start; no uuid per request
 
 
+class RequestMetrics:
+    """The count and latency series of one service, with each label set resolved once (a
+    ``labels()`` call per request costs more than the observation itself)."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        pair = self._children.get(key)
+        if pair is None:
+            pair = self._children[key] = (
+                REQUESTS.labels(self._service, method, route, str(status)),
+                LATENCY.labels(self._service, method, route),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+
+def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The id a request is known by in logs and in its ``x-request-id`` response header."""
+    return _request_id(headers)
+
+
 def observe_middleware_factory(service: str) -> Any:
     def middleware(app: ASGIApp) -> ASGIApp:
-        children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        metrics = RequestMetrics(service)
 
         async def observe(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != ScopeType.HTTP:
@@ -73,16 +98,9 @@ def observe_middleware_factory(service: str) -> Any:
             finally:
                 structlog.contextvars.reset_contextvars(**tokens)
                 if not scope["path"].startswith(_SKIP):
-                    route = scope.get("path_template") or _UNMATCHED
-                    key = (scope["method"], route, status)
-                    pair = children.get(key)
-                    if pair is None:
-                        pair = children[key] = (
-                            REQUESTS.labels(service, key[0], route, str(status)),
-                            LATENCY.labels(service, key[0], route),
-                        )
-                    pair[0].inc()
-                    pair[1].observe(time.perf_counter() - started)
+                    metrics.record(
+                        scope["method"], scope.get("path_template") or _UNMATCHED, status, time.perf_counter() - started
+                    )
 
         return observe
 

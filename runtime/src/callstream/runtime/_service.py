@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import uvicorn
+import uvloop
 from litestar import Litestar
 
 from ._broker import Broker
@@ -22,7 +23,7 @@ from ._http import Check
 from ._logging import configure_logging, get_logger
 from ._migrations import migrate
 from ._postgres import check_postgres, create_pool, wait_for_postgres
-from ._settings import ServiceSettings
+from ._settings import DEFAULT_SHUTDOWN_SECONDS, HttpServer, ServiceSettings
 from ._streams import ensure_all
 
 log = get_logger(__name__)
@@ -99,21 +100,63 @@ class ServiceRuntime:
 
 
 def serve_http(app: Litestar, settings: ServiceSettings) -> None:
+    """Serve ``app`` in this process until SIGTERM/SIGINT, then finish what is in flight, run the
+    lifespan shutdown and exit 0."""
+    serve_asgi(
+        app, settings.host, settings.port, server=settings.http_server, shutdown_seconds=settings.shutdown_seconds
+    )
+
+
+def serve_asgi(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    server: HttpServer = "uvicorn",
+    shutdown_seconds: float = DEFAULT_SHUTDOWN_SECONDS,
+) -> None:
+    """:func:`serve_http` without settings (benchmarks serve their ceilings with it)."""
+    if server == "granian":
+        uvloop.run(_serve_granian(app, host, port))
+        return
     # uvicorn shuts down gracefully on SIGTERM and then raises the signal again under the handler
     # that was there before it; by then the in-flight work is done, so that is a clean exit (0),
     # not a death by signal that an orchestrator would report as a failure.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         app,
-        host=settings.host,
-        port=settings.port,
+        host=host,
+        port=port,
         log_config=None,
         access_log=False,
         lifespan="on",
         loop="uvloop",
         http="httptools",
-        timeout_graceful_shutdown=int(settings.shutdown_seconds),
+        timeout_graceful_shutdown=int(shutdown_seconds),
     )
+
+
+async def _serve_granian(app: Any, host: str, port: int) -> None:
+    """granian's embedded server: requests are parsed and answers written by Rust threads, the app
+    runs on this process's event loop. Still one process (a SIGKILL takes all of it, as with
+    uvicorn), and for small answers about twice uvicorn's rate (``bench/linker``). granian calls
+    this mode experimental; the services' HTTP tests run against it where it is the default."""
+    from granian.constants import HTTPModes, Interfaces
+    from granian.server.embed import Server
+
+    server = Server(
+        app,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        http=HTTPModes.http1,
+        websockets=False,
+        log_enabled=False,
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, server.stop)
+    await server.serve()
 
 
 async def setup_streams(settings: ServiceSettings) -> None:

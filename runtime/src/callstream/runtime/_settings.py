@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CALLSTREAM_"
+HttpServer = Literal["uvicorn", "granian"]
 
 DEFAULT_SHUTDOWN_SECONDS = 20.0
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 5.0
@@ -32,6 +33,9 @@ class ServiceSettings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="address the HTTP server binds")
     shutdown_seconds: float = Field(DEFAULT_SHUTDOWN_SECONDS, gt=0)
+    http_server: HttpServer = Field(
+        "uvicorn", description="uvicorn (httptools), or granian's embedded server (HTTP in Rust threads)"
+    )
     connect_timeout_seconds: float = Field(DEFAULT_CONNECT_TIMEOUT_SECONDS, gt=0)
     stream_replicas: int = Field(1, ge=1, le=5, description="replicas for streams this service creates")
 
