@@ -10,11 +10,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from litestar import Litestar
 from litestar.openapi.spec import SecurityScheme
 
-from callstream.runtime import ServiceRuntime, create_app
+from callstream.runtime import RequestMetrics, ServiceRuntime, create_app
 
 from ._auth import Authenticator
 from ._cache import LinkCache, MessageEventFeed
 from ._etag import etag_middleware
+from ._hot import HotLinks
 from ._lookup import LinkLookup
 from ._routes import build_router
 from ._settings import Settings
@@ -69,6 +70,10 @@ def build_app(settings: Settings) -> Litestar:
     openapi.components.security_schemes["bearer"] = SecurityScheme(
         type="http", scheme="bearer", description="a token from the gateway's /v1/tokens, or the admin token"
     )
+    # In front of litestar's handler, inside the app: lifespan, state and scope stay litestar's.
+    hot = HotLinks(app.asgi_handler, lookup, authenticate, RequestMetrics(settings.service_name))
+    app.asgi_handler = hot
+    app.state.hot_links = hot
     app.state.runtime = runtime
     app.state.link_cache = cache
     app.state.event_feed = feed

@@ -88,6 +88,20 @@ class Authenticator:
             raise _unauthorized("unknown or revoked token")
         return access
 
+    def known(self, authorization: str) -> Access | None:
+        """The access of an ``Authorization`` value answerable without a query (the admin token,
+        or a token looked up within the TTL); ``None`` for anything else, including a token known
+        to be unknown: the full path answers those."""
+        if authorization[: len(_BEARER)].lower() != _BEARER:
+            return None
+        token = authorization[len(_BEARER) :].strip()
+        if not token:
+            return None
+        if self._admin is not None and hmac.compare_digest(token.encode(), self._admin):
+            return Access(workspaces=None)
+        hit = self._cache.get(hash_api_token(token))
+        return hit[0] if hit is not None and self._clock() < hit[1] else None
+
     async def _lookup(self, token_hash: str) -> Access | None:
         now = self._clock()
         hit = self._cache.get(token_hash)

@@ -14,7 +14,11 @@ from litestar.types import ASGIApp, Receive, Send
 _PREFIX = "/v1/"
 
 
-def _matches(if_none_match: bytes, etag: bytes) -> bool:
+def etag_of(body: bytes) -> bytes:
+    return b'W/"' + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b'"'
+
+
+def etag_matches(if_none_match: bytes, etag: bytes) -> bool:
     if if_none_match.strip() == b"*":
         return True
     candidates = {c.strip().removeprefix(b"W/") for c in if_none_match.split(b",")}
@@ -43,9 +47,9 @@ def etag_middleware(app: ASGIApp) -> ASGIApp:
                 await send(held)
                 await send(message)
                 return
-            etag = b'W/"' + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b'"'
+            etag = etag_of(body)
             headers = [*held.get("headers", []), (b"etag", etag), (b"vary", b"Authorization")]
-            if if_none_match is not None and _matches(if_none_match, etag):
+            if if_none_match is not None and etag_matches(if_none_match, etag):
                 keep = [(k, v) for k, v in headers if k.lower() not in (b"content-length", b"content-type")]
                 await send({"type": "http.response.start", "status": 304, "headers": keep})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

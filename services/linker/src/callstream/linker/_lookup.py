@@ -35,6 +35,16 @@ class LinkLookup:
             self.cache.store(facts, epoch)
         return await self.record(facts)
 
+    def cached_record(self, workspace_id: str, source: str, external_id: str) -> LinkRecord | None:
+        """The answer of :meth:`by_ident` when the cache alone can give it, else ``None``."""
+        facts = self.cache.by_ident(workspace_id, source, external_id)
+        if facts is None:
+            return None
+        if needs_gong_host(facts):
+            host = self.cache.gong_host(workspace_id)
+            return None if is_unknown_host(host) else self._record(facts, host if isinstance(host, str) else None)
+        return self._memoised(facts)
+
     async def facts_by_id(self, access: Access, message_id: str) -> LinkFacts:
         facts = self.cache.by_id(message_id)
         if facts is None:
@@ -106,6 +116,9 @@ class LinkLookup:
     async def record(self, facts: LinkFacts) -> LinkRecord:
         if needs_gong_host(facts):  # depends on the workspace's host too: not memoised
             return self._record(facts, await self.gong_host(facts))
+        return self._memoised(facts)
+
+    def _memoised(self, facts: LinkFacts) -> LinkRecord:
         memo = self.cache.resolved(facts)
         if isinstance(memo, LinkRecord):
             return memo

@@ -38,6 +38,7 @@ from ._schemas import (
 )
 
 WORKSPACE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_EXTERNAL_ID = 256
 MAX_PAGE = 500
 MAX_FEATURE_MESSAGES = 5000
 # Answers may change at any moment (a message is re-synced): clients revalidate with the ETag.
@@ -87,7 +88,7 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
         workspace_id: WorkspaceQuery,
         source: FromQuery[Source],
         external_id: Annotated[
-            str, Parameter(min_length=1, max_length=256, examples=[Example(value="5520183947712650031")])
+            str, Parameter(min_length=1, max_length=MAX_EXTERNAL_ID, examples=[Example(value="5520183947712650031")])
         ],
     ) -> LinkRecord:
         access = await authenticate(request)

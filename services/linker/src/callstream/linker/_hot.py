@@ -1,0 +1,127 @@
+"""Cache hits of ``GET /v1/links`` answered in front of the framework.
+
+A look-up by provider identity whose token and link are already in memory is a few dictionary
+reads; through litestar's routing, parameter parsing, dependency resolution and response
+rendering it costs ~10 times as much, and with 64 connections on one process that cost queues into
+the p99 (``bench/linker``). This layer answers exactly those requests, with the bytes and headers
+the route would send (``test_linker_hot_links.py`` compares them), and hands everything else to
+the app untouched: cache misses, unusual or invalid parameters, tokens not looked up yet or
+unknown, workspaces the token does not cover, other methods and routes. Their answers, errors
+included, stay the route's.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, get_args
+
+import msgspec
+from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Send
+
+from callstream.contracts import Source
+from callstream.runtime import RequestMetrics, get_logger, request_id
+
+from ._auth import Authenticator
+from ._etag import etag_matches, etag_of
+from ._lookup import LinkLookup
+from ._routes import CACHE_CONTROL, MAX_EXTERNAL_ID, WORKSPACE_PATTERN
+
+log = get_logger(__name__)
+
+PATH = "/v1/links"
+_WORKSPACE = re.compile(WORKSPACE_PATTERN)
+_SOURCES = frozenset(get_args(Source))
+_NAMES = frozenset((b"workspace_id", b"source", b"external_id"))
+_CACHE_CONTROL = (b"cache-control", CACHE_CONTROL.to_header().encode())
+_VARY = (b"vary", b"Authorization")
+_encode = msgspec.json.Encoder().encode
+
+
+def link_identity(query: bytes) -> tuple[str, str, str] | None:
+    """``(workspace_id, source, external_id)`` from a query string that names each exactly once,
+    plainly (no escapes) and validly; ``None`` sends the request down the full path."""
+    if not query.isascii() or b"%" in query or b"+" in query:
+        return None
+    values: dict[bytes, bytes] = {}
+    for pair in query.split(b"&"):
+        name, sep, value = pair.partition(b"=")
+        if not sep or name not in _NAMES or name in values:
+            return None
+        values[name] = value
+    if len(values) != 3:
+        return None
+    workspace_id = values[b"workspace_id"].decode()
+    source = values[b"source"].decode()
+    external_id = values[b"external_id"].decode()
+    if not _WORKSPACE.match(workspace_id) or source not in _SOURCES:
+        return None
+    if not 1 <= len(external_id) <= MAX_EXTERNAL_ID:
+        return None
+    return workspace_id, source, external_id
+
+
+class HotLinks:
+    """ASGI wrapper around the litestar handler (inside the app, so lifespan and state are the
+    app's). ``answered`` counts the requests it served itself."""
+
+    def __init__(self, app: ASGIApp, lookup: LinkLookup, authenticator: Authenticator, metrics: RequestMetrics):
+        self._app = app
+        self._lookup = lookup
+        self._auth = authenticator
+        self._metrics = metrics
+        self.answered = 0
+
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "GET":
+            started = time.perf_counter()
+            try:
+                answer = self._answer(scope)
+            except Exception as exc:  # a fault here must never cost the request: the route answers
+                log.warning("hot link answer failed, using the full path", error=type(exc).__name__)
+                answer = None
+            if answer is not None:
+                status, headers, body = answer
+                start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status, "headers": headers}
+                await send(start)
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+                self.answered += 1
+                self._metrics.record("GET", PATH, status, time.perf_counter() - started)
+                return
+        await self._app(scope, receive, send)
+
+    def _answer(self, scope: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        ident = link_identity(scope["query_string"])
+        if ident is None:
+            return None
+        authorization: bytes | None = None
+        if_none_match: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if authorization is not None:
+                    return None
+                authorization = value
+            elif name == b"if-none-match" and if_none_match is None:
+                if_none_match = value
+        if authorization is None:
+            return None
+        access = self._auth.known(authorization.decode("latin-1"))
+        if access is None or not access.covers(ident[0]):
+            return None
+        record = self._lookup.cached_record(*ident)
+        if record is None:
+            return None
+        body = _encode(record)
+        etag = etag_of(body)
+        rid = (b"x-request-id", request_id(scope["headers"]).encode("latin-1", "replace"))
+        if if_none_match is not None and etag_matches(if_none_match, etag):
+            return 304, [_CACHE_CONTROL, (b"etag", etag), _VARY, rid], b""
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            _CACHE_CONTROL,
+            (b"etag", etag),
+            _VARY,
+            rid,
+        ]
+        return 200, headers, body

@@ -1,0 +1,159 @@
+"""Cache hits of GET /v1/links are answered in front of litestar (``_hot.py``): byte for byte what
+the route sends, and only when the cache alone can answer; everything else is the route's."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from callstream.linker import Settings, build_app
+
+Client = AsyncTestClient[Litestar]
+Seed = Any
+WaitLive = Callable[[Client], Awaitable[None]]
+SHARE = "https://fathom.video/share/SyNtHeTiCsHaReToKeN0001aBcDeFgH"
+GONG_ID = "5520183947712650031"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _comparable(response: httpx.Response) -> tuple[int, bytes, list[tuple[str, str]]]:
+    headers = sorted((k.lower(), v) for k, v in response.headers.multi_items() if k.lower() != "x-request-id")
+    return response.status_code, response.content, headers
+
+
+@asynccontextmanager
+async def _app(monkeypatch: pytest.MonkeyPatch, cache_entries: int) -> AsyncIterator[Client]:
+    with monkeypatch.context() as env:
+        env.setenv("CALLSTREAM_LINKER_CACHE_ENTRIES", str(cache_entries))
+        env.setenv("CALLSTREAM_LINKER_TOKEN_CACHE_SECONDS", "60")
+        app = build_app(Settings())  # type: ignore[call-arg]
+    async with AsyncTestClient(app) as client:
+        yield client
+
+
+def _answered(client: Client) -> int:
+    return int(client.app.state.hot_links.answered)
+
+
+async def test_cached_links_are_answered_with_the_routes_exact_bytes_and_headers(
+    linker_env: None,
+    jetstream: object,
+    monkeypatch: pytest.MonkeyPatch,
+    seed: Seed,
+    admin_token: str,
+    wait_feed_live: WaitLive,
+) -> None:
+    token = await seed.token("acme")
+    await seed.message("acme", "fathom", "884120457", {"recording_url": SHARE})
+    await seed.message("acme", "fathom", "2", {"recording_url": "javascript:alert(1)"})  # unsafe: url null
+    await seed.message("acme", "gong", GONG_ID, {"call_id": GONG_ID})  # constructed from the workspace host
+    await seed.gong_host("acme", "us-48213.app.gong.io")
+    cases = [("fathom", "884120457"), ("fathom", "2"), ("gong", GONG_ID)]
+
+    async with _app(monkeypatch, 1000) as hot, _app(monkeypatch, 0) as plain:
+        await wait_feed_live(hot)
+        for caller in (token, admin_token):
+            for source, external_id in cases:
+                params = {"workspace_id": "acme", "source": source, "external_id": external_id}
+                first = await hot.get("/v1/links", params=params, headers=bearer(caller))  # fills the cache
+                before = _answered(hot)
+                cached = await hot.get("/v1/links", params=params, headers=bearer(caller))
+                assert _answered(hot) == before + 1, (caller == admin_token, source, external_id)
+                route = await plain.get("/v1/links", params=params, headers=bearer(caller))
+                assert _answered(plain) == 0
+                assert route.status_code == 200
+                assert _comparable(cached) == _comparable(route) == _comparable(first)
+                assert cached.headers["x-request-id"]
+
+                etag = route.headers["etag"]
+                for if_none_match in (etag, f'W/"other", {etag}', "*"):
+                    conditional = {**bearer(caller), "If-None-Match": if_none_match}
+                    hot_304 = await hot.get("/v1/links", params=params, headers=conditional)
+                    route_304 = await plain.get("/v1/links", params=params, headers=conditional)
+                    assert hot_304.status_code == 304
+                    assert _comparable(hot_304) == _comparable(route_304)
+        assert route.json()["url"] == f"https://us-48213.app.gong.io/call?id={GONG_ID}"  # the last case
+
+        # A request id the caller sends is echoed, as the runtime's middleware does on the route.
+        params = {"workspace_id": "acme", "source": "fathom", "external_id": "884120457"}
+        echoed = await hot.get("/v1/links", params=params, headers={**bearer(token), "x-request-id": "req-77"})
+        assert echoed.headers["x-request-id"] == "req-77"
+
+        # Answers in front of the route are counted under the route's own series.
+        async def served() -> float:
+            series = ('route="/v1/links"', 'status="200"', 'service="linker"')
+            for line in (await hot.get("/metrics")).text.splitlines():
+                if line.startswith("callstream_http_requests_total{") and all(s in line for s in series):
+                    return float(line.rsplit(" ", 1)[1])
+            return 0.0
+
+        counted, before = await served(), _answered(hot)
+        await hot.get("/v1/links", params=params, headers=bearer(token))
+        assert _answered(hot) == before + 1
+        assert await served() == counted + 1
+
+
+async def test_what_the_cache_cannot_answer_is_left_to_the_route(
+    linker_env: None,
+    jetstream: object,
+    monkeypatch: pytest.MonkeyPatch,
+    seed: Seed,
+    admin_token: str,
+    wait_feed_live: WaitLive,
+) -> None:
+    token = await seed.token("acme")
+    other = await seed.token("globex")
+    revoked = await seed.token("acme", revoked=True)
+    await seed.message("acme", "fathom", "884120457", {"recording_url": SHARE})
+    await seed.message("globex", "fathom", "5", {"recording_url": SHARE})
+    good = "workspace_id=acme&source=fathom&external_id=884120457"
+
+    async with _app(monkeypatch, 1000) as hot:
+        await wait_feed_live(hot)
+        for caller in (token, other, revoked):  # every token looked up once, so its answer is cached
+            await hot.get(f"/v1/links?{good}", headers=bearer(caller))
+        await hot.get("/v1/links?workspace_id=globex&source=fathom&external_id=5", headers=bearer(admin_token))
+        assert (await hot.get(f"/v1/links?{good}", headers=bearer(token))).status_code == 200
+
+        cases: list[tuple[str, dict[str, str], int]] = [
+            (good, {}, 401),  # no token
+            (good, {"Authorization": "Basic abc"}, 401),
+            (good, bearer("cs_unknown_token"), 401),
+            (good, bearer(revoked), 401),
+            (good, bearer(other), 404),  # a workspace the token does not cover
+            ("workspace_id=globex&source=fathom&external_id=5", bearer(token), 404),  # cached, but not theirs
+            ("workspace_id=acme&source=fathom&external_id=404", bearer(token), 404),  # not in the cache
+            ("workspace_id=ac%20me&source=fathom&external_id=884120457", bearer(token), 400),
+            ("workspace_id=acme&source=zoom&external_id=884120457", bearer(token), 400),
+            ("workspace_id=acme&source=fathom&external_id=", bearer(token), 400),
+            (f"workspace_id=acme&source=fathom&external_id={'9' * 257}", bearer(token), 400),
+            ("workspace_id=acme&source=fathom", bearer(token), 400),
+            # Unusual spellings of a cached link: the route decides, and finds it.
+            ("workspace_id=acme&source=fathom&external_id=88412045%37", bearer(token), 200),
+            (f"{good}&workspace_id=acme", bearer(token), 200),
+            (f"{good}&fields=url", bearer(token), 200),
+        ]
+        before = _answered(hot)
+        for query, headers, status in cases:
+            response = await hot.get(f"/v1/links?{query}", headers=headers)
+            assert response.status_code == status, (query, headers, response.text)
+            if status >= 400:
+                assert response.json()["error"], query
+        assert _answered(hot) == before
+        two_tokens = [("authorization", f"Bearer {token}"), ("authorization", f"Bearer {other}")]
+        response = await hot.get(f"/v1/links?{good}", headers=httpx.Headers(two_tokens))
+        assert _answered(hot) == before
+        assert response.status_code in (200, 401, 404)
+        assert (await hot.head(f"/v1/links?{good}", headers=bearer(token))).status_code in (200, 405)
+        assert _answered(hot) == before
+        assert (await hot.get(f"/v1/links?{good}", headers=bearer(token))).status_code == 200
+        assert _answered(hot) == before + 1
