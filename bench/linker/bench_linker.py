@@ -2,13 +2,15 @@
 
 Starts its own embedded PostgreSQL and NATS (loopback, free ports, a temporary directory), seeds
 100,000 Gong messages in one workspace, then, in the same invocation and on the same server
-software (uvicorn + uvloop + httptools, one process):
+software (``--server``, default granian's embedded server as callstream-linker serves; one process):
 
   ceiling      wrk -c64 on a hello-world litestar GET (bench/linker/hello.py)
   ceiling_runtime  the same hello world built by callstream.runtime.create_app (middleware)
+  ceiling_raw_asgi a bare ASGI hello world: no framework. Cached links are answered in front of
+               litestar (``_hot.py``), so ``ratio_to_raw_asgi`` is the ratio that flatters nothing.
   links        wrk -c64 on GET /v1/links?workspace_id&source&external_id, a random seeded id per
                request, hot-link cache warm (the service as deployed)
-  links_db     the same with the cache off: every request a database read
+  links_db     the same with the cache off: every request a database read, through litestar
   resolve      POST /v1/links/resolve with 1,000 ids per request, one connection (latency)
 
 Prints one JSON object: req/s, p50, p99, ratio = links / ceiling, and the targets
@@ -202,6 +204,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--server", choices=["granian", "uvicorn"], default="granian", help="for the linker and ceilings"
+    )
     args = parser.parse_args()
     count, seconds = (2000, 2) if args.smoke else (args.messages, args.seconds)
     warmup = 1 if args.smoke else 3
@@ -224,14 +229,14 @@ def main() -> None:
             "messages": count,
             "seconds": seconds,
             "connections": args.connections,
-            "server": "uvicorn+uvloop+httptools, 1 process (as callstream-linker serves)",
+            "server": f"{args.server}, 1 process (callstream.runtime.serve_asgi; the linker's default is granian)",
             "seed_seconds": seed_seconds,
         }
         results: dict[str, dict[str, float]] = {}
 
-        for label, flavour in (("ceiling", "plain"), ("ceiling_runtime", "runtime")):
+        for label, flavour in (("ceiling", "plain"), ("ceiling_runtime", "runtime"), ("ceiling_raw_asgi", "raw")):
             port = free_port()
-            cmd = [sys.executable, str(HERE / "hello.py"), str(port), flavour]
+            cmd = [sys.executable, str(HERE / "hello.py"), str(port), flavour, args.server]
             with _process(cmd, dict(os.environ), port, "/hello", {}):
                 url = f"http://127.0.0.1:{port}/hello"
                 _wrk(url, warmup, args.connections)
@@ -252,6 +257,7 @@ def main() -> None:
                 "CALLSTREAM_NATS_URL": broker.url,
                 "CALLSTREAM_LINKER_PORT": str(port),
                 "CALLSTREAM_LINKER_CACHE_ENTRIES": cache_entries,
+                "CALLSTREAM_LINKER_HTTP_SERVER": args.server,
                 "CALLSTREAM_LOG_LEVEL": "warning",
             }
             probe = f"/v1/links?workspace_id={WORKSPACE}&source=gong&external_id={call_id(0)}"
@@ -279,6 +285,7 @@ def main() -> None:
         # The same hello world through callstream.runtime.create_app (request ids, Prometheus):
         # what every service pays before its own code runs.
         report["ratio_to_runtime_hello"] = round(links["rps"] / results["ceiling_runtime"]["rps"], 3)
+        report["ratio_to_raw_asgi"] = round(links["rps"] / results["ceiling_raw_asgi"]["rps"], 3)
         report["targets"] = {
             "ratio>=0.5": ratio >= 0.5,
             "links_p99<=10ms": links["p99_ms"] <= 10,

@@ -1,13 +1,25 @@
-"""The ceiling: a hello-world litestar GET, served exactly as the linker is (uvicorn, uvloop,
-httptools, one process, no access log: ``callstream.runtime.serve_http``). ``runtime`` builds it
-with ``callstream.runtime.create_app`` instead, to show what the shared middleware costs."""
+"""The ceilings: a hello-world GET served exactly as the linker is (``callstream.runtime.serve_asgi``:
+one process, no access log), on the server named on the command line.
+
+  plain    a litestar app with one route (the issue's ceiling)
+  runtime  the same built by ``callstream.runtime.create_app``, to show what the shared middleware costs
+  raw      a bare ASGI callable: no framework at all, the best any Python answer can do on this
+           server (the linker answers cached links in front of litestar, so this is its fair ceiling)
+
+    python hello.py <port> <plain|runtime|raw> <granian|uvicorn>
+"""
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
-import uvicorn
 from litestar import Litestar, get
+
+from callstream.runtime import serve_asgi
+
+BODY = b'{"status":"ok"}'
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
 
 
 @get("/hello", sync_to_thread=False)
@@ -15,7 +27,21 @@ def hello() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def build(flavour: str) -> Litestar:
+async def raw(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            done = "lifespan.startup.complete" if message["type"] == "lifespan.startup" else None
+            await send({"type": done or "lifespan.shutdown.complete"})
+            if done is None:
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+def build(flavour: str) -> Any:
+    if flavour == "raw":
+        return raw
     if flavour == "runtime":
         from callstream.runtime import create_app
 
@@ -24,13 +50,4 @@ def build(flavour: str) -> Litestar:
 
 
 if __name__ == "__main__":
-    uvicorn.run(
-        build(sys.argv[2] if len(sys.argv) > 2 else "plain"),
-        host="127.0.0.1",
-        port=int(sys.argv[1]),
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        loop="uvloop",
-        http="httptools",
-    )
+    serve_asgi(build(sys.argv[2]), "127.0.0.1", int(sys.argv[1]), server=sys.argv[3])  # type: ignore[arg-type]
