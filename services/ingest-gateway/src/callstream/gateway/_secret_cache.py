@@ -86,17 +86,21 @@ class WebhookSecretCache:
                 async with pool.acquire() as conn:
                     listener = self._notified(pool)
                     await conn.add_listener(CHANNEL, listener)
-                    # Load after LISTEN, so no change between the two can be missed.
-                    await self.reload_all(pool)
-                    delay = 0.2
-                    while not stopping.is_set() and not conn.is_closed():
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(stopping.wait(), self._ttl)
-                        if not stopping.is_set():
-                            await self.reload_all(pool)
-                            await conn.execute("select 1")  # notices a dead listening connection
-                    if not conn.is_closed():
-                        await conn.remove_listener(CHANNEL, listener)
+                    try:
+                        # Load after LISTEN, so no change between the two can be missed.
+                        await self.reload_all(pool)
+                        delay = 0.2
+                        while not stopping.is_set() and not conn.is_closed():
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(stopping.wait(), self._ttl)
+                            if not stopping.is_set():
+                                await self.reload_all(pool)
+                                await conn.execute("select 1")  # notices a dead listening connection
+                    finally:
+                        # The pool does not UNLISTEN on release: a connection handed back still
+                        # listening would receive every change notice from then on.
+                        if not conn.is_closed():
+                            await conn.remove_listener(CHANNEL, listener)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("webhook secret cache cannot reach postgres", error=type(exc).__name__)
                 with contextlib.suppress(TimeoutError):
