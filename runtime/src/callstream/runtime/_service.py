@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -117,7 +119,7 @@ def serve_asgi(
 ) -> None:
     """:func:`serve_http` without settings (benchmarks serve their ceilings with it)."""
     if server == "granian":
-        uvloop.run(_serve_granian(app, host, port))
+        uvloop.run(_serve_granian(app, host, port, shutdown_seconds))
         return
     # uvicorn shuts down gracefully on SIGTERM and then raises the signal again under the handler
     # that was there before it; by then the in-flight work is done, so that is a clean exit (0),
@@ -136,14 +138,42 @@ def serve_asgi(
     )
 
 
-async def _serve_granian(app: Any, host: str, port: int) -> None:
+# granian logs through the root logger (so in the service's format), warnings and up.
+_GRANIAN_LOGS: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "loggers": {
+        "_granian": {"handlers": [], "propagate": True},
+        "granian.access": {"handlers": [], "propagate": False},
+    },
+}
+_LISTEN_BACKLOG = 2048  # uvicorn's default; granian's 128 also caps its open connections
+
+
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """granian binds with SO_REUSEPORT, so a second server on the same port (a stale replica)
+    would quietly share its traffic. Refuse the port as uvicorn does: a plain bind must succeed."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from a restart is fine
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            log.error("cannot serve HTTP: the address is in use", host=host, port=port, error=exc.strerror)
+            raise SystemExit(1) from None
+
+
+async def _serve_granian(app: Any, host: str, port: int, shutdown_seconds: float) -> None:
     """granian's embedded server: requests are parsed and answers written by Rust threads, the app
     runs on this process's event loop. Still one process (a SIGKILL takes all of it, as with
     uvicorn), and for small answers about twice uvicorn's rate (``bench/linker``). granian calls
-    this mode experimental; the services' HTTP tests run against it where it is the default."""
+    this mode experimental: ``runtime/tests/e2e/test_serve_http.py`` holds it to what the services
+    need (graceful SIGTERM, a bounded shutdown, failed starts and taken ports exit non-zero)."""
     from granian.constants import HTTPModes, Interfaces
+    from granian.log import LogLevels
     from granian.server.embed import Server
 
+    _refuse_a_taken_port(host, port)
     server = Server(
         app,
         address=host,
@@ -151,12 +181,32 @@ async def _serve_granian(app: Any, host: str, port: int) -> None:
         interface=Interfaces.ASGI,
         http=HTTPModes.http1,
         websockets=False,
-        log_enabled=False,
+        backlog=_LISTEN_BACKLOG,
+        log_level=LogLevels.warning,
+        log_dictconfig=_GRANIAN_LOGS,
     )
     loop = asyncio.get_running_loop()
+
+    def give_up() -> None:
+        # granian waits for every request in flight with no limit of its own; past the grace
+        # period the orchestrator would SIGKILL us anyway, so say why and go.
+        log.error("requests still in flight after the shutdown grace period, exiting", seconds=shutdown_seconds)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+    def stop() -> None:
+        if not server.interrupt_signal:
+            loop.call_later(shutdown_seconds, give_up)
+        server.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, server.stop)
+        loop.add_signal_handler(signum, stop)
     await server.serve()
+    if server.interrupt_children or not server.interrupt_signal:
+        # The app's lifespan start-up failed or its worker died: granian returns as if stopped.
+        log.error("the HTTP server stopped on its own (a failed start-up, or the app died)")
+        raise SystemExit(1)
 
 
 async def setup_streams(settings: ServiceSettings) -> None:
