@@ -56,7 +56,7 @@ async def measure(chaos: Chaos, rate: float, seconds: float) -> dict[str, object
     accepted_at: dict[str, float] = {}
     served_ms: list[float] = []
     early: set[str] = set()
-    counts = {"rejected": 0, "unserved": 0}
+    counts = {"rejected": 0, "unserved": 0, "asks": 0, "not_yet": 0}
     done = asyncio.Event()
     gateway = Http1Pool(chaos.procs["gateway"].url, connections=64)
     linker = Http1Pool(chaos.procs["linker"].url, connections=16)
@@ -67,12 +67,14 @@ async def measure(chaos: Chaos, rate: float, seconds: float) -> dict[str, object
 
     def ask_linker(external_id: str, attempt: int = 0) -> None:
         path = f"/v1/links?workspace_id={WORKSPACE}&source=fathom&external_id={external_id}"
+        counts["asks"] += 1
 
         def on_answer(status: int, body: bytes) -> None:
             if status == 200 and json.loads(body).get("url"):
                 served_ms.append((time.perf_counter() - accepted_at[external_id]) * 1000)
                 settle()
-            elif attempt < 200:  # at most ~1 s of asking: a link not served by then is counted, not awaited
+            elif attempt < 200:
+                counts["not_yet"] += 1  # at most ~1 s of asking: a link not served by then is counted, not awaited
                 loop.call_later(0.005, ask_linker, external_id, attempt + 1)
             else:
                 counts["unserved"] += 1
@@ -144,6 +146,8 @@ async def measure(chaos: Chaos, rate: float, seconds: float) -> dict[str, object
         "rejected": counts["rejected"],
         "connection_errors": gateway.errors + linker.errors,
         "served": len(served_ms),
+        "linker_requests": counts["asks"],
+        "answers_without_link": counts["not_yet"],
         "unserved_after_1s": counts["unserved"],
         "p50_ms": round(p50, 1),
         "p99_ms": round(p99, 1),
