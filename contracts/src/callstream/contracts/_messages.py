@@ -102,8 +102,19 @@ class SyncFinished(msgspec.Struct, kw_only=True, frozen=True, tag="finished", ta
 SyncEvent = SyncProgress | SyncFinished
 
 
+class LinkSources(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """The stored ``message_metadata`` keys a message's link is resolved from, as committed with
+    the version an event announces: a consumer can resolve the link without reading the row."""
+
+    recording_url: str | None = None
+    share_url: str | None = None
+    url: str | None = None
+    call_id: str | None = None
+
+
 class MessageUpserted(msgspec.Struct, kw_only=True, frozen=True):
-    """A message was stored or changed. Small on purpose: no transcript."""
+    """A message was stored or changed. Small on purpose: no transcript. ``link_sources`` is absent
+    when the stored keys are not all strings (resolve from the row then)."""
 
     v: Literal[1] = 1
     message_id: str
@@ -116,6 +127,7 @@ class MessageUpserted(msgspec.Struct, kw_only=True, frozen=True):
     link_url: str | None = None
     change: Change
     version: int
+    link_sources: LinkSources | None = None
 
 
 class MessageRef(msgspec.Struct, kw_only=True, frozen=True):

@@ -3,15 +3,19 @@ the route sends, and only when the cache alone can answer; everything else is th
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from callstream.contracts import LinkSources, MessageUpserted, messages_upserted_subject
 from callstream.linker import Settings, build_app
 
 Client = AsyncTestClient[Litestar]
@@ -157,3 +161,75 @@ async def test_what_the_cache_cannot_answer_is_left_to_the_route(
         assert _answered(hot) == before
         assert (await hot.get(f"/v1/links?{good}", headers=bearer(token))).status_code == 200
         assert _answered(hot) == before + 1
+
+
+async def test_an_event_carrying_link_sources_is_served_from_memory_with_the_rows_answer(
+    linker_env: None,
+    jetstream: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    seed: Seed,
+    admin_token: str,
+    wait_feed_live: WaitLive,
+) -> None:
+    fathom_id = await seed.message("acme", "fathom", "7", {"recording_url": SHARE, "url": "https://fathom.video/x"})
+    unsafe_id = await seed.message("acme", "fathom", "8", {"recording_url": "http://fathom.video/plain"})
+    gong_id = await seed.message("acme", "gong", GONG_ID, {"call_id": GONG_ID, "url": "https://evil.example/x"})
+    bare_id = await seed.message("acme", "fathom", "9", {"recording_url": SHARE})
+    events = [
+        MessageUpserted(
+            message_id=str(fathom_id),
+            workspace_id="acme",
+            source="fathom",
+            external_id="7",
+            change="created",
+            version=1,
+            link_sources=LinkSources(recording_url=SHARE, url="https://fathom.video/x"),
+        ),
+        MessageUpserted(
+            message_id=str(unsafe_id),
+            workspace_id="acme",
+            source="fathom",
+            external_id="8",
+            change="created",
+            version=1,
+            link_sources=LinkSources(recording_url="http://fathom.video/plain"),
+        ),
+        MessageUpserted(
+            message_id=str(gong_id),
+            workspace_id="acme",
+            source="gong",
+            external_id=GONG_ID,
+            change="created",
+            version=1,
+            link_sources=LinkSources(call_id=GONG_ID, url="https://evil.example/x"),
+        ),
+        # From a producer that sends no sources: the cache only forgets, the route reads the row.
+        MessageUpserted(
+            message_id=str(bare_id), workspace_id="acme", source="fathom", external_id="9", change="created", version=1
+        ),
+    ]
+    async with _app(monkeypatch, 1000) as hot, _app(monkeypatch, 0) as plain:
+        await wait_feed_live(hot)
+        cache = hot.app.state.link_cache
+        for event in events:
+            await jetstream.publish(messages_upserted_subject(event.source), msgspec.json.encode(event))
+        deadline = time.monotonic() + 5
+        while any(cache.announced_version(e.message_id) != 1 for e in events):
+            assert time.monotonic() < deadline, "the events never reached the cache"
+            await asyncio.sleep(0.02)
+        assert len(cache) == 3  # the three that carried their sources
+
+        for event, from_memory in zip(events, (True, True, True, False), strict=True):
+            params = {"workspace_id": "acme", "source": event.source, "external_id": event.external_id}
+            before = _answered(hot)
+            served = await hot.get("/v1/links", params=params, headers=bearer(admin_token))
+            route = await plain.get("/v1/links", params=params, headers=bearer(admin_token))
+            assert _answered(hot) == before + int(from_memory), event.external_id
+            assert _comparable(served) == _comparable(route), event.external_id
+        assert [
+            (await plain.get("/v1/links", params=p, headers=bearer(admin_token))).json()["reason"]
+            for p in (
+                {"workspace_id": "acme", "source": "fathom", "external_id": "8"},
+                {"workspace_id": "acme", "source": "gong", "external_id": GONG_ID},
+            )
+        ] == ["not_https", "host_not_allowed"]  # unsafe answers are compared too

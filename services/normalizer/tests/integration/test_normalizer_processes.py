@@ -16,7 +16,7 @@ import nats
 from nats.js.api import AckPolicy, ConsumerConfig
 from normalizer_itkit import NORMALIZER, NormalizerProcess, publish_raw, stream_messages, upserted, wait_until
 
-from callstream.contracts import CALLS_RAW, DLQ, MESSAGES, NORMALIZER_CONSUMER, DeadLetter
+from callstream.contracts import CALLS_RAW, DLQ, MESSAGES, NORMALIZER_CONSUMER, DeadLetter, LinkSources
 from callstream.devstack._services import MIGRATION_ORDER, by_name
 from callstream.normalizer._store import OUTBOX_ORDER_LOCK
 from callstream.runtime import apply_migrations, ensure_all
@@ -28,6 +28,16 @@ def metric(process: NormalizerProcess, outcome: str) -> float:
         if line.startswith(f'callstream_normalizer_raw_calls_total{{outcome="{outcome}"}}'):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+async def fetch_metadata(dsn: str, message_id: str) -> dict:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return json.loads(
+            await conn.fetchval("select message_metadata::text from messages where id = $1::uuid", message_id)
+        )
+    finally:
+        await conn.close()
 
 
 async def count(dsn: str, sql: str) -> int:
@@ -56,6 +66,10 @@ async def test_serves_health_and_publishes_events(database_url, nats_url, nc, ki
         1,
     )
     assert event.link_url == "https://us-48213.app.gong.io/call?id=5520183947712650031"
+    # What the linker resolves from, exactly as stored with this version.
+    stored = await fetch_metadata(database_url, event.message_id)
+    assert event.link_sources == LinkSources(call_id=stored["call_id"], url=stored["url"])
+    assert event.link_sources.url == event.link_url
     ready = urllib.request.urlopen(f"http://127.0.0.1:{process.port}/health/ready", timeout=5)
     assert ready.status == 200
     assert metric(process, "stored") == 1.0

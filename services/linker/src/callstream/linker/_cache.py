@@ -9,6 +9,8 @@ normalizer's commit. Three rules keep a changed link from being served stale:
 * a fill that raced with an event (read before, stored after) is not stored (``epoch``);
 * a fill older than a version an event already announced (a lagging read replica) is not stored.
 
+An event that carries its ``link_sources`` (the normalizer's do) also fills the entry for the
+version it announces, so a freshly stored message is answered from memory without a read.
 ``max_age_seconds`` is a backstop only. Written here rather than taken from a library because the
 invalidation rules above are the whole point and no LRU library knows them; the LRU itself is an
 ``OrderedDict``.
@@ -26,7 +28,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from callstream.contracts import MESSAGES, MessageUpserted
+from callstream.contracts import MESSAGES, LinkSources, MessageUpserted
 from callstream.runtime import Broker, get_logger
 
 from ._links import LinkFacts
@@ -157,6 +159,10 @@ class LinkCache:
         if event.source == "gong":
             # The message may have brought a new app host for its workspace.
             self._hosts.pop(event.workspace_id, None)
+        if event.link_sources is not None:
+            # The event carries what this version's link is resolved from: the next look-up is
+            # answered from memory instead of reading the row it was just told about.
+            self.store(facts_from_event(event, event.link_sources), self.epoch)
 
     def _drop(self, message_id: str) -> None:
         self._resolved.pop(message_id, None)
@@ -166,6 +172,17 @@ class LinkCache:
             ident = (facts.workspace_id, facts.source, facts.external_id)
             if self._by_ident.get(ident) == message_id:
                 del self._by_ident[ident]
+
+
+def facts_from_event(event: MessageUpserted, sources: LinkSources) -> LinkFacts:
+    return LinkFacts.from_metadata(
+        message_id=event.message_id,
+        workspace_id=event.workspace_id,
+        source=event.source,
+        external_id=event.external_id,
+        version=event.version,
+        metadata=msgspec.structs.asdict(sources),
+    )
 
 
 def is_unknown_host(value: object) -> bool:
