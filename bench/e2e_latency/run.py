@@ -55,6 +55,7 @@ async def measure(chaos: Chaos, rate: float, seconds: float) -> dict[str, object
     loop = asyncio.get_running_loop()
     accepted_at: dict[str, float] = {}
     served_ms: list[float] = []
+    event_ms: list[float] = []  # 202 -> its MessageUpserted reached this client (the pipeline's share)
     early: set[str] = set()
     counts = {"rejected": 0, "unserved": 0, "asks": 0, "not_yet": 0}
     done = asyncio.Event()
@@ -85,6 +86,7 @@ async def measure(chaos: Chaos, rate: float, seconds: float) -> dict[str, object
     async def on_event(msg) -> None:  # type: ignore[no-untyped-def]
         external_id = json.loads(msg.data)["external_id"]
         if external_id in accepted_at:
+            event_ms.append((time.perf_counter() - accepted_at[external_id]) * 1000)
             ask_linker(external_id)
         else:
             early.add(external_id)  # the event beat the 202 to this client: ask on the 202
@@ -117,6 +119,7 @@ async def measure(chaos: Chaos, rate: float, seconds: float) -> dict[str, object
                 return
             accepted_at[external_id] = time.perf_counter()
             if external_id in early:
+                event_ms.append(0.0)
                 ask_linker(external_id)
 
         return on_answer
@@ -152,6 +155,8 @@ async def measure(chaos: Chaos, rate: float, seconds: float) -> dict[str, object
         "p50_ms": round(p50, 1),
         "p99_ms": round(p99, 1),
         "mean_ms": round(statistics.fmean(served_ms), 1) if served_ms else None,
+        "event_p50_ms": round(_pct(event_ms, 0.50), 1),
+        "event_p99_ms": round(_pct(event_ms, 0.99), 1),
         "max_ms": round(max(served_ms), 1) if served_ms else None,
         "target_p50_ms": TARGET_P50_MS,
         "target_p99_ms": TARGET_P99_MS,
