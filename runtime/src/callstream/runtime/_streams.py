@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -11,9 +12,14 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from callstream.contracts import CONSUMERS, STREAMS, ConsumerSpec, StreamSpec
+
+from ._logging import get_logger
+
+log = get_logger(__name__)
 
 _RETENTION = {
     "limits": RetentionPolicy.LIMITS,
@@ -62,9 +68,21 @@ async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
     await js.add_consumer(spec.stream, consumer_config(spec))
 
 
-async def ensure_all(js: JetStreamContext, replicas: int = 1) -> None:
-    """Every stream and durable consumer of the contracts: what ``setup`` and ``./dev up`` run."""
-    for stream in STREAMS:
-        await ensure_stream(js, stream, replicas)
-    for consumer in CONSUMERS:
-        await ensure_consumer(js, consumer)
+async def ensure_all(js: JetStreamContext, replicas: int = 1, *, patience_seconds: float = 60.0) -> None:
+    """Every stream and durable consumer of the contracts: what ``setup`` and ``./dev up`` run.
+
+    A JetStream cluster that is electing leaders (a restart, a server away) answers its API late
+    or with 503 for a while; declarations are idempotent, so they are repeated until
+    ``patience_seconds`` have passed. Any other error is raised at once."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(patience_seconds),
+        wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
+        retry=retry_if_exception_type((nats.errors.TimeoutError, ServiceUnavailableError)),
+        before_sleep=lambda s: log.warning("jetstream not answering yet, declaring again", attempt=s.attempt_number),
+        reraise=True,
+    ):
+        with attempt:
+            for stream in STREAMS:
+                await ensure_stream(js, stream, replicas)
+            for consumer in CONSUMERS:
+                await ensure_consumer(js, consumer)
