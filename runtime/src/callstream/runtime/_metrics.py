@@ -32,8 +32,8 @@ _ids = itertools.count(1)
 _PREFIX = f"{os.getpid():x}-{int(time.time()):x}-"
 
 
-def _request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
-    """The caller's ``x-request-id``, else the trace id of ``traceparent``, else a new one."""
+def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The id a request is known by in logs and in ``x-request-id``: the caller's ``x-request-id``, else the trace id of ``traceparent``, else a new one."""
     trace = b""
     for name, value in headers:
         if name == b"x-request-id" and value:
@@ -67,11 +67,6 @@ class RequestMetrics:
         pair[1].observe(seconds)
 
 
-def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
-    """The id a request is known by in logs and in its ``x-request-id`` response header."""
-    return _request_id(headers)
-
-
 def observe_middleware_factory(service: str) -> Any:
     def middleware(app: ASGIApp) -> ASGIApp:
         metrics = RequestMetrics(service)
@@ -80,7 +75,7 @@ def observe_middleware_factory(service: str) -> Any:
             if scope["type"] != ScopeType.HTTP:
                 await app(scope, receive, send)
                 return
-            rid = _request_id(scope["headers"])
+            rid = request_id(scope["headers"])
             raw = rid.encode("latin-1", "replace")
             status = 500
 

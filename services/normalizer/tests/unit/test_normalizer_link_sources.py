@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from callstream.contracts import LinkSources
-from callstream.normalizer._mapped import encode_json
-from callstream.normalizer._store import link_sources
+from callstream.normalizer._mapped import encode_json, link_sources
 
 
 def test_the_link_keys_of_the_stored_bytes_and_nothing_else() -> None:

@@ -52,6 +52,11 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"no such {what}")
 
 
+def _bearer_token(authorization: str) -> str | None:
+    token = authorization[len(_BEARER) :].strip()
+    return token if authorization[: len(_BEARER)].lower() == _BEARER and token else None
+
+
 def _unauthorized(detail: str) -> ApiError:
     return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="callstream"'})
 
@@ -77,11 +82,10 @@ class Authenticator:
         self._pending: dict[str, asyncio.Future[Access | None]] = {}
 
     async def __call__(self, request: Request[Any, Any, Any]) -> Access:
-        header = request.headers.get("authorization", "")
-        if not header[: len(_BEARER)].lower() == _BEARER or not header[len(_BEARER) :].strip():
+        token = _bearer_token(request.headers.get("authorization", ""))
+        if token is None:
             raise _unauthorized("send Authorization: Bearer <token>")
-        token = header[len(_BEARER) :].strip()
-        if self._admin is not None and hmac.compare_digest(token.encode(), self._admin):
+        if self._is_admin(token):
             return Access(workspaces=None)
         access = await self._lookup(hash_api_token(token))
         if access is None:
@@ -92,15 +96,16 @@ class Authenticator:
         """The access of an ``Authorization`` value answerable without a query (the admin token,
         or a token looked up within the TTL); ``None`` for anything else, including a token known
         to be unknown: the full path answers those."""
-        if authorization[: len(_BEARER)].lower() != _BEARER:
+        token = _bearer_token(authorization)
+        if token is None:
             return None
-        token = authorization[len(_BEARER) :].strip()
-        if not token:
-            return None
-        if self._admin is not None and hmac.compare_digest(token.encode(), self._admin):
+        if self._is_admin(token):
             return Access(workspaces=None)
         hit = self._cache.get(hash_api_token(token))
         return hit[0] if hit is not None and self._clock() < hit[1] else None
+
+    def _is_admin(self, token: str) -> bool:
+        return self._admin is not None and hmac.compare_digest(token.encode(), self._admin)
 
     async def _lookup(self, token_hash: str) -> Access | None:
         now = self._clock()

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from callstream.contracts import Source
+from callstream.contracts import LinkSources, Source
 
 
 class UnmappableError(ValueError):
@@ -63,6 +63,7 @@ class MappedMessage:
     # The provider marks the call private: what was said is withheld, and this version may replace a
     # stored transcript (the one case where a version without a transcript is not a downgrade).
     withheld: bool = False
+    link_sources: LinkSources | None = None  # filled by finish() from metadata_json
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -160,7 +161,19 @@ def finish(message: MappedMessage) -> MappedMessage:
         message.ai_insights_json or b"",
         customer.attributes_json if customer else b"",
     )
-    return replace(message, content_hash=digest)
+    return replace(message, content_hash=digest, link_sources=link_sources(message.metadata_json))
+
+
+_LINK_SOURCES = msgspec.json.Decoder(LinkSources)
+
+
+def link_sources(metadata_json: bytes) -> LinkSources | None:
+    """The link keys of the metadata exactly as stored (read back from the bytes written, so the
+    event and the row cannot differ); ``None`` when one is not a string."""
+    try:
+        return _LINK_SOURCES.decode(metadata_json)
+    except msgspec.ValidationError:
+        return None
 
 
 def parse_time(value: str | None) -> datetime | None:

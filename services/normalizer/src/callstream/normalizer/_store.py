@@ -18,7 +18,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from callstream.contracts import LinkSources, MessageUpserted, messages_upserted_subject
+from callstream.contracts import MessageUpserted, messages_upserted_subject
 
 from ._mapped import MappedCustomer, MappedMessage
 
@@ -205,7 +205,7 @@ async def store_batch(conn: asyncpg.Connection, messages: Sequence[MappedMessage
                         title=message.title,
                         sent_at=message.sent_at,
                         link_url=message.link_url,
-                        link_sources=link_sources(message.metadata_json),
+                        link_sources=message.link_sources,
                         change="created" if row["created"] else "updated",
                         version=row["version"],
                     )
@@ -213,18 +213,6 @@ async def store_batch(conn: asyncpg.Connection, messages: Sequence[MappedMessage
             await _write_outbox(conn, events)
         await _remember_hosts(conn, batch)
     return events
-
-
-_LINK_SOURCES = msgspec.json.Decoder(LinkSources)
-
-
-def link_sources(metadata_json: bytes) -> LinkSources | None:
-    """The link keys of the metadata exactly as stored (read back from the bytes written, so the
-    event and the row cannot differ); ``None`` when one is not a string."""
-    try:
-        return _LINK_SOURCES.decode(metadata_json)
-    except msgspec.ValidationError:
-        return None
 
 
 def _key(row: asyncpg.Record) -> tuple[str, str, str]:
