@@ -25,7 +25,9 @@ from callstream.contracts import (
 )
 from callstream.normalizer._consumer import RawCallProcessor
 from callstream.normalizer._features import SWEEP_PENDING, handle_feature_msg
+from callstream.normalizer._mapping import map_raw_call
 from callstream.normalizer._outbox import publish_pending
+from callstream.normalizer._store import store_batch
 from callstream.runtime import create_pool
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -102,6 +104,84 @@ async def test_rows_hold_the_mapped_message(pool, nc, kit, database_url, nats_ur
     assert participants[0]["role"] == "host"
     hosts = {r["source"]: r["host"] for r in await pool.fetch("select source, host from provider_hosts")}
     assert hosts == {"gong": "us-48213.app.gong.io", "fathom": "fathom.video"}
+
+
+async def test_participants_of_a_written_message_are_replaced_whole(pool, nc, kit, database_url, nats_url):
+    """In one batch: an update with fewer invitees replaces the old list, a new message gets its own,
+    and a message sent again unchanged keeps its rows."""
+    js = nc.jetstream()
+    subject = kit.subject_of("fathom")
+    first = kit.fathom_meeting(recording_id=1)
+    invitees = first["calendar_invitees"]
+    assert len(invitees) >= 2
+    kept = kit.fathom_meeting(recording_id=2)
+    for meeting in (first, kept):
+        await publish_raw(js, kit.raw_call(meeting, external_id=str(meeting["recording_id"])), subject)
+    await drain(pool, nc, database_url, nats_url)
+
+    async def names(external_id):
+        return [
+            r["name"]
+            for r in await pool.fetch(
+                "select p.name from message_participants p join messages m on m.id = p.message_id"
+                " where m.external_id = $1 order by p.position",
+                external_id,
+            )
+        ]
+
+    kept_before = await names("2")
+    assert len(kept_before) == len(invitees)
+    fewer = kit.fathom_meeting(recording_id=1, title="Fewer invitees", calendar_invitees=invitees[-1:])
+    new = kit.fathom_meeting(recording_id=3, calendar_invitees=invitees[:1])
+    expected = {}
+    for meeting in (fewer, new, kept):
+        raw = kit.raw_call(meeting, external_id=str(meeting["recording_id"]), received_at=kit.later(60))
+        expected[str(meeting["recording_id"])] = [p.name for p in map_raw_call(raw).participants]
+        await publish_raw(js, raw, subject)
+    await drain(pool, nc, database_url, nats_url)
+    assert len(expected["1"]) < len(kept_before)
+    assert await names("1") == expected["1"]
+    assert await names("3") == expected["3"]
+    assert await names("2") == kept_before == expected["2"]
+    events = await relay_all(pool, nc)
+    assert [(e.external_id, e.change, e.version) for e in events] == [
+        ("1", "created", 1),
+        ("2", "created", 1),
+        ("1", "updated", 2),
+        ("3", "created", 1),
+    ]
+
+
+async def test_a_plan_made_while_the_tables_were_empty_still_reads_by_key(pool, kit):
+    """The store's plans are kept for the connection. Made on an empty database, a kept plan used to
+    seq-scan message_participants on every batch as it grew; the store reads by key whatever the
+    tables held when it was planned."""
+
+    def batch(first):
+        return [
+            map_raw_call(kit.raw_call(kit.fathom_meeting(recording_id=n), external_id=str(n)))
+            for n in range(first, first + 3)
+        ]
+
+    async with pool.acquire() as conn:
+        for round_ in range(8):  # past the five custom plans after which PostgreSQL may keep a generic one
+            await store_batch(conn, batch(1 + round_ * 3))
+        await conn.execute(
+            "insert into message_participants (message_id, position, name)"
+            " select id, 100 + g, 'filler' from messages, generate_series(1, 2000) g"
+        )
+        # The counters below are the backend's not yet reported ones: report the filler's first.
+        await conn.execute("select pg_stat_force_next_flush()")
+        async with conn.transaction():
+            events = await store_batch(conn, batch(1000))
+            scans = await conn.fetchrow(
+                "select coalesce(sum(seq_scan), 0) as seq_scan, coalesce(sum(idx_scan), 0) as idx_scan"
+                " from pg_stat_xact_user_tables"
+                " where relname in ('message_participants', 'customers', 'message_features', 'messages')"
+            )
+    assert len(events) == 3
+    assert scans["idx_scan"] > 0
+    assert scans["seq_scan"] == 0
 
 
 async def test_never_downgrade(pool, nc, kit, database_url, nats_url):

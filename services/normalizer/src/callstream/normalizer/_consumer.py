@@ -1,5 +1,5 @@
 """The durable pull consumer on ``CALLS_RAW``: fetch a batch, map it, store it in one transaction,
-commit, then ``ack_sync``.
+commit, then ack.
 
 - a payload that can never be mapped, or whose values the database rejects, goes to the DLQ and is
   terminated; the rest of its batch proceeds;
@@ -149,10 +149,16 @@ class RawCallProcessor:
         return 1
 
     async def _ack(self, msgs: list[Msg]) -> None:
-        results = await asyncio.gather(*(m.ack_sync() for m in msgs), return_exceptions=True)
-        failed = sum(1 for r in results if isinstance(r, BaseException))
+        # Fire-and-forget acks: committed already, so a lost ack only brings a redelivery that finds
+        # the rows unchanged and emits nothing. Waiting for JetStream's confirmation of each would
+        # hold the batch's store slot for another round trip per message.
+        failed = 0
+        for msg in msgs:
+            try:
+                await msg.ack()
+            except Exception:
+                failed += 1
         if failed:
-            # Committed already: a redelivery finds the rows unchanged and emits nothing.
             log.warning("ack failed", count=failed)
 
 

@@ -30,10 +30,17 @@ log = get_logger(__name__)
 RELAY_LOCK = 0x6E_6F_72_72_65_6C_61_79
 PUBLISH_ACK_TIMEOUT_SECONDS = 10.0
 
-_TAKE = """
-select id, subject, payload from outbox where published_at is null order by id limit $1 for update skip locked
+# Takes and marks in one statement (the mark is undone with the transaction if publishing fails):
+# a relay cycle is three round trips. The lock is tried per row taken; a replica that holds it
+# makes every try fail, so this one takes nothing.
+_TAKE_AND_MARK = """
+update outbox set published_at = now()
+where id in (
+    select id from outbox where published_at is null and pg_try_advisory_xact_lock($2)
+    order by id limit $1 for update skip locked
+)
+returning id, subject, payload
 """
-_MARK = "update outbox set published_at = now() where id = any($1::bigint[])"
 _PURGE = "delete from outbox where published_at < now() - make_interval(secs => $1)"
 
 
@@ -44,9 +51,7 @@ def msg_id(outbox_id: int) -> str:
 async def publish_pending(conn: asyncpg.Connection, js: JetStreamContext, limit: int) -> int:
     """Publish up to ``limit`` unpublished rows; return how many (0 when another replica relays)."""
     async with conn.transaction():
-        if not await conn.fetchval("select pg_try_advisory_xact_lock($1)", RELAY_LOCK):
-            return 0
-        rows = await conn.fetch(_TAKE, limit)
+        rows = sorted(await conn.fetch(_TAKE_AND_MARK, limit, RELAY_LOCK), key=lambda row: row["id"])
         if not rows:
             return 0
         futures = [
@@ -60,7 +65,6 @@ async def publish_pending(conn: asyncpg.Connection, js: JetStreamContext, limit:
             for future in futures:
                 future.cancel()
             raise
-        await conn.execute(_MARK, [row["id"] for row in rows])
     EVENTS_PUBLISHED.inc(len(rows))
     return len(rows)
 
