@@ -19,7 +19,7 @@ class Settings(ServiceSettings):
         ge=1,
         le=16,
         validation_alias="CALLSTREAM_NORMALIZER_STORE_CONCURRENCY",
-        description="batches written at once, each in its own transaction and connection",
+        description="batches written at once while behind (full batches), each in its own transaction and connection",
     )
     fetch_timeout_seconds: float = Field(1.0, gt=0, validation_alias="CALLSTREAM_NORMALIZER_FETCH_TIMEOUT_SECONDS")
     retry_base_seconds: float = Field(
