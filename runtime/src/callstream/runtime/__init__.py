@@ -2,7 +2,7 @@
 connections, migrations and the service command line. No business logic lives here."""
 
 from ._broker import Broker
-from ._http import ApiError, Check, create_app, error_response
+from ._http import ApiError, Check, api_error_answer, create_app, error_response
 from ._logging import REDACTED, configure_logging, get_logger, redact_secrets
 from ._metrics import RequestMetrics, request_id
 from ._migrations import Migration, MigrationError, apply_migrations, discover, migrate
@@ -23,6 +23,7 @@ __all__ = [
     "RequestMetrics",
     "ServiceRuntime",
     "ServiceSettings",
+    "api_error_answer",
     "apply_migrations",
     "check_postgres",
     "configure_logging",

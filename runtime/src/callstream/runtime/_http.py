@@ -62,6 +62,18 @@ DEFAULT_ERROR_RESPONSES: dict[int, str] = {
 }
 
 
+_ENCODE_ERROR = msgspec.json.Encoder().encode
+
+
+def api_error_answer(exc: ApiError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """An :class:`ApiError` as status, headers and body of a raw ASGI answer: what the app's
+    exception handler sends for it, for code that answers in front of the framework."""
+    body = _ENCODE_ERROR(ErrorBody(error=exc.error, detail=exc.detail))
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (exc.headers or {}).items()]
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return exc.status_code, headers, body
+
+
 def _document_default_errors(app: Litestar) -> None:
     for route in app.routes:
         for handler in getattr(route, "route_handlers", ()):

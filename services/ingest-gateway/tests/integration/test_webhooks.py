@@ -244,3 +244,106 @@ async def test_cache_follows_changes_made_by_another_replica(gateway: Gateway) -
         await gateway.wait_cached(str(iid), status=None, timeout=2.0)
     finally:
         await conn.close()
+
+
+async def test_the_hot_path_answers_as_the_route_does(gateway: Gateway, js: JetStreamContext) -> None:
+    """Every kind of answer, sent once in front of litestar and once through the route: the same
+    status, headers and bytes, and the same metrics series."""
+    hot = gateway.app.state.hot_webhooks
+    iid = (await gateway.create_fathom())["id"]
+    no_secret = (await gateway.create_fathom(webhook_secret=None))["id"]
+    disabled = (await gateway.create_fathom())["id"]
+    assert (await gateway.client.delete(f"/v1/integrations/{disabled}", headers=ADMIN)).status_code == 200
+    await gateway.wait_cached(disabled, status="disabled")
+    rid = {"x-request-id": "compare-1"}
+    assert (await gateway.deliver(iid, MEETING, webhook_id="msg_seen", headers=rid)).status_code == 202
+    big = b'{"recording_id": 1, "pad": "' + b"x" * (gateway.settings.max_body + 10) + b'"}'
+    bad_sig = signed_headers(MEETING) | {"Webhook-Signature": "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}
+    path = f"/v1/webhooks/fathom/{iid}"
+    cases: dict[str, Any] = {
+        "accepted again": lambda: gateway.deliver(iid, MEETING, webhook_id="msg_seen", headers=rid),
+        "bad signature": lambda: gateway.client.post(path, content=MEETING, headers=bad_sig | rid),
+        "no signature": lambda: gateway.client.post(path, content=MEETING, headers=rid),
+        "stale": lambda: gateway.deliver(iid, MEETING, timestamp=int(time.time()) - 600, headers=rid),
+        "not json": lambda: gateway.deliver(iid, b"not json", webhook_id="msg_x", headers=rid),
+        "not a meeting": lambda: gateway.deliver(iid, b'{"title": "x"}', webhook_id="msg_x", headers=rid),
+        "unknown": lambda: gateway.deliver(str(uuid.uuid4()), MEETING, webhook_id="msg_x", headers=rid),
+        "disabled": lambda: gateway.deliver(disabled, MEETING, webhook_id="msg_x", headers=rid),
+        "no secret": lambda: gateway.deliver(no_secret, MEETING, webhook_id="msg_x", headers=rid),
+        "too large": lambda: gateway.deliver(iid, big, webhook_id="msg_x", headers=rid),
+    }
+    counted_before = await _webhook_requests_counted(gateway)
+    statuses = {}
+    for name, send in cases.items():
+        hot.enabled, before = True, hot.answered
+        in_front = await send()
+        assert hot.answered == before + 1, name
+        hot.enabled = False
+        routed = await send()
+        hot.enabled = True
+        assert hot.answered == before + 1, name
+        assert in_front.status_code == routed.status_code, name
+        assert sorted(in_front.headers.multi_items()) == sorted(routed.headers.multi_items()), name
+        assert in_front.content == routed.content, name
+        statuses[name] = in_front.status_code
+    assert statuses == {
+        "accepted again": 202,
+        "bad signature": 401,
+        "no signature": 401,
+        "stale": 401,
+        "not json": 400,
+        "not a meeting": 400,
+        "unknown": 404,
+        "disabled": 404,
+        "no secret": 401,
+        "too large": 413,
+    }
+    assert len(await _raw_messages(js)) == 1
+    counted = await _webhook_requests_counted(gateway)
+    assert {route for route, _ in counted} == {"/v1/webhooks/fathom/{integration_id}"}
+    added = {status: n - counted_before.get((route, status), 0) for (route, status), n in counted.items()}
+    assert {status: n for status, n in added.items() if n} == {"202": 2, "400": 4, "401": 8, "404": 4, "413": 2}
+
+
+async def _webhook_requests_counted(gateway: Gateway) -> dict[tuple[str, str], float]:
+    """``callstream_http_requests_total`` of the webhook route, by (route label, status)."""
+    counted = {}
+    for line in (await gateway.client.get("/metrics")).text.splitlines():
+        if line.startswith("callstream_http_requests_total{") and "webhooks" in line:
+            route = re.search(r'route="([^"]+)"', line)
+            status = re.search(r'status="(\d+)"', line)
+            assert route, line
+            assert status, line
+            counted[(route.group(1), status.group(1))] = float(line.rsplit(" ", 1)[1])
+    return counted
+
+
+@pytest.mark.parametrize("when", ["before the body is read", "after the body is read"])
+async def test_a_fault_in_the_hot_path_leaves_the_request_to_the_route(
+    gateway: Gateway, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The route answers instead, with the body the hot path had already read replayed to it."""
+    hot = gateway.app.state.hot_webhooks
+    iid = (await gateway.create_fathom())["id"]
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug in the hot path")
+
+    if when == "before the body is read":
+        monkeypatch.setattr(hot, "_answer", broken)
+    else:
+        webhooks = hot._webhooks
+
+        class BrokenAfterTheBody:
+            max_body = webhooks.max_body
+            admit = webhooks.admit
+            raw_call = staticmethod(broken)
+
+        monkeypatch.setattr(hot, "_webhooks", BrokenAfterTheBody())
+    before = hot.answered
+    response = await gateway.deliver(iid, MEETING, webhook_id="msg_fault")
+    assert response.status_code == 202, response.text
+    assert response.json() == {"event_id": webhook_event_id(iid, "msg_fault"), "duplicate": False}
+    assert hot.answered == before
+    [msg] = await _raw_messages(js)
+    assert bytes(msgspec.json.decode(msg.data, type=RawCall).payload) == MEETING

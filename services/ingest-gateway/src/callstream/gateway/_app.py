@@ -9,15 +9,16 @@ from collections.abc import AsyncIterator
 import httpx
 from litestar import Litestar
 
-from callstream.runtime import ServiceRuntime, create_app
+from callstream.runtime import RequestMetrics, ServiceRuntime, create_app
 
 from ._admin import admin_router
 from ._context import GatewayContext
+from ._hot import HotWebhooks
 from ._integrations import IntegrationStore
 from ._oauth_routes import oauth_routers
 from ._secret_cache import WebhookSecretCache
 from ._settings import Settings
-from ._webhooks import fathom_webhook_handler
+from ._webhooks import FathomWebhooks, fathom_webhook_handler
 from .pull import pull_worker
 
 YOUNG_GC_THRESHOLD = 10_000  # allocations between collections of the youngest generation (default 700)
@@ -31,6 +32,7 @@ def build_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> L
     cipher = settings.cipher()
     cache = WebhookSecretCache(cipher, settings.secret_cache_ttl_seconds)
     ctx = GatewayContext(settings, runtime, cipher, http, integrations, cache)
+    webhooks = FathomWebhooks(settings, cache, runtime.broker)
     runtime.add_worker("webhook-secrets", lambda rt: cache.run(rt.db, rt.stopping))
     runtime.add_worker("pull", pull_worker(settings, store=integrations, http=http))
 
@@ -58,13 +60,18 @@ def build_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> L
         title="callstream ingest-gateway",
         description="Fathom webhooks, integrations, OAuth connect, API tokens and provider pulls.",
         route_handlers=[
-            fathom_webhook_handler(settings, cache, runtime.broker),
+            fathom_webhook_handler(webhooks),
             admin_router(ctx),
             *oauth_routers(ctx),
         ],
         checks=runtime.checks(),
         lifespan=[close_http, runtime.lifespan, freeze_startup_heap],
     )
+    # In front of litestar's handler, inside the app: lifespan, state and scope stay litestar's.
+    # Its answers bypass app middleware, before_send hooks and CORS: add one, and add it to _hot.py too.
+    hot = HotWebhooks(app.asgi_handler, webhooks, RequestMetrics(settings.service_name))
+    app.asgi_handler = hot
+    app.state.hot_webhooks = hot
     app.state.runtime = runtime
     app.state.gateway = ctx
     app.state.webhook_secrets = cache

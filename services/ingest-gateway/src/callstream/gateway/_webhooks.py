@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from random import getrandbits
 from typing import Any
@@ -25,7 +26,7 @@ from nats.js import JetStreamContext
 from callstream.contracts import RawCall, raw_calls_subject, webhook_event_id
 from callstream.runtime import ApiError, Broker, get_logger
 
-from ._secret_cache import WebhookSecretCache
+from ._secret_cache import WebhookSecretCache, WebhookTarget
 from ._settings import Settings
 from ._signature import SignatureRejected, verify
 
@@ -49,7 +50,7 @@ def webhook_path(integration_id: str) -> str:
     return f"/v1/webhooks/fathom/{integration_id}"
 
 
-class _Accepted(msgspec.Struct):
+class Accepted(msgspec.Struct):
     event_id: str
     duplicate: bool
 
@@ -79,7 +80,7 @@ def _traceparent(given: str | None) -> str:
     return f"00-{getrandbits(128) or 1:032x}-{getrandbits(64) or 1:016x}-01"  # all-zero ids are invalid
 
 
-# The only headers this path reads (ASGI names are lower case); decoding just these, not all.
+# The only headers this path reads (ASGI names are lower case).
 _READ_HEADERS = frozenset(
     name.encode()
     for name in (
@@ -90,67 +91,94 @@ _READ_HEADERS = frozenset(
 )
 
 
-def fathom_webhook_handler(settings: Settings, cache: WebhookSecretCache, broker: Broker) -> HTTPRouteHandler:
-    max_body = settings.max_body
-    tolerance = settings.webhook_tolerance_seconds
-    timeout = settings.publish_timeout_seconds
-    unavailable = {"Retry-After": str(settings.retry_after_seconds)}
-    contexts: dict[str, JetStreamContext] = {}
+def read_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The headers this path reads, from the ASGI list (decoding just these, not all)."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in raw if k in _READ_HEADERS}
 
-    @post(
-        WEBHOOK_PATH,
-        status_code=202,
-        request_max_body_size=max_body,
-        summary="Receive a Fathom webhook (Standard Webhooks signature)",
-    )
-    async def fathom_webhook(request: Request[Any, Any, Any], integration_id: FromPath[str]) -> Response[_Accepted]:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"] if k in _READ_HEADERS}
+
+class FathomWebhooks:
+    """What the webhook does, apart from the framework: the litestar route and the hot path in
+    front of it (``_hot.py``) run these same steps and raise the same :class:`ApiError`."""
+
+    def __init__(self, settings: Settings, cache: WebhookSecretCache, broker: Broker) -> None:
+        self.max_body = settings.max_body
+        self._tolerance = settings.webhook_tolerance_seconds
+        self._timeout = settings.publish_timeout_seconds
+        self._unavailable = {"Retry-After": str(settings.retry_after_seconds)}
+        self._cache = cache
+        self._broker = broker
+        self._js: JetStreamContext | None = None
+
+    def body_too_large(self) -> ApiError:
+        return ApiError(413, "body_too_large", f"the body is larger than {self.max_body} bytes")
+
+    def admit(self, integration_id: str, headers: dict[str, str]) -> WebhookTarget:
+        """The checks that need no body: its announced size, the cache, the integration."""
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body:
-            raise ApiError(413, "body_too_large", f"the body is larger than {max_body} bytes")
-        if not cache.ready:
-            raise ApiError(503, "not_ready", "integrations are not loaded yet; retry", unavailable)
-        target = cache.get(integration_id)
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise self.body_too_large()
+        if not self._cache.ready:
+            raise ApiError(503, "not_ready", "integrations are not loaded yet; retry", self._unavailable)
+        target = self._cache.get(integration_id)
         if target is None or target.status == "disabled":
             raise ApiError(404, "unknown_integration", "no active Fathom integration has this id")
+        return target
+
+    def raw_call(self, target: WebhookTarget, integration_id: str, headers: dict[str, str], body: bytes) -> RawCall:
+        """The signed body as the raw event to publish; 401 for a bad signature, 400 for a body
+        that is not a meeting."""
         try:
-            body = await request.body()
-        except RequestEntityTooLarge:
-            raise ApiError(413, "body_too_large", f"the body is larger than {max_body} bytes") from None
-        try:
-            delivery = verify(target.keys, headers, body, now=time.time(), tolerance_seconds=tolerance)
+            delivery = verify(target.keys, headers, body, now=time.time(), tolerance_seconds=self._tolerance)
         except SignatureRejected as exc:
             log.info("webhook rejected", integration_id=integration_id, reason=exc.code)
             raise ApiError(401, exc.code, exc.detail) from None
-        external_id = _external_id(body)
-        event_id = webhook_event_id(integration_id, delivery.webhook_id)
-        traceparent = _traceparent(headers.get("traceparent"))
-        raw = RawCall(
-            event_id=event_id,
+        return RawCall(
+            event_id=webhook_event_id(integration_id, delivery.webhook_id),
             source="fathom",
             workspace_id=target.workspace_id,
             integration_id=integration_id,
-            external_id=external_id,
+            external_id=_external_id(body),
             origin="webhook",
             received_at=datetime.now(UTC),
-            traceparent=traceparent,
+            traceparent=_traceparent(headers.get("traceparent")),
             payload=msgspec.Raw(body),
         )
-        nats_headers = {"Nats-Msg-Id": event_id, "traceparent": traceparent}
-        if not broker.is_connected:
-            raise ApiError(503, "broker_unavailable", "the event broker is unreachable; retry later", unavailable)
-        js = contexts.get("js")
-        if js is None:  # one JetStream context for the life of the connection (nats-py reconnects in place)
-            js = contexts["js"] = broker.js
+
+    async def publish(self, raw: RawCall) -> Accepted:
+        """Publish and wait for JetStream's ack (the durable write); 503 when the broker cannot
+        confirm."""
+        if not self._broker.is_connected:
+            raise ApiError(503, "broker_unavailable", "the event broker is unreachable; retry later", self._unavailable)
+        if self._js is None:  # one JetStream context for the life of the connection (nats-py reconnects in place)
+            self._js = self._broker.js
+        headers = {"Nats-Msg-Id": raw.event_id, "traceparent": raw.traceparent or ""}
         try:
-            ack = await js.publish(SUBJECT, _encode(raw), timeout=timeout, headers=nats_headers)
+            ack = await self._js.publish(SUBJECT, _encode(raw), timeout=self._timeout, headers=headers)
         except (nats.errors.Error, ConnectionError, TimeoutError) as exc:
-            log.warning("webhook publish failed", integration_id=integration_id, error=type(exc).__name__)
+            log.warning("webhook publish failed", integration_id=raw.integration_id, error=type(exc).__name__)
             raise ApiError(
-                503, "broker_unavailable", "the event broker did not confirm in time; retry later", unavailable
+                503, "broker_unavailable", "the event broker did not confirm in time; retry later", self._unavailable
             ) from None
         duplicate = bool(ack.duplicate)
-        log.debug("webhook accepted", integration_id=integration_id, event_id=event_id, duplicate=duplicate)
-        return Response(_Accepted(event_id, duplicate), status_code=202)
+        log.debug("webhook accepted", integration_id=raw.integration_id, event_id=raw.event_id, duplicate=duplicate)
+        return Accepted(raw.event_id, duplicate)
+
+
+def fathom_webhook_handler(webhooks: FathomWebhooks) -> HTTPRouteHandler:
+    @post(
+        WEBHOOK_PATH,
+        status_code=202,
+        request_max_body_size=webhooks.max_body,
+        summary="Receive a Fathom webhook (Standard Webhooks signature)",
+    )
+    async def fathom_webhook(request: Request[Any, Any, Any], integration_id: FromPath[str]) -> Response[Accepted]:
+        headers = read_headers(request.scope["headers"])
+        target = webhooks.admit(integration_id, headers)
+        try:
+            body = await request.body()
+        except RequestEntityTooLarge:
+            raise webhooks.body_too_large() from None
+        raw = webhooks.raw_call(target, integration_id, headers, body)
+        return Response(await webhooks.publish(raw), status_code=202)
 
     return fathom_webhook

@@ -1,0 +1,119 @@
+"""Fathom webhooks answered in front of the framework.
+
+At 500 webhooks/s the whole pipeline shares two cores, and a third of the gateway's CPU per webhook
+went to litestar's routing, parameter parsing, dependency resolution, body reading and response
+rendering around a handler that verifies, encodes and publishes (``py-spy``, ``bench/e2e_latency``).
+This layer runs the route's own steps (:class:`FathomWebhooks`) on the ASGI messages directly and
+sends what the route sends, errors included (``test_webhooks.py`` runs every case both ways and
+compares). Other methods and paths go to the app untouched, and so does a request whose handling
+fails here in an unexpected way before anything was sent (with its body replayed).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+import structlog
+from litestar.types import ASGIApp, Receive, ReceiveMessage, Send
+
+from callstream.runtime import ApiError, RequestMetrics, api_error_answer, get_logger, request_id
+
+from ._webhooks import WEBHOOK_PATH, FathomWebhooks, read_headers, webhook_path
+
+log = get_logger(__name__)
+
+PREFIX = webhook_path("")
+_encode = msgspec.json.Encoder().encode
+_JSON = (b"content-type", b"application/json")
+
+
+class _Disconnected(Exception):
+    """The client went away before its body arrived: there is no one to answer."""
+
+
+class HotWebhooks:
+    """ASGI wrapper around the litestar handler (inside the app, so lifespan and state are the
+    app's). ``answered`` counts the requests it answered itself; ``enabled`` off hands everything to
+    the route (tests compare the two)."""
+
+    def __init__(self, app: ASGIApp, webhooks: FathomWebhooks, metrics: RequestMetrics) -> None:
+        self._app = app
+        self._webhooks = webhooks
+        self._metrics = metrics
+        self._route = WEBHOOK_PATH.replace(":str", "")
+        self.enabled = True
+        self.answered = 0
+
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        path: str = scope["path"] if scope["type"] == "http" and scope["method"] == "POST" else ""
+        integration_id = path[len(PREFIX) :]
+        if not self.enabled or not path.startswith(PREFIX) or not integration_id or "/" in integration_id:
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = request_id(scope["headers"])
+        tokens = structlog.contextvars.bind_contextvars(request_id=rid)
+        received: list[ReceiveMessage] = []
+        try:
+            status, headers, body = await self._answer(scope, integration_id, receive, received)
+        except _Disconnected:
+            return
+        except Exception as exc:  # a fault here must never cost the request: the route answers
+            log.warning("hot webhook answer failed, using the full path", error=type(exc).__name__)
+            await self._app(scope, _replay(received, receive), send)
+            return
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+        headers.append((b"x-request-id", rid.encode("latin-1", "replace")))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        self.answered += 1
+        self._metrics.record("POST", self._route, status, time.perf_counter() - started)
+
+    async def _answer(
+        self, scope: Any, integration_id: str, receive: Receive, received: list[ReceiveMessage]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        webhooks = self._webhooks
+        headers = read_headers(scope["headers"])
+        try:
+            target = webhooks.admit(integration_id, headers)
+            body = await _read_body(receive, webhooks.max_body, received)
+            if body is None:
+                raise webhooks.body_too_large()
+            accepted = await webhooks.publish(webhooks.raw_call(target, integration_id, headers, body))
+        except ApiError as exc:
+            return api_error_answer(exc)
+        answer = _encode(accepted)
+        return 202, [_JSON, (b"content-length", str(len(answer)).encode())], answer
+
+
+async def _read_body(receive: Receive, limit: int, received: list[ReceiveMessage]) -> bytes | None:
+    """The whole body, or ``None`` once it passes ``limit`` (the rest is not read)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        received.append(message)
+        chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(received: list[ReceiveMessage], receive: Receive) -> Receive:
+    """``receive`` again from the start: the messages already read, then the rest."""
+    pending = list(received)
+
+    async def replay() -> Any:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
