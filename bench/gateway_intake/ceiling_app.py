@@ -2,8 +2,10 @@
 signature over the raw body, decode just enough to know it is a meeting, publish one RawCall to
 JetStream and answer 202 after the ack. No middleware, no logging, no metrics, no cache lookups.
 
-Served exactly as the gateway serves itself (uvicorn, uvloop, httptools, one process).
-Environment: BENCH_NATS_URL, BENCH_SECRET (whsec_...), BENCH_WORKSPACE, BENCH_PORT.
+Served exactly as the gateway serves itself (uvicorn, uvloop, httptools, one process). With
+``BENCH_RAW_ASGI=1`` the same steps run as a bare ASGI app, without litestar: the gateway answers
+webhooks in front of litestar, so a litestar ceiling alone would flatter its ratio.
+Environment: BENCH_NATS_URL, BENCH_SECRET (whsec_...), BENCH_WORKSPACE, BENCH_PORT, BENCH_RAW_ASGI.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import nats
@@ -40,16 +43,15 @@ probe = msgspec.json.Decoder(Probe).decode
 encode = msgspec.json.Encoder().encode
 
 
-@post("/v1/webhooks/fathom/{integration_id:str}", status_code=202, request_max_body_size=16 * 1024 * 1024)
-async def webhook(request: Request, integration_id: str) -> Response:  # type: ignore[type-arg]
-    headers = request.headers
-    wid, ts, sigs = headers.get("webhook-id"), headers.get("webhook-timestamp"), headers.get("webhook-signature")
+async def accept(
+    integration_id: str, wid: str | None, ts: str | None, sigs: str | None, body: bytes
+) -> tuple[int, bytes]:
+    """Status and JSON body: verify, probe, publish, wait for the ack."""
     if not (wid and ts and sigs) or abs(time.time() - int(ts)) > 300:
-        return Response({"error": "unauthorized"}, status_code=401)
-    body = await request.body()
+        return 401, b'{"error":"unauthorized"}'
     expected = hmac.new(KEY, f"{wid}.{ts}.".encode() + body, hashlib.sha256).digest()
     if not any(hmac.compare_digest(base64.b64decode(s.partition(",")[2]), expected) for s in sigs.split()):
-        return Response({"error": "unauthorized"}, status_code=401)
+        return 401, b'{"error":"unauthorized"}'
     meeting = probe(body)
     event_id = webhook_event_id(integration_id, wid)
     raw = RawCall(
@@ -63,7 +65,58 @@ async def webhook(request: Request, integration_id: str) -> Response:  # type: i
         payload=msgspec.Raw(body),
     )
     ack = await state["js"].publish(SUBJECT, encode(raw), timeout=5, headers={"Nats-Msg-Id": event_id})  # type: ignore[attr-defined]
-    return Response({"event_id": event_id, "duplicate": bool(ack.duplicate)}, status_code=202)
+    return 202, encode({"event_id": event_id, "duplicate": bool(ack.duplicate)})
+
+
+@post("/v1/webhooks/fathom/{integration_id:str}", status_code=202, request_max_body_size=16 * 1024 * 1024)
+async def webhook(request: Request, integration_id: str) -> Response:  # type: ignore[type-arg]
+    headers = request.headers
+    status, answer = await accept(
+        integration_id,
+        headers.get("webhook-id"),
+        headers.get("webhook-timestamp"),
+        headers.get("webhook-signature"),
+        await request.body(),
+    )
+    return Response(answer, status_code=status, media_type="application/json")
+
+
+_PREFIX = "/v1/webhooks/fathom/"
+
+
+async def raw_asgi_app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                nc = await nats.connect(os.environ.get("BENCH_NATS_URL", "nats://127.0.0.1:4222"))
+                state["nc"], state["js"] = nc, nc.jetstream()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await state["nc"].close()  # type: ignore[attr-defined]
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(_PREFIX):
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    status, answer = await accept(
+        scope["path"][len(_PREFIX) :],
+        headers.get("webhook-id"),
+        headers.get("webhook-timestamp"),
+        headers.get("webhook-signature"),
+        b"".join(chunks),
+    )
+    headers_out = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers_out})
+    await send({"type": "http.response.body", "body": answer})
 
 
 @asynccontextmanager
@@ -81,7 +134,7 @@ app = Litestar([webhook], lifespan=[lifespan], logging_config=None)
 if __name__ == "__main__":
     # The same options as callstream.runtime.serve_http, which the gateway uses.
     uvicorn.run(
-        app,
+        raw_asgi_app if os.environ.get("BENCH_RAW_ASGI") == "1" else app,
         host="127.0.0.1",
         port=int(os.environ.get("BENCH_PORT", "18100")),
         log_config=None,

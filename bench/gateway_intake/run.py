@@ -7,7 +7,10 @@ embedded PostgreSQL), are served the same way (uvicorn + uvloop + httptools, one
 the same load from wrk: 20 KB signed Fathom bodies, each request with its own webhook-id (so every
 request is a new event, never a duplicate). Both stay up for the whole run and are measured in
 alternating rounds (gateway first, then ceiling first, ...), so a burst of noise on the shared
-cores lands on both sides rather than on whichever happened to run at that moment. Prints one
+cores lands on both sides rather than on whichever happened to run at that moment. A second
+ceiling, ``ceiling_raw_asgi``, runs the same steps as a bare ASGI app without litestar: the gateway
+answers webhooks in front of litestar, so the litestar ceiling alone would flatter its ratio
+(``ratio_to_raw_asgi``). Prints one
 JSON object: per side the median of the rounds (req/s, p50, p99, and the server's CPU time per
 request), every round, the ratio of the medians (``cpu_ratio``: the ceiling's CPU per request over the
 gateway's), and whether the target (ratio >= 0.9, p99 <= 100 ms) is met. ``--smoke`` is a tiny run for CI.
@@ -262,7 +265,7 @@ def main() -> int:
         nats_server.start()
         asyncio.run(create_database(pg.dsn()))
         asyncio.run(prepare(nats_server.url))
-        gw_port, ceiling_port = free_port(), free_port()
+        gw_port, ceiling_port, raw_port = free_port(), free_port(), free_port()
         env = dict(
             os.environ,
             CALLSTREAM_DATABASE_URL=pg.dsn("bench"),
@@ -306,25 +309,34 @@ def main() -> int:
             os.environ, BENCH_NATS_URL=nats_server.url, BENCH_SECRET=SECRET, BENCH_PORT=str(ceiling_port)
         )
         procs.append(start([sys.executable, str(HERE / "ceiling_app.py")], ceiling_env, work / "ceiling.log"))
+        raw_env = dict(ceiling_env, BENCH_PORT=str(raw_port), BENCH_RAW_ASGI="1")
+        procs.append(start([sys.executable, str(HERE / "ceiling_app.py")], raw_env, work / "ceiling_raw.log"))
         wait_port(ceiling_port)
+        wait_port(raw_port)
 
-        sides = {"gateway": f"http://127.0.0.1:{gw_port}", "ceiling": f"http://127.0.0.1:{ceiling_port}"}
-        pids = {"gateway": procs[0].pid, "ceiling": procs[1].pid}
+        sides = {
+            "gateway": f"http://127.0.0.1:{gw_port}",
+            "ceiling": f"http://127.0.0.1:{ceiling_port}",
+            "ceiling_raw_asgi": f"http://127.0.0.1:{raw_port}",
+        }
+        pids = {"gateway": procs[0].pid, "ceiling": procs[1].pid, "ceiling_raw_asgi": procs[2].pid}
+        names = list(sides)
         for number in range(args.rounds):
-            order = ["gateway", "ceiling"] if number % 2 == 0 else ["ceiling", "gateway"]
+            order = names[number % 3 :] + names[: number % 3]  # each side first in turn
             figures: dict[str, Any] = {"first": order[0]}
             for side in order:
                 figures[side] = measure(
                     f"{side[:2]}{number}", wrk, sides[side], path, body_file, work, args, nats_server.url, pids[side]
                 )
             figures["ratio"] = round(figures["gateway"]["rps"] / figures["ceiling"]["rps"], 3)
+            figures["ratio_to_raw_asgi"] = round(figures["gateway"]["rps"] / figures["ceiling_raw_asgi"]["rps"], 3)
             rounds.append(figures)
     finally:
         for proc in procs:
             stop(proc)
         nats_server.stop()
         pg.stop("immediate")
-    gw, top = summary(rounds, "gateway"), summary(rounds, "ceiling")
+    gw, top, raw = summary(rounds, "gateway"), summary(rounds, "ceiling"), summary(rounds, "ceiling_raw_asgi")
     ratio = round(float(gw["rps"]) / float(top["rps"]), 3) if top["rps"] else 0.0
     report = {
         "benchmark": "gateway_intake",
@@ -337,13 +349,18 @@ def main() -> int:
         "ceiling": top,
         "ratio": ratio,
         "cpu_ratio": round(top["cpu_us_per_request"] / gw["cpu_us_per_request"], 3) if gw["cpu_us_per_request"] else 0,
+        "ceiling_raw_asgi": raw,
+        "ratio_to_raw_asgi": round(float(gw["rps"]) / float(raw["rps"]), 3) if raw["rps"] else 0.0,
+        "cpu_ratio_to_raw_asgi": (
+            round(raw["cpu_us_per_request"] / gw["cpu_us_per_request"], 3) if gw["cpu_us_per_request"] else 0
+        ),
         "rounds": rounds,
         "target": TARGET,
         "meets_target": ratio >= TARGET["ratio_min"] and float(gw["p99_ms"]) <= TARGET["p99_ms_max"],
     }
     print(json.dumps(report, indent=2))
     shutil.rmtree(work, ignore_errors=True)
-    ok = gw["non_2xx"] == 0 and top["non_2xx"] == 0
+    ok = gw["non_2xx"] == 0 and top["non_2xx"] == 0 and raw["non_2xx"] == 0
     return 0 if ok else 1
 
 

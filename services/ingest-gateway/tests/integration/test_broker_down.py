@@ -38,11 +38,18 @@ async def test_webhooks_answer_503_while_nats_is_down_and_resends_publish_once(
 
         own_nats.stop()
         started = time.monotonic()
-        down = await gw.deliver(iid, BODY, webhook_id="msg_during")
+        down = await gw.deliver(iid, BODY, webhook_id="msg_during", headers={"x-request-id": "down-1"})
         assert down.status_code == 503, down.text
         assert down.headers["retry-after"] == str(settings.retry_after_seconds)
         assert down.json()["error"] == "broker_unavailable"
         assert time.monotonic() - started < settings.publish_timeout_seconds + 2
+        hot = gw.app.state.hot_webhooks
+        assert hot.answered > 0
+        hot.enabled = False  # the route's answer to the same request, for comparison
+        routed = await gw.deliver(iid, BODY, webhook_id="msg_during", headers={"x-request-id": "down-1"})
+        hot.enabled = True
+        assert (routed.status_code, routed.content) == (down.status_code, down.content)
+        assert sorted(routed.headers.multi_items()) == sorted(down.headers.multi_items())
 
         own_nats.start()
         broker = gw.app.state.runtime.broker

@@ -168,7 +168,16 @@ async def test_body_limit_while_streaming(
         body = b'{"recording_id": 1, "pad": "' + b"x" * 8000 + b'"}'
         headers = signed_headers(body)
 
-        status, reply = await _stream_without_length(gw, f"/v1/webhooks/fathom/{integration['id']}", body, headers)
+        hot = gw.app.state.hot_webhooks
+        answers = []
+        for enabled in (True, False):  # in front of litestar, then through the route
+            hot.enabled, before = enabled, hot.answered
+            path = f"/v1/webhooks/fathom/{integration['id']}"
+            answers.append(await _stream_without_length(gw, path, body, headers))
+            assert hot.answered == before + enabled
+        hot.enabled = True
+        assert answers[0] == answers[1]
+        status, reply = answers[0]
         assert status == 413
         assert reply["error"] == "body_too_large"
         small = b'{"recording_id": 7}'
@@ -298,6 +307,11 @@ async def test_the_hot_path_answers_as_the_route_does(gateway: Gateway, js: JetS
         "no secret": 401,
         "too large": 413,
     }
+    assert len(await _raw_messages(js)) == 1
+    before = hot.answered
+    malformed_host = await gateway.deliver(iid, MEETING, headers=rid | {"Host": "gateway.example/x"})
+    assert hot.answered == before  # left to litestar's router, which refuses it
+    assert malformed_host.status_code == 400, malformed_host.text
     assert len(await _raw_messages(js)) == 1
     counted = await _webhook_requests_counted(gateway)
     assert {route for route, _ in counted} == {"/v1/webhooks/fathom/{integration_id}"}

@@ -145,6 +145,7 @@ async def test_what_the_cache_cannot_answer_is_left_to_the_route(
             ("workspace_id=acme&source=fathom&external_id=88412045%37", bearer(token), 200),
             (f"{good}&workspace_id=acme", bearer(token), 200),
             (f"{good}&fields=url", bearer(token), 200),
+            (good, bearer(token) | {"Host": "linker.example/x"}, 400),  # the router refuses a malformed Host
         ]
         before = _answered(hot)
         for query, headers, status in cases:

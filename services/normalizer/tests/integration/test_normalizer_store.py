@@ -184,6 +184,31 @@ async def test_a_plan_made_while_the_tables_were_empty_still_reads_by_key(pool, 
     assert scans["seq_scan"] == 0
 
 
+async def test_the_relay_finds_rows_by_key_in_a_large_outbox(pool, nc, kit):
+    """Published rows stay for the retention period: the relay's take, planned while the outbox was
+    small, still reads it by key once it holds many rows."""
+    js = nc.jetstream()
+    async with pool.acquire() as conn:
+        for n in range(1, 9):  # past the five custom plans after which PostgreSQL may keep a generic one
+            await store_batch(
+                conn, [map_raw_call(kit.raw_call(kit.fathom_meeting(recording_id=n), external_id=str(n)))]
+            )
+            assert await publish_pending(conn, js, 500) == 1
+        await conn.execute(
+            "insert into outbox (subject, payload, published_at) select 'x', 'x', now() from generate_series(1, 20000)"
+        )
+        await store_batch(conn, [map_raw_call(kit.raw_call(kit.fathom_meeting(recording_id=99), external_id="99"))])
+        await conn.execute("select pg_stat_force_next_flush()")
+        async with conn.transaction():
+            published = await publish_pending(conn, js, 500)
+            scans = await conn.fetchrow(
+                "select seq_scan, idx_scan from pg_stat_xact_user_tables where relname = 'outbox'"
+            )
+    assert published == 1
+    assert scans["idx_scan"] > 0
+    assert scans["seq_scan"] == 0
+
+
 async def test_never_downgrade(pool, nc, kit, database_url, nats_url):
     js = nc.jetstream()
     subject = kit.subject_of("fathom")

@@ -5,8 +5,9 @@ went to litestar's routing, parameter parsing, dependency resolution, body readi
 rendering around a handler that verifies, encodes and publishes (``py-spy``, ``bench/e2e_latency``).
 This layer runs the route's own steps (:class:`FathomWebhooks`) on the ASGI messages directly and
 sends what the route sends, errors included (``test_webhooks.py`` runs every case both ways and
-compares). Other methods and paths go to the app untouched, and so does a request whose handling
-fails here in an unexpected way before anything was sent (with its body replayed).
+compares). Other methods and paths, and a malformed ``Host``, go to the app untouched, and so does a
+request whose handling fails here in an unexpected way before anything was sent (with its body
+replayed).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import msgspec
 import structlog
+from litestar._asgi.utils import is_valid_host
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Send
 
 from callstream.runtime import ApiError, RequestMetrics, api_error_answer, get_logger, request_id
@@ -49,7 +51,13 @@ class HotWebhooks:
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         path: str = scope["path"] if scope["type"] == "http" and scope["method"] == "POST" else ""
         integration_id = path[len(PREFIX) :]
-        if not self.enabled or not path.startswith(PREFIX) or not integration_id or "/" in integration_id:
+        if (
+            not self.enabled
+            or not path.startswith(PREFIX)
+            or not integration_id
+            or "/" in integration_id
+            or not _host_is_valid(scope["headers"])
+        ):
             await self._app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -61,7 +69,7 @@ class HotWebhooks:
         except _Disconnected:
             return
         except Exception as exc:  # a fault here must never cost the request: the route answers
-            log.warning("hot webhook answer failed, using the full path", error=type(exc).__name__)
+            log.warning("hot webhook answer failed, using the full path", error=type(exc).__name__, exc_info=exc)
             await self._app(scope, _replay(received, receive), send)
             return
         finally:
@@ -87,6 +95,11 @@ class HotWebhooks:
             return api_error_answer(exc)
         answer = _encode(accepted)
         return 202, [_JSON, (b"content-length", str(len(answer)).encode())], answer
+
+
+def _host_is_valid(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Litestar's router answers 400 to a malformed ``Host``: such a request is left to it."""
+    return all(is_valid_host(value) for name, value in headers if name == b"host")
 
 
 async def _read_body(receive: Receive, limit: int, received: list[ReceiveMessage]) -> bytes | None:

@@ -71,7 +71,7 @@ def build_app(settings: Settings) -> Litestar:
         type="http", scheme="bearer", description="a token from the gateway's /v1/tokens, or the admin token"
     )
     # In front of litestar's handler, inside the app: lifespan, state and scope stay litestar's.
-    # Its answers bypass app middleware, before_send hooks and CORS: add one, and add it to _hot.py too.
+    # Its answers bypass app middleware and CORS: add either, and add it to _hot.py too.
     hot = HotLinks(app.asgi_handler, lookup, authenticate, RequestMetrics(settings.service_name))
     app.asgi_handler = hot
     app.state.hot_links = hot

@@ -17,6 +17,7 @@ import time
 from typing import Any, get_args
 
 import msgspec
+from litestar._asgi.utils import is_valid_host
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Send
 
 from callstream.contracts import Source
@@ -78,7 +79,7 @@ class HotLinks:
             try:
                 answer = self._answer(scope)
             except Exception as exc:  # a fault here must never cost the request: the route answers
-                log.warning("hot link answer failed, using the full path", error=type(exc).__name__)
+                log.warning("hot link answer failed, using the full path", error=type(exc).__name__, exc_info=exc)
                 answer = None
             if answer is not None:
                 status, headers, body = answer
@@ -103,6 +104,8 @@ class HotLinks:
                 authorization = value
             elif name == b"if-none-match" and if_none_match is None:
                 if_none_match = value
+            elif name == b"host" and not is_valid_host(value):
+                return None  # litestar's router answers 400
         if authorization is None:
             return None
         access = self._auth.known(authorization.decode("latin-1"))

@@ -30,17 +30,9 @@ log = get_logger(__name__)
 RELAY_LOCK = 0x6E_6F_72_72_65_6C_61_79
 PUBLISH_ACK_TIMEOUT_SECONDS = 10.0
 
-# Takes and marks in one statement (the mark is undone with the transaction if publishing fails):
-# a relay cycle is three round trips. The lock is tried per row taken; a replica that holds it
-# makes every try fail, so this one takes nothing.
-_TAKE_AND_MARK = """
-update outbox set published_at = now()
-where id in (
-    select id from outbox where published_at is null and pg_try_advisory_xact_lock($2)
-    order by id limit $1 for update skip locked
-)
-returning id, subject, payload
-"""
+# Takes and marks in one statement (migrations/0002_store_functions.sql): a relay cycle is three
+# round trips.
+_TAKE_AND_MARK = "select * from normalizer_take_outbox($1, $2)"
 _PURGE = "delete from outbox where published_at < now() - make_interval(secs => $1)"
 
 

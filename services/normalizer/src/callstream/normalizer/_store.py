@@ -32,8 +32,8 @@ _EVENT = msgspec.json.Encoder()
 
 # The statements themselves are SQL functions (migrations/0002_store_functions.sql): one round
 # trip for the messages and what hangs off them, one for the outbox.
-_STORE = "select * from normalizer_store_batch(" + ", ".join(f"${i}" for i in range(1, 36)) + ")"
-_APPEND_OUTBOX = "select normalizer_append_outbox($1, $2, $3, $4)"
+_STORE = "select * from normalizer_store_batch(" + ", ".join(f"${i}" for i in range(1, 33)) + ")"
+_FINISH = "select normalizer_finish_batch($1, $2, $3, $4, $5, $6, $7)"
 
 
 def supersedes(new: MappedMessage, old: MappedMessage) -> bool:
@@ -133,23 +133,20 @@ async def store_batch(conn: asyncpg.Connection, messages: Sequence[MappedMessage
         return []
     async with conn.transaction():
         written = await conn.fetch(
-            _STORE,
-            *_customer_columns(batch),
-            *_message_columns(batch),
-            *_participant_columns(batch),
-            *_host_columns(batch),
+            _STORE, *_customer_columns(batch), *_message_columns(batch), *_participant_columns(batch)
         )
-        if not written:
-            return []
         by_key = {m.key: m for m in batch}
         events = [_event(row, by_key[_key(row)]) for row in written]
-        await conn.execute(
-            _APPEND_OUTBOX,
-            OUTBOX_ORDER_LOCK,
-            OUTBOX_CHANNEL,
-            [messages_upserted_subject(e.source) for e in events],
-            [_EVENT.encode(e) for e in events],
-        )
+        hosts = _host_columns(batch)
+        if events or hosts[0]:
+            await conn.execute(
+                _FINISH,
+                OUTBOX_ORDER_LOCK,
+                OUTBOX_CHANNEL,
+                [messages_upserted_subject(e.source) for e in events],
+                [_EVENT.encode(e) for e in events],
+                *hosts,
+            )
     return events
 
 

@@ -1,5 +1,5 @@
 -- The store's statements as two functions, so a batch costs four round trips (begin, store,
--- outbox, commit) instead of a dozen. At 500 webhooks/s on two cores every round trip waits for
+-- finish, commit) instead of a dozen. At 500 webhooks/s on two cores every round trip waits for
 -- the database backend to be scheduled, and that wait, not the SQL, was most of a batch's time.
 -- The rules are those of ``_store.py`` (which says them in words); each statement takes a fresh
 -- snapshot (read committed), so rows another replica committed meanwhile are seen, as before.
@@ -12,8 +12,7 @@ create function normalizer_store_batch(
     m_author_id text[], m_author_email text[], m_sent_at timestamptz[], m_metadata text[],
     m_ai_insights text[], m_customer_domain text[], m_hash text[], m_observed_at timestamptz[],
     p_message integer[], p_position integer[], p_name text[], p_email text[], p_affiliation text[],
-    p_speaker_id text[], p_role text[],
-    h_workspace text[], h_source text[], h_host text[]
+    p_speaker_id text[], p_role text[]
 ) returns table (id uuid, workspace_id text, source text, external_id text, version integer,
                  created boolean, customer_id uuid)
 -- Every statement here finds its rows by key. A plan is made once per connection, maybe while a
@@ -78,9 +77,13 @@ begin
                  or (excluded.message_metadata ->> 'private') = 'true')
         returning m.id, m.workspace_id, m.source, m.external_id, m.version, (m.xmax = 0) as created, m.customer_id
     )
-    select array_agg(written.id), array_agg(written.workspace_id), array_agg(written.source),
-           array_agg(written.external_id), array_agg(written.version), array_agg(written.created),
-           array_agg(written.customer_id)
+    select array_agg(written.id order by written.workspace_id, written.source, written.external_id),
+           array_agg(written.workspace_id order by written.workspace_id, written.source, written.external_id),
+           array_agg(written.source order by written.workspace_id, written.source, written.external_id),
+           array_agg(written.external_id order by written.workspace_id, written.source, written.external_id),
+           array_agg(written.version order by written.workspace_id, written.source, written.external_id),
+           array_agg(written.created order by written.workspace_id, written.source, written.external_id),
+           array_agg(written.customer_id order by written.workspace_id, written.source, written.external_id)
     into w_id, w_workspace, w_source, w_external, w_version, w_created, w_customer
     from written;
 
@@ -102,25 +105,48 @@ begin
             and mf.workspace_id = w.ws and mf.source = w.s and mf.external_id = w.e;
     end if;
 
+    return query
+        select * from unnest(w_id, w_workspace, w_source, w_external, w_version, w_created, w_customer);
+end
+$$;
+
+-- Ends a batch: its events appended under the order lock (held to commit, so outbox ids follow
+-- commit order and the relay, publishing in id order, publishes in commit order), the relay woken,
+-- then the provider hosts seen. Hosts come after the lock, as they did when these were separate
+-- statements: replicas of both versions can run side by side (a rolling deploy) without taking
+-- the two in opposite orders.
+create function normalizer_finish_batch(
+    order_lock bigint, channel text, subjects text[], payloads bytea[],
+    h_workspace text[], h_source text[], h_host text[]
+) returns void language plpgsql as $$
+begin
+    if cardinality(subjects) > 0 then
+        perform pg_advisory_xact_lock(order_lock);
+        insert into outbox (subject, payload) select * from unnest(subjects, payloads);
+        perform pg_notify(channel, '');
+    end if;
     if cardinality(h_workspace) > 0 then
         insert into provider_hosts as p (workspace_id, source, host)
         select * from unnest(h_workspace, h_source, h_host)
         on conflict (workspace_id, source) do update set host = excluded.host, seen_at = now()
         where p.host <> excluded.host;
     end if;
-
-    return query
-        select * from unnest(w_id, w_workspace, w_source, w_external, w_version, w_created, w_customer);
 end
 $$;
 
--- Appends a batch's events under the order lock (held to commit, so outbox ids follow commit order
--- and the relay, publishing in id order, publishes in commit order) and wakes the relay.
-create function normalizer_append_outbox(order_lock bigint, channel text, subjects text[], payloads bytea[])
-returns void language plpgsql as $$
-begin
-    perform pg_advisory_xact_lock(order_lock);
-    insert into outbox (subject, payload) select * from unnest(subjects, payloads);
-    perform pg_notify(channel, '');
-end
+-- The relay's take: up to ``batch`` unpublished rows in id order, marked published (undone with the
+-- transaction if publishing fails). The relay lock is tried once, before the scan (an uncorrelated
+-- subquery): tried per row, a replica could get it halfway through its scan, when the holder
+-- commits, and take later ids before earlier ones. While another replica holds it, nothing is read.
+-- Marked rows stay for the retention period, so the table is large: rows are found by key.
+create function normalizer_take_outbox(batch integer, relay_lock bigint)
+returns table (id bigint, subject text, payload bytea)
+language sql set enable_seqscan = off as $$
+    update outbox set published_at = now()
+    where outbox.id in (
+        select o.id from outbox o
+        where o.published_at is null and (select pg_try_advisory_xact_lock(relay_lock))
+        order by o.id limit batch for update skip locked
+    )
+    returning outbox.id, outbox.subject, outbox.payload
 $$;
