@@ -209,6 +209,40 @@ async def test_the_relay_finds_rows_by_key_in_a_large_outbox(pool, nc, kit):
     assert scans["seq_scan"] == 0
 
 
+async def test_a_relay_cycle_that_cannot_publish_leaves_its_rows_for_the_next(
+    pool, kit, own_nats, monkeypatch: pytest.MonkeyPatch
+):
+    """The relay marks rows in the statement that takes them: with the broker down, the cycle fails,
+    the mark is rolled back with it, and the rows go out once the broker is back, exactly once."""
+    import nats
+
+    from callstream.normalizer import _outbox
+    from callstream.runtime import ensure_all
+
+    monkeypatch.setattr(_outbox, "PUBLISH_ACK_TIMEOUT_SECONDS", 1.0)
+    nc = await nats.connect(own_nats.url, reconnect_time_wait=0.2, max_reconnect_attempts=-1)
+    try:
+        js = nc.jetstream()
+        await ensure_all(js)
+        async with pool.acquire() as conn:
+            await store_batch(conn, [map_raw_call(kit.raw_call(kit.fathom_meeting(recording_id=5), external_id="5"))])
+            own_nats.stop()
+            with pytest.raises((TimeoutError, nats.errors.Error)):
+                await publish_pending(conn, js, 500)
+            assert await conn.fetchval("select count(*) from outbox where published_at is null") == 1
+            own_nats.start()
+            deadline = time.monotonic() + 15
+            while not nc.is_connected:
+                assert time.monotonic() < deadline, "no reconnect"
+                await asyncio.sleep(0.1)
+            assert await publish_pending(conn, js, 500) == 1
+            assert await conn.fetchval("select count(*) from outbox where published_at is null") == 0
+        events = upserted(await stream_messages(js, MESSAGES))
+        assert [(e.external_id, e.change) for e in events] == [("5", "created")]
+    finally:
+        await nc.close()
+
+
 async def test_never_downgrade(pool, nc, kit, database_url, nats_url):
     js = nc.jetstream()
     subject = kit.subject_of("fathom")
