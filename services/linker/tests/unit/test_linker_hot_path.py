@@ -1,14 +1,21 @@
-"""The parts of the hot path that need no servers: which query strings it takes, and that a fault
-in it hands the request to the route instead of failing it."""
+"""The parts of the hot path that need no servers: which query strings it takes, that a fault in
+it hands the request to the route instead of failing it, and that its rendered answers follow the
+cache."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
+from callstream.contracts import MessageUpserted
 from callstream.linker._auth import Access
+from callstream.linker._cache import FeedState, LinkCache
+from callstream.linker._etag import etag_of
 from callstream.linker._hot import HotLinks, link_identity
+from callstream.linker._links import DEFAULT_LINK_HOSTS, HostAllowList, LinkFacts
+from callstream.linker._lookup import LinkLookup
 from callstream.runtime import RequestMetrics
 
 
@@ -17,6 +24,10 @@ from callstream.runtime import RequestMetrics
     [
         (b"workspace_id=acme&source=fathom&external_id=884120457", ("acme", "fathom", "884120457")),
         (b"external_id=1&source=gong&workspace_id=a_b-C", ("a_b-C", "gong", "1")),
+        (b"source=gong&workspace_id=acme&external_id=1", ("acme", "gong", "1")),
+        (b"workspace_id=acme&source=gong&external_id=a=b", ("acme", "gong", "a=b")),  # as parse_qs reads it
+        (b"workspace_id=acme&source=gong&external_id=1&", None),
+        (b"workspace_id=acme&source=gong&external_id=1&external_id=2", None),
         (b"workspace_id=acme&source=fathom&external_id=88%34", None),  # escapes: the route decodes
         (b"workspace_id=acme&source=fathom&external_id=a+b", None),
         (b"workspace_id=acme&source=fathom", None),
@@ -41,7 +52,7 @@ class _Auth:
 
 
 class _BrokenLookup:
-    def cached_record(self, *_: str) -> Any:
+    def cached_answer(self, *_: str) -> Any:
         raise RuntimeError("a bug in the cache")
 
 
@@ -70,3 +81,37 @@ async def test_a_fault_in_the_hot_path_sends_the_request_to_the_route() -> None:
     assert routed == ["/v1/links"]
     assert sent == []
     assert hot.answered == 0
+
+
+def _fathom_facts(version: int, url: str) -> LinkFacts:
+    return LinkFacts(
+        message_id="m1", workspace_id="w", source="fathom", external_id="1", version=version, recording_url=url
+    )
+
+
+async def test_the_rendered_answer_is_made_once_per_entry_and_follows_it() -> None:
+    live = FeedState(live=True, generation=1)
+    cache = LinkCache(10, 60.0, lambda: live)
+    lookup = LinkLookup(lambda: None, cache, HostAllowList(DEFAULT_LINK_HOSTS))  # type: ignore[arg-type,return-value]
+    first = _fathom_facts(1, "https://fathom.video/share/first")
+    cache.store(first, cache.epoch)
+
+    rendered = lookup.cached_answer("w", "fathom", "1")
+    assert rendered is not None
+    assert msgspec.json.decode(rendered.body)["url"] == "https://fathom.video/share/first"
+    assert rendered.body == msgspec.json.encode(rendered.record)
+    assert rendered.etag == etag_of(rendered.body)
+    assert lookup.cached_answer("w", "fathom", "1") is rendered  # encoded and hashed once
+    assert await lookup.record(first) is rendered.record  # the route's record is the same one
+
+    cache.invalidate(
+        MessageUpserted(
+            message_id="m1", workspace_id="w", source="fathom", external_id="1", change="updated", version=2
+        )
+    )
+    assert lookup.cached_answer("w", "fathom", "1") is None
+    cache.store(_fathom_facts(2, "https://fathom.video/share/second"), cache.epoch)
+    changed = lookup.cached_answer("w", "fathom", "1")
+    assert changed is not None
+    assert msgspec.json.decode(changed.body)["url"] == "https://fathom.video/share/second"
+    assert changed.etag != rendered.etag

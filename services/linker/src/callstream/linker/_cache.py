@@ -202,15 +202,19 @@ class MessageEventFeed:
         self._reconnects_seen = -1
         self.cache: LinkCache | None = None
         self._decoder = msgspec.json.Decoder(MessageUpserted)
+        self._state = FeedState(live=False, generation=0)
 
     def state(self) -> FeedState:
-        if not self._subscribed or not self._broker.is_connected:
-            return FeedState(live=False, generation=self._generation)
-        reconnects = int(self._broker.nc.stats.get("reconnects", 0))
-        if reconnects != self._reconnects_seen:
-            self._reconnects_seen = reconnects
-            self._generation += 1
-        return FeedState(live=True, generation=self._generation)
+        """Asked on every cache read: answers with the same object while nothing changes."""
+        live = bool(self._subscribed and self._broker.is_connected)
+        if live:
+            reconnects = int(self._broker.nc.stats.get("reconnects", 0))
+            if reconnects != self._reconnects_seen:
+                self._reconnects_seen = reconnects
+                self._generation += 1
+        if self._state.live is not live or self._state.generation != self._generation:
+            self._state = FeedState(live=live, generation=self._generation)
+        return self._state
 
     async def _on_message(self, msg: Msg) -> None:
         try:

@@ -16,7 +16,6 @@ import re
 import time
 from typing import Any, get_args
 
-import msgspec
 from litestar._asgi.utils import is_valid_host
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Send
 
@@ -24,7 +23,7 @@ from callstream.contracts import Source
 from callstream.runtime import RequestMetrics, get_logger, request_id
 
 from ._auth import Authenticator
-from ._etag import etag_matches, etag_of
+from ._etag import etag_matches
 from ._lookup import LinkLookup
 from ._routes import CACHE_CONTROL, MAX_EXTERNAL_ID, WORKSPACE_PATTERN
 
@@ -34,9 +33,10 @@ PATH = "/v1/links"
 _WORKSPACE = re.compile(WORKSPACE_PATTERN)
 _SOURCES = frozenset(get_args(Source))
 _NAMES = frozenset((b"workspace_id", b"source", b"external_id"))
+# The order the docs, the bench and every client we know send: one C call instead of a loop.
+_CANONICAL = re.compile(rb"workspace_id=([^&]*)&source=([^&]*)&external_id=([^&]*)")
 _CACHE_CONTROL = (b"cache-control", CACHE_CONTROL.to_header().encode())
 _VARY = (b"vary", b"Authorization")
-_encode = msgspec.json.Encoder().encode
 
 
 def link_identity(query: bytes) -> tuple[str, str, str] | None:
@@ -44,6 +44,19 @@ def link_identity(query: bytes) -> tuple[str, str, str] | None:
     plainly (no escapes) and validly; ``None`` sends the request down the full path."""
     if not query.isascii() or b"%" in query or b"+" in query:
         return None
+    canonical = _CANONICAL.fullmatch(query)
+    raw = canonical.groups() if canonical is not None else _in_any_order(query)
+    if raw is None:
+        return None
+    workspace_id, source, external_id = raw[0].decode(), raw[1].decode(), raw[2].decode()
+    if not _WORKSPACE.match(workspace_id) or source not in _SOURCES:
+        return None
+    if not 1 <= len(external_id) <= MAX_EXTERNAL_ID:
+        return None
+    return workspace_id, source, external_id
+
+
+def _in_any_order(query: bytes) -> tuple[bytes, bytes, bytes] | None:
     values: dict[bytes, bytes] = {}
     for pair in query.split(b"&"):
         name, sep, value = pair.partition(b"=")
@@ -52,14 +65,7 @@ def link_identity(query: bytes) -> tuple[str, str, str] | None:
         values[name] = value
     if len(values) != 3:
         return None
-    workspace_id = values[b"workspace_id"].decode()
-    source = values[b"source"].decode()
-    external_id = values[b"external_id"].decode()
-    if not _WORKSPACE.match(workspace_id) or source not in _SOURCES:
-        return None
-    if not 1 <= len(external_id) <= MAX_EXTERNAL_ID:
-        return None
-    return workspace_id, source, external_id
+    return values[b"workspace_id"], values[b"source"], values[b"external_id"]
 
 
 class HotLinks:
@@ -111,11 +117,10 @@ class HotLinks:
         access = self._auth.known(authorization.decode("latin-1"))
         if access is None or not access.covers(ident[0]):
             return None
-        record = self._lookup.cached_record(*ident)
-        if record is None:
+        rendered = self._lookup.cached_answer(*ident)
+        if rendered is None:
             return None
-        body = _encode(record)
-        etag = etag_of(body)
+        body, etag = rendered.body, rendered.etag
         rid = (b"x-request-id", request_id(scope["headers"]).encode("latin-1", "replace"))
         if if_none_match is not None and etag_matches(if_none_match, etag):
             return 304, [_CACHE_CONTROL, (b"etag", etag), _VARY, rid], b""

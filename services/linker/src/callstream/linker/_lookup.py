@@ -6,12 +6,30 @@ import uuid
 from collections.abc import Callable
 
 import asyncpg
+import msgspec
 
 from . import _queries as q
 from ._auth import Access, not_found
 from ._cache import LinkCache, is_unknown_host
+from ._etag import etag_of
 from ._links import HostAllowList, Link, LinkFacts, needs_gong_host, resolve_link
 from ._schemas import LinkRecord, link_record
+
+_encode = msgspec.json.Encoder().encode
+
+
+class RenderedLink(msgspec.Struct, frozen=True, gc=False):
+    """A link record with the JSON bytes ``GET /v1/links`` answers and their ``ETag``: kept in the
+    cache next to the record, so a hot look-up encodes and hashes nothing."""
+
+    record: LinkRecord
+    body: bytes
+    etag: bytes
+
+    @classmethod
+    def of(cls, record: LinkRecord) -> RenderedLink:
+        body = _encode(record)
+        return cls(record, body, etag_of(body))
 
 
 class LinkLookup:
@@ -35,15 +53,22 @@ class LinkLookup:
             self.cache.store(facts, epoch)
         return await self.record(facts)
 
-    def cached_record(self, workspace_id: str, source: str, external_id: str) -> LinkRecord | None:
-        """The answer of :meth:`by_ident` when the cache alone can give it, else ``None``."""
+    def cached_answer(self, workspace_id: str, source: str, external_id: str) -> RenderedLink | None:
+        """The answer of :meth:`by_ident`, rendered, when the cache alone can give it, else ``None``."""
         facts = self.cache.by_ident(workspace_id, source, external_id)
         if facts is None:
             return None
         if needs_gong_host(facts):
             host = self.cache.gong_host(workspace_id)
-            return None if is_unknown_host(host) else self._record(facts, host if isinstance(host, str) else None)
-        return self._memoised(facts)
+            if is_unknown_host(host):
+                return None
+            return RenderedLink.of(self._record(facts, host if isinstance(host, str) else None))
+        memo = self.cache.resolved(facts)
+        if isinstance(memo, RenderedLink):
+            return memo
+        rendered = RenderedLink.of(memo if isinstance(memo, LinkRecord) else self._record(facts, None))
+        self.cache.remember_resolved(facts, rendered)
+        return rendered
 
     async def facts_by_id(self, access: Access, message_id: str) -> LinkFacts:
         facts = self.cache.by_id(message_id)
@@ -120,6 +145,8 @@ class LinkLookup:
 
     def _memoised(self, facts: LinkFacts) -> LinkRecord:
         memo = self.cache.resolved(facts)
+        if isinstance(memo, RenderedLink):
+            return memo.record
         if isinstance(memo, LinkRecord):
             return memo
         record = self._record(facts, None)
