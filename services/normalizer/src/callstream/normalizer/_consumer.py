@@ -231,12 +231,18 @@ async def run_raw_call_consumer(runtime: ServiceRuntime, settings: Settings) -> 
 
     log.info("consuming raw calls", batch_size=settings.batch_size, store_concurrency=settings.store_concurrency)
     try:
+        limit = 1
         while not runtime.stopping.is_set():
+            # While behind, fetch only for a free slot: a batch mapped ahead of its slot would be
+            # a fourth batch of transcripts in memory (peak RSS, ``bench/normalizer``). Caught up,
+            # the next batch is still fetched and mapped while the one before it is written.
+            await settle(max(limit, 2))
             fetched = await _fetch(sub, runtime, settings, failures)
+            limit = concurrent_stores(len(fetched), settings)
             prepared = await processor.prepare(fetched)
             if not prepared.mappable:
                 continue
-            await settle(concurrent_stores(len(fetched), settings))
+            await settle(limit)
             storing.add(asyncio.create_task(processor.store(prepared)))
     finally:
         # Batches being written finish (commit, then ack) within the shutdown grace period.
