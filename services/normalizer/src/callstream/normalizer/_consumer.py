@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import nats.errors
@@ -216,8 +216,35 @@ async def run_raw_call_consumer(runtime: ServiceRuntime, settings: Settings) -> 
     await runtime.broker.wait_connected()
     js = runtime.broker.js
     sub = await js.pull_subscribe_bind(durable=NORMALIZER_CONSUMER.durable, stream=CALLS_RAW)
-    processor = RawCallProcessor(runtime.db, js, settings)
     failures = [0]
+    log.info("consuming raw calls", batch_size=settings.batch_size, store_concurrency=settings.store_concurrency)
+    await write_batches(
+        lambda: _fetch(sub, runtime, settings, failures),
+        RawCallProcessor(runtime.db, js, settings),
+        settings,
+        runtime.stopping,
+        lambda: wait_for_database(runtime.db, runtime.stopping, settings),
+    )
+
+
+class BatchWriter(Protocol):
+    async def prepare(self, msgs: Sequence[Msg]) -> Prepared: ...
+    async def store(self, prepared: Prepared) -> BatchResult: ...
+
+
+async def write_batches(
+    fetch: Callable[[], Awaitable[list[Msg]]],
+    processor: BatchWriter,
+    settings: Settings,
+    stopping: asyncio.Event,
+    database_back: Callable[[], Awaitable[None]],
+) -> None:
+    """Fetch, map and start writing batches until ``stopping``; then let the ones being written
+    finish (commit, then ack) within the shutdown grace period.
+
+    While behind, a batch is fetched only for a free slot: one mapped ahead of its slot would be
+    one more batch of transcripts in memory (peak RSS, ``bench/normalizer``). Caught up, the next
+    batch is still fetched and mapped while the one before it is written."""
     storing: set[asyncio.Task[BatchResult]] = set()
 
     async def settle(limit: int) -> None:
@@ -227,17 +254,15 @@ async def run_raw_call_consumer(runtime: ServiceRuntime, settings: Settings) -> 
             done, _ = await asyncio.wait(storing, return_when=asyncio.FIRST_COMPLETED)
             storing.difference_update(done)
             if any(task.result().transient_failure for task in done):
-                await wait_for_database(runtime.db, runtime.stopping, settings)
+                await database_back()
 
-    log.info("consuming raw calls", batch_size=settings.batch_size, store_concurrency=settings.store_concurrency)
     try:
         limit = 1
-        while not runtime.stopping.is_set():
-            # While behind, fetch only for a free slot: a batch mapped ahead of its slot would be
-            # a fourth batch of transcripts in memory (peak RSS, ``bench/normalizer``). Caught up,
-            # the next batch is still fetched and mapped while the one before it is written.
+        while not stopping.is_set():
             await settle(max(limit, 2))
-            fetched = await _fetch(sub, runtime, settings, failures)
+            if stopping.is_set():
+                break
+            fetched = await fetch()
             limit = concurrent_stores(len(fetched), settings)
             prepared = await processor.prepare(fetched)
             if not prepared.mappable:
@@ -245,6 +270,5 @@ async def run_raw_call_consumer(runtime: ServiceRuntime, settings: Settings) -> 
             await settle(limit)
             storing.add(asyncio.create_task(processor.store(prepared)))
     finally:
-        # Batches being written finish (commit, then ack) within the shutdown grace period.
         if storing:
             await asyncio.gather(*storing, return_exceptions=True)
