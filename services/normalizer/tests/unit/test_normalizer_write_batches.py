@@ -88,3 +88,29 @@ async def test_a_stop_while_waiting_for_a_slot_fetches_nothing_more_and_finishes
     assert calls[0] == 3  # three slots filled before the first commit set the stop
     assert writer.stored == [10, 10, 10]  # the ones being written were finished, not dropped
     assert writer.held == 0
+
+
+async def test_after_a_transient_failure_it_waits_for_the_database_before_fetching_more() -> None:
+    stopping = asyncio.Event()
+    events: list[str] = []
+
+    class Failing(Writer):
+        async def store(self, prepared: Prepared) -> BatchResult:
+            await super().store(prepared)
+            events.append("stored")
+            return BatchResult(retried=len(prepared.mappable))  # the database went away: nak'd
+
+    writer = Failing(stopping, stop_after=2)
+    fetch = fetches([4, 4])
+
+    async def fetch_logged() -> list[int]:
+        events.append("fetch")
+        return await fetch()
+
+    async def database_back() -> None:
+        events.append("database back")
+
+    await asyncio.wait_for(write_batches(fetch_logged, writer, SETTINGS, stopping, database_back), 5)
+    # The second batch was fetched while the first was written; nothing more until the database is back.
+    assert events[:4] == ["fetch", "fetch", "stored", "database back"]
+    assert events.count("stored") == 2

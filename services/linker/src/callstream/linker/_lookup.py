@@ -66,7 +66,7 @@ class LinkLookup:
         memo = self.cache.resolved(facts)
         if isinstance(memo, RenderedLink):
             return memo
-        rendered = RenderedLink.of(memo if isinstance(memo, LinkRecord) else self._record(facts, None))
+        rendered = RenderedLink.of(self._memoised(facts))
         self.cache.remember_resolved(facts, rendered)
         return rendered
 
