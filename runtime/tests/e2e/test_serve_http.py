@@ -1,6 +1,7 @@
 """How a service process serves HTTP, on each server: in-flight requests finish on SIGTERM and the
 lifespan shutdown runs (exit 0); a shutdown that cannot finish is cut off after the grace period;
-a failed start-up or a port already in use is a failed process, never a quiet exit 0."""
+a failed start-up or a port already in use is a failed process, never a quiet exit 0. Each holds
+on uvicorn, on granian's ASGI interface and on its RSGI interface (:class:`AsgiOverRsgi`)."""
 
 from __future__ import annotations
 
@@ -42,10 +43,16 @@ async def record_shutdown() -> None:
 
 hooks = [fail_on_start] if sys.argv[4] == "fail" else []
 app = Litestar([slow, ping], on_startup=hooks, on_shutdown=[record_shutdown])
-serve_asgi(app, "127.0.0.1", int(sys.argv[2]), server=sys.argv[3], shutdown_seconds=float(sys.argv[5]))
+server = sys.argv[3]
+if server == "granian-rsgi":
+    from callstream.runtime import AsgiOverRsgi
+    app, server = AsgiOverRsgi(app, first=lambda scope, protocol: False), "granian"
+serve_asgi(app, "127.0.0.1", int(sys.argv[2]), server=server, shutdown_seconds=float(sys.argv[5]))
 """
 
-SERVERS = ["granian", "uvicorn"]
+# granian-rsgi: an AsgiOverRsgi on granian, where the lifespan is run by serve_asgi, not granian.
+SERVERS = ["granian", "granian-rsgi", "uvicorn"]
+GRANIAN = ["granian", "granian-rsgi"]
 
 
 def _start(tmp_path: Path, server: str, *, mode: str = "ok", grace: float = 10.0, port: int | None = None):
@@ -98,8 +105,9 @@ def test_sigterm_lets_requests_in_flight_finish_then_runs_shutdown(tmp_path: Pat
     assert took < 8, took
 
 
-def test_granian_cuts_a_shutdown_off_after_the_grace_period(tmp_path: Path) -> None:
-    proc, port, marker = _start(tmp_path, "granian", grace=1.0)
+@pytest.mark.parametrize("server", GRANIAN)
+def test_granian_cuts_a_shutdown_off_after_the_grace_period(tmp_path: Path, server: str) -> None:
+    proc, port, marker = _start(tmp_path, server, grace=1.0)
     marker.unlink(missing_ok=True)
     _wait_ready(proc, port)
     outcome: list[str] = []

@@ -4,9 +4,10 @@ connections, migrations and the service command line. No business logic lives he
 from ._broker import Broker
 from ._http import ApiError, Check, api_error_answer, create_app, error_response
 from ._logging import REDACTED, configure_logging, get_logger, redact_secrets
-from ._metrics import RequestMetrics, request_id
+from ._metrics import RequestMetrics, request_id, request_id_of
 from ._migrations import Migration, MigrationError, apply_migrations, discover, migrate
 from ._postgres import check_postgres, create_pool, wait_for_postgres
+from ._rsgi import AsgiOverRsgi, FirstAnswer
 from ._service import Command, ServiceRuntime, serve_asgi, serve_http, service_main, setup_streams
 from ._settings import HttpServer, ServiceSettings, load_settings
 from ._streams import consumer_config, ensure_all, ensure_consumer, ensure_stream, stream_config
@@ -14,9 +15,11 @@ from ._streams import consumer_config, ensure_all, ensure_consumer, ensure_strea
 __all__ = [
     "REDACTED",
     "ApiError",
+    "AsgiOverRsgi",
     "Broker",
     "Check",
     "Command",
+    "FirstAnswer",
     "HttpServer",
     "Migration",
     "MigrationError",
@@ -40,6 +43,7 @@ __all__ = [
     "migrate",
     "redact_secrets",
     "request_id",
+    "request_id_of",
     "serve_asgi",
     "serve_http",
     "service_main",

@@ -25,6 +25,7 @@ from ._http import Check
 from ._logging import configure_logging, get_logger
 from ._migrations import migrate
 from ._postgres import check_postgres, create_pool, wait_for_postgres
+from ._rsgi import AsgiOverRsgi
 from ._settings import DEFAULT_SHUTDOWN_SECONDS, HttpServer, ServiceSettings
 from ._streams import ensure_all
 
@@ -101,9 +102,10 @@ class ServiceRuntime:
             await self.stop()
 
 
-def serve_http(app: Litestar, settings: ServiceSettings) -> None:
+def serve_http(app: Litestar | AsgiOverRsgi, settings: ServiceSettings) -> None:
     """Serve ``app`` in this process until SIGTERM/SIGINT, then finish what is in flight, run the
-    lifespan shutdown and exit 0."""
+    lifespan shutdown and exit 0. An :class:`AsgiOverRsgi` is served over RSGI on granian, and as
+    its ASGI app on uvicorn."""
     serve_asgi(
         app, settings.host, settings.port, server=settings.http_server, shutdown_seconds=settings.shutdown_seconds
     )
@@ -121,6 +123,8 @@ def serve_asgi(
     if server == "granian":
         uvloop.run(_serve_granian(app, host, port, shutdown_seconds))
         return
+    if isinstance(app, AsgiOverRsgi):
+        app = app.app
     # uvicorn shuts down gracefully on SIGTERM and then raises the signal again under the handler
     # that was there before it; by then the in-flight work is done, so that is a clean exit (0),
     # not a death by signal that an orchestrator would report as a failure.
@@ -169,16 +173,25 @@ async def _serve_granian(app: Any, host: str, port: int, shutdown_seconds: float
     uvicorn), and for small answers about twice uvicorn's rate (``bench/linker``). granian calls
     this mode experimental: ``runtime/tests/e2e/test_serve_http.py`` holds it to what the services
     need (graceful SIGTERM, a bounded shutdown, failed starts and taken ports exit non-zero)."""
+    from granian.asgi import LifespanProtocol
     from granian.constants import HTTPModes, Interfaces
     from granian.log import LogLevels
     from granian.server.embed import Server
 
     _refuse_a_taken_port(host, port)
+    # granian runs the ASGI lifespan for its ASGI interface only; over RSGI it is ours to run.
+    lifespan = LifespanProtocol(app.app) if isinstance(app, AsgiOverRsgi) else None  # type: ignore[no-untyped-call]
+    if lifespan is not None:
+        app.state = lifespan.state
+        await lifespan.startup()  # type: ignore[no-untyped-call]
+        if lifespan.interrupt:
+            log.error("the app's lifespan start-up failed", error=repr(lifespan.exc))
+            raise SystemExit(1)
     server = Server(
         app,
         address=host,
         port=port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.ASGI if lifespan is None else Interfaces.RSGI,
         http=HTTPModes.http1,
         websockets=False,
         backlog=_LISTEN_BACKLOG,
@@ -203,6 +216,8 @@ async def _serve_granian(app: Any, host: str, port: int, shutdown_seconds: float
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)
     await server.serve()
+    if lifespan is not None:
+        await lifespan.shutdown()  # type: ignore[no-untyped-call]
     if server.interrupt_children or not server.interrupt_signal:
         # The app's lifespan start-up failed or its worker died: granian returns as if stopped.
         log.error("the HTTP server stopped on its own (a failed start-up, or the app died)")
@@ -232,7 +247,7 @@ def service_main(
     *,
     prog: str,
     load: Callable[[], ServiceSettings],
-    build_app: Callable[[Any], Litestar],
+    build_app: Callable[[Any], Litestar | AsgiOverRsgi],
     migrations: Path | None,
     commands: Mapping[str, Command] | None = None,
     argv: list[str] | None = None,

@@ -1,0 +1,175 @@
+"""An ASGI app served over granian's RSGI interface, with a synchronous first answer in front.
+
+Why: on granian, a request through the ASGI interface costs the app's thread a scope dict, a copy
+of the lifespan state, a receive and two sends; through RSGI, a lazy scope and one
+``response_bytes`` call. For an answer that is a few dictionary reads (the linker's cached links)
+that difference is ~20 % of the process's rate (``bench/linker``). Everything the first answer
+declines goes to the ASGI app through the adapter below, which gives it what granian's own ASGI
+interface would, with two differences RSGI imposes:
+
+- ``raw_path`` is re-quoted from the decoded path (RSGI keeps no raw path), so ``%2F`` reads as
+  ``/``. litestar routes on ``path`` and reads ``raw_path`` only for mounted apps.
+- header values that are not visible ASCII never reach the app (granian drops them for RSGI).
+- a client that goes away mid-answer is noticed when a send fails; ``receive`` says
+  ``http.disconnect`` only once the answer is whole or a send has failed.
+
+No library does this: granian converts ASGI to RSGI inside its Rust workers only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import quote
+
+from granian.rsgi import ProtocolClosed  # type: ignore[attr-defined]  # re-exported from _granian, unlisted
+
+from ._logging import get_logger
+
+log = get_logger(__name__)
+
+FirstAnswer = Callable[[Any, Any], bool]
+"""``(rsgi_scope, rsgi_protocol) -> answered``: must answer through the protocol and return
+``True``, or touch nothing and return ``False``. Synchronous, so it can never leave half an answer."""
+
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_PATH_SAFE = "/:@!$&'()*+,;=~"
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class AsgiOverRsgi:
+    """``__rsgi__`` for granian: ``first`` answers what it can, ``app`` (ASGI) the rest.
+    ``state`` is the lifespan state: each request gets a shallow copy, as ASGI servers do."""
+
+    def __init__(self, app: Any, first: FirstAnswer | None = None) -> None:
+        self.app = app
+        self.first = first
+        self.state: dict[str, Any] = {}
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        if self.first is not None and self.first(scope, protocol):
+            return
+        await _Exchange(scope, protocol).run(self.app, self.state)
+
+
+class _Exchange:
+    """One request handed to an ASGI app: its receive and send on top of an RSGI protocol."""
+
+    __slots__ = ("_body", "_finished", "_headers", "_protocol", "_scope", "_status", "_stream", "done")
+
+    def __init__(self, scope: Any, protocol: Any) -> None:
+        self._scope = scope
+        self._protocol = protocol
+        self._body: AsyncIterator[bytes] | None = None
+        self._status: int | None = None
+        self._headers: list[tuple[str, str]] = []
+        self._stream: Any = None
+        self._finished: asyncio.Future[None] | None = None
+        self.done = False
+
+    def asgi_scope(self, state: dict[str, Any]) -> dict[str, Any]:
+        scope = self._scope
+        return {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": scope.http_version,
+            "server": _host_port(scope.server),
+            "client": _host_port(scope.client),
+            "scheme": scope.scheme,
+            "method": scope.method,
+            "root_path": "",
+            "path": scope.path,
+            "raw_path": quote(scope.path, safe=_PATH_SAFE).encode("ascii"),
+            "query_string": scope.query_string.encode("latin-1"),
+            "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in scope.headers.items()],
+            "state": state.copy(),
+        }
+
+    async def run(self, app: Any, state: dict[str, Any]) -> None:
+        try:
+            await app(self.asgi_scope(state), self.receive, self.send)
+        except ProtocolClosed:
+            log.info("the client went away before the answer was sent", path=self._scope.path)
+            return
+        except Exception as exc:
+            log.error("the ASGI app failed", path=self._scope.path, error=type(exc).__name__, exc_info=exc)
+            if self._status is None:
+                self._protocol.response_empty(500, [])
+            return
+        if self._status is None:
+            log.error("the ASGI app returned without an answer", path=self._scope.path)
+            self._protocol.response_empty(500, [])
+        elif not self.done and self._stream is None:
+            log.error("the ASGI app started an answer and never sent its body", path=self._scope.path)
+            self._protocol.response_empty(500, [])
+
+    async def receive(self) -> dict[str, Any]:
+        if self._body is None:
+            self._body = aiter(self._protocol)
+        if self._body is not _DRAINED:
+            try:
+                chunk = await anext(self._body)
+            except StopAsyncIteration:
+                self._body = _DRAINED
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": bytes(chunk), "more_body": True}
+        # ASGI: after the whole answer, receive() says http.disconnect (litestar's streams wait
+        # for it). granian's client_disconnect() cannot be cancelled and, after a whole answer,
+        # never resolves, so each wait on it would be a task kept forever: a gone client shows
+        # up as a failed send instead, and that ends this wait too.
+        if not self.done:
+            if self._finished is None:
+                self._finished = asyncio.get_running_loop().create_future()
+            await self._finished
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self._status is not None:
+                raise RuntimeError("http.response.start sent twice")
+            self._status = message["status"]
+            self._headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", ())]
+        elif kind == "http.response.body":
+            if self._status is None or self.done:
+                raise RuntimeError("http.response.body before http.response.start, or after the last body")
+            body, more = message.get("body", b""), message.get("more_body", False)
+            if self._stream is None and not more:
+                self._protocol.response_bytes(self._status, self._headers, body)
+                self._finish()
+                return
+            if self._stream is None:
+                self._stream = self._protocol.response_stream(self._status, self._headers)
+            try:
+                if body:
+                    await self._stream.send_bytes(body)
+            except ProtocolClosed:
+                self._finish()
+                raise
+            if not more:
+                self._finish()
+        else:
+            raise RuntimeError(f"ASGI message {kind!r} is not supported over RSGI")
+
+    def _finish(self) -> None:
+        self.done = True
+        if self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)
+
+
+class _Drained:
+    """The request body, read to its end."""
+
+    def __aiter__(self) -> _Drained:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise StopAsyncIteration
+
+
+_DRAINED: AsyncIterator[bytes] = _Drained()
