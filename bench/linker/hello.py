@@ -3,10 +3,12 @@ one process, no access log), on the server named on the command line.
 
   plain    a litestar app with one route (the issue's ceiling)
   runtime  the same built by ``callstream.runtime.create_app``, to show what the shared middleware costs
-  raw      a bare ASGI callable: no framework at all, the best any Python answer can do on this
-           server (the linker answers cached links in front of litestar, so this is its fair ceiling)
+  raw      a bare ASGI callable: no framework at all, the best an ASGI answer can do on this server
+  raw_rsgi the same answer as an RSGI first answer in callstream.runtime.AsgiOverRsgi, exactly as
+           the linker answers cached links on granian: the best any Python answer can do there,
+           so the linker's fair ceiling
 
-    python hello.py <port> <plain|runtime|raw> <granian|uvicorn>
+    python hello.py <port> <plain|runtime|raw|raw_rsgi> <granian|uvicorn>
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from litestar import Litestar, get
 
-from callstream.runtime import serve_asgi
+from callstream.runtime import AsgiOverRsgi, serve_asgi
 
 BODY = b'{"status":"ok"}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
@@ -39,9 +41,19 @@ async def raw(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": BODY})
 
 
+RSGI_HEADERS = [("content-type", "application/json")]  # granian adds content-length
+
+
+def answer_rsgi(scope: Any, protocol: Any) -> bool:
+    protocol.response_bytes(200, RSGI_HEADERS, BODY)
+    return True
+
+
 def build(flavour: str) -> Any:
     if flavour == "raw":
         return raw
+    if flavour == "raw_rsgi":
+        return AsgiOverRsgi(raw, first=answer_rsgi)
     if flavour == "runtime":
         from callstream.runtime import create_app
 

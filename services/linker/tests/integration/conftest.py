@@ -6,20 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from callstream.contracts import hash_api_token
+from callstream.devstack import free_port
 from callstream.linker import Settings, build_app
 
 ADMIN_TOKEN = "cs_admin_" + "x" * 24
@@ -156,3 +162,32 @@ def admin_token() -> str:
 @pytest.fixture
 def wait_feed_live() -> Callable[[AsyncTestClient[Litestar]], Awaitable[None]]:
     return _wait_feed_live
+
+
+@pytest.fixture
+def linker_url(linker_env: None, jetstream: Any, seed: Any) -> Iterator[str]:
+    """A real ``callstream-linker serve`` process (granian, RSGI in front), as deployed."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "CALLSTREAM_LINKER_PORT": str(port),
+        "CALLSTREAM_LOG_LEVEL": "warning",
+        "CALLSTREAM_LINKER_TOKEN_CACHE_SECONDS": "5",  # the default (linker_env sets 0 for in-process tests)
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "callstream.linker", "serve"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, "the linker exited"
+            assert time.monotonic() < deadline, "the linker did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -1,5 +1,7 @@
 """Cache hits of GET /v1/links are answered in front of litestar (``_hot.py``): byte for byte what
-the route sends, and only when the cache alone can answer; everything else is the route's."""
+the route sends, and only when the cache alone can answer; everything else is the route's. Both
+forms: the ASGI wrapper, and the RSGI first answer granian calls (on a stand-in for its protocol
+object here; ``test_linker_served.py`` asks a real granian)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -42,6 +45,55 @@ async def _app(monkeypatch: pytest.MonkeyPatch, cache_entries: int) -> AsyncIter
         app = build_app(Settings())  # type: ignore[call-arg]
     async with AsyncTestClient(app) as client:
         yield client
+
+
+class RsgiHeaders:
+    """granian's RSGI headers: lower-case names, the first value by ``get``, all by ``get_all``."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = [(name.lower(), value) for name, value in pairs]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return next((v for k, v in self._pairs if k == name), default)
+
+    def get_all(self, name: str) -> list[str]:
+        return [v for k, v in self._pairs if k == name]
+
+
+@dataclass
+class RsgiScope:
+    query_string: str
+    headers: RsgiHeaders
+    path: str = "/v1/links"
+    method: str = "GET"
+
+
+class RsgiProtocol:
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, list[tuple[str, str]], bytes]] = []
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.answers.append((status, headers, body))
+
+    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.answers.append((status, headers, b""))
+
+
+def _rsgi(client: Client, query: str, headers: list[tuple[str, str]], **scope: str) -> RsgiProtocol | None:
+    """The RSGI first answer for a request; ``None`` when it declines (and then it sent nothing)."""
+    protocol = RsgiProtocol()
+    answered = client.app.state.hot_links.answer_rsgi(RsgiScope(query, RsgiHeaders(headers), **scope), protocol)
+    assert len(protocol.answers) == int(answered)
+    return protocol if answered else None
+
+
+def _rsgi_comparable(protocol: RsgiProtocol) -> tuple[int, bytes, list[tuple[str, str]]]:
+    """As :func:`_comparable`, with the content-length granian adds to a body it is given."""
+    ((status, headers, body),) = protocol.answers
+    sent = [(k, v) for k, v in headers if k != "x-request-id"]
+    if status != 304:
+        sent.append(("content-length", str(len(body))))
+    return status, body, sorted(sent)
 
 
 def _answered(client: Client) -> int:
@@ -234,3 +286,62 @@ async def test_an_event_carrying_link_sources_is_served_from_memory_with_the_row
                 {"workspace_id": "acme", "source": "gong", "external_id": GONG_ID},
             )
         ] == ["not_https", "host_not_allowed"]  # unsafe answers are compared too
+
+
+async def test_the_rsgi_first_answer_is_the_routes_answer_and_declines_the_rest(
+    linker_env: None,
+    jetstream: object,
+    monkeypatch: pytest.MonkeyPatch,
+    seed: Seed,
+    admin_token: str,
+    wait_feed_live: WaitLive,
+) -> None:
+    token = await seed.token("acme")
+    other = await seed.token("globex")
+    await seed.message("acme", "fathom", "884120457", {"recording_url": SHARE})
+    await seed.message("acme", "fathom", "2", {"recording_url": "javascript:alert(1)"})
+    await seed.message("acme", "gong", GONG_ID, {"call_id": GONG_ID})
+    await seed.gong_host("acme", "us-48213.app.gong.io")
+
+    async with _app(monkeypatch, 1000) as hot, _app(monkeypatch, 0) as plain:
+        await wait_feed_live(hot)
+        for caller in (token, admin_token):
+            for source, external_id in (("fathom", "884120457"), ("fathom", "2"), ("gong", GONG_ID)):
+                query = f"workspace_id=acme&source={source}&external_id={external_id}"
+                await hot.get(f"/v1/links?{query}", headers=bearer(caller))  # fills the cache
+                before = _answered(hot)
+                answer = _rsgi(hot, query, [("authorization", f"Bearer {caller}"), ("x-request-id", "r-1")])
+                assert answer is not None, (source, external_id)
+                assert _answered(hot) == before + 1
+                route = await plain.get(f"/v1/links?{query}", headers=bearer(caller))
+                assert _rsgi_comparable(answer) == _comparable(route)
+                assert ("x-request-id", "r-1") in answer.answers[0][1]
+                etag = route.headers["etag"]
+                for if_none_match in (etag, f'W/"other", {etag}', "*"):
+                    asked = [("authorization", f"Bearer {caller}"), ("if-none-match", if_none_match)]
+                    answer_304 = _rsgi(hot, query, asked)
+                    route_304 = await plain.get(f"/v1/links?{query}", headers=dict(asked))
+                    assert answer_304 is not None
+                    assert route_304.status_code == 304
+                    assert _rsgi_comparable(answer_304) == _comparable(route_304)
+
+        good = "workspace_id=acme&source=fathom&external_id=884120457"
+        await hot.get(f"/v1/links?{good}", headers=bearer(other))  # the token is known now
+        auth = [("authorization", f"Bearer {token}")]
+        declined: list[tuple[str, list[tuple[str, str]], dict[str, str]]] = [
+            (good, [], {}),
+            (good, [("authorization", "Bearer cs_unknown_token")], {}),
+            (good, [("authorization", f"Bearer {other}")], {}),  # a workspace the token does not cover
+            (good, [*auth, ("authorization", f"Bearer {other}")], {}),  # two tokens
+            (good, [*auth, ("host", "linker.example/x")], {}),  # the router refuses a malformed Host
+            (good, auth, {"method": "HEAD"}),
+            (good, auth, {"path": "/v1/links/resolve"}),
+            ("workspace_id=acme&source=fathom&external_id=404", auth, {}),  # not in the cache
+            ("workspace_id=acme&source=fathom&external_id=88412045%37", auth, {}),
+            ("workspace_id=acme&source=zoom&external_id=884120457", auth, {}),
+        ]
+        before = _answered(hot)
+        for query, headers, scope in declined:
+            assert _rsgi(hot, query, headers, **scope) is None, (query, headers, scope)
+        assert _answered(hot) == before
+        assert _rsgi(hot, good, [*auth, ("host", "linker.example:8080")]) is not None

@@ -10,13 +10,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from litestar import Litestar
 from litestar.openapi.spec import SecurityScheme
 
-from callstream.runtime import RequestMetrics, ServiceRuntime, create_app
+from callstream.runtime import AsgiOverRsgi, RequestMetrics, ServiceRuntime, create_app
 
 from ._auth import Authenticator
 from ._cache import LinkCache, MessageEventFeed
 from ._etag import etag_middleware
 from ._hot import HotLinks
 from ._lookup import LinkLookup
+from ._observe import LINK_CACHE_METRICS
 from ._routes import build_router
 from ._settings import Settings
 
@@ -75,7 +76,15 @@ def build_app(settings: Settings) -> Litestar:
     hot = HotLinks(app.asgi_handler, lookup, authenticate, RequestMetrics(settings.service_name))
     app.asgi_handler = hot
     app.state.hot_links = hot
+    LINK_CACHE_METRICS.track(settings.service_name, hot, cache, feed)
     app.state.runtime = runtime
     app.state.link_cache = cache
     app.state.event_feed = feed
     return app
+
+
+def build_served_app(settings: Settings) -> AsgiOverRsgi:
+    """The app as ``callstream-linker serve`` serves it: on granian, cached links are answered
+    over RSGI before any ASGI work (``bench/linker``); under uvicorn, the app as built."""
+    app = build_app(settings)
+    return AsgiOverRsgi(app, first=app.state.hot_links.answer_rsgi)

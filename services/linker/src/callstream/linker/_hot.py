@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, get_args
+from collections.abc import Callable
+from typing import Any, TypeVar, get_args
 
 from litestar._asgi.utils import is_valid_host
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Send
 
 from callstream.contracts import Source
-from callstream.runtime import RequestMetrics, get_logger, request_id
+from callstream.runtime import RequestMetrics, get_logger, request_id, request_id_of
 
 from ._auth import Authenticator
 from ._etag import etag_matches
-from ._lookup import LinkLookup
+from ._lookup import LinkLookup, RenderedLink
 from ._routes import CACHE_CONTROL, MAX_EXTERNAL_ID, WORKSPACE_PATTERN
 
 log = get_logger(__name__)
@@ -37,6 +38,10 @@ _NAMES = frozenset((b"workspace_id", b"source", b"external_id"))
 _CANONICAL = re.compile(rb"workspace_id=([^&]*)&source=([^&]*)&external_id=([^&]*)")
 _CACHE_CONTROL = (b"cache-control", CACHE_CONTROL.to_header().encode())
 _VARY = (b"vary", b"Authorization")
+_CACHE_CONTROL_TEXT = ("cache-control", CACHE_CONTROL.to_header())
+_VARY_TEXT = ("vary", "Authorization")
+_JSON_TEXT = ("content-type", "application/json")
+_T = TypeVar("_T")
 
 
 def link_identity(query: bytes) -> tuple[str, str, str] | None:
@@ -70,7 +75,8 @@ def _in_any_order(query: bytes) -> tuple[bytes, bytes, bytes] | None:
 
 class HotLinks:
     """ASGI wrapper around the litestar handler (inside the app, so lifespan and state are the
-    app's). ``answered`` counts the requests it served itself."""
+    app's), and the same answers for granian's RSGI interface (:meth:`answer_rsgi`, in front of
+    the whole app). ``answered`` counts the requests it served itself."""
 
     def __init__(self, app: ASGIApp, lookup: LinkLookup, authenticator: Authenticator, metrics: RequestMetrics):
         self._app = app
@@ -82,25 +88,46 @@ class HotLinks:
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "GET":
             started = time.perf_counter()
-            try:
-                answer = self._answer(scope)
-            except Exception as exc:  # a fault here must never cost the request: the route answers
-                log.warning("hot link answer failed, using the full path", error=type(exc).__name__, exc_info=exc)
-                answer = None
+            answer = self._guarded(self._answer_asgi, scope)
             if answer is not None:
                 status, headers, body = answer
                 start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status, "headers": headers}
                 await send(start)
                 await send({"type": "http.response.body", "body": body, "more_body": False})
-                self.answered += 1
-                self._metrics.record("GET", PATH, status, time.perf_counter() - started)
+                self._count(status, started)
                 return
         await self._app(scope, receive, send)
 
-    def _answer(self, scope: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
-        ident = link_identity(scope["query_string"])
-        if ident is None:
+    def answer_rsgi(self, scope: Any, protocol: Any) -> bool:
+        """:data:`callstream.runtime.FirstAnswer` for granian's RSGI: one synchronous call, so the
+        whole answer is sent or nothing is."""
+        if scope.path != PATH or scope.method != "GET":
+            return False
+        started = time.perf_counter()
+        answer = self._guarded(self._answer_rsgi, scope)
+        if answer is None:
+            return False
+        status, headers, body = answer
+        if status == 304:
+            protocol.response_empty(status, headers)
+        else:
+            protocol.response_bytes(status, headers, body)
+        self._count(status, started)
+        return True
+
+    def _count(self, status: int, started: float) -> None:
+        self.answered += 1
+        self._metrics.record("GET", PATH, status, time.perf_counter() - started)
+
+    @staticmethod
+    def _guarded(answer: Callable[[Any], _T | None], scope: Any) -> _T | None:
+        try:
+            return answer(scope)
+        except Exception as exc:  # a fault here must never cost the request: the route answers
+            log.warning("hot link answer failed, using the full path", error=type(exc).__name__, exc_info=exc)
             return None
+
+    def _answer_asgi(self, scope: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         authorization: bytes | None = None
         if_none_match: bytes | None = None
         for name, value in scope["headers"]:
@@ -114,22 +141,61 @@ class HotLinks:
                 return None  # litestar's router answers 400
         if authorization is None:
             return None
-        access = self._auth.known(authorization.decode("latin-1"))
+        found = self._found(scope["query_string"], authorization.decode("latin-1"), if_none_match)
+        if found is None:
+            return None
+        status, rendered = found
+        rid = (b"x-request-id", request_id(scope["headers"]).encode("latin-1", "replace"))
+        if status == 304:
+            return 304, [_CACHE_CONTROL, (b"etag", rendered.etag), _VARY, rid], b""
+        body = rendered.body
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            _CACHE_CONTROL,
+            (b"etag", rendered.etag),
+            _VARY,
+            rid,
+        ]
+        return 200, headers, body
+
+    def _answer_rsgi(self, scope: Any) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        headers = scope.headers
+        authorization = headers.get_all("authorization")
+        if len(authorization) != 1:
+            return None
+        if not all(is_valid_host(host.encode("latin-1")) for host in headers.get_all("host")):
+            return None  # litestar's router answers 400
+        if_none_match = headers.get("if-none-match")
+        found = self._found(
+            scope.query_string.encode("latin-1"),
+            authorization[0],
+            None if if_none_match is None else if_none_match.encode("latin-1"),
+        )
+        if found is None:
+            return None
+        status, rendered = found
+        given, trace = headers.get("x-request-id"), headers.get("traceparent")
+        rid = request_id_of(
+            None if given is None else given.encode("latin-1"), None if trace is None else trace.encode("latin-1")
+        )
+        etag = rendered.etag.decode("ascii")
+        if status == 304:  # granian adds no content-length to an empty answer; litestar sends none
+            return 304, [_CACHE_CONTROL_TEXT, ("etag", etag), _VARY_TEXT, ("x-request-id", rid)], b""
+        headers_out = [_JSON_TEXT, _CACHE_CONTROL_TEXT, ("etag", etag), _VARY_TEXT, ("x-request-id", rid)]
+        return 200, headers_out, rendered.body  # granian adds content-length
+
+    def _found(self, query: bytes, authorization: str, if_none_match: bytes | None) -> tuple[int, RenderedLink] | None:
+        """The status and rendered link of a request the cache alone can answer, else ``None``."""
+        ident = link_identity(query)
+        if ident is None:
+            return None
+        access = self._auth.known(authorization)
         if access is None or not access.covers(ident[0]):
             return None
         rendered = self._lookup.cached_answer(*ident)
         if rendered is None:
             return None
-        body, etag = rendered.body, rendered.etag
-        rid = (b"x-request-id", request_id(scope["headers"]).encode("latin-1", "replace"))
-        if if_none_match is not None and etag_matches(if_none_match, etag):
-            return 304, [_CACHE_CONTROL, (b"etag", etag), _VARY, rid], b""
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            _CACHE_CONTROL,
-            (b"etag", etag),
-            _VARY,
-            rid,
-        ]
-        return 200, headers, body
+        if if_none_match is not None and etag_matches(if_none_match, rendered.etag):
+            return 304, rendered
+        return 200, rendered
