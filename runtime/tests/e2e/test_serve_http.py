@@ -41,7 +41,11 @@ async def fail_on_start() -> None:
 async def record_shutdown() -> None:
     marker.write_text("shut down")
 
-hooks = [fail_on_start] if sys.argv[4] == "fail" else []
+async def slow_start() -> None:
+    marker.write_text("starting")
+    await asyncio.sleep(2)
+
+hooks = {"fail": [fail_on_start], "slow": [slow_start]}.get(sys.argv[4], [])
 app = Litestar([slow, ping], on_startup=hooks, on_shutdown=[record_shutdown])
 server = sys.argv[3]
 if server == "granian-rsgi":
@@ -157,3 +161,24 @@ def test_a_port_in_use_is_a_failed_process(tmp_path: Path, server: str) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
+
+
+def test_sigterm_during_an_rsgi_start_up_ends_cleanly_after_it(tmp_path: Path) -> None:
+    """Over RSGI the lifespan is run by serve_asgi itself, after the signal handlers are in place:
+    a SIGTERM while it starts is a graceful stop (the shutdown runs, exit 0), not a kill."""
+    proc, _, marker = _start(tmp_path, "granian-rsgi", mode="slow")
+    deadline = time.monotonic() + 20
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the start-up never began"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=15)
+    assert code == 0, proc.stdout.read().decode() if proc.stdout else ""
+    assert marker.read_text() == "shut down"
+
+
+def test_a_failed_rsgi_start_up_says_so(tmp_path: Path) -> None:
+    proc, _, _ = _start(tmp_path, "granian-rsgi", mode="fail")
+    assert proc.wait(timeout=30) == 1
+    output = proc.stdout.read().decode() if proc.stdout else ""
+    assert "lifespan start-up failed" in output

@@ -19,6 +19,9 @@ class Headers:
     def items(self) -> list[tuple[str, str]]:
         return list(self.pairs)
 
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return next((v for k, v in self.pairs if k == name), default)
+
 
 @dataclass
 class Scope:
@@ -65,11 +68,13 @@ class Protocol:
         return self.stream
 
 
-def serve(app: Any, body: list[bytes] | None = None, state: dict[str, Any] | None = None) -> Protocol:
+def serve(
+    app: Any, body: list[bytes] | None = None, state: dict[str, Any] | None = None, scope: Scope | None = None
+) -> Protocol:
     protocol = Protocol(body or [])
     front = AsgiOverRsgi(app)
     front.state = state or {}
-    asyncio.run(front.__rsgi__(Scope(), protocol))
+    asyncio.run(front.__rsgi__(scope or Scope(), protocol))
     return protocol
 
 
@@ -142,3 +147,81 @@ def test_a_failure_after_the_answer_changes_nothing_sent() -> None:
         raise RuntimeError("after the answer")
 
     assert serve(app).answers == [("bytes", 201, [], b"ok")]
+
+
+def test_a_listener_that_gives_up_does_not_spoil_the_next_one() -> None:
+    heard: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # the (empty) body
+        for _ in range(2):
+            try:
+                await asyncio.wait_for(receive(), 0.01)
+            except TimeoutError:
+                heard.append("timeout")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        heard.append((await receive())["type"])
+
+    assert serve(app).answers == [("bytes", 200, [], b"ok")]
+    assert heard == ["timeout", "timeout", "http.disconnect"]
+
+
+def test_a_body_short_of_its_declared_length_is_a_client_gone() -> None:
+    messages: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while not messages or (messages[-1]["type"] == "http.request" and messages[-1]["more_body"]):
+            messages.append(await receive())
+
+    declared = Scope(headers=Headers([("content-length", "10")]))
+    serve(app, body=[b"1234", b""], scope=declared)
+    assert [m["type"] for m in messages] == ["http.request", "http.request", "http.disconnect"]
+    whole = Scope(headers=Headers([("content-length", "4")]))
+    messages.clear()
+    serve(app, body=[b"1234", b""], scope=whole)
+    assert [m["type"] for m in messages] == ["http.request", "http.request", "http.request"]
+    assert messages[-1]["more_body"] is False
+
+
+def test_header_values_go_out_as_utf8_or_not_at_all() -> None:
+    async def app_with(value: bytes) -> Any:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"x-v", value)]})
+            await send({"type": "http.response.body", "body": b""})
+
+        return app
+
+    utf8 = serve(asyncio.run(app_with("café".encode())))
+    assert utf8.answers == [("bytes", 200, [("x-v", "café")], b"")]
+    latin1 = serve(asyncio.run(app_with(b"caf\xe9")))
+    assert latin1.answers == [("empty", 500, [])]  # never a changed value
+
+
+def test_http_1_0_is_named_as_asgi_names_it() -> None:
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.update(scope)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body"})
+
+    serve(app, scope=Scope(http_version="1"))
+    assert seen["http_version"] == "1.0"
+
+
+def test_a_client_gone_is_recognised_however_the_app_wrapped_it() -> None:
+    from granian.rsgi import ProtocolClosed  # type: ignore[attr-defined]
+
+    from callstream.runtime._rsgi import _client_gone
+
+    closed = ProtocolClosed("gone")
+    wrapped = RuntimeError("wrapped")
+    wrapped.__cause__ = closed
+    assert _client_gone(wrapped)
+    looped = RuntimeError("a context that points back")
+    looped.__context__ = wrapped
+    wrapped.__context__ = looped
+    assert _client_gone(looped)
+    assert _client_gone(ExceptionGroup("stream", [ValueError("x"), closed]))
+    assert not _client_gone(RuntimeError("something else"))

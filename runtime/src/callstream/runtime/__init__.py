@@ -4,7 +4,7 @@ connections, migrations and the service command line. No business logic lives he
 from ._broker import Broker
 from ._http import ApiError, Check, api_error_answer, create_app, error_response
 from ._logging import REDACTED, configure_logging, get_logger, redact_secrets
-from ._metrics import RequestMetrics, request_id, request_id_of
+from ._metrics import RequestMetrics, request_id
 from ._migrations import Migration, MigrationError, apply_migrations, discover, migrate
 from ._postgres import check_postgres, create_pool, wait_for_postgres
 from ._rsgi import AsgiOverRsgi, FirstAnswer
@@ -43,7 +43,6 @@ __all__ = [
     "migrate",
     "redact_secrets",
     "request_id",
-    "request_id_of",
     "serve_asgi",
     "serve_http",
     "service_main",

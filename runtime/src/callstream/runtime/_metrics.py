@@ -40,15 +40,8 @@ def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
             return value[:128].decode("latin-1")
         if name == b"traceparent":
             trace = value
-    return request_id_of(None, trace)
-
-
-def request_id_of(given: bytes | None, traceparent: bytes | None) -> str:
-    """:func:`request_id` from the two header values, for servers that hand headers over by name."""
-    if given:
-        return given[:128].decode("latin-1")
-    if traceparent:
-        parts = traceparent.split(b"-")
+    if trace:
+        parts = trace.split(b"-")
         if len(parts) == 4 and len(parts[1]) == 32:
             return parts[1].decode("latin-1")
     return _PREFIX + format(next(_ids), "x")  # unique per process start; no uuid per request

@@ -11,7 +11,10 @@ interface would, with two differences RSGI imposes:
   ``/``. litestar routes on ``path`` and reads ``raw_path`` only for mounted apps.
 - header values that are not visible ASCII never reach the app (granian drops them for RSGI).
 - a client that goes away mid-answer is noticed when a send fails; ``receive`` says
-  ``http.disconnect`` only once the answer is whole or a send has failed.
+  ``http.disconnect`` once the answer is whole, a send has failed, or the body fell short of its
+  ``content-length``.
+- an app that fails mid-stream leaves a properly ended chunked body (RSGI cannot abort one).
+- response header values must be UTF-8 (granian writes text; litestar's are ASCII).
 
 No library does this: granian converts ASGI to RSGI inside its Rust workers only.
 """
@@ -34,6 +37,7 @@ FirstAnswer = Callable[[Any, Any], bool]
 ``True``, or touch nothing and return ``False``. Synchronous, so it can never leave half an answer."""
 
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
+_HTTP_VERSIONS = {"1": "1.0"}  # granian says "1" for HTTP/1.0
 _PATH_SAFE = "/:@!$&'()*+,;=~"
 
 
@@ -60,7 +64,7 @@ class AsgiOverRsgi:
 class _Exchange:
     """One request handed to an ASGI app: its receive and send on top of an RSGI protocol."""
 
-    __slots__ = ("_body", "_finished", "_headers", "_protocol", "_scope", "_status", "_stream", "done")
+    __slots__ = ("_body", "_finished", "_headers", "_protocol", "_received", "_scope", "_status", "_stream", "done")
 
     def __init__(self, scope: Any, protocol: Any) -> None:
         self._scope = scope
@@ -69,7 +73,8 @@ class _Exchange:
         self._status: int | None = None
         self._headers: list[tuple[str, str]] = []
         self._stream: Any = None
-        self._finished: asyncio.Future[None] | None = None
+        self._finished = asyncio.Event()  # an Event: a waiter cancelled never spoils the next wait
+        self._received = 0
         self.done = False
 
     def asgi_scope(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +82,7 @@ class _Exchange:
         return {
             "type": "http",
             "asgi": _ASGI,
-            "http_version": scope.http_version,
+            "http_version": _HTTP_VERSIONS.get(scope.http_version, scope.http_version),
             "server": _host_port(scope.server),
             "client": _host_port(scope.client),
             "scheme": scope.scheme,
@@ -93,10 +98,10 @@ class _Exchange:
     async def run(self, app: Any, state: dict[str, Any]) -> None:
         try:
             await app(self.asgi_scope(state), self.receive, self.send)
-        except ProtocolClosed:
-            log.info("the client went away before the answer was sent", path=self._scope.path)
-            return
         except Exception as exc:
+            if _client_gone(exc):
+                log.info("the client went away before the answer was sent", path=self._scope.path)
+                return
             log.error("the ASGI app failed", path=self._scope.path, error=type(exc).__name__, exc_info=exc)
             if self._status is None:
                 self._protocol.response_empty(500, [])
@@ -116,25 +121,34 @@ class _Exchange:
                 chunk = await anext(self._body)
             except StopAsyncIteration:
                 self._body = _DRAINED
+                if self._cut_short():
+                    self._finish()
+                    return {"type": "http.disconnect"}
                 return {"type": "http.request", "body": b"", "more_body": False}
+            self._received += len(chunk)
             return {"type": "http.request", "body": bytes(chunk), "more_body": True}
         # ASGI: after the whole answer, receive() says http.disconnect (litestar's streams wait
         # for it). granian's client_disconnect() cannot be cancelled and, after a whole answer,
         # never resolves, so each wait on it would be a task kept forever: a gone client shows
         # up as a failed send instead, and that ends this wait too.
-        if not self.done:
-            if self._finished is None:
-                self._finished = asyncio.get_running_loop().create_future()
-            await self._finished
+        await self._finished.wait()
         return {"type": "http.disconnect"}
+
+    def _cut_short(self) -> bool:
+        """granian ends a body whose connection broke as if it were whole: a declared length not
+        reached is a client gone, as granian's ASGI interface and uvicorn report it."""
+        declared = self._scope.headers.get("content-length")
+        return declared is not None and declared.isdigit() and int(declared) > self._received
 
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "http.response.start":
             if self._status is not None:
                 raise RuntimeError("http.response.start sent twice")
-            self._status = message["status"]
-            self._headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", ())]
+            # granian writes header text as UTF-8: only bytes that are UTF-8 already go out unchanged
+            # (a ValueError here lets the app's error handling answer 500 instead).
+            headers = [(n.decode("latin-1"), v.decode("utf-8")) for n, v in message.get("headers", ())]
+            self._status, self._headers = message["status"], headers
         elif kind == "http.response.body":
             if self._status is None or self.done:
                 raise RuntimeError("http.response.body before http.response.start, or after the last body")
@@ -158,8 +172,25 @@ class _Exchange:
 
     def _finish(self) -> None:
         self.done = True
-        if self._finished is not None and not self._finished.done():
-            self._finished.set_result(None)
+        self._finished.set()
+
+
+def _client_gone(exc: BaseException) -> bool:
+    """``ProtocolClosed`` from a send, however the app wrapped it (litestar re-raises it as its own
+    exception, or inside an ExceptionGroup from a stream's task group)."""
+    pending: list[BaseException] = [exc]
+    visited: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in visited:
+            continue
+        visited.add(id(current))
+        if isinstance(current, ProtocolClosed):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return False
 
 
 class _Drained:

@@ -181,12 +181,6 @@ async def _serve_granian(app: Any, host: str, port: int, shutdown_seconds: float
     _refuse_a_taken_port(host, port)
     # granian runs the ASGI lifespan for its ASGI interface only; over RSGI it is ours to run.
     lifespan = LifespanProtocol(app.app) if isinstance(app, AsgiOverRsgi) else None  # type: ignore[no-untyped-call]
-    if lifespan is not None:
-        app.state = lifespan.state
-        await lifespan.startup()  # type: ignore[no-untyped-call]
-        if lifespan.interrupt:
-            log.error("the app's lifespan start-up failed", error=repr(lifespan.exc))
-            raise SystemExit(1)
     server = Server(
         app,
         address=host,
@@ -215,9 +209,18 @@ async def _serve_granian(app: Any, host: str, port: int, shutdown_seconds: float
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)
-    await server.serve()
     if lifespan is not None:
-        await lifespan.shutdown()  # type: ignore[no-untyped-call]
+        app.state = lifespan.state
+        await lifespan.startup()  # type: ignore[no-untyped-call]
+        if lifespan.interrupt:
+            log.error("the app's lifespan start-up failed", error=repr(lifespan.exc))
+            raise SystemExit(1)
+    try:
+        if not server.interrupt_signal:  # a SIGTERM during start-up leaves nothing to serve
+            await server.serve()
+    finally:
+        if lifespan is not None:
+            await lifespan.shutdown()  # type: ignore[no-untyped-call]
     if server.interrupt_children or not server.interrupt_signal:
         # The app's lifespan start-up failed or its worker died: granian returns as if stopped.
         log.error("the HTTP server stopped on its own (a failed start-up, or the app died)")
