@@ -17,7 +17,7 @@ software (``--server``, default granian's embedded server as callstream-linker s
   resolve      POST /v1/links/resolve with 1,000 ids per request, one connection (latency)
 
 Prints one JSON object: req/s, p50, p99, ratio = links / ceiling, and the targets
-(ratio >= 0.5, p99 <= 10 ms single, <= 50 ms for 1,000-id resolves).
+(ratio >= 0.5, p99 <= 10 ms single, <= 50 ms for 1,000-id resolves; also ratio_to_raw >= 0.5).
 
   .venv/bin/python bench/linker/bench_linker.py            # the full run (~2 minutes)
   .venv/bin/python bench/linker/bench_linker.py --smoke    # tiny: 2,000 messages, 2 s runs
@@ -299,6 +299,9 @@ def main() -> None:
         report["ratio_to_raw"] = round(links["rps"] / raw_best, 3)
         report["targets"] = {
             "ratio>=0.5": ratio >= 0.5,
+            # Not the target, but the honest one since links are answered over RSGI and the
+            # litestar hello world over ASGI: the same bar against the better bare ceiling.
+            "ratio_to_raw>=0.5": report["ratio_to_raw"] >= 0.5,
             "links_p99<=10ms": links["p99_ms"] <= 10,
             "resolve_1000_p99<=50ms": resolve["p99_ms"] <= 50,
             "no_errors": all(r["non_2xx"] == 0 and r["socket_errors"] == 0 for r in results.values()),

@@ -53,6 +53,9 @@ class RsgiHeaders:
     def __init__(self, pairs: list[tuple[str, str]]) -> None:
         self._pairs = [(name.lower(), value) for name, value in pairs]
 
+    def __contains__(self, name: str) -> bool:
+        return any(k == name for k, _ in self._pairs)
+
     def get(self, name: str, default: str | None = None) -> str | None:
         return next((v for k, v in self._pairs if k == name), default)
 
@@ -345,3 +348,18 @@ async def test_the_rsgi_first_answer_is_the_routes_answer_and_declines_the_rest(
             assert _rsgi(hot, query, headers, **scope) is None, (query, headers, scope)
         assert _answered(hot) == before
         assert _rsgi(hot, good, [*auth, ("host", "linker.example:8080")]) is not None
+
+        # The request id follows runtime.request_id's rules with repeated headers too: the first
+        # non-empty x-request-id, else the last traceparent.
+        first, last = "0af7651916cd43dd8448eb211c80319c", "4bf92f3577b34da6a3ce929d0e0e4736"
+        traced = [
+            *auth,
+            ("traceparent", f"00-{first}-b7ad6b7169203331-01"),
+            ("traceparent", f"00-{last}-00f067aa0ba902b7-01"),
+        ]
+        answer = _rsgi(hot, good, [*traced, ("x-request-id", ""), ("x-request-id", "second")])
+        assert answer is not None
+        assert ("x-request-id", "second") in answer.answers[0][1]
+        answer = _rsgi(hot, good, traced)
+        assert answer is not None
+        assert ("x-request-id", last) in answer.answers[0][1]

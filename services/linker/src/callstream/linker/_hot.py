@@ -21,7 +21,7 @@ from litestar._asgi.utils import is_valid_host
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Send
 
 from callstream.contracts import Source
-from callstream.runtime import RequestMetrics, get_logger, request_id, request_id_of
+from callstream.runtime import RequestMetrics, get_logger, request_id
 
 from ._auth import Authenticator
 from ._etag import etag_matches
@@ -84,6 +84,7 @@ class HotLinks:
         self._auth = authenticator
         self._metrics = metrics
         self.answered = 0
+        self.answered_rsgi = 0
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "GET":
@@ -112,6 +113,7 @@ class HotLinks:
             protocol.response_empty(status, headers)
         else:
             protocol.response_bytes(status, headers, body)
+        self.answered_rsgi += 1
         self._count(status, started)
         return True
 
@@ -175,10 +177,7 @@ class HotLinks:
         if found is None:
             return None
         status, rendered = found
-        given, trace = headers.get("x-request-id"), headers.get("traceparent")
-        rid = request_id_of(
-            None if given is None else given.encode("latin-1"), None if trace is None else trace.encode("latin-1")
-        )
+        rid = request_id(_named(headers, "x-request-id") + _named(headers, "traceparent"))
         etag = rendered.etag.decode("ascii")
         if status == 304:  # granian adds no content-length to an empty answer; litestar sends none
             return 304, [_CACHE_CONTROL_TEXT, ("etag", etag), _VARY_TEXT, ("x-request-id", rid)], b""
@@ -199,3 +198,12 @@ class HotLinks:
         if if_none_match is not None and etag_matches(if_none_match, rendered.etag):
             return 304, rendered
         return 200, rendered
+
+
+def _named(headers: Any, name: str) -> list[tuple[bytes, bytes]]:
+    """Every value of one RSGI header as ASGI pairs, so :func:`request_id` applies its own rules
+    (first non-empty ``x-request-id``, last ``traceparent``); nothing to build when it is absent."""
+    if name not in headers:
+        return []
+    key = name.encode()
+    return [(key, value.encode("latin-1")) for value in headers.get_all(name)]

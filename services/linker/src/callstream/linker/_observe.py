@@ -6,6 +6,7 @@ deployment; tests build several, and a per-app registration would collide on met
 from __future__ import annotations
 
 import weakref
+from collections import defaultdict
 from collections.abc import Iterator
 
 from prometheus_client import REGISTRY
@@ -28,8 +29,8 @@ class _LinkCacheCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         answered = CounterMetricFamily(
             "callstream_linker_links_from_memory",
-            "GET /v1/links answered from the hot-link cache, in front of the framework",
-            labels=["service"],
+            "GET /v1/links answered from the hot-link cache, in front of the framework, by interface",
+            labels=["service", "interface"],
         )
         live = GaugeMetricFamily(
             "callstream_linker_link_cache_live",
@@ -37,10 +38,20 @@ class _LinkCacheCollector(Collector):
             labels=["service"],
         )
         entries = GaugeMetricFamily("callstream_linker_link_cache_entries", "Links held in memory", labels=["service"])
+        # One series per label set, however many apps carry the same service name.
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        lives: dict[str, int] = defaultdict(int)
+        sizes: dict[str, int] = defaultdict(int)
         for hot, (service, cache, feed) in list(self._apps.items()):
-            answered.add_metric([service], hot.answered)
-            live.add_metric([service], int(feed.state().live))
-            entries.add_metric([service], len(cache))
+            counts[service, "rsgi"] += hot.answered_rsgi
+            counts[service, "asgi"] += hot.answered - hot.answered_rsgi
+            lives[service] = max(lives[service], int(feed.state().live))
+            sizes[service] += len(cache)
+        for labels, count in counts.items():
+            answered.add_metric(list(labels), count)
+        for service in lives:
+            live.add_metric([service], lives[service])
+            entries.add_metric([service], sizes[service])
         yield from (answered, live, entries)
 
 
