@@ -129,6 +129,14 @@ def test_an_app_that_fails_before_answering_gets_a_500() -> None:
     assert serve(app).answers == [("empty", 500, [])]
 
 
+def test_an_app_that_fails_between_start_and_body_gets_a_500() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("boom before the body")
+
+    assert serve(app).answers == [("empty", 500, [])]
+
+
 def test_an_app_that_never_answers_gets_a_500() -> None:
     async def silent(scope: Any, receive: Any, send: Any) -> None:
         return None

@@ -64,12 +64,24 @@ class AsgiOverRsgi:
 class _Exchange:
     """One request handed to an ASGI app: its receive and send on top of an RSGI protocol."""
 
-    __slots__ = ("_body", "_finished", "_headers", "_protocol", "_received", "_scope", "_status", "_stream", "done")
+    __slots__ = (
+        "_body",
+        "_drained",
+        "_finished",
+        "_headers",
+        "_protocol",
+        "_received",
+        "_scope",
+        "_status",
+        "_stream",
+        "done",
+    )
 
     def __init__(self, scope: Any, protocol: Any) -> None:
         self._scope = scope
         self._protocol = protocol
         self._body: AsyncIterator[bytes] | None = None
+        self._drained = False
         self._status: int | None = None
         self._headers: list[tuple[str, str]] = []
         self._stream: Any = None
@@ -103,24 +115,24 @@ class _Exchange:
                 log.info("the client went away before the answer was sent", path=self._scope.path)
                 return
             log.error("the ASGI app failed", path=self._scope.path, error=type(exc).__name__, exc_info=exc)
-            if self._status is None:
-                self._protocol.response_empty(500, [])
-            return
-        if self._status is None:
-            log.error("the ASGI app returned without an answer", path=self._scope.path)
-            self._protocol.response_empty(500, [])
-        elif not self.done and self._stream is None:
-            log.error("the ASGI app started an answer and never sent its body", path=self._scope.path)
+        else:
+            if self._unanswered():
+                log.error("the ASGI app returned without a whole answer", path=self._scope.path)
+        if self._unanswered():
             self._protocol.response_empty(500, [])
 
+    def _unanswered(self) -> bool:
+        """Nothing has reached the client yet: a start without its body is not an answer."""
+        return not self.done and self._stream is None
+
     async def receive(self) -> dict[str, Any]:
-        if self._body is None:
-            self._body = aiter(self._protocol)
-        if self._body is not _DRAINED:
+        if not self._drained:
+            if self._body is None:
+                self._body = aiter(self._protocol)
             try:
                 chunk = await anext(self._body)
             except StopAsyncIteration:
-                self._body = _DRAINED
+                self._drained = True
                 if self._cut_short():
                     self._finish()
                     return {"type": "http.disconnect"}
@@ -191,16 +203,3 @@ def _client_gone(exc: BaseException) -> bool:
             pending.extend(current.exceptions)
         pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
     return False
-
-
-class _Drained:
-    """The request body, read to its end."""
-
-    def __aiter__(self) -> _Drained:
-        return self
-
-    async def __anext__(self) -> bytes:
-        raise StopAsyncIteration
-
-
-_DRAINED: AsyncIterator[bytes] = _Drained()
