@@ -113,8 +113,13 @@ async def test_a_worker_killed_mid_run_is_detected_and_the_run_retried(
             return bool((await runs_of(pool, integration_id))[0]["status"] == "error")
 
         await _eventually(failed)
-        # The abandoned request was withdrawn: no worker picks it up again after its ack wait.
-        assert (await jetstream.stream_info(SYNC)).state.messages == 0
+
+        # The abandoned request is withdrawn: no worker picks it up again after its ack wait. The
+        # scheduler withdraws it just after it records the failure, so the test waits for it.
+        async def withdrawn() -> bool:
+            return (await jetstream.stream_info(SYNC)).state.messages == 0
+
+        await _eventually(withdrawn)
 
         clock.advance(minutes=1)  # the retry is due
         async with _worker_loop(StandInWorker(jetstream, clock)):
