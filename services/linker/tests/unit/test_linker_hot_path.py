@@ -40,10 +40,16 @@ from callstream.runtime import RequestMetrics
         (b"workspace_id=" + b"a" * 65 + b"&source=fathom&external_id=1", None),
         (b"workspace_id=acme&source=fathom&external_id=" + b"9" * 257, None),
         ("workspace_id=acme&source=fathom&external_id=é".encode(), None),
+        ("source=fathom&workspace_id=acme&external_id=é".encode(), None),
+        (b"workspace_id=acme&source=gong&external_id=" + b"9" * 256, ("acme", "gong", "9" * 256)),
+        (b"source=gong&workspace_id=acme&external_id=" + b"9" * 257, None),
+        (b"workspace_id=acme&source=Gong&external_id=1", None),
+        (b"workspace_id=ac%6De&source=gong&external_id=1", None),
+        (b"workspace_id=acme&source=gong&external_id=a'(*),-.~!$;:@/?", ("acme", "gong", "a'(*),-.~!$;:@/?")),
     ],
 )
 def test_only_plain_valid_identities_are_taken(query: bytes, identity: tuple[str, str, str] | None) -> None:
-    assert link_identity(query) == identity
+    assert link_identity(query.decode("latin-1")) == identity
 
 
 class _Auth:
@@ -52,7 +58,7 @@ class _Auth:
 
 
 class _BrokenLookup:
-    def cached_answer(self, *_: str) -> Any:
+    def cached_answer(self, _: tuple[str, str, str]) -> Any:
         raise RuntimeError("a bug in the cache")
 
 
@@ -96,12 +102,12 @@ async def test_the_rendered_answer_is_made_once_per_entry_and_follows_it() -> No
     first = _fathom_facts(1, "https://fathom.video/share/first")
     cache.store(first, cache.epoch)
 
-    rendered = lookup.cached_answer("w", "fathom", "1")
+    rendered = lookup.cached_answer(("w", "fathom", "1"))
     assert rendered is not None
     assert msgspec.json.decode(rendered.body)["url"] == "https://fathom.video/share/first"
     assert rendered.body == msgspec.json.encode(rendered.record)
     assert rendered.etag == etag_of(rendered.body)
-    assert lookup.cached_answer("w", "fathom", "1") is rendered  # encoded and hashed once
+    assert lookup.cached_answer(("w", "fathom", "1")) is rendered  # encoded and hashed once
     assert await lookup.record(first) is rendered.record  # the route's record is the same one
 
     cache.invalidate(
@@ -109,9 +115,9 @@ async def test_the_rendered_answer_is_made_once_per_entry_and_follows_it() -> No
             message_id="m1", workspace_id="w", source="fathom", external_id="1", change="updated", version=2
         )
     )
-    assert lookup.cached_answer("w", "fathom", "1") is None
+    assert lookup.cached_answer(("w", "fathom", "1")) is None
     cache.store(_fathom_facts(2, "https://fathom.video/share/second"), cache.epoch)
-    changed = lookup.cached_answer("w", "fathom", "1")
+    changed = lookup.cached_answer(("w", "fathom", "1"))
     assert changed is not None
     assert msgspec.json.decode(changed.body)["url"] == "https://fathom.video/share/second"
     assert changed.etag != rendered.etag

@@ -102,6 +102,15 @@ class LinkCache:
         message_id = self._by_ident.get((workspace_id, source, external_id))
         return None if message_id is None else self.by_id(message_id)
 
+    def hot(self, ident: Ident) -> tuple[LinkFacts, object | None] | None:
+        """:meth:`by_ident` and :meth:`resolved` in one step (the hot path pays per call): the
+        facts and what was remembered for them."""
+        message_id = self._by_ident.get(ident)
+        if message_id is None:
+            return None
+        facts = self.by_id(message_id)
+        return None if facts is None else (facts, self._resolved.get(message_id))
+
     def resolved(self, facts: LinkFacts) -> object | None:
         """What :meth:`remember_resolved` kept for exactly these facts (resolution is pure, so
         it is computed once per cached entry rather than once per request)."""

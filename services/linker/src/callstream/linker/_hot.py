@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar, get_args
+from typing import Any, get_args
 
 from litestar._asgi.utils import is_valid_host
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Send
@@ -33,44 +32,48 @@ log = get_logger(__name__)
 PATH = "/v1/links"
 _WORKSPACE = re.compile(WORKSPACE_PATTERN)
 _SOURCES = frozenset(get_args(Source))
-_NAMES = frozenset((b"workspace_id", b"source", b"external_id"))
-# The order the docs, the bench and every client we know send: one C call instead of a loop.
-_CANONICAL = re.compile(rb"workspace_id=([^&]*)&source=([^&]*)&external_id=([^&]*)")
+_NAMES = frozenset(("workspace_id", "source", "external_id"))
+# The order the docs, the bench and every client we know send, with every rule below in it: one C
+# call instead of a loop (the hot path pays ~0.3 µs per Python call on a 2-core VM).
+_CANONICAL = re.compile(
+    rf"workspace_id=({WORKSPACE_PATTERN.strip('^$')})"
+    rf"&source=({'|'.join(map(re.escape, sorted(_SOURCES)))})"
+    rf"&external_id=([\x00-\x24\x27-\x2a\x2c-\x7f]{{1,{MAX_EXTERNAL_ID}}})"  # ASCII but & % +
+)
 _CACHE_CONTROL = (b"cache-control", CACHE_CONTROL.to_header().encode())
 _VARY = (b"vary", b"Authorization")
 _CACHE_CONTROL_TEXT = ("cache-control", CACHE_CONTROL.to_header())
 _VARY_TEXT = ("vary", "Authorization")
 _JSON_TEXT = ("content-type", "application/json")
-_T = TypeVar("_T")
 
 
-def link_identity(query: bytes) -> tuple[str, str, str] | None:
-    """``(workspace_id, source, external_id)`` from a query string that names each exactly once,
-    plainly (no escapes) and validly; ``None`` sends the request down the full path."""
-    if not query.isascii() or b"%" in query or b"+" in query:
-        return None
+def link_identity(query: str) -> tuple[str, str, str] | None:
+    """``(workspace_id, source, external_id)`` from a query string (as latin-1 text) that names
+    each exactly once, plainly (no escapes) and validly; ``None`` sends the request down the full
+    path."""
     canonical = _CANONICAL.fullmatch(query)
-    raw = canonical.groups() if canonical is not None else _in_any_order(query)
-    if raw is None:
-        return None
-    workspace_id, source, external_id = raw[0].decode(), raw[1].decode(), raw[2].decode()
-    if not _WORKSPACE.match(workspace_id) or source not in _SOURCES:
-        return None
-    if not 1 <= len(external_id) <= MAX_EXTERNAL_ID:
-        return None
-    return workspace_id, source, external_id
+    if canonical is not None:
+        return canonical.groups()  # type: ignore[return-value]  # three groups, each one matched
+    return _in_any_order(query)
 
 
-def _in_any_order(query: bytes) -> tuple[bytes, bytes, bytes] | None:
-    values: dict[bytes, bytes] = {}
-    for pair in query.split(b"&"):
-        name, sep, value = pair.partition(b"=")
+def _in_any_order(query: str) -> tuple[str, str, str] | None:
+    if not query.isascii() or "%" in query or "+" in query:
+        return None
+    values: dict[str, str] = {}
+    for pair in query.split("&"):
+        name, sep, value = pair.partition("=")
         if not sep or name not in _NAMES or name in values:
             return None
         values[name] = value
     if len(values) != 3:
         return None
-    return values[b"workspace_id"], values[b"source"], values[b"external_id"]
+    workspace_id, source, external_id = values["workspace_id"], values["source"], values["external_id"]
+    if not _WORKSPACE.match(workspace_id) or source not in _SOURCES:
+        return None
+    if not 1 <= len(external_id) <= MAX_EXTERNAL_ID:
+        return None
+    return workspace_id, source, external_id
 
 
 class HotLinks:
@@ -89,7 +92,11 @@ class HotLinks:
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "GET":
             started = time.perf_counter()
-            answer = self._guarded(self._answer_asgi, scope)
+            try:
+                answer = self._answer_asgi(scope)
+            except Exception as exc:
+                _fault(exc)
+                answer = None
             if answer is not None:
                 status, headers, body = answer
                 start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status, "headers": headers}
@@ -105,7 +112,11 @@ class HotLinks:
         if scope.path != PATH or scope.method != "GET":
             return False
         started = time.perf_counter()
-        answer = self._guarded(self._answer_rsgi, scope)
+        try:
+            answer = self._answer_rsgi(scope)
+        except Exception as exc:
+            _fault(exc)
+            answer = None
         if answer is None:
             return False
         status, headers, body = answer
@@ -121,14 +132,6 @@ class HotLinks:
         self.answered += 1
         self._metrics.record("GET", PATH, status, time.perf_counter() - started)
 
-    @staticmethod
-    def _guarded(answer: Callable[[Any], _T | None], scope: Any) -> _T | None:
-        try:
-            return answer(scope)
-        except Exception as exc:  # a fault here must never cost the request: the route answers
-            log.warning("hot link answer failed, using the full path", error=type(exc).__name__, exc_info=exc)
-            return None
-
     def _answer_asgi(self, scope: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         authorization: bytes | None = None
         if_none_match: bytes | None = None
@@ -143,7 +146,7 @@ class HotLinks:
                 return None  # litestar's router answers 400
         if authorization is None:
             return None
-        found = self._found(scope["query_string"], authorization.decode("latin-1"), if_none_match)
+        found = self._found(scope["query_string"].decode("latin-1"), authorization.decode("latin-1"), if_none_match)
         if found is None:
             return None
         status, rendered = found
@@ -166,25 +169,29 @@ class HotLinks:
         authorization = headers.get_all("authorization")
         if len(authorization) != 1:
             return None
-        if not all(is_valid_host(host.encode("latin-1")) for host in headers.get_all("host")):
-            return None  # litestar's router answers 400
+        for host in headers.get_all("host"):
+            if not is_valid_host(host.encode("latin-1")):
+                return None  # litestar's router answers 400
         if_none_match = headers.get("if-none-match")
         found = self._found(
-            scope.query_string.encode("latin-1"),
+            scope.query_string,
             authorization[0],
             None if if_none_match is None else if_none_match.encode("latin-1"),
         )
         if found is None:
             return None
         status, rendered = found
-        rid = request_id(_named(headers, "x-request-id") + _named(headers, "traceparent"))
+        if "x-request-id" in headers or "traceparent" in headers:
+            rid = request_id(_named(headers, "x-request-id") + _named(headers, "traceparent"))
+        else:
+            rid = request_id(())
         etag = rendered.etag.decode("ascii")
         if status == 304:  # granian adds no content-length to an empty answer; litestar sends none
             return 304, [_CACHE_CONTROL_TEXT, ("etag", etag), _VARY_TEXT, ("x-request-id", rid)], b""
         headers_out = [_JSON_TEXT, _CACHE_CONTROL_TEXT, ("etag", etag), _VARY_TEXT, ("x-request-id", rid)]
         return 200, headers_out, rendered.body  # granian adds content-length
 
-    def _found(self, query: bytes, authorization: str, if_none_match: bytes | None) -> tuple[int, RenderedLink] | None:
+    def _found(self, query: str, authorization: str, if_none_match: bytes | None) -> tuple[int, RenderedLink] | None:
         """The status and rendered link of a request the cache alone can answer, else ``None``."""
         ident = link_identity(query)
         if ident is None:
@@ -192,12 +199,17 @@ class HotLinks:
         access = self._auth.known(authorization)
         if access is None or not access.covers(ident[0]):
             return None
-        rendered = self._lookup.cached_answer(*ident)
+        rendered = self._lookup.cached_answer(ident)
         if rendered is None:
             return None
         if if_none_match is not None and etag_matches(if_none_match, rendered.etag):
             return 304, rendered
         return 200, rendered
+
+
+def _fault(exc: Exception) -> None:
+    """A fault in the hot path must never cost the request: the route answers it instead."""
+    log.warning("hot link answer failed, using the full path", error=type(exc).__name__, exc_info=exc)
 
 
 def _named(headers: Any, name: str) -> list[tuple[bytes, bytes]]:

@@ -53,19 +53,19 @@ class LinkLookup:
             self.cache.store(facts, epoch)
         return await self.record(facts)
 
-    def cached_answer(self, workspace_id: str, source: str, external_id: str) -> RenderedLink | None:
+    def cached_answer(self, ident: tuple[str, str, str]) -> RenderedLink | None:
         """The answer of :meth:`by_ident`, rendered, when the cache alone can give it, else ``None``."""
-        facts = self.cache.by_ident(workspace_id, source, external_id)
-        if facts is None:
+        hit = self.cache.hot(ident)
+        if hit is None:
             return None
+        facts, memo = hit
+        if type(memo) is RenderedLink:  # the usual case first: one check
+            return memo
         if needs_gong_host(facts):
-            host = self.cache.gong_host(workspace_id)
+            host = self.cache.gong_host(facts.workspace_id)
             if is_unknown_host(host):
                 return None
             return RenderedLink.of(self._record(facts, host if isinstance(host, str) else None))
-        memo = self.cache.resolved(facts)
-        if isinstance(memo, RenderedLink):
-            return memo
         rendered = RenderedLink.of(self._memoised(facts))
         self.cache.remember_resolved(facts, rendered)
         return rendered
