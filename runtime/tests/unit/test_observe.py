@@ -3,7 +3,7 @@ from litestar.params import FromPath
 from litestar.testing import TestClient
 from prometheus_client import REGISTRY
 
-from callstream.runtime import create_app
+from callstream.runtime import RequestMetrics, create_app
 
 
 @get("/items/{item_id:str}", sync_to_thread=False)
@@ -36,3 +36,37 @@ def test_requests_are_counted_by_route_template_and_carry_a_request_id() -> None
     assert missing.status_code == 404
     assert missing.json()["error"] == "not_found"
     assert _count("/items/{item_id}", "200") - before == 3  # one series for all ids, not one per id
+
+
+def _series(service: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the request series for one service label, without that label (and without
+    the ``_created`` timestamps, which differ by when each child was made)."""
+    found = {}
+    for family in REGISTRY.collect():
+        for sample in family.samples:
+            named = sample.name.startswith("callstream_http_request") and not sample.name.endswith("_created")
+            if named and sample.labels.get("service") == service:
+                labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "service"))
+                found[(sample.name, labels)] = sample.value
+    return found
+
+
+def test_deferred_observations_equal_recorded_ones() -> None:
+    """``defer`` reaches into prometheus_client's histogram; this pins it to what ``observe`` does,
+    bounds included (a value equal to a bucket's bound belongs to that bucket)."""
+    recorded, deferred = RequestMetrics("obs-recorded"), RequestMetrics("obs-deferred")
+    seconds = [0.0, 0.00003, 0.001, 0.0010001, 0.0025, 0.004, 0.01, 0.3, 5.0, 7.5, 0.00002]
+    for status, value in zip([200, 200, 304, 200, 200, 404, 200, 200, 200, 500, 200], seconds, strict=True):
+        recorded.record("GET", "/v1/links", status, value)
+        deferred.defer("GET", "/v1/links", status, value)
+    expected = _series("obs-recorded")
+    assert expected  # the comparison below is not between two empty sets
+    assert _series("obs-deferred") == expected
+    assert _series("obs-deferred") == expected  # a second collection adds nothing twice
+
+    deferred.defer("GET", "/v1/links", 200, 0.0002)
+    count = REGISTRY.get_sample_value(
+        "callstream_http_requests_total",
+        {"service": "obs-deferred", "method": "GET", "route": "/v1/links", "status": "200"},
+    )
+    assert count == 9  # any reader of the registry sees the tally, with no flush by hand

@@ -130,7 +130,7 @@ class HotLinks:
 
     def _count(self, status: int, started: float) -> None:
         self.answered += 1
-        self._metrics.record("GET", PATH, status, time.perf_counter() - started)
+        self._metrics.defer("GET", PATH, status, time.perf_counter() - started)
 
     def _answer_asgi(self, scope: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         authorization: bytes | None = None
