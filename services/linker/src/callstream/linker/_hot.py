@@ -33,8 +33,8 @@ PATH = "/v1/links"
 _WORKSPACE = re.compile(WORKSPACE_PATTERN)
 _SOURCES = frozenset(get_args(Source))
 _NAMES = frozenset(("workspace_id", "source", "external_id"))
-# The order the docs, the bench and every client we know send, with every rule below in it: one C
-# call instead of a loop (the hot path pays ~0.3 µs per Python call on a 2-core VM).
+# The order the docs, the bench and every client we know send, with every rule of _in_any_order in
+# it: one C call on granian's text (0.6 µs in a tight loop here, against 2 µs for the byte rules).
 _CANONICAL = re.compile(
     rf"workspace_id=({WORKSPACE_PATTERN.strip('^$')})"
     rf"&source=({'|'.join(map(re.escape, sorted(_SOURCES)))})"
