@@ -1,3 +1,5 @@
+import gc
+
 from litestar import get
 from litestar.params import FromPath
 from litestar.testing import TestClient
@@ -70,3 +72,17 @@ def test_deferred_observations_equal_recorded_ones() -> None:
         {"service": "obs-deferred", "method": "GET", "route": "/v1/links", "status": "200"},
     )
     assert count == 9  # any reader of the registry sees the tally, with no flush by hand
+
+
+def test_a_deferred_tally_outlives_the_metrics_object_that_held_it() -> None:
+    """An app dropped between a request and the next scrape (a rebuilt app, a test) must not take
+    its uncounted requests with it."""
+    metrics = RequestMetrics("obs-dropped")
+    metrics.defer("GET", "/v1/links", 200, 0.0001)
+    del metrics
+    gc.collect()
+    count = REGISTRY.get_sample_value(
+        "callstream_http_requests_total",
+        {"service": "obs-dropped", "method": "GET", "route": "/v1/links", "status": "200"},
+    )
+    assert count == 1

@@ -12,7 +12,6 @@ import itertools
 import os
 import threading
 import time
-import weakref
 from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
@@ -25,8 +24,10 @@ from prometheus_client.registry import Collector
 
 
 class _FlushDeferred(Collector):
-    """Registered before the series below, so every collection (a scrape, ``get_sample_value``)
-    first adds what :meth:`RequestMetrics.defer` held back, and no reader sees a count short."""
+    """Registered before the series below, so every collection of the default registry (a
+    scrape, ``get_sample_value``) first adds what :meth:`RequestMetrics.defer` held back.
+    Another registry (prometheus_client's multiprocess mode, ``restricted_registry``) would not
+    flush them: callstream uses neither."""
 
     def collect(self) -> list[Any]:
         with _DEFERRING_LOCK:
@@ -36,7 +37,8 @@ class _FlushDeferred(Collector):
         return []
 
 
-_DEFERRING: weakref.WeakSet[RequestMetrics] = weakref.WeakSet()
+# Held for good, not weakly: a tally must not vanish with an app dropped before the next scrape.
+_DEFERRING: list[RequestMetrics] = []
 _DEFERRING_LOCK = threading.Lock()
 REGISTRY.register(_FlushDeferred())
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -78,7 +80,7 @@ class RequestMetrics:
         self._lock = threading.Lock()
         self._deferred: dict[tuple[str, str, int], list[float]] = {}
         with _DEFERRING_LOCK:
-            _DEFERRING.add(self)
+            _DEFERRING.append(self)
 
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
         counter, histogram = self._pair((method, route, status))
@@ -98,18 +100,20 @@ class RequestMetrics:
             tally[1 + bisect_left(BUCKETS, seconds)] += 1  # prometheus' rule: the first bound >= it
 
     def flush(self) -> None:
-        """Add the deferred tallies to the series. prometheus_client cannot add many observations
-        at once, so the histogram child's ``_sum`` and ``_buckets`` are used directly;
-        ``test_deferred_observations_equal_recorded_ones`` holds that to what ``observe`` does."""
+        """Add the deferred tallies to the series. The lock is held until they are added, so a
+        second reader at the same moment waits for them rather than reading a count short.
+        prometheus_client cannot add many observations at once, so the histogram child's
+        ``_sum`` and ``_buckets`` are used directly; ``test_deferred_observations_equal_recorded_ones``
+        holds that to what ``observe`` does."""
         with self._lock:
-            pending, self._deferred = self._deferred, {}
-        for key, tally in pending.items():
-            counter, histogram = self._pair(key)
-            counter.inc(sum(tally[1:]))
-            histogram._sum.inc(tally[0])
-            for bucket, count in zip(histogram._buckets, tally[1:], strict=True):
-                if count:
-                    bucket.inc(count)
+            for key, tally in self._deferred.items():
+                counter, histogram = self._pair(key)
+                counter.inc(sum(tally[1:]))
+                histogram._sum.inc(tally[0])
+                for bucket, count in zip(histogram._buckets, tally[1:], strict=True):
+                    if count:
+                        bucket.inc(count)
+            self._deferred.clear()
 
     def _pair(self, key: tuple[str, str, int]) -> tuple[Any, Any]:
         pair = self._children.get(key)

@@ -72,7 +72,29 @@ async def test_known_tokens_stop_working_when_their_lookup_expires() -> None:
     assert admin.workspaces is None
     clock.now += 10_000
     assert auth.known("Bearer admin-secret") is admin  # the admin token does not expire
+    assert "Bearer admin-secret" not in auth._by_header  # always compared in constant time
     assert auth.known("Bearer admin-secre") is None
     assert auth.known("Basic admin-secret") is None
     assert auth.known("Bearer ") is None
     assert pool.queries == 2
+
+
+async def test_header_answers_are_bounded_and_go_with_the_lookups() -> None:
+    """Padded spellings of a token are answered but not kept (they could fill memory), and when
+    the looked-up answers are dropped for room, those kept by header go with them: a revoked
+    token is then looked up again at once, as before headers were kept."""
+    clock, pool = _Clock(), _Rows()
+    auth = Authenticator(lambda: pool, None, ttl_seconds=5, clock=clock)  # type: ignore[arg-type,return-value]
+    pool.rows[hash_api_token("t1")] = ["acme"]
+    await auth._lookup(hash_api_token("t1"))
+
+    for padding in range(1, 50):
+        assert auth.known("Bearer " + " " * 200 * padding + "t1") is not None
+    assert auth.known("Bearer t1") is not None
+    assert list(auth._by_header) == ["Bearer t1"]
+
+    del pool.rows[hash_api_token("t1")]  # revoked
+    for n in range(10_000):  # other tokens fill the look-up cache, which is then emptied
+        await auth._lookup(hash_api_token(f"other-{n}"))
+    assert auth.known("Bearer t1") is None
+    assert await auth._lookup(hash_api_token("t1")) is None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from callstream.runtime import ApiError
 
 _BEARER = "bearer "
 _MAX_CACHED_TOKENS = 10_000
+_MAX_KEPT_HEADER = 128  # "Bearer " and a token: the gateway's are 47 characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +102,11 @@ class Authenticator:
         or a token looked up within the TTL); ``None`` for anything else, including a token known
         to be unknown: the full path answers those.
 
-        Answers are kept by the header value as well, until the same moment the looked-up answer
-        expires (so a revoked token stops working exactly as soon as before): parsing and hashing
-        the token was a fifth of a cached link's answer (``bench/linker``)."""
+        A gateway token's answer is kept by the header value as well (parsing and hashing the
+        token was a fifth of a cached link's answer, ``bench/linker``): only for headers of a
+        token's length, so padded spellings cannot fill memory, only until the looked-up answer
+        expires, and forgotten whenever that is, so a revoked token stops working exactly as soon
+        as before. The admin token is not kept: it is always compared in constant time."""
         hit = self._by_header.get(authorization)
         if hit is not None and self._clock() < hit[1]:
             return hit[0]
@@ -112,14 +114,14 @@ class Authenticator:
         if token is None:
             return None
         if self._is_admin(token):
-            hit = (_ADMIN, math.inf)
-        else:
-            hit = self._cache.get(hash_api_token(token))
-            if hit is None or hit[0] is None or self._clock() >= hit[1]:
-                return None
-        if len(self._by_header) >= _MAX_CACHED_TOKENS:
-            self._by_header.clear()
-        self._by_header[authorization] = hit
+            return _ADMIN
+        hit = self._cache.get(hash_api_token(token))
+        if hit is None or hit[0] is None or self._clock() >= hit[1]:
+            return None
+        if len(authorization) <= _MAX_KEPT_HEADER:
+            if len(self._by_header) >= _MAX_CACHED_TOKENS:
+                self._by_header.clear()
+            self._by_header[authorization] = hit
         return hit[0]
 
     def _is_admin(self, token: str) -> bool:
@@ -158,5 +160,6 @@ class Authenticator:
         if self._ttl > 0:
             if len(self._cache) >= _MAX_CACHED_TOKENS:
                 self._cache.clear()
+                self._by_header.clear()  # nothing outlives the answer it was kept from
             self._cache[token_hash] = (access, now + self._ttl)
         return access

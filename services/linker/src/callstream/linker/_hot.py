@@ -48,9 +48,9 @@ _JSON_TEXT = ("content-type", "application/json")
 
 
 def link_identity(query: str) -> tuple[str, str, str] | None:
-    """``(workspace_id, source, external_id)`` from a query string (as latin-1 text) that names
-    each exactly once, plainly (no escapes) and validly; ``None`` sends the request down the full
-    path."""
+    """``(workspace_id, source, external_id)`` from a query string (granian's RSGI text, or ASGI's
+    bytes read as latin-1) that names each exactly once, plainly (no escapes) and validly;
+    ``None`` sends the request down the full path."""
     canonical = _CANONICAL.fullmatch(query)
     if canonical is not None:
         return canonical.groups()  # type: ignore[return-value]  # three groups, each one matched

@@ -59,7 +59,9 @@ class LinkLookup:
         if hit is None:
             return None
         facts, memo = hit
-        if type(memo) is RenderedLink:  # the usual case first: one check
+        # The usual case first, before needs_gong_host: nothing that depends on a workspace's Gong
+        # host is ever remembered (remember_resolved is reached only below that branch).
+        if type(memo) is RenderedLink:
             return memo
         if needs_gong_host(facts):
             host = self.cache.gong_host(facts.workspace_id)
