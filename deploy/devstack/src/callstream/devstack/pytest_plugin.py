@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -144,17 +145,39 @@ async def jetstream(nats_url: str) -> AsyncIterator[object]:
     """The contracts' streams and consumers, created empty for this test."""
     import nats
 
-    from callstream.runtime import ensure_all
-
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    for name in [s.config.name for s in await js.streams_info() if s.config.name]:
-        await js.delete_stream(name)
-    await ensure_all(js)
+    await declare_fresh_streams(js)
     try:
         yield js
     finally:
         await nc.close()
+
+
+async def declare_fresh_streams(js: Any) -> None:
+    """Delete every stream, then declare the contracts' streams and consumers again.
+
+    nats-server can still be removing a deleted stream's files when it is created again, and
+    then answers 10049 "error creating store for stream" (seen once, in a CI run under load):
+    that answer is retried for a while; any other error is raised at once."""
+    from nats.js.errors import ServerError
+    from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
+
+    from callstream.runtime import ensure_all
+
+    for name in [s.config.name for s in await js.streams_info() if s.config.name]:
+        await js.delete_stream(name)
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(lambda exc: isinstance(exc, ServerError) and exc.err_code == _STORE_NOT_CREATED),
+        stop=stop_after_delay(10),
+        wait=wait_fixed(0.1),
+        reraise=True,
+    ):
+        with attempt:
+            await ensure_all(js)
+
+
+_STORE_NOT_CREATED = 10049
 
 
 @pytest.fixture
