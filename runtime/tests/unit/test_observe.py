@@ -1,4 +1,6 @@
 import gc
+import threading
+from typing import Any
 
 from litestar import get
 from litestar.params import FromPath
@@ -86,3 +88,35 @@ def test_a_deferred_tally_outlives_the_metrics_object_that_held_it() -> None:
         {"service": "obs-dropped", "method": "GET", "route": "/v1/links", "status": "200"},
     )
     assert count == 1
+
+
+def test_a_reader_during_a_flush_waits_for_its_tallies() -> None:
+    """Two readers at once (a scrape and a test thread): the second must not read the series
+    between the first taking the tallies and adding them."""
+    metrics = RequestMetrics("obs-two-readers")
+    for _ in range(5):
+        metrics.defer("GET", "/v1/links", 200, 0.0001)
+    inside, go = threading.Event(), threading.Event()
+    pair = metrics._pair
+
+    def paused_pair(key: tuple[str, str, int]) -> Any:
+        inside.set()
+        go.wait(5)
+        return pair(key)
+
+    metrics._pair = paused_pair  # type: ignore[method-assign]
+    first = threading.Thread(target=metrics.flush)
+    first.start()
+    assert inside.wait(5)
+    metrics._pair = pair  # type: ignore[method-assign]
+    seen: list[float | None] = []
+    labels = {"service": "obs-two-readers", "method": "GET", "route": "/v1/links", "status": "200"}
+    second = threading.Thread(
+        target=lambda: seen.append(REGISTRY.get_sample_value("callstream_http_requests_total", labels))
+    )
+    second.start()
+    second.join(0.5)  # a reader that does not wait would be done by now, with a count short
+    go.set()
+    first.join(5)
+    second.join(5)
+    assert seen == [5]
