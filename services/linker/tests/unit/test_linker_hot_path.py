@@ -4,6 +4,7 @@ cache."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -86,6 +87,46 @@ async def test_a_fault_in_the_hot_path_sends_the_request_to_the_route() -> None:
     await hot(scope, receive, send)
     assert routed == ["/v1/links"]
     assert sent == []
+    assert hot.answered == 0
+
+
+class _Headers:
+    def __init__(self, values: dict[str, str]) -> None:
+        self._values = values
+
+    def get_all(self, name: str) -> list[str]:
+        return [self._values[name]] if name in self._values else []
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._values.get(name, default)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+
+class _Protocol:
+    def __init__(self) -> None:
+        self.answers: list[Any] = []
+
+    def response_bytes(self, *answer: Any) -> None:
+        self.answers.append(answer)
+
+    def response_empty(self, *answer: Any) -> None:
+        self.answers.append(answer)
+
+
+def test_a_fault_in_the_rsgi_answer_declines_the_request() -> None:
+    """Over RSGI the same fault sends nothing and declines, so the ASGI app behind answers."""
+    hot = HotLinks(None, _BrokenLookup(), _Auth(), RequestMetrics("linker-unit"))  # type: ignore[arg-type]
+    scope = SimpleNamespace(
+        path="/v1/links",
+        method="GET",
+        query_string="workspace_id=acme&source=fathom&external_id=1",
+        headers=_Headers({"authorization": "Bearer x"}),
+    )
+    protocol = _Protocol()
+    assert hot.answer_rsgi(scope, protocol) is False
+    assert protocol.answers == []
     assert hot.answered == 0
 
 

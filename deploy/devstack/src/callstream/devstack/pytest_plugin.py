@@ -154,6 +154,9 @@ async def jetstream(nats_url: str) -> AsyncIterator[object]:
         await nc.close()
 
 
+_STORE_NOT_CREATED = 10049
+
+
 async def declare_fresh_streams(js: Any) -> None:
     """Delete every stream, then declare the contracts' streams and consumers again.
 
@@ -175,9 +178,6 @@ async def declare_fresh_streams(js: Any) -> None:
     ):
         with attempt:
             await ensure_all(js)
-
-
-_STORE_NOT_CREATED = 10049
 
 
 @pytest.fixture

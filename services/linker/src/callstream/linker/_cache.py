@@ -99,8 +99,8 @@ class LinkCache:
         return facts
 
     def by_ident(self, workspace_id: str, source: str, external_id: str) -> LinkFacts | None:
-        message_id = self._by_ident.get((workspace_id, source, external_id))
-        return None if message_id is None else self.by_id(message_id)
+        hit = self.hot((workspace_id, source, external_id))
+        return None if hit is None else hit[0]
 
     def hot(self, ident: Ident) -> tuple[LinkFacts, object | None] | None:
         """:meth:`by_ident` and :meth:`resolved` in one step (the hot path pays per call): the

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, get_args
+from collections.abc import Callable
+from typing import Any, TypeVar, get_args
 
 from litestar._asgi.utils import is_valid_host
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Send
@@ -45,6 +46,7 @@ _VARY = (b"vary", b"Authorization")
 _CACHE_CONTROL_TEXT = ("cache-control", CACHE_CONTROL.to_header())
 _VARY_TEXT = ("vary", "Authorization")
 _JSON_TEXT = ("content-type", "application/json")
+_T = TypeVar("_T")
 
 
 def link_identity(query: str) -> tuple[str, str, str] | None:
@@ -92,11 +94,7 @@ class HotLinks:
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "GET":
             started = time.perf_counter()
-            try:
-                answer = self._answer_asgi(scope)
-            except Exception as exc:
-                _fault(exc)
-                answer = None
+            answer = self._guarded(self._answer_asgi, scope)
             if answer is not None:
                 status, headers, body = answer
                 start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status, "headers": headers}
@@ -112,11 +110,7 @@ class HotLinks:
         if scope.path != PATH or scope.method != "GET":
             return False
         started = time.perf_counter()
-        try:
-            answer = self._answer_rsgi(scope)
-        except Exception as exc:
-            _fault(exc)
-            answer = None
+        answer = self._guarded(self._answer_rsgi, scope)
         if answer is None:
             return False
         status, headers, body = answer
@@ -131,6 +125,14 @@ class HotLinks:
     def _count(self, status: int, started: float) -> None:
         self.answered += 1
         self._metrics.defer("GET", PATH, status, time.perf_counter() - started)
+
+    @staticmethod
+    def _guarded(answer: Callable[[Any], _T | None], scope: Any) -> _T | None:
+        try:
+            return answer(scope)
+        except Exception as exc:  # a fault here must never cost the request: the route answers
+            log.warning("hot link answer failed, using the full path", error=type(exc).__name__, exc_info=exc)
+            return None
 
     def _answer_asgi(self, scope: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         authorization: bytes | None = None
@@ -181,10 +183,7 @@ class HotLinks:
         if found is None:
             return None
         status, rendered = found
-        if "x-request-id" in headers or "traceparent" in headers:
-            rid = request_id(_named(headers, "x-request-id") + _named(headers, "traceparent"))
-        else:
-            rid = request_id(())
+        rid = request_id(_named(headers, "x-request-id") + _named(headers, "traceparent"))
         etag = rendered.etag.decode("ascii")
         if status == 304:  # granian adds no content-length to an empty answer; litestar sends none
             return 304, [_CACHE_CONTROL_TEXT, ("etag", etag), _VARY_TEXT, ("x-request-id", rid)], b""
@@ -205,11 +204,6 @@ class HotLinks:
         if if_none_match is not None and etag_matches(if_none_match, rendered.etag):
             return 304, rendered
         return 200, rendered
-
-
-def _fault(exc: Exception) -> None:
-    """A fault in the hot path must never cost the request: the route answers it instead."""
-    log.warning("hot link answer failed, using the full path", error=type(exc).__name__, exc_info=exc)
 
 
 def _named(headers: Any, name: str) -> list[tuple[bytes, bytes]]:
