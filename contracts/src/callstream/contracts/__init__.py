@@ -1,6 +1,15 @@
 """callstream wire contracts: messages, subjects, streams and provider models. No I/O here."""
 
 from ._identity import hash_api_token, pull_event_id, webhook_event_id
+from ._links import (
+    DEFAULT_LINK_ALLOW_LIST,
+    DEFAULT_LINK_HOSTS,
+    MAX_URL_LENGTH,
+    HostAllowList,
+    LinkReason,
+    is_ascii_host,
+    vet_url,
+)
 from ._messages import (
     Change,
     DeadLetter,
@@ -18,6 +27,13 @@ from ._messages import (
     SyncProgress,
     SyncRequested,
     TimeWindow,
+)
+from ._sizes import (
+    DEAD_LETTER_ENVELOPE_BYTES,
+    NATS_MAX_PAYLOAD,
+    dead_letter_size,
+    largest_dead_letterable,
+    max_payload_needed,
 )
 from ._subjects import (
     CALLS_RAW,
@@ -45,11 +61,16 @@ from ._subjects import (
 __all__ = [
     "CALLS_RAW",
     "CONSUMERS",
+    "DEAD_LETTER_ENVELOPE_BYTES",
+    "DEFAULT_LINK_ALLOW_LIST",
+    "DEFAULT_LINK_HOSTS",
     "DLQ",
     "FEATURES",
     "FEATURES_LINKED",
     "GATEWAY_PULL_CONSUMER",
+    "MAX_URL_LENGTH",
     "MESSAGES",
+    "NATS_MAX_PAYLOAD",
     "NORMALIZER_CONSUMER",
     "NORMALIZER_FEATURES_CONSUMER",
     "SCHEDULER_CONSUMER",
@@ -61,6 +82,8 @@ __all__ = [
     "DeadLetter",
     "FeatureLinked",
     "GongCallBundle",
+    "HostAllowList",
+    "LinkReason",
     "LinkSources",
     "MessageRef",
     "MessageUpserted",
@@ -74,12 +97,17 @@ __all__ = [
     "SyncProgress",
     "SyncRequested",
     "TimeWindow",
+    "dead_letter_size",
     "dlq_subject",
     "hash_api_token",
+    "is_ascii_host",
+    "largest_dead_letterable",
+    "max_payload_needed",
     "messages_upserted_subject",
     "pull_event_id",
     "raw_calls_subject",
     "sync_events_subject",
     "sync_requested_subject",
+    "vet_url",
     "webhook_event_id",
 ]

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from ._links import LinkReason
+
 Source = Literal["fathom", "gong"]
 Origin = Literal["webhook", "pull"]
 SyncMode = Literal["incremental", "backfill", "range", "latest"]
@@ -113,8 +115,9 @@ class LinkSources(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True)
 
 
 class MessageUpserted(msgspec.Struct, kw_only=True, frozen=True):
-    """A message was stored or changed. Small on purpose: no transcript. ``link_sources`` is absent
-    when the stored keys are not all strings (resolve from the row then)."""
+    """A message was stored or changed. Small on purpose, whatever the provider sent: no transcript,
+    link fields vetted. ``link_sources`` is absent when the stored keys are not all strings, or one
+    of them does not pass the link rule (resolve from the row then)."""
 
     v: Literal[1] = 1
     message_id: str
@@ -124,10 +127,14 @@ class MessageUpserted(msgspec.Struct, kw_only=True, frozen=True):
     customer_id: str | None = None
     title: str | None = None
     sent_at: datetime | None = None
+    # Vetted by the link rule (``vet_url``, the linker's): a URL a provider sent that is not safe to
+    # hand out, or too long, is null here and ``link_reason`` says why; the row's metadata keeps what
+    # was sent.
     link_url: str | None = None
     change: Change
     version: int
     link_sources: LinkSources | None = None
+    link_reason: LinkReason | None = None
 
 
 class MessageRef(msgspec.Struct, kw_only=True, frozen=True):
