@@ -12,8 +12,9 @@ import httpx
 from callstream.runtime import ServiceRuntime
 
 from .._settings import Settings
+from ._breaker import Breaker, BreakerRegistry
 from ._checkpoint import Checkpoint, CheckpointStore
-from ._errors import AuthFailed, CursorExpired, ReauthNeeded, RunDeferred, RunFailed
+from ._errors import AuthFailed, CursorExpired, ProviderUnavailable, ReauthNeeded, RunDeferred, RunFailed
 from ._limits import LimiterRegistry, window_limiter
 from ._quota import DailyQuota, QuotaSpent, QuotaStore
 from ._settings import PullSettings, load_pull_settings
@@ -80,6 +81,8 @@ async def _forward_stop(source: asyncio.Event, target: asyncio.Event) -> None:
 
 __all__ = [
     "AuthFailed",
+    "Breaker",
+    "BreakerRegistry",
     "Checkpoint",
     "CheckpointStore",
     "CursorExpired",
@@ -87,6 +90,7 @@ __all__ = [
     "IntegrationSource",
     "LimiterRegistry",
     "ProviderHosts",
+    "ProviderUnavailable",
     "PullSettings",
     "PullWorker",
     "QuotaSpent",

@@ -33,5 +33,11 @@ class RunDeferred(Exception):
         self.delay = delay
 
 
+class ProviderUnavailable(RunDeferred):
+    """The provider failed (unreachable, timeouts, 5xx) or its host's breaker is open. The worker
+    releases the run for at least ``delay`` and longer with each delivery, so a provider that stays
+    down costs a few probes an hour rather than a slot."""
+
+
 class CursorExpired(Exception):
     """Gong (or Fathom) no longer accepts the page cursor: restart the window."""

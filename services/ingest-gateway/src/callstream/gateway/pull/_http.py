@@ -1,27 +1,32 @@
 """One provider request, kept inside the limits and retried the way the providers ask.
 
-429, 5xx, timeouts and connection errors are retried with exponential backoff and jitter
-(tenacity), waiting ``Retry-After`` when the provider sends one; a ``Retry-After`` longer than
-the settings allow (Gong's daily quota) defers the run instead of holding the worker. 401 asks
-the caller's ``reauthorize`` once (an OAuth refresh), then ends the run like 403 does. Other
-answers go back to the caller, which knows what a provider's 400 or 404 means.
+429, 5xx, timeouts and dropped connections are retried with exponential backoff and jitter,
+waiting ``Retry-After`` when the provider sends one, but only while the request's retries fit in
+``hold_wait_seconds``: past that the run is released (``RunDeferred``; ``ProviderUnavailable``
+when the provider failed) so it holds no slot while it waits. A host that cannot be connected to
+at all (refused, connect timeout) releases the run at once: that is an outage, not a blip. Unreachable hosts, timeouts and
+5xx count against the host's circuit breaker (``_breaker``); while it is open, requests to the
+host are not sent and the run is released until the next probe. 401 asks the caller's
+``reauthorize`` once (an OAuth refresh), then ends the run like 403 does. Other answers go back to
+the caller, which knows what a provider's 400 or 404 means.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_exponential_jitter
 
 from callstream.runtime import get_logger
 
-from ._errors import AuthFailed, RunDeferred
+from ._breaker import Breaker
+from ._errors import AuthFailed, ProviderUnavailable, RunDeferred
 from ._limits import AccountLimits
 from ._settings import PullSettings
 
@@ -32,10 +37,14 @@ Reauthorize = Callable[[], Awaitable[Headers]]
 
 
 class _Retryable(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: str, retry_after: float | None = None, *, failed: bool = True, unreachable: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.failed = failed  # the provider failed (not a 429: it asks us to slow down)
+        self.unreachable = unreachable  # no connection at all: not worth a retry in the slot
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -56,7 +65,7 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 @dataclass
 class ProviderHttp:
-    """Requests to one provider account with its auth headers, limits and retry policy."""
+    """Requests to one provider account with its auth headers, limits, breaker and retry policy."""
 
     client: httpx.AsyncClient
     limits: AccountLimits
@@ -65,15 +74,14 @@ class ProviderHttp:
     provider: str
     reauthorize: Reauthorize | None = None
     requests_sent: int = 0
+    breaker: Breaker | None = None
 
-    def _wait(self, state: RetryCallState) -> float:
-        backoff = wait_exponential_jitter(
-            multiplier=self.settings.backoff_initial_seconds, max=self.settings.backoff_max_seconds
-        )(state)
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            return exc.retry_after + min(backoff, 1.0) * 0.1  # a little jitter so replicas do not align
-        return backoff
+    def backoff(self, failures: int) -> float:
+        """Exponential from ``backoff_initial_seconds``, capped, with "equal jitter" (half to all
+        of it) so the runs that failed together do not come back together."""
+        s = self.settings
+        ceiling = min(s.backoff_max_seconds, s.backoff_initial_seconds * 2.0 ** min(failures - 1, 30))
+        return ceiling * random.uniform(0.5, 1.0)  # jitter, not a secret
 
     async def request(self, method: str, url: str, *, heavy: bool = False, **kwargs: Any) -> httpx.Response:
         reauthorized = False
@@ -88,37 +96,68 @@ class ProviderHttp:
             return response
 
     async def _with_retries(self, method: str, url: str, *, heavy: bool, **kwargs: Any) -> httpx.Response:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.settings.retry_attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Retryable),
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._once(method, url, heavy=heavy, **kwargs)
-        except _Retryable as exc:
-            raise RunDeferred(
-                f"{self.provider} still failing after {self.settings.retry_attempts} attempts: {exc.reason}",
-                exc.retry_after or self.settings.redeliver_delay_seconds,
-            ) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        s = self.settings
+        hold = min(s.hold_wait_seconds, s.max_retry_after_seconds)
+        started = time.monotonic()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return await self._once(method, url, heavy=heavy, **kwargs)
+            except _Retryable as exc:
+                wait = exc.retry_after if exc.retry_after is not None else self.backoff(attempts)
+                spent = time.monotonic() - started  # attempts, limits and earlier waits
+                if exc.unreachable or attempts >= s.retry_attempts or spent + wait > hold:
+                    released = ProviderUnavailable if exc.failed else RunDeferred
+                    raise released(
+                        f"{self.provider}: {exc.reason} after {attempts} attempt(s); released for {wait:.1f}s", wait
+                    ) from None
+                if exc.retry_after is not None:
+                    wait += random.uniform(0.0, 0.1)  # so replicas do not align
+                log.info("provider asks to retry", provider=self.provider, reason=exc.reason, wait=round(wait, 2))
+                await asyncio.sleep(wait)
 
     async def _once(self, method: str, url: str, *, heavy: bool, **kwargs: Any) -> httpx.Response:
-        await self.limits.acquire(heavy=heavy)
-        self.requests_sent += 1
+        breaker = self.breaker
+        if breaker is not None:
+            closed_for = breaker.check()
+            if closed_for is not None:
+                raise ProviderUnavailable(
+                    f"{self.provider} host {breaker.host} is failing (breaker open); not tried", closed_for
+                )
+        probing = breaker is not None and breaker.state == "half_open"
+        reported = False
         try:
-            response = await self.client.request(method, url, headers=self.headers, **kwargs)
-        except httpx.TimeoutException:
-            raise _Retryable("timeout") from None
-        except httpx.TransportError as exc:
-            raise _Retryable(f"connection error ({type(exc).__name__})") from None
-        status = response.status_code
+            await self.limits.acquire(heavy=heavy)
+            self.requests_sent += 1
+            try:
+                response = await self.client.request(method, url, headers=self.headers, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                reported = self._report(failed=True)
+                raise _Retryable(f"unreachable ({type(exc).__name__})", unreachable=True) from None
+            except httpx.TimeoutException:
+                reported = self._report(failed=True)
+                raise _Retryable("timeout") from None
+            except httpx.TransportError as exc:
+                reported = self._report(failed=True)
+                raise _Retryable(f"connection error ({type(exc).__name__})") from None
+            status = response.status_code
+            reported = self._report(failed=status >= 500)
+        finally:
+            if probing and not reported and breaker is not None:
+                breaker.released()
         if status == 429 or status >= 500:
             wait = retry_after_seconds(response.headers.get("retry-after"))
             if wait is not None and wait > self.settings.max_retry_after_seconds:
-                raise RunDeferred(f"{self.provider} asks to wait {wait:.0f}s (HTTP {status})", wait)
-            log.info("provider asks to retry", provider=self.provider, status=status, retry_after=wait)
-            raise _Retryable(f"HTTP {status}", wait)
+                released = ProviderUnavailable if status >= 500 else RunDeferred
+                raise released(f"{self.provider} asks to wait {wait:.0f}s (HTTP {status})", wait)
+            raise _Retryable(f"HTTP {status}", wait, failed=status >= 500)
         return response
+
+    def _report(self, *, failed: bool) -> bool:
+        if self.breaker is not None:
+            if failed:
+                self.breaker.failed()
+            else:
+                self.breaker.succeeded()
+        return True

@@ -112,7 +112,7 @@ class QuotaStore:
                     history=1,
                     ttl=2 * 86_400.0,  # yesterday's count is still readable; older days go away
                     replicas=replicas,
-                    description="ingest-gateway: provider requests taken per account and UTC day",
+                    description="ingest-gateway: provider requests per account and UTC day, and each account's pace",
                 )
             )
         return cls(kv, clock)

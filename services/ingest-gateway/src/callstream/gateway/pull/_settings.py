@@ -42,6 +42,41 @@ class PullSettings(BaseSettings):
         description="a longer Retry-After (Gong's daily quota) releases the run to be redelivered later",
     )
     redeliver_delay_seconds: float = Field(30.0, gt=0, validation_alias=_pull("REDELIVER_DELAY_SECONDS"))
+    # A run waiting for its provider holds no slot: a wait longer than this (a backoff, a
+    # Retry-After, the account's pace when others share it) releases the run, redelivered when
+    # it may go on. A pace wait of up to four of the account's intervals is still held: that is
+    # the run's own work going at the provider's pace.
+    hold_wait_seconds: float = Field(
+        2.0,
+        ge=0,
+        validation_alias=_pull("HOLD_WAIT_SECONDS"),
+        description="longest wait a run sleeps in its slot; a longer one releases the run",
+    )
+    defer_max_seconds: float = Field(
+        300.0,
+        gt=0,
+        validation_alias=_pull("DEFER_MAX_SECONDS"),
+        description="a run whose provider keeps failing is released for REDELIVER_DELAY, doubled each delivery up to this",
+    )
+    breaker_enabled: bool = Field(True, validation_alias=_pull("BREAKER_ENABLED"))
+    breaker_failures: int = Field(
+        5, ge=1, validation_alias=_pull("BREAKER_FAILURES"), description="failures in a row that open a host's breaker"
+    )
+    breaker_open_seconds: float = Field(
+        30.0, gt=0, validation_alias=_pull("BREAKER_OPEN_SECONDS"), description="time between probes of a failing host"
+    )
+    breaker_open_max_seconds: float = Field(
+        300.0,
+        gt=0,
+        validation_alias=_pull("BREAKER_OPEN_MAX_SECONDS"),
+        description="each failed probe doubles the time open, up to this",
+    )
+    breaker_probe_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=_pull("BREAKER_PROBE_TIMEOUT_SECONDS"),
+        description="a probe that has not reported by then is replaced by another",
+    )
     heartbeat_seconds: float = Field(
         20.0, gt=0, validation_alias=_pull("HEARTBEAT_SECONDS"), description="in-progress acks keep the run's lease"
     )
@@ -53,6 +88,19 @@ class PullSettings(BaseSettings):
     expired_cursor_restarts: int = Field(3, ge=0, validation_alias=_pull("EXPIRED_CURSOR_RESTARTS"))
     checkpoint_bucket: str = Field("gateway_pull_checkpoints", validation_alias=_pull("CHECKPOINT_BUCKET"))
     checkpoint_ttl_days: float = Field(7.0, gt=0, validation_alias=_pull("CHECKPOINT_TTL_DAYS"))
+    pace_kv_timeout_seconds: float = Field(
+        0.5,
+        gt=0,
+        validation_alias=_pull("PACE_KV_TIMEOUT_SECONDS"),
+        description="an account's short-window pace is kept in the quota bucket; slower than this, a replica paces alone",
+    )
+    pace_fallback_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        validation_alias=_pull("PACE_FALLBACK_SHARE"),
+        description="share of an account's short-window limit one replica takes while the bucket cannot be reached",
+    )
     quota_bucket: str = Field(
         "gateway_pull_quota",
         validation_alias=_pull("QUOTA_BUCKET"),

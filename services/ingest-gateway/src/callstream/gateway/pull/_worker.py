@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import random
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
@@ -27,8 +28,9 @@ from callstream.contracts import GATEWAY_PULL_CONSUMER, SyncFinished, SyncProgre
 from callstream.runtime import ensure_consumer, get_logger
 
 from .._integrations import HostNotAllowed, IntegrationAccess, ReauthRequired, RefreshFailed
+from ._breaker import BreakerRegistry
 from ._checkpoint import Checkpoint, CheckpointStore
-from ._errors import ReauthNeeded, RunDeferred, RunFailed
+from ._errors import ProviderUnavailable, ReauthNeeded, RunDeferred, RunFailed
 from ._fathom import FathomClient, fathom_api_root
 from ._gong import GongClient, gong_api_root
 from ._http import Headers, ProviderHttp
@@ -71,9 +73,18 @@ class PullWorker:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     limiters: LimiterRegistry | None = None
     max_deliver: int = GATEWAY_PULL_CONSUMER.max_deliver
+    breakers: BreakerRegistry | None = None
 
     def __post_init__(self) -> None:
         self.limiters = self.limiters or LimiterRegistry(self.settings)
+        s = self.settings
+        self.breakers = self.breakers or BreakerRegistry(
+            failures_to_open=s.breaker_failures,
+            open_seconds=s.breaker_open_seconds,
+            open_max_seconds=s.breaker_open_max_seconds,
+            probe_timeout_seconds=s.breaker_probe_timeout_seconds,
+            enabled=s.breaker_enabled,
+        )
         self.publisher = Publisher(self.js, self.settings.redeliver_delay_seconds)
         self.running: set[asyncio.Task[None]] = set()
 
@@ -151,6 +162,8 @@ class PullWorker:
                     ) from None
             except RunDeferred as deferred:
                 delivered = msg.metadata.num_delivered or 1
+                if isinstance(deferred, ProviderUnavailable):
+                    deferred.delay = self.provider_release(deferred.delay, delivered)
                 if delivered < self.max_deliver:
                     log.info(
                         "pull run deferred",
@@ -171,6 +184,15 @@ class PullWorker:
             await msg.ack()
         finally:
             lease.cancel()
+
+    def provider_release(self, delay: float, delivered: int) -> float:
+        """How long a run whose provider failed is released for: what the provider or its breaker
+        asked, and at least ``redeliver_delay_seconds`` doubled with each delivery up to
+        ``defer_max_seconds``, so its deliveries last about an hour of outage (20 deliveries:
+        30 s, 1, 2, 4 min, then 5 min each), with a tenth of jitter so released runs spread out."""
+        s = self.settings
+        grown = min(s.defer_max_seconds, s.redeliver_delay_seconds * 2.0 ** min(delivered - 1, 30))
+        return max(delay, grown) * random.uniform(1.0, 1.1)  # jitter, not a secret
 
     async def _announce_wait(self, request: SyncRequested, deferred: RunDeferred) -> None:
         """Tell the scheduler the run is alive and when it goes on, so a long wait (a spent daily
@@ -339,16 +361,20 @@ class PullWorker:
     def _fathom(self, access: IntegrationAccess) -> FathomClient:
         root = fathom_api_root(access.base_url, self.hosts.fathom)
         assert self.limiters is not None
+        assert self.breakers is not None
+        breaker = self.breakers.for_url(root)
         if access.auth_kind == "oauth":
             headers = {"Authorization": f"Bearer {access.access_token}"}
             limits = self.limiters.fathom(account_key("fathom", root, access.id))
-            http = ProviderHttp(self.http, limits, self.settings, headers, "fathom", self._reauthorize(access, {}))
+            http = ProviderHttp(
+                self.http, limits, self.settings, headers, "fathom", self._reauthorize(access, {}), breaker=breaker
+            )
             return FathomClient(http, root, embed_content=False)
         if not access.api_key:
             raise RunFailed("the Fathom integration has no API key")
         limits = self.limiters.fathom(account_key("fathom", root, access.api_key))
         return FathomClient(
-            ProviderHttp(self.http, limits, self.settings, {"X-Api-Key": access.api_key}, "fathom"),
+            ProviderHttp(self.http, limits, self.settings, {"X-Api-Key": access.api_key}, "fathom", breaker=breaker),
             root,
             embed_content=True,
         )
@@ -356,16 +382,24 @@ class PullWorker:
     def _gong(self, access: IntegrationAccess) -> GongClient:
         root = gong_api_root(access.base_url, self.hosts.gong)
         assert self.limiters is not None
+        assert self.breakers is not None
+        breaker = self.breakers.for_url(root)
         json = {"Content-Type": "application/json"}
         limits = self.limiters.gong(account_key("gong", root, access.access_key))
         if access.auth_kind == "oauth":
             headers = {**json, "Authorization": f"Bearer {access.access_token}"}
             return GongClient(
-                ProviderHttp(self.http, limits, self.settings, headers, "gong", self._reauthorize(access, json)), root
+                ProviderHttp(
+                    self.http, limits, self.settings, headers, "gong", self._reauthorize(access, json), breaker=breaker
+                ),
+                root,
             )
         if not access.access_key or not access.access_key_secret:
             raise RunFailed("the Gong integration has no access key and secret")
         basic = base64.b64encode(f"{access.access_key}:{access.access_key_secret}".encode()).decode()
         return GongClient(
-            ProviderHttp(self.http, limits, self.settings, {**json, "Authorization": f"Basic {basic}"}, "gong"), root
+            ProviderHttp(
+                self.http, limits, self.settings, {**json, "Authorization": f"Basic {basic}"}, "gong", breaker=breaker
+            ),
+            root,
         )
