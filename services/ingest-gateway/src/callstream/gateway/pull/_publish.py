@@ -12,18 +12,36 @@ from nats.js import JetStreamContext
 
 from callstream.contracts import (
     CALLS_RAW,
+    DLQ,
+    GATEWAY_PULL_CONSUMER,
     SYNC_EVENTS,
+    DeadLetter,
     RawCall,
     Source,
     SyncFinished,
     SyncProgress,
+    dead_letter_size,
+    dlq_subject,
     raw_calls_subject,
     sync_events_subject,
 )
+from callstream.runtime import get_logger
 
 from ._errors import RunDeferred
+from ._mappable import mappable
+
+log = get_logger(__name__)
 
 PUBLISH_TIMEOUT = 10.0
+# Where a pulled meeting the broker cannot carry is recorded (see ``Publisher.calls``).
+TOO_LARGE_SUBJECT = dlq_subject(GATEWAY_PULL_CONSUMER.durable)
+
+
+def _max_payload(js: JetStreamContext) -> int | None:
+    """The connected server's ``max_payload`` (its INFO); nats-py gives the context no public
+    accessor to its connection."""
+    nc = getattr(js, "_nc", None)
+    return nc.max_payload if nc is not None and nc.is_connected else None
 
 
 @dataclass
@@ -38,14 +56,58 @@ class Publisher:
         await self.js.publish(subject, data, timeout=PUBLISH_TIMEOUT, stream=stream, headers=headers)
 
     async def calls(self, source: Source, calls: Sequence[RawCall]) -> None:
-        """Every call of a page, in parallel; returns only when JetStream has stored them all."""
+        """Every call of a page, in parallel; returns only when JetStream has stored them all.
+
+        A meeting too large for the broker (with its dead letter: ``dead_letter_size``) would fail
+        on every delivery of the run and hold its watermark for good: it is recorded in the DLQ
+        instead (without its bytes, which cannot be carried either) with a loud error, and the
+        page goes on. With max_payload as deployed (24 MiB) every meeting up to 18 MiB fits."""
+        calls = mappable(calls)  # what the normalizer could never map is never published
         subject = raw_calls_subject(source)
+        max_payload = _max_payload(self.js)
+        encoded = [(c, msgspec.json.encode(c)) for c in calls]
         try:
             await asyncio.gather(
-                *(self._publish(subject, msgspec.json.encode(c), c.event_id, CALLS_RAW, c.traceparent) for c in calls)
+                *(
+                    self._publish(subject, data, c.event_id, CALLS_RAW, c.traceparent)
+                    if max_payload is None or dead_letter_size(len(data)) <= max_payload
+                    else self._too_large(subject, c, len(data), max_payload)
+                    for c, data in encoded
+                )
             )
         except Exception as exc:  # any broker failure: the page is not done, come back later
             raise RunDeferred(f"could not publish to {CALLS_RAW}: {type(exc).__name__}", self.redeliver_delay) from None
+
+    async def _too_large(self, subject: str, call: RawCall, size: int, max_payload: int) -> None:
+        error = (
+            f"{call.source} meeting {call.external_id} is {size} bytes as a RawCall: more than the broker can carry "
+            f"with its dead letter (max_payload {max_payload}); raise max_payload and pull its range again"
+        )
+        log.error(
+            "pulled meeting too large for the broker, dead-lettered without its content",
+            integration_id=call.integration_id,
+            external_id=call.external_id,
+            size=size,
+            max_payload=max_payload,
+        )
+        letter = DeadLetter(
+            consumer=GATEWAY_PULL_CONSUMER.durable,
+            subject=subject,
+            stream_sequence=0,  # never in a stream
+            headers={
+                "Nats-Msg-Id": call.event_id,
+                "integration-id": call.integration_id,
+                "workspace-id": call.workspace_id,
+                "external-id": call.external_id,
+            },
+            data=b"",
+            error=error,
+            delivery_count=0,
+            failed_at=utcnow(),
+        )
+        await self._publish(
+            TOO_LARGE_SUBJECT, msgspec.json.encode(letter), f"dlq-too-large-{call.event_id}", DLQ, call.traceparent
+        )
 
     async def event(self, provider: Source, event: SyncProgress | SyncFinished, traceparent: str | None) -> None:
         if isinstance(event, SyncFinished):
