@@ -1,6 +1,15 @@
 """Tolerant readers of the provider objects (see shared/providers/): unknown fields are ignored,
 every content field is optional and nullable, and ids keep the provider's own type."""
 
+from ._payloads import (
+    MAX_JSON_DEPTH,
+    PayloadRejected,
+    check_nesting,
+    decode_fathom_meeting,
+    decode_gong_bundle,
+    fathom_meeting_id,
+    nesting_within,
+)
 from .fathom import (
     FathomActionItem,
     FathomAssignee,
@@ -33,6 +42,7 @@ from .gong import (
 )
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "FathomActionItem",
     "FathomAssignee",
     "FathomCrmCompany",
@@ -59,4 +69,10 @@ __all__ = [
     "GongSentence",
     "GongTranscriptMonologue",
     "GongTranscriptResponse",
+    "PayloadRejected",
+    "check_nesting",
+    "decode_fathom_meeting",
+    "decode_gong_bundle",
+    "fathom_meeting_id",
+    "nesting_within",
 ]

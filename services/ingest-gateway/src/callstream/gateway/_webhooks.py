@@ -24,6 +24,7 @@ from litestar.params import FromPath
 from nats.js import JetStreamContext
 
 from callstream.contracts import RawCall, raw_calls_subject, webhook_event_id
+from callstream.contracts.providers import PayloadRejected, fathom_meeting_id
 from callstream.runtime import ApiError, Broker, get_logger
 
 from ._payload import PayloadLimit
@@ -37,13 +38,6 @@ WEBHOOK_PATH = "/v1/webhooks/fathom/{integration_id:str}"
 SUBJECT = raw_calls_subject("fathom")
 
 
-class _MeetingProbe(msgspec.Struct):
-    """Just enough of a Fathom meeting to know it is one; the rest is carried byte for byte."""
-
-    recording_id: int | str
-
-
-_probe = msgspec.json.Decoder(_MeetingProbe).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -57,16 +51,14 @@ class Accepted(msgspec.Struct):
 
 
 def _external_id(body: bytes) -> str:
+    """The meeting's identity, by the rule the normalizer maps with (``callstream.contracts``,
+    one implementation): 400 for what it could never map, so nothing is accepted with 202 only to
+    land in the DLQ. JSON nested deeper than the limit is refused before any decode; a body with
+    only documented fields costs one decode bounded by the model's own depth (``fathom_meeting_id``)."""
     try:
-        meeting = _probe(body)
-    except msgspec.ValidationError:
-        raise ApiError(400, "not_a_meeting", "the body is not a Fathom meeting (no integer recording_id)") from None
-    except msgspec.DecodeError:
-        raise ApiError(400, "invalid_json", "the body is not JSON") from None
-    value = meeting.recording_id
-    if isinstance(value, str) and not value.strip():
-        raise ApiError(400, "not_a_meeting", "recording_id is empty")
-    return str(value)
+        return str(fathom_meeting_id(body))
+    except PayloadRejected as exc:
+        raise ApiError(400, exc.code, exc.detail) from None
 
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")

@@ -70,7 +70,11 @@ class RawCallProcessor:
         return await self.store(await self.prepare(msgs))
 
     async def prepare(self, msgs: Sequence[Msg]) -> Prepared:
-        """Map a batch; what can never be mapped goes to the DLQ at once."""
+        """Map a batch; what can never be mapped goes to the DLQ at once.
+
+        Mapping is pure (no I/O), so any exception it raises for one message (not only
+        ``UnmappableError``: a ``RecursionError``, a bug meeting an odd payload) comes back on every
+        delivery: that message goes to the DLQ with the error, and the rest of the batch goes on."""
         mappable: list[tuple[Msg, MappedMessage]] = []
         dead = 0
         for msg in msgs:
@@ -78,6 +82,9 @@ class RawCallProcessor:
                 mappable.append((msg, map_raw_call(msg.data)))
             except UnmappableError as exc:
                 dead += await self._give_up(msg, f"unmappable: {exc}")
+            except Exception as exc:
+                log.error("mapping failed", subject=msg.subject, error=type(exc).__name__, exc_info=exc)
+                dead += await self._give_up(msg, f"unmappable: {type(exc).__name__}: {str(exc)[:300]}")
         return Prepared(mappable, dead)
 
     async def store(self, prepared: Prepared) -> BatchResult:

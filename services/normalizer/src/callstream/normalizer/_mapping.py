@@ -18,6 +18,8 @@ def decode_raw_call(data: bytes) -> RawCall:
         return _RAW.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise UnmappableError(f"not a RawCall v1: {exc}") from None
+    except RecursionError:  # msgspec recurses once per level of the payload it passes over
+        raise UnmappableError("not a RawCall v1: its payload is nested too deep to decode") from None
 
 
 def map_raw_call(data: bytes) -> MappedMessage:
@@ -28,16 +30,11 @@ def map_raw_call(data: bytes) -> MappedMessage:
         mapped = map_fathom(raw) if raw.source == "fathom" else map_gong(raw)
     except UnmappableError:
         raise
-    except (
-        msgspec.DecodeError,
-        msgspec.ValidationError,
-        ValueError,
-        TypeError,
-        AttributeError,
-        ArithmeticError,
-    ) as exc:
-        # A shape the tolerant models accept but the mapping cannot use; never a crash of the worker.
-        raise UnmappableError(f"cannot map {raw.source} payload: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        # A shape the tolerant models accept but the mapping cannot use, whatever it raises
+        # (RecursionError, KeyError, ...): the same bytes fail the same way on every delivery, so
+        # they go to the DLQ with the error; never a crash of the worker.
+        raise UnmappableError(f"cannot map {raw.source} payload: {type(exc).__name__}: {str(exc)[:300]}") from None
     if mapped.external_id != raw.external_id:
         raise UnmappableError(
             f"external_id {raw.external_id!r} of the event differs from {mapped.external_id!r} in the payload"

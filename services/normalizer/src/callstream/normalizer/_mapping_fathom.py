@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from callstream.contracts import RawCall
-from callstream.contracts.providers import FathomMeeting
+from callstream.contracts.providers import FathomMeeting, PayloadRejected, decode_fathom_meeting
 
 from ._domains import domain_of, most_frequent_company_domain, name_from_domain, normalize_domain
 from ._mapped import (
@@ -21,7 +19,6 @@ from ._mapped import (
     parse_time,
 )
 
-_DECODER = msgspec.json.Decoder(FathomMeeting)
 CHANNEL = "Fathom"
 UNKNOWN_SPEAKER = "Unknown speaker"
 
@@ -40,10 +37,11 @@ NEUTRAL_SESSION_ANALYTICS: dict[str, Any] = {
 
 
 def decode_meeting(payload: bytes) -> FathomMeeting:
+    """By the rule the gateway applies before it accepts a meeting (one implementation, in contracts)."""
     try:
-        return _DECODER.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise UnmappableError(f"not a Fathom meeting: {exc}") from None
+        return decode_fathom_meeting(payload)
+    except PayloadRejected as exc:
+        raise UnmappableError(exc.detail) from None
 
 
 def transcript_text(meeting: FathomMeeting) -> str:

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from callstream.contracts import GongCallBundle, RawCall
-from callstream.contracts.providers import GongCall, GongCallTranscript, GongContext, GongContextObject, GongParty
+from callstream.contracts.providers import (
+    GongCall,
+    GongCallTranscript,
+    GongContext,
+    GongContextObject,
+    GongParty,
+    PayloadRejected,
+    decode_gong_bundle,
+)
 
 from ._domains import domain_of, most_frequent_company_domain, name_from_domain, normalize_domain
 from ._mapped import (
@@ -26,9 +32,6 @@ from ._mapped import (
     parse_time,
 )
 
-_BUNDLE = msgspec.json.Decoder(GongCallBundle)
-_CALL = msgspec.json.Decoder(GongCall)
-_TRANSCRIPT = msgspec.json.Decoder(GongCallTranscript | None)
 CHANNEL = "Gong"
 UNKNOWN_SPEAKER = "Unknown speaker"
 _DEAL_TYPES = frozenset({"deal", "opportunity"})
@@ -37,15 +40,11 @@ _INSIGHT_KEYS = ("brief", "keyPoints", "highlights", "callOutcome", "topics", "o
 
 
 def decode_bundle(payload: bytes) -> tuple[GongCall, GongCallTranscript | None, GongCallBundle]:
+    """By the rule the gateway applies before it publishes a call (one implementation, in contracts)."""
     try:
-        bundle = _BUNDLE.decode(payload)
-        call = _CALL.decode(bundle.call)
-        transcript = _TRANSCRIPT.decode(bundle.transcript) if bundle.transcript is not None else None
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise UnmappableError(f"not a Gong call bundle: {exc}") from None
-    if transcript is not None and transcript.call_id != call.meta_data.id:
-        raise UnmappableError("the transcript belongs to another call")
-    return call, transcript, bundle
+        return decode_gong_bundle(payload)
+    except PayloadRejected as exc:
+        raise UnmappableError(exc.detail) from None
 
 
 def _speaker_names(parties: list[GongParty]) -> dict[str, str]:
