@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from callstream.contracts import LinkSources, Source
+from callstream.contracts import DEFAULT_LINK_ALLOW_LIST, HostAllowList, LinkReason, LinkSources, Source, vet_url
 
 
 class UnmappableError(ValueError):
@@ -54,7 +54,7 @@ class MappedMessage:
     sent_at: datetime | None
     metadata_json: bytes
     ai_insights_json: bytes | None
-    link_url: str | None
+    link_url: str | None  # as the provider sent it until finish() vets it (then safe to hand out, or None)
     provider_host: str | None
     observed_at: datetime  # when this state of the provider object was seen (RawCall.received_at)
     participants: tuple[MappedParticipant, ...] = ()
@@ -64,6 +64,7 @@ class MappedMessage:
     # stored transcript (the one case where a version without a transcript is not a downgrade).
     withheld: bool = False
     link_sources: LinkSources | None = None  # filled by finish() from metadata_json
+    link_reason: LinkReason | None = None  # why finish() refused link_url
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -120,10 +121,10 @@ def _without_nul(item: Any) -> Any:
     return replace(item, **changes) if changes else item
 
 
-def finish(message: MappedMessage) -> MappedMessage:
-    """Clean the text fields and fill in the content hash (over every stored field, not the
-    observation time). Runs once per raw call, so the message is copied once more only when a
-    NUL had to go."""
+def finish(message: MappedMessage, links: HostAllowList = DEFAULT_LINK_ALLOW_LIST) -> MappedMessage:
+    """Clean the text fields, vet the link fields (:func:`vet_links`) and fill in the content hash
+    (over every stored field, not the observation time). Runs once per raw call, so the message is
+    copied once more only when a NUL had to go."""
     changes: dict[str, Any] = _nul_changes(message)
     if message.customer is not None and (customer := _without_nul(message.customer)) is not message.customer:
         changes["customer"] = customer
@@ -161,7 +162,41 @@ def finish(message: MappedMessage) -> MappedMessage:
         message.ai_insights_json or b"",
         customer.attributes_json if customer else b"",
     )
-    return replace(message, content_hash=digest, link_sources=link_sources(message.metadata_json))
+    link_url, link_reason, sources = vet_links(message.link_url, link_sources(message.metadata_json), links)
+    return replace(message, content_hash=digest, link_url=link_url, link_reason=link_reason, link_sources=sources)
+
+
+def vet_links(
+    link_url: str | None, sources: LinkSources | None, links: HostAllowList
+) -> tuple[str | None, LinkReason | None, LinkSources | None]:
+    """The link fields of a ``MessageUpserted``, by the linker's rule (``vet_url``, one
+    implementation in contracts): whatever a provider sends, the event stays small and never
+    carries a URL the linker would refuse to serve.
+
+    ``link_url`` is the vetted form or ``None`` with the reason. ``link_sources`` is kept only when
+    every URL in it passes: it lets a consumer resolve the link without the row, so it must resolve
+    exactly as the row would, and a refused value in it decides the link (the linker never falls
+    back to a later candidate); without it consumers read the row (which keeps what was sent)."""
+    url, reason = vet_url(link_url, links) if link_url else (None, None)
+    if sources is not None and any(
+        value and vet_url(value, links)[0] is None for value in (sources.recording_url, sources.share_url, sources.url)
+    ):
+        sources = None
+    if sources is not None and sources.call_id is not None and len(sources.call_id) > _MAX_CALL_ID:
+        sources = None
+    return url, reason, sources
+
+
+# A provider's call id in link_sources is the id part of a link (Gong: 19 digits); anything longer
+# is not one, and only makes the event large.
+_MAX_CALL_ID = 64
+# A MessageUpserted names its message's title for consumers' convenience; the row keeps all of it.
+MAX_EVENT_TITLE = 1000
+
+
+def event_title(title: str | None) -> str | None:
+    """The title as a ``MessageUpserted`` carries it: at most ``MAX_EVENT_TITLE`` characters."""
+    return title[:MAX_EVENT_TITLE] if title and len(title) > MAX_EVENT_TITLE else title
 
 
 _LINK_SOURCES = msgspec.json.Decoder(LinkSources)

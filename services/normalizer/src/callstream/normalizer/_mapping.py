@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from callstream.contracts import RawCall
+from callstream.contracts import DEFAULT_LINK_ALLOW_LIST, HostAllowList, RawCall
 
 from ._mapped import MappedMessage, UnmappableError, finish
 from ._mapping_fathom import map_fathom
@@ -22,9 +22,10 @@ def decode_raw_call(data: bytes) -> RawCall:
         raise UnmappableError("not a RawCall v1: its payload is nested too deep to decode") from None
 
 
-def map_raw_call(data: bytes) -> MappedMessage:
+def map_raw_call(data: bytes, links: HostAllowList = DEFAULT_LINK_ALLOW_LIST) -> MappedMessage:
     """Map one ``calls.raw.*`` message; raises :class:`UnmappableError` (and nothing else) for
-    bytes that can never become a message."""
+    bytes that can never become a message. ``links``: the hosts links may point at
+    (``CALLSTREAM_LINK_HOSTS``, the linker's)."""
     raw = decode_raw_call(data)
     try:
         mapped = map_fathom(raw) if raw.source == "fathom" else map_gong(raw)
@@ -39,4 +40,4 @@ def map_raw_call(data: bytes) -> MappedMessage:
         raise UnmappableError(
             f"external_id {raw.external_id!r} of the event differs from {mapped.external_id!r} in the payload"
         )
-    return finish(mapped)
+    return finish(mapped, links)

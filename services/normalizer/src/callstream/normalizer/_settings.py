@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from callstream.contracts import DEFAULT_LINK_HOSTS, HostAllowList
 from callstream.runtime import ServiceSettings, load_settings
 
 DEFAULT_PORT = 8082
@@ -41,6 +42,22 @@ class Settings(ServiceSettings):
         description="how often feature links still waiting for their message are retried",
     )
     pool_size: int = Field(5, ge=2, le=100, validation_alias="CALLSTREAM_NORMALIZER_POOL_SIZE")
+    # The linker's variable: MessageUpserted's link fields pass the rule the linker's answers do.
+    link_hosts: str = Field(
+        ",".join(DEFAULT_LINK_HOSTS),
+        validation_alias="CALLSTREAM_LINK_HOSTS",
+        description="hosts links may point at, comma-separated; *.example.com for every host below it",
+    )
+
+    @field_validator("link_hosts")
+    @classmethod
+    def _valid_hosts(cls, value: str) -> str:
+        HostAllowList.parse(value)
+        return value
+
+    @property
+    def link_allow_list(self) -> HostAllowList:
+        return HostAllowList.parse(self.link_hosts)
 
     @property
     def service_name(self) -> str:

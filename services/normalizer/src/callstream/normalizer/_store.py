@@ -21,7 +21,7 @@ import msgspec
 
 from callstream.contracts import MessageUpserted, messages_upserted_subject
 
-from ._mapped import MappedCustomer, MappedMessage
+from ._mapped import MappedCustomer, MappedMessage, event_title
 
 OUTBOX_CHANNEL = "callstream_outbox"
 # Held from the outbox insert to commit, so outbox ids are assigned in commit order and the relay,
@@ -158,9 +158,10 @@ def _event(row: asyncpg.Record, message: MappedMessage) -> MessageUpserted:
         source=message.source,
         external_id=message.external_id,
         customer_id=str(customer_id) if customer_id else None,
-        title=message.title,
+        title=event_title(message.title),
         sent_at=message.sent_at,
         link_url=message.link_url,
+        link_reason=message.link_reason,
         link_sources=message.link_sources,
         change="created" if row["created"] else "updated",
         version=row["version"],
