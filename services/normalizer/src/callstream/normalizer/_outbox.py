@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import msgspec
+import nats.js.errors
 from nats.js import JetStreamContext
+from prometheus_client import Counter
 
+from callstream.contracts import DeadLetter, dead_letter_size, dlq_subject
 from callstream.runtime import ServiceRuntime, get_logger
 
 from ._consumer import sleep_unless_stopping
@@ -34,6 +39,15 @@ PUBLISH_ACK_TIMEOUT_SECONDS = 10.0
 # round trips.
 _TAKE_AND_MARK = "select * from normalizer_take_outbox($1, $2)"
 _PURGE = "delete from outbox where published_at < now() - make_interval(secs => $1)"
+# Rows taken (and marked) by this cycle that were not published: back to the next one.
+_UNMARK = "update outbox set published_at = null where id = any($1::bigint[])"
+
+# Rows that can never be published go to the DLQ under this name (not a JetStream consumer).
+OUTBOX_DEAD_LETTERS = "normalizer-outbox"
+OUTBOX_DLQ_SUBJECT = dlq_subject(OUTBOX_DEAD_LETTERS)
+EVENTS_DEAD_LETTERED = Counter(
+    "callstream_normalizer_events_dead_lettered_total", "outbox rows that could never be published, dead-lettered"
+)
 
 
 def msg_id(outbox_id: int) -> str:
@@ -41,24 +55,177 @@ def msg_id(outbox_id: int) -> str:
 
 
 async def publish_pending(conn: asyncpg.Connection, js: JetStreamContext, limit: int) -> int:
-    """Publish up to ``limit`` unpublished rows; return how many (0 when another replica relays)."""
+    """Publish up to ``limit`` unpublished rows in id order; return how many were settled
+    (published or dead-lettered; 0 when another replica relays).
+
+    The rows are sent pipelined (``publish_async``, one connection, so the stream stores them in
+    the order sent) and their acks are then read **in order**:
+
+    - acked: published;
+    - refused for good (:func:`_refused_for_good`: larger than the server's ``max_payload``, which
+      is checked before sending, or rejected by the stream for its size): dead-lettered to
+      ``dlq.normalizer-outbox`` with the reason, and the relay goes on. The row is not in the
+      stream, so the rows after it keep their order;
+    - anything else (no answer, the broker away): the row is sent once more alone; failing again,
+      the cycle stops there. Only the rows before it
+      (and dead-lettered ones) stay marked; it and every row after it are unmarked in the same
+      transaction and go out again next cycle, first the failed one, so a row never lands after a
+      successor that was *marked*. The failure is then raised (the worker backs off visibly).
+
+    Left open: a row whose ack times out while a later one of the same batch is stored (a stream
+    leader change mid-batch) lands after that one when it is sent again; strict order there needs
+    one round trip per row, which the relay's throughput cannot afford.
+    """
+    failure: BaseException | None = None
     async with conn.transaction():
         rows = sorted(await conn.fetch(_TAKE_AND_MARK, limit, RELAY_LOCK), key=lambda row: row["id"])
         if not rows:
             return 0
-        futures = [
-            await js.publish_async(row["subject"], row["payload"], headers={"Nats-Msg-Id": msg_id(row["id"])})
-            for row in rows
-        ]
-        try:
-            async with asyncio.timeout(PUBLISH_ACK_TIMEOUT_SECONDS):
-                await asyncio.gather(*futures)
-        except BaseException:
-            for future in futures:
+        outcomes = await _send_in_order(js, rows)
+        settled = published = 0
+        for row, sent in zip(rows, outcomes, strict=True):
+            outcome = sent
+            if outcome is not None and _refused_for_good(outcome) is None:
+                # Unanswered or failed in the pipeline: ask again for this row alone, which also
+                # gets the stream's verdict that nats-py's publish_async loses (it raises inside
+                # its reply handler instead of failing the future, so a refusal looks like silence).
+                outcome = await _publish_alone(js, row, outcome)
+            if outcome is None:
+                published += 1
+                settled += 1
+                continue
+            reason = _refused_for_good(outcome)
+            if reason is None:
+                failure = outcome
+                break
+            try:
+                await _dead_letter(js, row, reason)
+            except Exception as exc:  # the DLQ is not reachable either: the row waits for the next cycle
+                failure = exc
+                break
+            settled += 1
+        if settled < len(rows):
+            await conn.execute(_UNMARK, [row["id"] for row in rows[settled:]])
+    EVENTS_PUBLISHED.inc(published)
+    if failure is not None:
+        log.warning(
+            "outbox publish failed, the rest of the batch goes out next cycle",
+            outbox_id=rows[settled]["id"],
+            published=published,
+            error=type(failure).__name__,
+        )
+        raise failure
+    return settled
+
+
+class _TooLarge(Exception):
+    """A row larger than the server's ``max_payload``: refused before it is sent."""
+
+
+# The stream refused this one message for what it is (JetStream error codes): its size, its header.
+_REFUSED_FOR_GOOD = {10054: "larger than the stream accepts", 10055: "header larger than the stream accepts"}
+
+
+def _refused_for_good(outcome: BaseException) -> str | None:
+    """Why a row can never be published, or ``None`` when trying again later may work."""
+    if isinstance(outcome, _TooLarge):
+        return str(outcome)
+    if isinstance(outcome, nats.js.errors.APIError) and outcome.err_code in _REFUSED_FOR_GOOD:
+        return f"{_REFUSED_FOR_GOOD[outcome.err_code]}: {outcome.description}"
+    return None
+
+
+def _max_payload(js: JetStreamContext) -> int | None:
+    """The connected server's ``max_payload`` (nats-py gives the context no public accessor)."""
+    nc = getattr(js, "_nc", None)
+    return nc.max_payload if nc is not None and nc.is_connected else None
+
+
+async def _send_in_order(js: JetStreamContext, rows: list[asyncpg.Record]) -> list[BaseException | None]:
+    """Send the rows in order and wait for their acks: per row ``None`` (stored or a duplicate)
+    or what went wrong. After a send fails, nothing more is sent."""
+    max_payload = _max_payload(js)
+    futures: list[asyncio.Future[Any] | BaseException] = []
+    try:
+        for row in rows:
+            payload = row["payload"]
+            if max_payload is not None and len(payload) > max_payload:
+                # nats-py would raise too, but only after registering the ack it waits for.
+                futures.append(_TooLarge(f"{len(payload)} bytes, over the server's max_payload of {max_payload}"))
+                continue
+            try:
+                futures.append(
+                    await js.publish_async(row["subject"], payload, headers={"Nats-Msg-Id": msg_id(row["id"])})
+                )
+            except Exception as exc:
+                futures.append(exc)
+                break
+        pending = [f for f in futures if isinstance(f, asyncio.Future)]
+        if pending:
+            # The stream answers in the order sent: once the last ack is in, an earlier one that is
+            # not has been lost and is not waited for.
+            await asyncio.wait(pending[-1:], timeout=PUBLISH_ACK_TIMEOUT_SECONDS)
+    finally:
+        for future in futures:
+            if isinstance(future, asyncio.Future) and not future.done():
                 future.cancel()
-            raise
-    EVENTS_PUBLISHED.inc(len(rows))
-    return len(rows)
+    outcomes: list[BaseException | None] = []
+    for future in futures:
+        if not isinstance(future, asyncio.Future):
+            outcomes.append(future)
+        elif future.cancelled():
+            outcomes.append(TimeoutError("no publish ack"))
+        else:
+            outcomes.append(future.exception())
+    outcomes += [TimeoutError("not sent")] * (len(rows) - len(outcomes))
+    return outcomes
+
+
+async def _publish_alone(js: JetStreamContext, row: asyncpg.Record, failed: BaseException) -> BaseException | None:
+    """One row, waiting for its own answer: ``None`` when stored (or a duplicate), else the error
+    (``failed``, how it failed in the pipeline, while the broker is away)."""
+    nc = getattr(js, "_nc", None)
+    if nc is not None and not nc.is_connected:
+        return failed
+    try:
+        await js.publish(
+            row["subject"],
+            row["payload"],
+            timeout=PUBLISH_ACK_TIMEOUT_SECONDS,
+            headers={"Nats-Msg-Id": msg_id(row["id"])},
+        )
+    except Exception as exc:
+        return exc
+    return None
+
+
+async def _dead_letter(js: JetStreamContext, row: asyncpg.Record, reason: str) -> None:
+    """The row, with why, on ``dlq.normalizer-outbox``; without its bytes when even its dead
+    letter could not be carried (the row stays in the outbox table until it is purged)."""
+    payload: bytes = row["payload"]
+    max_payload = _max_payload(js)
+    carried = max_payload is None or dead_letter_size(len(payload)) <= max_payload
+    error = f"outbox row {row['id']} ({len(payload)} bytes) cannot be published: {reason}"
+    if not carried:
+        error += "; the payload is not carried here either (see the outbox table)"
+    letter = DeadLetter(
+        consumer=OUTBOX_DEAD_LETTERS,
+        subject=row["subject"],
+        stream_sequence=0,  # never in a stream
+        headers={"Nats-Msg-Id": msg_id(row["id"])},
+        data=payload if carried else b"",
+        error=error[:2000],
+        delivery_count=1,
+        failed_at=datetime.now(UTC),
+    )
+    await js.publish(
+        OUTBOX_DLQ_SUBJECT,
+        msgspec.json.encode(letter),
+        timeout=PUBLISH_ACK_TIMEOUT_SECONDS,
+        headers={"Nats-Msg-Id": f"dlq-{OUTBOX_DEAD_LETTERS}-{row['id']}"},
+    )
+    EVENTS_DEAD_LETTERED.inc()
+    log.error("outbox row dead-lettered", outbox_id=row["id"], subject=row["subject"], reason=reason[:200])
 
 
 async def run_outbox_relay(runtime: ServiceRuntime, settings: Settings) -> None:
