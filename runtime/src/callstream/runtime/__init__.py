@@ -2,6 +2,21 @@
 connections, migrations and the service command line. No business logic lives here."""
 
 from ._broker import Broker
+from ._consume import (
+    DEAD_LETTERED,
+    HANDLED,
+    RETRY,
+    Outcome,
+    Redelivery,
+    Unprocessable,
+    ack,
+    bind,
+    consume,
+    dead_letter,
+    give_up,
+    nak,
+    settle,
+)
 from ._http import ApiError, Check, api_error_answer, create_app, error_response
 from ._logging import REDACTED, configure_logging, get_logger, redact_secrets
 from ._metrics import RequestMetrics, request_id
@@ -11,9 +26,13 @@ from ._rsgi import AsgiOverRsgi, FirstAnswer
 from ._service import Command, ServiceRuntime, serve_asgi, serve_http, service_main, setup_streams
 from ._settings import HttpServer, ServiceSettings, load_settings
 from ._streams import consumer_config, ensure_all, ensure_consumer, ensure_stream, stream_config
+from ._supervisor import RestartPolicy, Supervisor, WorkerDown, backoff_delay, periodic, wait_or_stop
 
 __all__ = [
+    "DEAD_LETTERED",
+    "HANDLED",
     "REDACTED",
+    "RETRY",
     "ApiError",
     "AsgiOverRsgi",
     "Broker",
@@ -23,30 +42,46 @@ __all__ = [
     "HttpServer",
     "Migration",
     "MigrationError",
+    "Outcome",
+    "Redelivery",
     "RequestMetrics",
+    "RestartPolicy",
     "ServiceRuntime",
     "ServiceSettings",
+    "Supervisor",
+    "Unprocessable",
+    "WorkerDown",
+    "ack",
     "api_error_answer",
     "apply_migrations",
+    "backoff_delay",
+    "bind",
     "check_postgres",
     "configure_logging",
+    "consume",
     "consumer_config",
     "create_app",
     "create_pool",
+    "dead_letter",
     "discover",
     "ensure_all",
     "ensure_consumer",
     "ensure_stream",
     "error_response",
     "get_logger",
+    "give_up",
     "load_settings",
     "migrate",
+    "nak",
+    "periodic",
     "redact_secrets",
     "request_id",
     "serve_asgi",
     "serve_http",
     "service_main",
+    "settle",
     "setup_streams",
     "stream_config",
     "wait_for_postgres",
+    "wait_or_stop",
 ]

@@ -102,7 +102,10 @@ class Broker:
             try:
                 await asyncio.wait_for(self._nc.drain(), timeout=5)
             except Exception:
-                await self._nc.close()
+                # After an outage nats-py may fail to write its goodbye on a transport uvloop has
+                # already closed; the process is stopping either way, so that is no failed stop.
+                with contextlib.suppress(Exception):
+                    await self._nc.close()
 
     async def check(self) -> None:
         if not self.is_connected:

@@ -28,6 +28,7 @@ from ._postgres import check_postgres, create_pool, wait_for_postgres
 from ._rsgi import AsgiOverRsgi
 from ._settings import DEFAULT_SHUTDOWN_SECONDS, HttpServer, ServiceSettings
 from ._streams import ensure_all
+from ._supervisor import RestartPolicy, Supervisor, wait_or_stop
 
 log = get_logger(__name__)
 
@@ -44,9 +45,14 @@ class ServiceRuntime:
         self._pool_max = pool_max
         self.pool: asyncpg.Pool | None = None
         self.broker = Broker(settings.nats_url, settings.service_name, connect_timeout=settings.connect_timeout_seconds)
-        self._workers: list[tuple[str, Worker]] = []
-        self._tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
+        self.supervisor = Supervisor(
+            settings.service_name,
+            self.stopping,
+            grace_seconds=settings.worker_grace_seconds,
+            policy=RestartPolicy(max_delay=settings.worker_restart_max_seconds),
+        )
+        self._helpers: list[asyncio.Task[None]] = []
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -55,39 +61,35 @@ class ServiceRuntime:
         return self.pool
 
     def add_worker(self, name: str, worker: Worker) -> None:
-        """A coroutine started with the service and cancelled (after ``stopping`` is set) at shutdown."""
-        self._workers.append((name, worker))
+        """A background worker: started with the service, restarted by the supervisor whenever it
+        fails or returns early, and given the shutdown grace period to finish at a stop. It runs
+        until ``stopping`` is set and lets anything it cannot handle escape (see ``_supervisor``)."""
+        self.supervisor.add(name, worker)
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep, waking at once at a stop; True when the service is stopping."""
+        return await wait_or_stop(self.stopping, seconds)
 
     def checks(self) -> Mapping[str, Check]:
-        return {"database": lambda: check_postgres(self.db), "broker": self.broker.check}
+        return {
+            "database": lambda: check_postgres(self.db),
+            "broker": self.broker.check,
+            "workers": self.supervisor.check,
+        }
 
     async def start(self) -> None:
         self.pool = await create_pool(self._database_url, max_size=self._pool_max)
         self.broker.start()
-        self._spawn("postgres-wait", lambda rt: wait_for_postgres(rt.db))
-        for name, worker in self._workers:
-            self._spawn(name, worker)
-
-    def _spawn(self, name: str, worker: Worker) -> None:
-        async def guarded() -> None:
-            try:
-                await worker(self)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("worker failed", worker=name)
-                raise
-
-        self._tasks.append(asyncio.create_task(guarded(), name=name))
+        self._helpers.append(asyncio.create_task(wait_for_postgres(self.pool), name="postgres-wait"))
+        self.supervisor.start(self)
 
     async def stop(self) -> None:
         """Stop taking work, give workers the grace period to finish what is in flight, then close."""
         self.stopping.set()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_seconds)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self.supervisor.stop(self.settings.shutdown_seconds)
+        for task in self._helpers:
+            task.cancel()
+        await asyncio.gather(*self._helpers, return_exceptions=True)
         await self.broker.close()
         if self.pool is not None:
             with contextlib.suppress(Exception):

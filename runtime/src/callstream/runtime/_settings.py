@@ -18,6 +18,8 @@ HttpServer = Literal["uvicorn", "granian"]
 
 DEFAULT_SHUTDOWN_SECONDS = 20.0
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 5.0
+DEFAULT_WORKER_GRACE_SECONDS = 30.0
+DEFAULT_WORKER_RESTART_MAX_SECONDS = 30.0
 
 
 class ServiceSettings(BaseSettings):
@@ -38,6 +40,12 @@ class ServiceSettings(BaseSettings):
     )
     connect_timeout_seconds: float = Field(DEFAULT_CONNECT_TIMEOUT_SECONDS, gt=0)
     stream_replicas: int = Field(1, ge=1, le=5, description="replicas for streams this service creates")
+    worker_grace_seconds: float = Field(
+        DEFAULT_WORKER_GRACE_SECONDS, gt=0, description="a background worker down this long makes /health/ready 503"
+    )
+    worker_restart_max_seconds: float = Field(
+        DEFAULT_WORKER_RESTART_MAX_SECONDS, gt=0, description="longest wait before a failed worker is restarted"
+    )
 
     @property
     def service_name(self) -> str:  # overridden by each service

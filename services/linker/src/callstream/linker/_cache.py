@@ -235,36 +235,28 @@ class MessageEventFeed:
             self.cache.invalidate(event)
 
     async def run(self, stopping: asyncio.Event) -> None:
+        """The worker: follow message events until the service stops. A failed subscribe (the
+        MESSAGES stream may not exist yet: setup runs separately) escapes to the supervisor,
+        which retries with backoff; the cache stays off meanwhile."""
         await self._broker.wait_connected()
-        delay = 0.2
-        while not stopping.is_set():
-            try:
-                sub = await self._broker.js.subscribe(
-                    self.SUBJECT,
-                    stream=MESSAGES,
-                    ordered_consumer=True,
-                    deliver_policy=DeliverPolicy.NEW,
-                    idle_heartbeat=2.0,
-                    cb=self._on_message,
-                )
-            except Exception as exc:
-                # The MESSAGES stream may not exist yet (setup runs separately): keep the cache off.
-                log.warning("message event feed unavailable, retrying", error=type(exc).__name__)
-                try:
-                    await asyncio.wait_for(stopping.wait(), timeout=delay)
-                except TimeoutError:
-                    delay = min(delay * 2, 5.0)
-                continue
+        sub = await self._broker.js.subscribe(
+            self.SUBJECT,
+            stream=MESSAGES,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW,
+            idle_heartbeat=2.0,
+            cb=self._on_message,
+        )
+        if not stopping.is_set():
             self._generation += 1
             self._subscribed = True
             log.info("following message events for the link cache")
+        try:
+            await stopping.wait()
+        finally:
+            self._subscribed = False
+            self._generation += 1
             try:
-                await stopping.wait()
-            finally:
-                self._subscribed = False
-                self._generation += 1
-                try:
-                    await sub.unsubscribe()
-                except Exception as exc:
-                    log.debug("unsubscribe failed", error=type(exc).__name__)
-            return
+                await sub.unsubscribe()
+            except Exception as exc:
+                log.debug("unsubscribe failed", error=type(exc).__name__)

@@ -6,11 +6,10 @@ from collections.abc import Awaitable, Callable
 
 from litestar import Litestar
 
-from callstream.runtime import ServiceRuntime, create_app, get_logger
+from callstream.runtime import ServiceRuntime, create_app, get_logger, periodic
 
-from ._consumer import run_raw_call_consumer, sleep_unless_stopping
-from ._errors import retry_delay
-from ._features import run_feature_consumer, run_pending_link_sweep
+from ._consumer import run_raw_call_consumer
+from ._features import run_feature_consumer, sweep_pending_links
 from ._outbox import run_outbox_relay
 from ._settings import Settings
 from ._topology import ensure_topology
@@ -21,17 +20,13 @@ Worker = Callable[[ServiceRuntime, Settings], Awaitable[None]]
 
 
 def _after_topology(worker: Worker, settings: Settings) -> Callable[[ServiceRuntime], Awaitable[None]]:
+    """The worker, once its streams and consumers are declared. A declaration that fails (the
+    broker slow or away) fails the worker, and the supervisor tries again with backoff; a
+    restart after a consumer was deleted declares it again."""
+
     async def run(runtime: ServiceRuntime) -> None:
         await runtime.broker.wait_connected()
-        attempt = 0
-        while not runtime.stopping.is_set():
-            try:
-                await ensure_topology(runtime.broker.js, settings.stream_replicas)
-                break
-            except Exception as exc:
-                attempt += 1
-                log.warning("streams not ready, retrying", error=type(exc).__name__, detail=str(exc)[:200])
-                await sleep_unless_stopping(runtime.stopping, retry_delay(attempt, 0.5, 5.0))
+        await ensure_topology(runtime.broker.js, settings.stream_replicas)
         await worker(runtime, settings)
 
     return run
@@ -42,7 +37,7 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
     runtime.add_worker("raw-calls", _after_topology(run_raw_call_consumer, settings))
     runtime.add_worker("outbox-relay", _after_topology(run_outbox_relay, settings))
     runtime.add_worker("feature-links", _after_topology(run_feature_consumer, settings))
-    runtime.add_worker("pending-link-sweep", lambda rt: run_pending_link_sweep(rt, settings))
+    runtime.add_worker("pending-link-sweep", periodic(sweep_pending_links, settings.link_sweep_seconds))
     return runtime
 
 

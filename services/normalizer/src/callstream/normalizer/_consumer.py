@@ -13,7 +13,6 @@ commit, then ack.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,11 +22,10 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from callstream.contracts import CALLS_RAW, NORMALIZER_CONSUMER
-from callstream.runtime import ServiceRuntime, get_logger
+from callstream.contracts import NORMALIZER_CONSUMER
+from callstream.runtime import ServiceRuntime, backoff_delay, bind, get_logger, give_up, nak, wait_or_stop
 
-from ._dlq import dead_letter
-from ._errors import is_poison, is_transient, retry_delay
+from ._errors import is_poison, is_transient
 from ._mapped import MappedMessage, UnmappableError
 from ._mapping import map_raw_call
 from ._metrics import RAW_CALLS
@@ -135,24 +133,18 @@ class RawCallProcessor:
             if delivered >= self._max_deliver:
                 dead += await self._give_up(msg, f"gave up after {delivered} deliveries: {type(exc).__name__}: {exc}")
                 continue
-            delay = retry_delay(delivered, self._settings.retry_base_seconds, self._settings.retry_max_seconds)
-            try:
-                await msg.nak(delay=delay)
-            except Exception as nak_exc:  # redelivered after ack_wait anyway
-                log.warning("nak failed", error=type(nak_exc).__name__)
+            await nak(
+                msg, backoff_delay(delivered, self._settings.retry_base_seconds, self._settings.retry_max_seconds)
+            )
             retried += 1
         RAW_CALLS.labels("retried").inc(retried)
         return retried, dead
 
     async def _give_up(self, msg: Msg, error: str) -> int:
-        try:
-            await dead_letter(self._js, msg, error)
-        except Exception as exc:
-            # The DLQ is unreachable: leave the message for a later delivery rather than lose it.
-            log.warning("dead letter not written", error=type(exc).__name__, detail=str(exc)[:200])
-            await msg.nak(delay=self._settings.retry_base_seconds)
+        consumer = NORMALIZER_CONSUMER.durable
+        if not await give_up(self._js, msg, error, consumer=consumer, retry_delay=self._settings.retry_base_seconds):
             return 0
-        log.warning("raw call dead-lettered", subject=msg.subject, seq=msg.metadata.sequence.stream, reason=error[:300])
+        RAW_CALLS.labels("dead_lettered").inc()
         return 1
 
     async def _ack(self, msgs: list[Msg]) -> None:
@@ -178,27 +170,16 @@ async def wait_for_database(pool: asyncpg.Pool, stopping: asyncio.Event, setting
                 await pool.fetchval("select 1")
             return
         except Exception:
-            await sleep_unless_stopping(stopping, retry_delay(attempt, settings.retry_base_seconds / 2, 5.0))
+            await wait_or_stop(stopping, backoff_delay(attempt, settings.retry_base_seconds / 2, 5.0))
 
 
-async def sleep_unless_stopping(stopping: asyncio.Event, seconds: float) -> None:
-    """Sleep, but wake at once when the service stops."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), timeout=seconds)
-
-
-async def _fetch(sub: Any, runtime: ServiceRuntime, settings: Settings, failures: list[int]) -> list[Msg]:
+async def _fetch(sub: Any, settings: Settings) -> list[Msg]:
+    """A batch, or nothing when none came in time. Any other failure (the broker away, the
+    consumer deleted) escapes: the supervisor rebuilds the subscription with backoff."""
     try:
-        msgs = await sub.fetch(settings.batch_size, timeout=settings.fetch_timeout_seconds)
-    except nats.errors.TimeoutError:
+        return list(await sub.fetch(settings.batch_size, timeout=settings.fetch_timeout_seconds))
+    except (nats.errors.TimeoutError, TimeoutError):
         return []
-    except Exception as exc:
-        failures[0] += 1
-        log.warning("fetch failed", error=type(exc).__name__, detail=str(exc)[:200])
-        await sleep_unless_stopping(runtime.stopping, retry_delay(failures[0], settings.retry_base_seconds, 10.0))
-        return []
-    failures[0] = 0
-    return list(msgs)
 
 
 def concurrent_stores(fetched: int, settings: Settings) -> int:
@@ -222,16 +203,25 @@ async def run_raw_call_consumer(runtime: ServiceRuntime, settings: Settings) -> 
     taken in key order) are the ones that already hold between replicas."""
     await runtime.broker.wait_connected()
     js = runtime.broker.js
-    sub = await js.pull_subscribe_bind(durable=NORMALIZER_CONSUMER.durable, stream=CALLS_RAW)
-    failures = [0]
+    sub = await bind(js, NORMALIZER_CONSUMER)
     log.info("consuming raw calls", batch_size=settings.batch_size, store_concurrency=settings.store_concurrency)
-    await write_batches(
-        lambda: _fetch(sub, runtime, settings, failures),
-        RawCallProcessor(runtime.db, js, settings),
-        settings,
-        runtime.stopping,
-        lambda: wait_for_database(runtime.db, runtime.stopping, settings),
-    )
+    try:
+        await write_batches(
+            lambda: _fetch(sub, settings),
+            RawCallProcessor(runtime.db, js, settings),
+            settings,
+            runtime.stopping,
+            lambda: wait_for_database(runtime.db, runtime.stopping, settings),
+        )
+    finally:
+        await _unsubscribe(sub)
+
+
+async def _unsubscribe(sub: Any) -> None:
+    try:
+        await sub.unsubscribe()
+    except Exception as exc:  # the connection is gone already
+        log.debug("unsubscribe failed", error=type(exc).__name__)
 
 
 class BatchWriter(Protocol):

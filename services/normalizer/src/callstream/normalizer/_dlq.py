@@ -1,45 +1,20 @@
-"""Dead letters of the normalizer on ``dlq.normalizer``: write one, and the ``dlq`` command's
-list / show / redrive."""
+"""Dead letters of the normalizer on ``dlq.normalizer``: the ``dlq`` command's list / show /
+redrive (they are written by the runtime's ``dead_letter``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import msgspec
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
-from callstream.contracts import DLQ, NORMALIZER_CONSUMER, DeadLetter, dlq_subject
-
-from ._metrics import RAW_CALLS
+from callstream.contracts import DLQ, NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER, DeadLetter, dlq_subject
 
 DLQ_SUBJECT = dlq_subject(NORMALIZER_CONSUMER.durable)
+# Every dead letter of the normalizer's consumers: raw calls and feature links.
+DLQ_SUBJECTS = (DLQ_SUBJECT, dlq_subject(NORMALIZER_FEATURES_CONSUMER.durable))
 _DECODER = msgspec.json.Decoder(DeadLetter)
-
-
-async def dead_letter(js: JetStreamContext, msg: Msg, error: str, consumer: str = NORMALIZER_CONSUMER.durable) -> None:
-    """Publish the message with its error to the DLQ (awaiting the ack), then terminate it.
-    The DLQ entry's id is the original stream sequence, so doing this twice stores it once."""
-    meta = msg.metadata
-    letter = DeadLetter(
-        consumer=consumer,
-        subject=msg.subject,
-        stream_sequence=meta.sequence.stream,
-        headers={k: str(v) for k, v in (msg.headers or {}).items()},
-        data=msg.data,
-        error=error[:2000],
-        delivery_count=meta.num_delivered,
-        failed_at=datetime.now(UTC),
-    )
-    await js.publish(
-        DLQ_SUBJECT,
-        msgspec.json.encode(letter),
-        headers={"Nats-Msg-Id": f"dlq-{consumer}-{meta.stream}-{meta.sequence.stream}"},
-    )
-    await msg.term()
-    RAW_CALLS.labels("dead_lettered").inc()
 
 
 def decode(raw: RawStreamMsg) -> DeadLetter:
@@ -47,22 +22,24 @@ def decode(raw: RawStreamMsg) -> DeadLetter:
 
 
 async def entries(js: JetStreamContext) -> list[tuple[int, DeadLetter]]:
-    """Every entry still in the DLQ stream for this consumer, oldest first, by DLQ sequence."""
+    """Every entry still in the DLQ stream for the normalizer's consumers, oldest first, by DLQ
+    sequence."""
     info = await js.stream_info(DLQ)
     found: list[tuple[int, DeadLetter]] = []
     if info.state.messages == 0:
         return found
-    seq = info.state.first_seq
-    while seq <= info.state.last_seq:
-        try:
-            raw = await js.get_msg(DLQ, seq=seq, next=True, subject=DLQ_SUBJECT)
-        except Exception:  # nats NotFoundError: nothing at or after seq
-            break
-        if raw.seq is None:
-            break
-        found.append((raw.seq, decode(raw)))
-        seq = raw.seq + 1
-    return found
+    for subject in DLQ_SUBJECTS:
+        seq = info.state.first_seq
+        while seq <= info.state.last_seq:
+            try:
+                raw = await js.get_msg(DLQ, seq=seq, next=True, subject=subject)
+            except Exception:  # nats NotFoundError: nothing at or after seq
+                break
+            if raw.seq is None:
+                break
+            found.append((raw.seq, decode(raw)))
+            seq = raw.seq + 1
+    return sorted(found, key=lambda entry: entry[0])
 
 
 def summary_lines(found: list[tuple[int, DeadLetter]]) -> Iterator[str]:

@@ -27,8 +27,3 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         return (exc.sqlstate or "")[:2] in _TRANSIENT_CLASSES
     return isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, ConnectionError, nats.errors.Error))
-
-
-def retry_delay(attempt: int, base: float, cap: float) -> float:
-    """Doubling delay for the ``attempt``-th failure (1-based), capped."""
-    return float(min(cap, base * 2 ** max(0, attempt - 1)))

@@ -11,21 +11,20 @@ import uuid
 
 import asyncpg
 import msgspec
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from callstream.contracts import FEATURES, NORMALIZER_FEATURES_CONSUMER, FeatureLinked
-from callstream.runtime import ServiceRuntime, get_logger
+from callstream.contracts import NORMALIZER_FEATURES_CONSUMER, FeatureLinked
+from callstream.runtime import HANDLED, Outcome, Redelivery, ServiceRuntime, Unprocessable, consume, get_logger, settle
 
-from ._consumer import sleep_unless_stopping
-from ._dlq import dead_letter
-from ._errors import is_poison, retry_delay
+from ._consumer import wait_for_database
+from ._errors import is_poison
 from ._metrics import FEATURE_LINKS
 from ._settings import Settings
 
 log = get_logger(__name__)
 _DECODER = msgspec.json.Decoder(FeatureLinked)
+REDELIVERY = Redelivery(first_delay=1.0, max_delay=60.0)
 
 _MESSAGE_BY_ID = "select source, external_id from messages where id = $1 and workspace_id = $2"
 _UPSERT_FEATURE = """
@@ -72,62 +71,52 @@ async def store_link(conn: asyncpg.Connection, link: FeatureLinked) -> None:
         await conn.execute(_LINK, link.workspace_id, link.feature_id, source, external_id)
 
 
-async def handle_feature_msg(pool: asyncpg.Pool, js: JetStreamContext, msg: Msg) -> bool:
-    """Store one link; returns False on a transient failure (the message was nak'ed)."""
-    consumer = NORMALIZER_FEATURES_CONSUMER.durable
+async def _store_feature_msg(pool: asyncpg.Pool, msg: Msg) -> None:
     try:
         link = _DECODER.decode(msg.data)
         async with pool.acquire() as conn:
             await store_link(conn, link)
     except (msgspec.DecodeError, msgspec.ValidationError, UnusableLink) as exc:
-        await dead_letter(js, msg, f"unusable feature link: {exc}", consumer=consumer)
-        FEATURE_LINKS.labels("dead_lettered").inc()
-        return True
+        raise Unprocessable(f"unusable feature link: {exc}") from exc
     except Exception as exc:
         if is_poison(exc):
-            await dead_letter(js, msg, f"rejected by the database: {type(exc).__name__}: {exc}", consumer=consumer)
-            FEATURE_LINKS.labels("dead_lettered").inc()
-            return True
-        delivered = msg.metadata.num_delivered
-        if delivered >= NORMALIZER_FEATURES_CONSUMER.max_deliver:
-            await dead_letter(js, msg, f"gave up after {delivered} deliveries: {exc}", consumer=consumer)
-            return True
-        await msg.nak(delay=retry_delay(delivered, 1.0, 60.0))
-        log.warning("feature link not stored, retrying", error=type(exc).__name__)
-        return False
-    await msg.ack_sync()
-    FEATURE_LINKS.labels("stored").inc()
-    return True
+            raise Unprocessable(f"rejected by the database: {type(exc).__name__}: {exc}") from exc
+        raise
+
+
+def _counted(outcome: Outcome) -> Outcome:
+    FEATURE_LINKS.labels("stored" if outcome is HANDLED else outcome.name).inc()
+    return outcome
+
+
+async def handle_feature_msg(pool: asyncpg.Pool, js: JetStreamContext, msg: Msg) -> bool:
+    """Store one link; returns False on a transient failure (the message was nak'ed)."""
+    outcome = await settle(
+        js, msg, lambda m: _store_feature_msg(pool, m), NORMALIZER_FEATURES_CONSUMER, redelivery=REDELIVERY
+    )
+    return not _counted(outcome).transient
 
 
 async def run_feature_consumer(runtime: ServiceRuntime, settings: Settings) -> None:
+    """The worker (under the runtime's supervisor): links in stream order; after a transient
+    failure, the rest of the batch comes back in order once the database answers."""
     await runtime.broker.wait_connected()
-    js = runtime.broker.js
-    sub = await js.pull_subscribe_bind(durable=NORMALIZER_FEATURES_CONSUMER.durable, stream=FEATURES)
-    failures = 0
-    while not runtime.stopping.is_set():
-        try:
-            msgs = await sub.fetch(100, timeout=settings.fetch_timeout_seconds)
-        except nats.errors.TimeoutError:
-            continue
-        except Exception as exc:
-            failures += 1
-            log.warning("feature fetch failed", error=type(exc).__name__)
-            await sleep_unless_stopping(runtime.stopping, retry_delay(failures, 0.5, 10.0))
-            continue
-        failures = 0
-        for i, msg in enumerate(msgs):
-            if not await handle_feature_msg(runtime.db, js, msg):
-                for later in msgs[i + 1 :]:  # back soon, in order, without waiting for ack_wait
-                    await later.nak(delay=1.0)
-                await sleep_unless_stopping(runtime.stopping, 1.0)
-                break
+
+    async def handle(msg: Msg) -> None:
+        await _store_feature_msg(runtime.db, msg)
+        FEATURE_LINKS.labels("stored").inc()
+
+    await consume(
+        runtime.broker.js,
+        NORMALIZER_FEATURES_CONSUMER,
+        handle,
+        runtime.stopping,
+        batch=100,
+        fetch_timeout=settings.fetch_timeout_seconds,
+        redelivery=REDELIVERY,
+        recover=lambda: wait_for_database(runtime.db, runtime.stopping, settings),
+    )
 
 
-async def run_pending_link_sweep(runtime: ServiceRuntime, settings: Settings) -> None:
-    while not runtime.stopping.is_set():
-        await sleep_unless_stopping(runtime.stopping, settings.link_sweep_seconds)
-        try:
-            await runtime.db.execute(SWEEP_PENDING)
-        except Exception as exc:
-            log.warning("pending link sweep failed", error=type(exc).__name__)
+async def sweep_pending_links(runtime: ServiceRuntime) -> None:
+    await runtime.db.execute(SWEEP_PENDING)

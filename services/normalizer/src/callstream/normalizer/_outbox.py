@@ -24,8 +24,6 @@ from prometheus_client import Counter
 from callstream.contracts import DeadLetter, dead_letter_size, dlq_subject
 from callstream.runtime import ServiceRuntime, get_logger
 
-from ._consumer import sleep_unless_stopping
-from ._errors import retry_delay
 from ._metrics import EVENTS_PUBLISHED
 from ._settings import Settings
 from ._store import OUTBOX_CHANNEL
@@ -229,6 +227,9 @@ async def _dead_letter(js: JetStreamContext, row: asyncpg.Record, reason: str) -
 
 
 async def run_outbox_relay(runtime: ServiceRuntime, settings: Settings) -> None:
+    """The worker: relay until the service stops. A failure (the database or the broker away, the
+    listening connection lost) escapes to the supervisor, which starts it again with backoff on a
+    fresh connection; the sweep then publishes whatever was committed meanwhile."""
     await runtime.broker.wait_connected()
     js = runtime.broker.nc.jetstream()
     wake = asyncio.Event()
@@ -236,37 +237,29 @@ async def run_outbox_relay(runtime: ServiceRuntime, settings: Settings) -> None:
     def on_notify(*_: Any) -> None:
         wake.set()
 
-    failures = 0
     last_purge = 0.0
-    while not runtime.stopping.is_set():
+    async with runtime.db.acquire() as conn:
+        await conn.add_listener(OUTBOX_CHANNEL, on_notify)
+        conn.add_termination_listener(on_notify)  # a lost connection wakes the loop to reconnect
         try:
-            async with runtime.db.acquire() as conn:
-                await conn.add_listener(OUTBOX_CHANNEL, on_notify)
-                conn.add_termination_listener(on_notify)  # a lost connection wakes the loop to reconnect
-                try:
-                    while not runtime.stopping.is_set():
-                        wake.clear()
-                        published = await publish_pending(conn, js, settings.outbox_batch_size)
-                        failures = 0
-                        if published >= settings.outbox_batch_size:
-                            continue
-                        if time.monotonic() - last_purge > 60:
-                            await conn.execute(_PURGE, settings.outbox_retention_hours * 3600)
-                            last_purge = time.monotonic()
-                        waiter = asyncio.ensure_future(wake.wait())
-                        stopper = asyncio.ensure_future(runtime.stopping.wait())
-                        await asyncio.wait(
-                            {waiter, stopper}, timeout=settings.outbox_sweep_seconds, return_when="FIRST_COMPLETED"
-                        )
-                        waiter.cancel()
-                        stopper.cancel()
-                        if conn.is_closed():
-                            break
-                finally:
-                    if not conn.is_closed():
-                        await conn.remove_listener(OUTBOX_CHANNEL, on_notify)
-                    conn.remove_termination_listener(on_notify)
-        except Exception as exc:
-            failures += 1
-            log.warning("outbox relay failed, retrying", error=type(exc).__name__, detail=str(exc)[:200])
-            await sleep_unless_stopping(runtime.stopping, retry_delay(failures, 0.2, 5.0))
+            while not runtime.stopping.is_set():
+                wake.clear()
+                published = await publish_pending(conn, js, settings.outbox_batch_size)
+                if published >= settings.outbox_batch_size:
+                    continue
+                if time.monotonic() - last_purge > 60:
+                    await conn.execute(_PURGE, settings.outbox_retention_hours * 3600)
+                    last_purge = time.monotonic()
+                waiter = asyncio.ensure_future(wake.wait())
+                stopper = asyncio.ensure_future(runtime.stopping.wait())
+                await asyncio.wait(
+                    {waiter, stopper}, timeout=settings.outbox_sweep_seconds, return_when="FIRST_COMPLETED"
+                )
+                waiter.cancel()
+                stopper.cancel()
+                if conn.is_closed():
+                    raise ConnectionError("the relay's database connection was lost")
+        finally:
+            if not conn.is_closed():
+                await conn.remove_listener(OUTBOX_CHANNEL, on_notify)
+            conn.remove_termination_listener(on_notify)

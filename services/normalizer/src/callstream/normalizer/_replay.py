@@ -15,9 +15,9 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from callstream.contracts import CALLS_RAW
-from callstream.runtime import create_pool, get_logger
+from callstream.runtime import backoff_delay, create_pool, get_logger
 
-from ._errors import is_transient, retry_delay
+from ._errors import is_transient
 from ._mapped import MappedMessage, UnmappableError
 from ._mapping import map_raw_call
 from ._settings import Settings
@@ -69,7 +69,7 @@ async def _store_with_retry(pool: asyncpg.Pool, mapped: list[MappedMessage]) -> 
         except Exception as exc:
             if not is_transient(exc) or attempt == MAX_ATTEMPTS:
                 raise
-            await asyncio.sleep(retry_delay(attempt, 0.5, 10.0))
+            await asyncio.sleep(backoff_delay(attempt, 0.5, 10.0))
     raise AssertionError("unreachable")
 
 
