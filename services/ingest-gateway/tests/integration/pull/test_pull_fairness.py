@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from callstream.contracts import GATEWAY_PULL_CONSUMER, SYNC, SyncFinished
+from callstream.gateway.pull import ProviderHosts
 from tests.fakes import serve_in_process
 from tests.fakes.fathom import FathomConfig, FathomState, create_app
 
@@ -95,3 +96,28 @@ async def test_a_healthy_latest_run_is_done_within_10s_behind_ten_dead_providers
             assert done.status == "success", done.error
             assert done.calls_published == 5
             await harness.stop()
+
+
+async def test_one_busy_host_leaves_a_slot_to_another_hosts_request(harness: Any, gong: Any) -> None:
+    """Two slow Fathom backfills are ahead of a Gong "latest 5" in the queue, with two slots: the
+    Fathom host may hold one slot while the Gong request waits, so Gong goes at once."""
+    _, gong_url = gong
+    slow = FathomState(FathomConfig(seed=18, meetings=40, span_days=10))
+    slow.faults.delay_seconds = 1.0  # healthy but slow: each page takes a second
+    async with serve_in_process(create_app(slow)) as fathom_url:
+        busy = [harness.store.add("fathom", "api_key", None, api_key="fathom-test-key") for _ in range(2)]
+        quick = harness.gong_basic(gong_url)
+        worker = harness.worker(harness.settings_with(concurrency=2, limits_enabled=False))
+        worker.hosts = ProviderHosts(fathom_url, gong_url)  # the integrations use the default hosts
+        harness.workers.append((worker, asyncio.create_task(worker.serve())))
+        backfills = [await harness.request("fathom", i, "backfill") for i in busy]
+        run_id = await harness.request("gong", quick, "latest", limit=5)
+        took = await _stored(harness, quick, 5, timeout=15.0)
+        print(f"gong latest 5 stored after {took}s behind two slow fathom backfills")
+        assert took is not None
+        assert took < 2.5, f"the Gong request waited {took:.1f}s for a Fathom backfill to end"
+        assert (await harness.finished(run_id)).status == "success"
+        for backfill in backfills:  # both backfills still done: the parked one took the next slot
+            done = await harness.finished(backfill, timeout=30.0)
+            assert done.status == "success", done.error
+            assert done.calls_published == 40

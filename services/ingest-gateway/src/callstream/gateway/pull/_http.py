@@ -109,9 +109,7 @@ class ProviderHttp:
                 spent = time.monotonic() - started  # attempts, limits and earlier waits
                 if exc.unreachable or attempts >= s.retry_attempts or spent + wait > hold:
                     released = ProviderUnavailable if exc.failed else RunDeferred
-                    raise released(
-                        f"{self.provider}: {exc.reason} after {attempts} attempt(s); released for {wait:.1f}s", wait
-                    ) from None
+                    raise released(f"{self.provider}: {exc.reason} after {attempts} attempt(s)", wait) from None
                 if exc.retry_after is not None:
                     wait += random.uniform(0.0, 0.1)  # so replicas do not align
                 log.info("provider asks to retry", provider=self.provider, reason=exc.reason, wait=round(wait, 2))

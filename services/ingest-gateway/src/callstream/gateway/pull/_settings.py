@@ -22,6 +22,19 @@ class PullSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=False)
 
     concurrency: int = Field(4, ge=1, le=64, validation_alias=_pull("CONCURRENCY"), description="runs at once")
+    slots_per_host: int = Field(
+        0,
+        ge=0,
+        validation_alias=_pull("SLOTS_PER_HOST"),
+        description="slots one provider host may hold while another host's request waits (0: all but one)",
+    )
+    lookahead: int = Field(
+        0,
+        ge=0,
+        le=64,
+        validation_alias=_pull("LOOKAHEAD"),
+        description="requests a free slot may look through for one of a less busy host (0: CONCURRENCY)",
+    )
     # Proactive limits, per provider account and shared by every run in the process. The bucket
     # holds one request, so no window of the provider's length ever sees more than the limit.
     limits_enabled: bool = Field(True, validation_alias=_pull("LIMITS_ENABLED"))

@@ -28,9 +28,10 @@ from callstream.contracts import GATEWAY_PULL_CONSUMER, SyncFinished, SyncProgre
 from callstream.runtime import ensure_consumer, get_logger
 
 from .._integrations import HostNotAllowed, IntegrationAccess, ReauthRequired, RefreshFailed
-from ._breaker import BreakerRegistry
+from ._breaker import BreakerRegistry, host_of
 from ._checkpoint import Checkpoint, CheckpointStore
 from ._errors import ProviderUnavailable, ReauthNeeded, RunDeferred, RunFailed
+from ._fair import FairShare, slots_per_host
 from ._fathom import FathomClient, fathom_api_root
 from ._gong import GongClient, gong_api_root
 from ._http import Headers, ProviderHttp
@@ -45,6 +46,7 @@ from ._windows import run_window
 log = get_logger(__name__)
 
 DEFAULT_LATEST = 10
+PARKED_LOOK_SECONDS = 0.1
 _request = msgspec.json.Decoder(SyncRequested)
 
 
@@ -54,6 +56,12 @@ class IntegrationSource(Protocol):
     async def access(self, integration_id: str) -> IntegrationAccess | None: ...
 
     async def refreshed(self, integration_id: str, stale_access_token: str | None) -> IntegrationAccess: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Parked:
+    msg: Msg
+    lease: asyncio.Task[None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +95,10 @@ class PullWorker:
         )
         self.publisher = Publisher(self.js, self.settings.redeliver_delay_seconds)
         self.running: set[asyncio.Task[None]] = set()
+        self.fair: FairShare[_Parked] = FairShare(
+            slots_per_host(s.concurrency, s.slots_per_host), s.lookahead or s.concurrency
+        )
+        self.integration_hosts: dict[str, str] = {}  # learned from each run: a slot's fairness key
 
     # --- the consumer loop --------------------------------------------------------------------------
 
@@ -104,33 +116,68 @@ class PullWorker:
             while not self.stopping.is_set():
                 await slots.acquire()
                 try:
-                    msgs = await sub.fetch(1, timeout=1.0)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    slots.release()
-                    continue
+                    chosen = await self._next_request(sub)
                 except Exception as exc:  # broker away: nats-py reconnects, we wait a little
                     slots.release()
                     log.warning("pull fetch failed", error=type(exc).__name__)
                     await asyncio.sleep(1.0)
                     continue
-                if not msgs:
+                if chosen is None:
                     slots.release()
                     continue
-                task = asyncio.create_task(self._guarded(msgs[0], slots))
+                task = asyncio.create_task(self._guarded(chosen, slots))
                 running.add(task)
                 task.add_done_callback(running.discard)
             if running:  # runs see ``stopping`` between pages, checkpoint and release their request
                 await asyncio.gather(*running, return_exceptions=True)
         finally:
+            await self._unpark()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _guarded(self, msg: Msg, slots: asyncio.Semaphore) -> None:
+    async def _next_request(self, sub: Any) -> tuple[str, _Parked] | None:
+        """The request a free slot takes, fairly between provider hosts (``_fair``): fetched
+        requests of a host that holds its share of the slots are parked while others are looked for."""
+        while True:
+            chosen = self.fair.pick(exhausted=False)
+            if chosen is not None:
+                return chosen
+            try:  # while requests are parked, a short look: one of them goes when nothing else comes
+                msgs = await sub.fetch(1, timeout=PARKED_LOOK_SECONDS if self.fair.parked else 1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                msgs = []
+            if not msgs or self.stopping.is_set():  # nothing else waits: the oldest parked goes
+                return self.fair.pick(exhausted=True)
+            msg = msgs[0]
+            self.fair.park(self._host_key(msg), _Parked(msg, asyncio.create_task(self._keep_lease(msg))))
+
+    def _host_key(self, msg: Msg) -> str:
         try:
-            await self.handle(msg)
+            request = _request.decode(msg.data)
+        except msgspec.DecodeError:
+            return ""  # ``handle`` drops it at once
+        known = self.integration_hosts.get(request.integration_id)
+        if known is not None:
+            return known
+        return host_of(self.hosts.fathom if request.provider == "fathom" else self.hosts.gong)
+
+    async def _unpark(self) -> None:
+        """Give parked requests back at once (stopping, or the worker is restarted) rather than
+        let them wait out their lease."""
+        for parked in self.fair.drain():
+            parked.lease.cancel()
+            with contextlib.suppress(Exception):
+                await parked.msg.nak()
+
+    async def _guarded(self, chosen: tuple[str, _Parked], slots: asyncio.Semaphore) -> None:
+        host, parked = chosen
+        parked.lease.cancel()  # ``handle`` keeps it from now on
+        try:
+            await self.handle(parked.msg)
         except Exception:
             log.exception("pull run crashed; the request is redelivered after its lease ends")
         finally:
+            self.fair.done(host)
             slots.release()
 
     async def _keep_lease(self, msg: Msg) -> None:
@@ -363,6 +410,7 @@ class PullWorker:
         assert self.limiters is not None
         assert self.breakers is not None
         breaker = self.breakers.for_url(root)
+        self.integration_hosts[access.id] = host_of(root)
         if access.auth_kind == "oauth":
             headers = {"Authorization": f"Bearer {access.access_token}"}
             limits = self.limiters.fathom(account_key("fathom", root, access.id))
@@ -384,6 +432,7 @@ class PullWorker:
         assert self.limiters is not None
         assert self.breakers is not None
         breaker = self.breakers.for_url(root)
+        self.integration_hosts[access.id] = host_of(root)
         json = {"Content-Type": "application/json"}
         limits = self.limiters.gong(account_key("gong", root, access.access_key))
         if access.auth_kind == "oauth":

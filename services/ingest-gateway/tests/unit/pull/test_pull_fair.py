@@ -1,0 +1,42 @@
+"""Which parked request takes a free slot."""
+
+from __future__ import annotations
+
+from callstream.gateway.pull._fair import FairShare, slots_per_host
+
+
+def test_a_host_at_its_share_lets_another_hosts_request_go_first() -> None:
+    fair: FairShare[str] = FairShare(per_host=1, lookahead=4)
+    fair.park("fathom", "f1")
+    assert fair.pick(exhausted=False) == ("fathom", "f1")
+    fair.park("fathom", "f2")
+    assert fair.pick(exhausted=False) is None  # fathom holds its share: look further
+    fair.park("gong", "g1")
+    assert fair.pick(exhausted=False) == ("gong", "g1")
+    assert fair.pick(exhausted=False) is None
+    fair.done("fathom")
+    assert fair.pick(exhausted=False) == ("fathom", "f2")  # parked, it goes first when fathom may
+
+
+def test_a_free_slot_never_idles() -> None:
+    fair: FairShare[str] = FairShare(per_host=1, lookahead=2)
+    fair.park("fathom", "f1")
+    fair.pick(exhausted=False)
+    fair.park("fathom", "f2")
+    assert fair.pick(exhausted=True) == ("fathom", "f2")  # nothing else waits
+    fair.park("fathom", "f3")
+    fair.park("fathom", "f4")
+    assert fair.full
+    assert fair.pick(exhausted=False) == ("fathom", "f3")  # every parked one is of a busy host
+    assert fair.running["fathom"] == 3
+    assert fair.drain() == ["f4"]
+    for _ in range(3):
+        fair.done("fathom")
+    assert not fair.running
+
+
+def test_the_share_defaults_to_all_slots_but_one() -> None:
+    assert slots_per_host(4, 0) == 3
+    assert slots_per_host(1, 0) == 1
+    assert slots_per_host(4, 2) == 2
+    assert slots_per_host(4, 9) == 4
