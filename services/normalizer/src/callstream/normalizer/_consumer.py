@@ -62,6 +62,7 @@ class RawCallProcessor:
         self._pool = pool
         self._js = js
         self._settings = settings
+        self._links = settings.link_allow_list  # MessageUpserted links pass the linker's rule
         self._max_deliver = max_deliver or NORMALIZER_CONSUMER.max_deliver
 
     async def process(self, msgs: Sequence[Msg]) -> BatchResult:
@@ -77,7 +78,7 @@ class RawCallProcessor:
         dead = 0
         for msg in msgs:
             try:
-                mappable.append((msg, map_raw_call(msg.data)))
+                mappable.append((msg, map_raw_call(msg.data, self._links)))
             except UnmappableError as exc:
                 dead += await self._give_up(msg, f"unmappable: {exc}")
             except Exception as exc:

@@ -14,7 +14,7 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from callstream.contracts import CALLS_RAW
+from callstream.contracts import CALLS_RAW, DEFAULT_LINK_ALLOW_LIST, HostAllowList
 from callstream.runtime import backoff_delay, create_pool, get_logger
 
 from ._errors import is_transient
@@ -73,7 +73,13 @@ async def _store_with_retry(pool: asyncpg.Pool, mapped: list[MappedMessage]) -> 
     raise AssertionError("unreachable")
 
 
-async def replay(pool: asyncpg.Pool, js: JetStreamContext, since: int | datetime, batch: int = 100) -> ReplayReport:
+async def replay(
+    pool: asyncpg.Pool,
+    js: JetStreamContext,
+    since: int | datetime,
+    batch: int = 100,
+    links: HostAllowList = DEFAULT_LINK_ALLOW_LIST,
+) -> ReplayReport:
     report = ReplayReport()
     last_seq = (await js.stream_info(CALLS_RAW)).state.last_seq
     sub = await js.pull_subscribe("calls.raw.>", stream=CALLS_RAW, config=_consumer_config(since))
@@ -86,7 +92,7 @@ async def replay(pool: asyncpg.Pool, js: JetStreamContext, since: int | datetime
             mapped: list[MappedMessage] = []
             for msg in msgs:
                 try:
-                    mapped.append(map_raw_call(msg.data))
+                    mapped.append(map_raw_call(msg.data, links))
                 except UnmappableError:
                     report.unmappable += 1
             changed = await _store_with_retry(pool, mapped) if mapped else 0
@@ -106,7 +112,7 @@ async def run_replay(settings: Settings, since_text: str) -> dict[str, int]:
     pool = await create_pool(settings.database_url.get_secret_value(), max_size=2)
     nc = await nats.connect(settings.nats_url)
     try:
-        report = await replay(pool, nc.jetstream(), since, settings.batch_size)
+        report = await replay(pool, nc.jetstream(), since, settings.batch_size, settings.link_allow_list)
     finally:
         await nc.close()
         await pool.close()
