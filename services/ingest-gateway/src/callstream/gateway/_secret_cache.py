@@ -4,12 +4,20 @@ Filled at start, refreshed for one integration when PostgreSQL notifies a change
 reloaded in full every TTL in case a notification was lost (e.g. while the listening connection was
 down). While the database is away the last known state keeps serving; before the first load the
 cache is not ``ready`` and webhooks answer 503 so that the sender retries.
+
+Reloads overlap (a NOTIFY arrives while a full reload's query is in flight), so each one takes a
+ticket from one counter before it sends its query, and its rows replace an entry only when no
+reload with a later ticket has written that entry: a full reload that read the table before a
+disable can never bring the old secret back after the disable's own reload applied it. Entries are
+keyed by the canonical UUID, so every spelling of an id (case, braces, ``urn:uuid:``, no dashes) is
+the one entry, whichever spelling announced a change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 import uuid
 from collections.abc import Mapping
@@ -38,20 +46,36 @@ class WebhookTarget:
     keys: tuple[bytes, ...]  # empty: no usable secret, every delivery is refused
 
 
+def canonical_id(integration_id: str) -> str | None:
+    """The id as PostgreSQL writes it (``uuid::text``), or ``None`` when it is not a UUID."""
+    try:
+        return str(uuid.UUID(integration_id))
+    except ValueError:
+        return None
+
+
 class WebhookSecretCache:
     def __init__(self, cipher: Cipher, ttl_seconds: float) -> None:
         self._cipher = cipher
         self._ttl = ttl_seconds
-        self._targets: dict[str, WebhookTarget] = {}
+        self._targets: dict[str, WebhookTarget] = {}  # by canonical id
         self._loaded_at: float | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        self._tickets = itertools.count(1)
+        # The ticket of the last full reload applied: every entry is at least that new ...
+        self._floor = 0
+        # ... except these, written (or removed) by a single reload with a later ticket.
+        self._newer: dict[str, int] = {}
 
     @property
     def ready(self) -> bool:
         return self._loaded_at is not None
 
     def get(self, integration_id: str) -> WebhookTarget | None:
-        return self._targets.get(integration_id)
+        target = self._targets.get(integration_id)  # the canonical spelling: one look-up
+        if target is None and (key := canonical_id(integration_id)) is not None and key != integration_id:
+            target = self._targets.get(key)
+        return target
 
     def _target(self, row: Mapping[str, Any]) -> WebhookTarget:
         keys: tuple[bytes, ...] = ()
@@ -63,20 +87,33 @@ class WebhookSecretCache:
         return WebhookTarget(row["id"], row["workspace_id"], row["provider"], row["status"], keys)
 
     async def reload_all(self, pool: asyncpg.Pool) -> None:
+        ticket = next(self._tickets)
         rows = await pool.fetch(_COLUMNS + " where provider = 'fathom'")
-        self._targets = {row["id"]: self._target(row) for row in rows}
+        if ticket < self._floor:
+            return  # a full reload sent after this one has been applied already
+        # Entries written by a single reload that took its ticket after this one stay as they are:
+        # its query was sent later, so it saw at least what this one saw.
+        kept = {key: stamp for key, stamp in self._newer.items() if stamp > ticket}
+        targets = {row["id"]: self._target(row) for row in rows if row["id"] not in kept}
+        for key in kept:
+            if key in self._targets:
+                targets[key] = self._targets[key]
+        self._targets, self._newer, self._floor = targets, kept, ticket
         self._loaded_at = time.monotonic()
 
     async def reload_one(self, pool: asyncpg.Pool, integration_id: str) -> None:
-        try:
-            key = uuid.UUID(integration_id)
-        except ValueError:
+        key = canonical_id(integration_id)
+        if key is None:
             return
-        row = await pool.fetchrow(_COLUMNS + " where id = $1", key)
+        ticket = next(self._tickets)
+        row = await pool.fetchrow(_COLUMNS + " where id = $1", uuid.UUID(key))
+        if ticket < self._newer.get(key, self._floor):
+            return  # a reload sent after this one has written the entry already
+        self._newer[key] = ticket
         if row is None or row["provider"] != "fathom":
-            self._targets.pop(integration_id, None)
+            self._targets.pop(key, None)
         else:
-            self._targets[integration_id] = self._target(row)
+            self._targets[key] = self._target(row)
 
     async def run(self, pool: asyncpg.Pool, stopping: asyncio.Event) -> None:
         """Listen for changes and reload on the TTL until ``stopping``; reconnects on its own."""

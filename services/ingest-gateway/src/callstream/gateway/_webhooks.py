@@ -122,7 +122,9 @@ class FathomWebhooks:
 
     def raw_call(self, target: WebhookTarget, integration_id: str, headers: dict[str, str], body: bytes) -> RawCall:
         """The signed body as the raw event to publish; 401 for a bad signature, 400 for a body
-        that is not a meeting."""
+        that is not a meeting. The event names the integration by its canonical id, whichever
+        spelling of it the sender's URL used, so a resend under another spelling is a duplicate."""
+        integration_id = target.integration_id
         try:
             delivery = verify(target.keys, headers, body, now=time.time(), tolerance_seconds=self._tolerance)
         except SignatureRejected as exc:
