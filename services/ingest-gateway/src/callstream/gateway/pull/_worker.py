@@ -23,6 +23,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from prometheus_client import Counter
 
 from callstream.contracts import GATEWAY_PULL_CONSUMER, SyncFinished, SyncProgress, SyncRequested
 from callstream.runtime import ensure_consumer, get_logger
@@ -37,7 +38,9 @@ from ._gong import GongClient, gong_api_root
 from ._http import Headers, ProviderHttp
 from ._latest import run_gong_latest
 from ._limits import LimiterRegistry, account_key
+from ._pace import PaceDeferred
 from ._publish import Publisher, utcnow
+from ._quota import QuotaSpent
 from ._runs import Run, run_fathom, run_gong
 from ._settings import PullSettings
 from ._shapes import new_traceparent
@@ -45,6 +48,11 @@ from ._windows import run_window
 
 log = get_logger(__name__)
 
+RELEASED = Counter(
+    "callstream_gateway_pull_runs_released_total",
+    "Pull runs released to be redelivered later, by what they wait for",
+    ["provider", "reason"],
+)
 DEFAULT_LATEST = 10
 PARKED_LOOK_SECONDS = 0.1
 _request = msgspec.json.Decoder(SyncRequested)
@@ -56,6 +64,17 @@ class IntegrationSource(Protocol):
     async def access(self, integration_id: str) -> IntegrationAccess | None: ...
 
     async def refreshed(self, integration_id: str, stale_access_token: str | None) -> IntegrationAccess: ...
+
+
+def _reason(deferred: RunDeferred) -> str:
+    """A label of few values: what the run waits for."""
+    if isinstance(deferred, ProviderUnavailable):
+        return "provider_unavailable"
+    if isinstance(deferred, QuotaSpent):
+        return "daily_quota"
+    if isinstance(deferred, PaceDeferred):
+        return "pace"
+    return "other"  # a long Retry-After, the broker, the store, the gateway stopping
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +230,7 @@ class PullWorker:
                 delivered = msg.metadata.num_delivered or 1
                 if isinstance(deferred, ProviderUnavailable):
                     deferred.delay = self.provider_release(deferred.delay, delivered)
+                RELEASED.labels(request.provider, _reason(deferred)).inc()
                 if delivered < self.max_deliver:
                     log.info(
                         "pull run deferred",
