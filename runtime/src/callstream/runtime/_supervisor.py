@@ -137,20 +137,23 @@ class Supervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                error = f"{type(exc).__name__}: {str(exc)[:300]}"
                 if self.stopping.is_set():
-                    log.info("worker ended with an error while stopping", worker=name, error=error)
+                    log.info("worker ended with an error while stopping", worker=name, error=type(exc).__name__)
                     return
-                log.error("worker failed", worker=name, error=type(exc).__name__, exc_info=exc)
+                failure: BaseException | None = exc
+                error = f"{type(exc).__name__}: {str(exc)[:300]}"
             else:
                 if self.stopping.is_set():
                     return
-                error = "returned while the service runs"
-                log.error("worker returned while the service runs", worker=name)
-            ran = self._clock() - state._started_at
-            failures = 1 if ran >= self.policy.healthy_after else failures + 1
+                failure, error = None, "returned while the service runs"
+            fresh = self._clock() - state._started_at >= self.policy.healthy_after
+            failures = 1 if fresh else failures + 1
+            if failures == 1:  # the traceback once per streak of failures, not once per restart
+                log.error("worker failed", worker=name, error=error.split(":")[0], exc_info=failure)
+            else:
+                log.warning("worker failed again", worker=name, error=error)
             delay = self.policy.delay(failures)
-            self._mark_down(state, error, fresh=ran >= self.policy.healthy_after)
+            self._mark_down(state, error, fresh=fresh)
             log.warning("worker restarting", worker=name, failures=failures, in_seconds=round(delay, 2))
             if await wait_or_stop(self.stopping, delay):
                 return
