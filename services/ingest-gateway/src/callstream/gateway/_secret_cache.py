@@ -116,35 +116,33 @@ class WebhookSecretCache:
             self._targets[key] = self._target(row)
 
     async def run(self, pool: asyncpg.Pool, stopping: asyncio.Event) -> None:
-        """Listen for changes and reload on the TTL until ``stopping``; reconnects on its own."""
-        delay = 0.2
-        while not stopping.is_set():
-            try:
-                async with pool.acquire() as conn:
-                    listener = self._notified(pool)
-                    await conn.add_listener(CHANNEL, listener)
-                    try:
-                        # Load after LISTEN, so no change between the two can be missed.
+        """The worker: listen for changes and reload on the TTL until ``stopping``. A lost
+        connection or an unreachable database escapes to the runtime's supervisor, which starts
+        it again with backoff (and a full reload: nothing changed meanwhile is missed)."""
+        try:
+            async with pool.acquire() as conn:
+                listener = self._notified(pool)
+                await conn.add_listener(CHANNEL, listener)
+                try:
+                    # Load after LISTEN, so no change between the two can be missed.
+                    await self.reload_all(pool)
+                    while not stopping.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stopping.wait(), self._ttl)
+                        if stopping.is_set():
+                            break
                         await self.reload_all(pool)
-                        delay = 0.2
-                        while not stopping.is_set() and not conn.is_closed():
-                            with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(stopping.wait(), self._ttl)
-                            if not stopping.is_set():
-                                await self.reload_all(pool)
-                                await conn.execute("select 1")  # notices a dead listening connection
-                    finally:
-                        # The pool does not UNLISTEN on release: a connection handed back still
-                        # listening would receive every change notice from then on.
-                        if not conn.is_closed():
-                            await conn.remove_listener(CHANNEL, listener)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                log.warning("webhook secret cache cannot reach postgres", error=type(exc).__name__)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), delay)
-                delay = min(delay * 2, 5.0)
-        for task in list(self._pending):
-            task.cancel()
+                        await conn.execute("select 1")  # notices a dead listening connection
+                        if conn.is_closed():
+                            raise ConnectionError("the secret cache's listening connection was lost")
+                finally:
+                    # The pool does not UNLISTEN on release: a connection handed back still
+                    # listening would receive every change notice from then on.
+                    if not conn.is_closed():
+                        await conn.remove_listener(CHANNEL, listener)
+        finally:
+            for task in list(self._pending):
+                task.cancel()
 
     def _notified(self, pool: asyncpg.Pool) -> Any:
         def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
