@@ -275,3 +275,36 @@ async def _dlq_size(js, n):
 async def _n_events(js, n):
     events = await _events(js)
     return events if len(events) == n else None
+
+
+async def test_dlq_command_lists_every_dead_letter_of_the_normalizer_and_refuses_a_hollow_redrive(
+    database_url, nats_url, nc, kit
+):
+    """Feature links and outbox rows are dead-lettered on subjects of their own
+    (``dlq.normalizer-features``, ``dlq.normalizer-outbox``): the command lists them too. An outbox
+    row too large even for a dead letter is kept without its bytes: redriving it is refused."""
+    js = nc.jetstream()
+    for consumer, subject, data in (
+        ("normalizer-features", "features.linked", b"{}"),
+        ("normalizer-outbox", "messages.upserted.fathom", b""),
+    ):
+        letter = DeadLetter(
+            consumer=consumer,
+            subject=subject,
+            stream_sequence=7,
+            headers={},
+            data=data,
+            error="test",
+            delivery_count=1,
+            failed_at=kit.T0,
+        )
+        await js.publish(f"dlq.{consumer}", msgspec.json.encode(letter))
+    listed = cli("dlq", "list", database_url=database_url, nats_url=nats_url)
+    assert listed.returncode == 0, listed.stderr
+    entries = {e["consumer"]: e for e in map(json.loads, listed.stdout.splitlines())}
+    assert sorted(entries) == ["normalizer-features", "normalizer-outbox"]
+    hollow = str(entries["normalizer-outbox"]["dlq_seq"])
+    refused = cli("dlq", "redrive", hollow, database_url=database_url, nats_url=nats_url)
+    assert refused.returncode == 1
+    assert "without its bytes" in refused.stderr
+    assert await _dlq_size(js, 2)  # still there

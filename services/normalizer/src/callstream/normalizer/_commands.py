@@ -50,13 +50,17 @@ async def _dlq_command(settings: Settings, args: argparse.Namespace) -> int:
             print("name DLQ sequences, or --all", file=sys.stderr)
             return 2
         missing = [s for s in wanted if s not in by_seq]
+        # An entry recorded without its bytes (too large even for a dead letter) cannot be sent again.
+        hollow = [s for s in wanted if s in by_seq and not by_seq[s].data]
         for seq in wanted:
-            if seq in by_seq:
+            if seq in by_seq and seq not in hollow:
                 await _dlq.redrive(js, seq, by_seq[seq])
                 print(msgspec.json.encode({"redriven": seq, "subject": by_seq[seq].subject}).decode())
         for seq in missing:
             print(f"no DLQ entry {seq}", file=sys.stderr)
-        return 1 if missing else 0
+        for seq in hollow:
+            print(f"DLQ entry {seq} was recorded without its bytes: nothing to redrive", file=sys.stderr)
+        return 1 if missing or hollow else 0
     finally:
         await nc.close()
 

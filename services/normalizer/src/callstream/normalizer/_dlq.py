@@ -11,9 +11,16 @@ from nats.js.api import RawStreamMsg
 
 from callstream.contracts import DLQ, NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER, DeadLetter, dlq_subject
 
+from ._outbox import OUTBOX_DEAD_LETTERS
+
 DLQ_SUBJECT = dlq_subject(NORMALIZER_CONSUMER.durable)
-# Every dead letter of the normalizer's consumers: raw calls and feature links.
-DLQ_SUBJECTS = (DLQ_SUBJECT, dlq_subject(NORMALIZER_FEATURES_CONSUMER.durable))
+# Every dead letter of the normalizer: raw calls, feature links, and outbox rows the relay could
+# never publish (``_outbox.OUTBOX_DEAD_LETTERS``).
+DLQ_SUBJECTS = (
+    DLQ_SUBJECT,
+    dlq_subject(NORMALIZER_FEATURES_CONSUMER.durable),
+    dlq_subject(OUTBOX_DEAD_LETTERS),
+)
 _DECODER = msgspec.json.Decoder(DeadLetter)
 
 
