@@ -4,6 +4,7 @@ probe waits for the server with backoff so readiness tells the truth while it is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -51,11 +52,24 @@ async def create_pool(
     )
 
 
-async def wait_for_postgres(pool: asyncpg.Pool) -> None:
-    """Return once a query succeeds, logging while the server is unreachable."""
+async def wait_for_postgres(pool: asyncpg.Pool, stopping: asyncio.Event | None = None) -> None:
+    """Return once a query succeeds, logging while the server is unreachable; with ``stopping``,
+    also return (at once, mid-wait) when the service stops. Consumers await it after a transient
+    failure, so they do not fetch work the database cannot take yet."""
+
+    async def sleep(seconds: float) -> None:
+        if stopping is None:
+            await asyncio.sleep(seconds)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=seconds)
+
     async for attempt in AsyncRetrying(
         wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
         retry=retry_if_exception_type((OSError, asyncpg.PostgresError, asyncio.TimeoutError, asyncpg.InterfaceError)),
+        stop=lambda _: stopping is not None and stopping.is_set(),
+        retry_error_callback=lambda _: None,  # stopped while waiting: nothing to raise
+        sleep=sleep,
         before_sleep=lambda s: log.warning("postgres unreachable, retrying", attempt=s.attempt_number),
     ):
         with attempt:

@@ -23,7 +23,15 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from callstream.contracts import NORMALIZER_CONSUMER
-from callstream.runtime import ServiceRuntime, backoff_delay, bind, get_logger, give_up, nak, wait_or_stop
+from callstream.runtime import (
+    ServiceRuntime,
+    backoff_delay,
+    bind,
+    get_logger,
+    give_up,
+    nak,
+    wait_for_postgres,
+)
 
 from ._errors import is_poison, is_transient
 from ._mapped import MappedMessage, UnmappableError
@@ -162,18 +170,6 @@ class RawCallProcessor:
             log.warning("ack failed", count=failed)
 
 
-async def wait_for_database(pool: asyncpg.Pool, stopping: asyncio.Event, settings: Settings) -> None:
-    attempt = 0
-    while not stopping.is_set():
-        attempt += 1
-        try:
-            async with asyncio.timeout(2.0):
-                await pool.fetchval("select 1")
-            return
-        except Exception:
-            await wait_or_stop(stopping, backoff_delay(attempt, settings.retry_base_seconds / 2, 5.0))
-
-
 async def _fetch(sub: Any, settings: Settings) -> list[Msg]:
     """A batch, or nothing when none came in time. Any other failure (the broker away, the
     consumer deleted) escapes: the supervisor rebuilds the subscription with backoff."""
@@ -212,7 +208,7 @@ async def run_raw_call_consumer(runtime: ServiceRuntime, settings: Settings) -> 
             RawCallProcessor(runtime.db, js, settings),
             settings,
             runtime.stopping,
-            lambda: wait_for_database(runtime.db, runtime.stopping, settings),
+            lambda: wait_for_postgres(runtime.db, runtime.stopping),
         )
     finally:
         await _unsubscribe(sub)

@@ -15,9 +15,18 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from callstream.contracts import NORMALIZER_FEATURES_CONSUMER, FeatureLinked
-from callstream.runtime import HANDLED, Outcome, Redelivery, ServiceRuntime, Unprocessable, consume, get_logger, settle
+from callstream.runtime import (
+    HANDLED,
+    Outcome,
+    Redelivery,
+    ServiceRuntime,
+    Unprocessable,
+    consume,
+    get_logger,
+    settle,
+    wait_for_postgres,
+)
 
-from ._consumer import wait_for_database
 from ._errors import is_poison
 from ._metrics import FEATURE_LINKS
 from ._settings import Settings
@@ -114,7 +123,7 @@ async def run_feature_consumer(runtime: ServiceRuntime, settings: Settings) -> N
         batch=100,
         fetch_timeout=settings.fetch_timeout_seconds,
         redelivery=REDELIVERY,
-        recover=lambda: wait_for_database(runtime.db, runtime.stopping, settings),
+        recover=lambda: wait_for_postgres(runtime.db, runtime.stopping),
     )
 
 

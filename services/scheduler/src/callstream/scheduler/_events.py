@@ -22,11 +22,10 @@ from callstream.runtime import (
     HANDLED,
     Redelivery,
     Unprocessable,
-    backoff_delay,
     consume,
     get_logger,
     settle,
-    wait_or_stop,
+    wait_for_postgres,
 )
 
 from ._scheduler import Scheduler
@@ -58,19 +57,6 @@ async def handle_message(scheduler: Scheduler, js: JetStreamContext, msg: Msg) -
     return outcome.name
 
 
-async def wait_for_database(pool: asyncpg.Pool, stopping: asyncio.Event) -> None:
-    """Return once the database answers (or the service stops)."""
-    attempt = 0
-    while not stopping.is_set():
-        attempt += 1
-        try:
-            async with asyncio.timeout(2.0):
-                await pool.fetchval("select 1")
-            return
-        except Exception:
-            await wait_or_stop(stopping, backoff_delay(attempt, 0.5, 5.0))
-
-
 async def consume_events(
     scheduler: Scheduler, js: JetStreamContext, stopping: asyncio.Event, pool: asyncpg.Pool
 ) -> None:
@@ -83,5 +69,5 @@ async def consume_events(
         batch=FETCH_BATCH,
         fetch_timeout=FETCH_TIMEOUT_SECONDS,
         redelivery=REDELIVERY,
-        recover=lambda: wait_for_database(pool, stopping),
+        recover=lambda: wait_for_postgres(pool, stopping),
     )
