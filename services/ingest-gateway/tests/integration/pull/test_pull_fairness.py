@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from callstream.contracts import GATEWAY_PULL_CONSUMER, SYNC, SyncFinished
@@ -121,3 +122,48 @@ async def test_one_busy_host_leaves_a_slot_to_another_hosts_request(harness: Any
             done = await harness.finished(backfill, timeout=30.0)
             assert done.status == "success", done.error
             assert done.calls_published == 40
+
+
+@contextlib.asynccontextmanager
+async def hanging_host() -> AsyncIterator[str]:
+    """A provider that stopped answering: it takes connections and never says a word."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        with contextlib.suppress(Exception):
+            while await reader.read(65536):
+                pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+async def test_a_provider_that_stopped_answering_holds_slots_for_one_timeout_only(harness: Any, gong: Any) -> None:
+    """Fathom stops answering for its ten tenants (all on the default host, as in production):
+    the first four requests hold the slots until they time out (3 s here); then the host counts as
+    failing, gets one slot, and its queued requests are given back unstarted, so a Gong tenant's
+    "latest 5" behind them goes next."""
+    _, gong_url = gong
+    async with hanging_host() as hung, httpx.AsyncClient(timeout=3.0) as http:
+        harness.http = http
+        dead = [harness.store.add("fathom", "api_key", None, api_key=f"hung-key-{i}") for i in range(10)]
+        healthy = harness.gong_basic(gong_url)
+        worker = harness.worker(harness.settings_with(**PRODUCTION_TIMINGS))
+        worker.hosts = ProviderHosts(hung, gong_url)
+        harness.workers.append((worker, asyncio.create_task(worker.serve())))
+        for integration in dead:
+            await harness.request("fathom", integration, "backfill")
+        await _delivered(harness, 4)
+        run_id = await harness.request("gong", healthy, "latest", limit=5)
+        took = await _stored(harness, healthy, 5, timeout=20.0)
+        print(f"gong latest 5 stored after {took}s behind ten hanging fathom tenants (3 s timeout)")
+        assert took is not None
+        assert took <= 3.0 + 3.0, took  # one timeout, not eight
+        assert (await harness.finished(run_id)).status == "success"
+        await harness.stop()

@@ -107,6 +107,24 @@ def test_a_lost_probe_is_replaced_after_its_timeout_and_a_released_one_at_once()
     assert b.check() is None
 
 
+def test_a_host_is_suspect_from_its_first_failure_until_it_answers() -> None:
+    clock = Clock()
+    b = _breaker(clock)
+    assert not b.suspect
+    b.failed()
+    assert b.suspect
+    assert b.retry_in() == 0
+    b.failed()
+    b.failed()
+    clock.now += 4
+    assert b.retry_in() == pytest.approx(6)
+    assert b.state == "open"  # retry_in changes nothing
+    clock.now += 6
+    assert b.check() is None
+    b.succeeded()
+    assert not b.suspect
+
+
 def test_a_request_that_failed_before_it_opened_changes_nothing() -> None:
     clock = Clock()
     b = _breaker(clock)

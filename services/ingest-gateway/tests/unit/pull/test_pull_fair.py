@@ -40,3 +40,19 @@ def test_the_share_defaults_to_all_slots_but_one() -> None:
     assert slots_per_host(1, 0) == 1
     assert slots_per_host(4, 2) == 2
     assert slots_per_host(4, 9) == 4
+
+
+def test_a_failing_host_gets_one_slot_and_its_parked_requests_are_given_back_first() -> None:
+    failing = {"fathom"}
+    fair: FairShare[str] = FairShare(per_host=3, lookahead=2, suspect=lambda host: host in failing)
+    fair.park("fathom", "f1")
+    assert fair.pick(exhausted=False) == ("fathom", "f1")
+    fair.park("fathom", "f2")
+    assert fair.pick(exhausted=False) is None  # one slot while it fails, though its share is 3
+    assert fair.spill() is None  # parking is not full: look further first
+    fair.park("fathom", "f3")
+    assert fair.spill() == "f2"  # full of a failing host's requests: give the oldest back
+    fair.park("gong", "g1")
+    assert fair.pick(exhausted=False) == ("gong", "g1")
+    failing.clear()
+    assert fair.pick(exhausted=False) == ("fathom", "f3")  # answering again: its share is back

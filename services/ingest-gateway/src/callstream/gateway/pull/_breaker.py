@@ -88,6 +88,15 @@ class Breaker:
             return None
         return max(MIN_RELEASE_SECONDS, min(self.open_seconds, self.probe_timeout_seconds - out_for))
 
+    @property
+    def suspect(self) -> bool:
+        """Failing, or failed last time: its runs get one slot until it answers again."""
+        return self.state != "closed" or self.failures > 0
+
+    def retry_in(self) -> float:
+        """Seconds until the host may be tried (0 unless open); changes nothing."""
+        return max(0.0, self.open_until - self.clock()) if self.state == "open" else 0.0
+
     def released(self) -> None:
         """The probe was not sent after all (its run was released or cancelled first): the next
         caller probes instead of waiting ``probe_timeout_seconds``."""
@@ -153,6 +162,10 @@ class BreakerRegistry:
                 self.clock,
             )
         return breaker
+
+    def get(self, host: str) -> Breaker | None:
+        """The breaker of a ``host_of`` key, if one was made."""
+        return self._hosts.get(host)
 
     def states(self) -> dict[str, State]:
         return {host: b.state for host, b in self._hosts.items()}

@@ -75,6 +75,7 @@ def _reason(deferred: RunDeferred) -> str:
     if isinstance(deferred, PaceDeferred):
         return "pace"
     return "other"  # a long Retry-After, the broker, the store, the gateway stopping
+    # ("failing_host": a request given back unstarted while its host fails, see ``_give_back``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,7 @@ class PullWorker:
         self.publisher = Publisher(self.js, self.settings.redeliver_delay_seconds)
         self.running: set[asyncio.Task[None]] = set()
         self.fair: FairShare[_Parked] = FairShare(
-            slots_per_host(s.concurrency, s.slots_per_host), s.lookahead or s.concurrency
+            slots_per_host(s.concurrency, s.slots_per_host), s.lookahead or s.concurrency, self._suspect
         )
         self.integration_hosts: dict[str, str] = {}  # learned from each run: a slot's fairness key
 
@@ -158,6 +159,10 @@ class PullWorker:
         """The request a free slot takes, fairly between provider hosts (``_fair``): fetched
         requests of a host that holds its share of the slots are parked while others are looked for."""
         while True:
+            spilled = self.fair.spill()
+            if spilled is not None:
+                await self._give_back(spilled)
+                continue
             chosen = self.fair.pick(exhausted=False)
             if chosen is not None:
                 return chosen
@@ -165,10 +170,12 @@ class PullWorker:
                 msgs = await sub.fetch(1, timeout=PARKED_LOOK_SECONDS if self.fair.parked else 1.0)
             except (TimeoutError, nats.errors.TimeoutError):
                 msgs = []
-            if not msgs or self.stopping.is_set():  # nothing else waits: the oldest parked goes
+            for msg in msgs:
+                self.fair.park(self._host_key(msg), _Parked(msg, asyncio.create_task(self._keep_lease(msg))))
+            if self.stopping.is_set():
+                return None  # what is parked is given back by ``serve``
+            if not msgs:  # nothing else waits: the oldest parked goes
                 return self.fair.pick(exhausted=True)
-            msg = msgs[0]
-            self.fair.park(self._host_key(msg), _Parked(msg, asyncio.create_task(self._keep_lease(msg))))
 
     def _host_key(self, msg: Msg) -> str:
         try:
@@ -179,6 +186,22 @@ class PullWorker:
         if known is not None:
             return known
         return host_of(self.hosts.fathom if request.provider == "fathom" else self.hosts.gong)
+
+    def _suspect(self, host: str) -> bool:
+        assert self.breakers is not None
+        breaker = self.breakers.get(host)
+        return breaker is not None and breaker.suspect
+
+    async def _give_back(self, parked: _Parked) -> None:
+        """A parked request of a failing host, released unstarted until the host may be tried."""
+        parked.lease.cancel()
+        assert self.breakers is not None
+        breaker = self.breakers.get(self._host_key(parked.msg))
+        delay = max(self.settings.redeliver_delay_seconds, breaker.retry_in() if breaker else 0.0)
+        with contextlib.suppress(Exception):
+            await parked.msg.nak(delay=delay * random.uniform(1.0, 1.1))
+            request = _request.decode(parked.msg.data)
+            RELEASED.labels(request.provider, "failing_host").inc()
 
     async def _unpark(self) -> None:
         """Give parked requests back at once (stopping, or the worker is restarted) rather than
@@ -230,8 +253,8 @@ class PullWorker:
                 delivered = msg.metadata.num_delivered or 1
                 if isinstance(deferred, ProviderUnavailable):
                     deferred.delay = self.provider_release(deferred.delay, delivered)
-                RELEASED.labels(request.provider, _reason(deferred)).inc()
                 if delivered < self.max_deliver:
+                    RELEASED.labels(request.provider, _reason(deferred)).inc()
                     log.info(
                         "pull run deferred",
                         run_id=request.run_id,
