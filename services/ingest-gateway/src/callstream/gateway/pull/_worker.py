@@ -137,11 +137,11 @@ class PullWorker:
                 await slots.acquire()
                 try:
                     chosen = await self._next_request(sub)
-                except Exception as exc:  # broker away: nats-py reconnects, we wait a little
+                except Exception:
+                    # The broker away or the consumer deleted: the runtime's supervisor starts the
+                    # worker again with backoff, declaring the consumer anew. Runs in flight go on.
                     slots.release()
-                    log.warning("pull fetch failed", error=type(exc).__name__)
-                    await asyncio.sleep(1.0)
-                    continue
+                    raise
                 if chosen is None:
                     slots.release()
                     continue
