@@ -93,6 +93,8 @@ class ChaosReport:
     unlinkable: int = 0
     faults: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
+    send_seconds: float = 0.0  # from the first post until the sender's last delivery ended
+    settle_seconds: float = 0.0  # from then until every acked meeting was stored and the outbox empty
     # extras (zero when a run has none)
     large_sent: int = 0
     large_stored: int = 0
@@ -429,6 +431,10 @@ def poison_payload(kind: str, recording_id: int, template: dict[str, Any]) -> by
     raise ValueError(kind)
 
 
+async def _quiet(_: Exception) -> None:
+    pass
+
+
 POISON_KINDS = ("not_an_object", "recording_id_text", "nested_200", "nested_5000")
 
 
@@ -442,7 +448,13 @@ async def publish_poison(
     published: dict[str, str] = {}
     if not count:
         return published
-    nc = await nats.connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.25, connect_timeout=2)
+    nc = await nats.connect(
+        nats_url,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.25,
+        connect_timeout=2,
+        error_cb=_quiet,  # NATS restarts on purpose here: no traceback on stderr for each
+    )
     try:
         js = nc.jetstream(timeout=2.0)
         started = time.monotonic()
@@ -664,7 +676,9 @@ async def verify(
 ) -> None:
     """Wait until every acked meeting is stored (or ``settle_seconds`` pass), then count."""
     dsn = chaos.pg.dsn("callstream")
+    settling = time.monotonic()
     await count_stored(dsn, acked, report, settle_seconds=settle_seconds)
+    report.settle_seconds = round(time.monotonic() - settling, 1)
 
     nc = await nats.connect(chaos.nats.url)
     try:
@@ -707,6 +721,11 @@ async def run(
         # Faults land while traffic flows: the window is a guess at the send time, the sender's
         # retries cover whatever is down when it asks.
         window = fault_window if fault_window is not None else max(8.0, n / 150)
+        sending = time.monotonic()
+
+        def sent(_: object) -> None:
+            report.send_seconds = round(time.monotonic() - sending, 1)
+
         sender = asyncio.create_task(
             send_meetings(
                 chaos.procs["gateway"].url,
@@ -719,6 +738,7 @@ async def run(
                 large_mib=extras.large_mib,
             )
         )
+        sender.add_done_callback(sent)
         poisoner = asyncio.create_task(publish_poison(chaos.nats.url, extras.poison, window, report))
         poison_webhooks = asyncio.create_task(
             send_poison_webhooks(chaos.procs["gateway"].url, integration_id, secret, extras.poison_webhooks, report)
