@@ -28,7 +28,7 @@ from ._postgres import check_postgres, create_pool, wait_for_postgres
 from ._rsgi import AsgiOverRsgi
 from ._settings import DEFAULT_SHUTDOWN_SECONDS, HttpServer, ServiceSettings
 from ._streams import ensure_all
-from ._supervisor import RestartPolicy, Supervisor, wait_or_stop
+from ._supervisor import DEFAULT_HEALTHY_AFTER_SECONDS, RestartPolicy, Supervisor, wait_or_stop
 
 log = get_logger(__name__)
 
@@ -50,7 +50,12 @@ class ServiceRuntime:
             settings.service_name,
             self.stopping,
             grace_seconds=settings.worker_grace_seconds,
-            policy=RestartPolicy(max_delay=settings.worker_restart_max_seconds),
+            # Running half the grace period after a restart clears "down": a worker that failed
+            # once and came back never flips readiness, one failing on every restart does.
+            policy=RestartPolicy(
+                max_delay=settings.worker_restart_max_seconds,
+                healthy_after=min(DEFAULT_HEALTHY_AFTER_SECONDS, settings.worker_grace_seconds / 2),
+            ),
         )
         self._helpers: list[asyncio.Task[None]] = []
 

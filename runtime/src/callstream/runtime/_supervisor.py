@@ -12,6 +12,9 @@ restarted), ``callstream_worker_restarts_total{service,worker}``, and the ``work
 check, which fails naming every worker that has been down longer than the grace period. A worker
 counts as down from its first failure until it has run ``healthy_after`` seconds without failing,
 so one that crashes again and again right after each restart stays down, however often it restarts.
+(A worker whose every attempt runs longer than ``healthy_after`` before failing looks healthy for a
+moment each time; the service's other checks, the broker's and the database's, cover the usual
+cause of that: a server that answers too slowly.)
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ WORKER_RESTARTS = Counter(
 
 DEFAULT_GRACE_SECONDS = 30.0
 DEFAULT_RESTART_MAX_SECONDS = 30.0
+DEFAULT_HEALTHY_AFTER_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +52,7 @@ class RestartPolicy:
 
     first_delay: float = 0.5
     max_delay: float = DEFAULT_RESTART_MAX_SECONDS
-    healthy_after: float = 10.0
+    healthy_after: float = DEFAULT_HEALTHY_AFTER_SECONDS
 
     def delay(self, failures: int) -> float:
         wait = wait_exponential_jitter(multiplier=self.first_delay, max=self.max_delay, jitter=self.first_delay)
