@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from callstream.normalizer._consumer import BatchResult, Prepared, write_batches
+from callstream.normalizer._pull import Pulled
 from callstream.normalizer._settings import Settings
 
-SETTINGS = Settings.model_construct(batch_size=10, store_concurrency=3)
+SETTINGS = Settings.model_construct(batch_size=10, store_concurrency=3, fetch_max_bytes=1_000_000)
 
 
 class Writer:
@@ -42,11 +43,13 @@ class Writer:
 
 
 def fetches(sizes: list[int]) -> Any:
+    """Batches of these many 1-byte calls, whatever the bytes asked for."""
     remaining = iter(sizes)
 
-    async def fetch() -> list[int]:
+    async def fetch(max_bytes: int) -> Pulled:
         await asyncio.sleep(0)
-        return list(range(next(remaining, 0)))
+        n = next(remaining, 0)
+        return Pulled(list(range(n)), n)  # type: ignore[arg-type]
 
     return fetch
 
@@ -80,9 +83,9 @@ async def test_a_stop_while_waiting_for_a_slot_fetches_nothing_more_and_finishes
     fetch = fetches(sizes)
     calls = [0]
 
-    async def counted() -> list[int]:
+    async def counted(max_bytes: int) -> Pulled:
         calls[0] += 1
-        return await fetch()
+        return await fetch(max_bytes)
 
     await asyncio.wait_for(write_batches(counted, writer, SETTINGS, stopping, _never), 5)
     assert calls[0] == 3  # three slots filled before the first commit set the stop
@@ -103,9 +106,9 @@ async def test_after_a_transient_failure_it_waits_for_the_database_before_fetchi
     writer = Failing(stopping, stop_after=2)
     fetch = fetches([4, 4])
 
-    async def fetch_logged() -> list[int]:
+    async def fetch_logged(max_bytes: int) -> Pulled:
         events.append("fetch")
-        return await fetch()
+        return await fetch(max_bytes)
 
     async def database_back() -> None:
         events.append("database back")

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -37,6 +36,7 @@ from ._errors import is_poison, is_transient
 from ._mapped import MappedMessage, UnmappableError
 from ._mapping import map_raw_call
 from ._metrics import RAW_CALLS
+from ._pull import BytePull, Pulled
 from ._settings import Settings
 from ._store import store_batch
 
@@ -170,23 +170,26 @@ class RawCallProcessor:
             log.warning("ack failed", count=failed)
 
 
-async def _fetch(sub: Any, settings: Settings) -> list[Msg]:
-    """A batch, or nothing when none came in time. Any other failure (the broker away, the
-    consumer deleted) escapes: the supervisor rebuilds the subscription with backoff."""
-    try:
-        return list(await sub.fetch(settings.batch_size, timeout=settings.fetch_timeout_seconds))
-    except (nats.errors.TimeoutError, TimeoutError):
-        return []
+def _pull(puller: BytePull, settings: Settings) -> Callable[[int], Awaitable[Pulled]]:
+    """Fetch for ``write_batches``: up to ``batch_size`` raw calls within ``max_bytes`` (0: one raw
+    call, whatever its size). A failed request (the consumer deleted) escapes: the supervisor
+    rebuilds the subscription with backoff; a broker away answers nothing in time: an empty batch."""
+
+    async def fetch(max_bytes: int) -> Pulled:
+        batch = settings.batch_size if max_bytes else 1
+        return await puller.pull(batch, max_bytes, settings.fetch_timeout_seconds)
+
+    return fetch
 
 
-def concurrent_stores(fetched: int, settings: Settings) -> int:
+def concurrent_stores(fetched: int, settings: Settings, *, full: bool = False) -> int:
     """How many batches may be written at once after a fetch of ``fetched`` raw calls.
 
-    A full batch means the consumer is behind: several transactions at once use both cores. A
+    A full batch (by count, or ``full``: cut short by the byte budget) means the consumer is behind: several transactions at once use both cores. A
     partial one means it has caught up, and then concurrent small transactions only queue on the
     outbox lock and the CPUs: at a steady 500 webhooks/s, one at a time gave p50 24-27 ms from the
     gateway's 202 to the served link, three at once 32-37 ms (``bench/e2e_latency``)."""
-    return settings.store_concurrency if fetched >= settings.batch_size else 1
+    return settings.store_concurrency if full or fetched >= settings.batch_size else 1
 
 
 async def run_raw_call_consumer(runtime: ServiceRuntime, settings: Settings) -> None:
@@ -197,26 +200,37 @@ async def run_raw_call_consumer(runtime: ServiceRuntime, settings: Settings) -> 
     at a time leaves the database's side of the work on one core while this process maps the next
     batch. Caught up, one at a time (``concurrent_stores``). Each
     batch is still acknowledged only after its own commit; the store's rules (in SQL, row locks
-    taken in key order) are the ones that already hold between replicas."""
+    taken in key order) are the ones that already hold between replicas.
+
+    Batches are pulled with a byte budget (``fetch_max_bytes``, see ``write_batches``), by
+    :class:`BytePull`: nats-py's ``fetch`` cannot ask JetStream for ``max_bytes``."""
     await runtime.broker.wait_connected()
     js = runtime.broker.js
-    sub = await bind(js, NORMALIZER_CONSUMER)
-    log.info("consuming raw calls", batch_size=settings.batch_size, store_concurrency=settings.store_concurrency)
+    # bind() declares the consumer when it is missing (the rule every consumer follows); its
+    # nats-py subscription is not used for fetching, only the consumer it guarantees.
+    await _unsubscribe(await bind(js, NORMALIZER_CONSUMER))
+    puller = await BytePull(runtime.broker.nc, NORMALIZER_CONSUMER).open()
+    log.info(
+        "consuming raw calls",
+        batch_size=settings.batch_size,
+        store_concurrency=settings.store_concurrency,
+        fetch_max_bytes=settings.fetch_max_bytes,
+    )
     try:
         await write_batches(
-            lambda: _fetch(sub, settings),
+            _pull(puller, settings),
             RawCallProcessor(runtime.db, js, settings),
             settings,
             runtime.stopping,
             lambda: wait_for_postgres(runtime.db, runtime.stopping),
         )
     finally:
-        await _unsubscribe(sub)
+        await _unsubscribe(puller)
 
 
 async def _unsubscribe(sub: Any) -> None:
     try:
-        await sub.unsubscribe()
+        await (sub.close() if isinstance(sub, BytePull) else sub.unsubscribe())
     except Exception as exc:  # the connection is gone already
         log.debug("unsubscribe failed", error=type(exc).__name__)
 
@@ -227,7 +241,7 @@ class BatchWriter(Protocol):
 
 
 async def write_batches(
-    fetch: Callable[[], Awaitable[list[Msg]]],
+    fetch: Callable[[int], Awaitable[Pulled]],
     processor: BatchWriter,
     settings: Settings,
     stopping: asyncio.Event,
@@ -238,17 +252,41 @@ async def write_batches(
 
     While behind, a batch is fetched only for a free slot: one mapped ahead of its slot would be
     one more batch of transcripts in memory (peak RSS, ``bench/normalizer``). Caught up, the next
-    batch is still fetched and mapped while the one before it is written."""
-    storing: set[asyncio.Task[BatchResult]] = set()
+    batch is still fetched and mapped while the one before it is written.
+
+    Memory is bounded by bytes, not only by batches: ``fetch(max_bytes)`` asks JetStream for at
+    most what ``fetch_max_bytes`` leaves free after the batches still being written (the server
+    stops before a message that would not fit). Meetings reach 16 MiB, and handling one costs
+    several times its size, so 100 of them per batch and three batches in flight could take a
+    process to gigabytes: OOM-killed in its container, redelivered, killed again. Chosen over
+    batch sizes adapted to the sizes just seen because the server enforces it before the bytes are
+    sent (a first fetch after a start knows no sizes), and it costs 20 KB calls nothing: 100 of
+    them are 2 MB, far below the budget. A raw call that does not fit in what is free waits until
+    every batch being written is done; one larger than the whole budget is then fetched alone."""
+    storing: dict[asyncio.Task[BatchResult], int] = {}  # each batch being written: its raw bytes
+    budget = settings.fetch_max_bytes
 
     async def settle(limit: int) -> None:
         """Wait until fewer than ``limit`` batches are being written; after a transient failure,
         wait for the database before fetching more."""
         while len(storing) >= max(limit, 1):
             done, _ = await asyncio.wait(storing, return_when=asyncio.FIRST_COMPLETED)
-            storing.difference_update(done)
+            for task in done:
+                del storing[task]
             if any(task.result().transient_failure for task in done):
                 await database_back()
+
+    async def pull() -> Pulled:
+        while storing and sum(storing.values()) >= budget:  # nothing free: wait for a commit
+            await settle(len(storing))
+        pulled = await fetch(budget - sum(storing.values()))
+        if not pulled.oversized:
+            return pulled
+        await settle(1)  # the next raw call needs more than is free: let every batch finish first
+        if stopping.is_set():
+            return Pulled()
+        pulled = await fetch(budget)
+        return await fetch(0) if pulled.oversized else pulled  # larger than the budget: alone
 
     try:
         limit = 1
@@ -256,13 +294,13 @@ async def write_batches(
             await settle(max(limit, 2))
             if stopping.is_set():
                 break
-            fetched = await fetch()
-            limit = concurrent_stores(len(fetched), settings)
-            prepared = await processor.prepare(fetched)
+            pulled = await pull()
+            limit = concurrent_stores(len(pulled.msgs), settings, full=pulled.full)
+            prepared = await processor.prepare(pulled.msgs)
             if not prepared.mappable:
                 continue
             await settle(limit)
-            storing.add(asyncio.create_task(processor.store(prepared)))
+            storing[asyncio.create_task(processor.store(prepared))] = pulled.nbytes
     finally:
         if storing:
             await asyncio.gather(*storing, return_exceptions=True)

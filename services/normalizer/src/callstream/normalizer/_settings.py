@@ -8,6 +8,16 @@ from callstream.contracts import DEFAULT_LINK_HOSTS, HostAllowList
 from callstream.runtime import ServiceSettings, load_settings
 
 DEFAULT_PORT = 8082
+MIB = 1024 * 1024
+# Raw calls held at once, fetched and not yet committed. Mapping and writing a meeting costs ~13
+# times its size at its peak (measured: ~5.6x while mapped, ~9x more while asyncpg encodes it), so
+# this bounds the process's memory (tests/integration/test_normalizer_memory.py). The gateway's body
+# limit: whatever arrives, a process never needs more than for one largest meeting, which it must
+# afford anyway (~300 MB). 100 calls of 20 KB are 2 MB: the common case never reaches it.
+DEFAULT_FETCH_MAX_BYTES = 16 * MIB
+# NATS cuts a connection whose unread output passes the server's max_pending (64 MiB by default) as
+# a slow consumer: a pull must never ask for more than that while the process is busy mapping.
+MAX_FETCH_MAX_BYTES = 48 * MIB
 
 
 class Settings(ServiceSettings):
@@ -21,6 +31,13 @@ class Settings(ServiceSettings):
         le=16,
         validation_alias="CALLSTREAM_NORMALIZER_STORE_CONCURRENCY",
         description="batches written at once while behind (full batches), each in its own transaction and connection",
+    )
+    fetch_max_bytes: int = Field(
+        DEFAULT_FETCH_MAX_BYTES,
+        ge=64 * 1024,
+        le=MAX_FETCH_MAX_BYTES,
+        validation_alias="CALLSTREAM_NORMALIZER_FETCH_MAX_BYTES",
+        description="raw-call bytes fetched and not yet stored at once (memory); a larger raw call is handled alone",
     )
     fetch_timeout_seconds: float = Field(1.0, gt=0, validation_alias="CALLSTREAM_NORMALIZER_FETCH_TIMEOUT_SECONDS")
     retry_base_seconds: float = Field(

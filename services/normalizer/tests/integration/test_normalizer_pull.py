@@ -1,0 +1,93 @@
+"""BytePull against a real nats-server: the pull request with ``max_bytes`` that nats-py's
+``fetch`` cannot send, and the server's answers the consumer loop relies on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from normalizer_itkit import publish_raw
+
+from callstream.contracts import NORMALIZER_CONSUMER
+from callstream.normalizer._pull import BytePull, PullFailed
+
+SUBJECT = "calls.raw.fathom"
+
+
+@pytest.fixture
+async def puller(nc: Any) -> Any:
+    pull = await BytePull(nc, NORMALIZER_CONSUMER).open()
+    try:
+        yield pull
+    finally:
+        await pull.close()
+
+
+async def _publish(js: Any, *sizes: int) -> None:
+    for i, size in enumerate(sizes):
+        await publish_raw(js, bytes([65 + i % 26]) * size, SUBJECT)
+
+
+async def test_the_server_stops_before_a_message_that_would_not_fit(nc: Any, puller: Any) -> None:
+    js = nc.jetstream()
+    await _publish(js, 1000, 1000, 5000, 3000, 1000)
+
+    first = await puller.pull(10, 4000, 1.0)
+    assert [len(m.data) for m in first.msgs] == [1000, 1000]
+    assert (first.nbytes, first.full, first.oversized) == (2000, True, False)
+    for msg in first.msgs:
+        await msg.ack()
+
+    too_large = await puller.pull(10, 4000, 1.0)  # the 5000-byte one is next: nothing delivered
+    assert (too_large.msgs, too_large.full, too_large.oversized) == ([], False, True)
+
+    alone = await puller.pull(1, 0, 1.0)  # no byte limit: one message, whatever its size
+    assert [len(m.data) for m in alone.msgs] == [5000]
+    await alone.msgs[0].ack()
+
+    rest = await puller.pull(10, 1_000_000, 1.0)
+    assert [len(m.data) for m in rest.msgs] == [3000, 1000]
+    assert (rest.full, rest.oversized) == (False, False)  # ran out: caught up
+    for msg in rest.msgs:
+        await msg.ack()
+
+
+async def test_a_full_batch_says_so_and_the_next_pull_gets_the_rest(nc: Any, puller: Any) -> None:
+    js = nc.jetstream()
+    await _publish(js, *([100] * 5))
+    batch = await puller.pull(3, 1_000_000, 1.0)
+    assert (len(batch.msgs), batch.full) == (3, True)
+    await asyncio.sleep(0.05)  # the request's closing status arrives after its last message
+    rest = await puller.pull(3, 1_000_000, 1.0)  # that status does not end this request early
+    assert (len(rest.msgs), rest.full) == (2, False)
+    assert len({m.metadata.sequence.stream for m in batch.msgs + rest.msgs}) == 5
+
+
+async def test_it_waits_for_the_first_message_and_returns_without_waiting_for_a_full_batch(
+    nc: Any, puller: Any
+) -> None:
+    js = nc.jetstream()
+    started = time.monotonic()
+    empty = await puller.pull(100, 1_000_000, 0.5)
+    assert empty.msgs == []
+    assert 0.4 < time.monotonic() - started < 1.5
+
+    async def later() -> None:
+        await asyncio.sleep(0.3)
+        await _publish(js, 10, 10)
+
+    task = asyncio.create_task(later())
+    started = time.monotonic()
+    got = await puller.pull(100, 1_000_000, 3.0)
+    await task
+    assert 1 <= len(got.msgs) <= 2
+    assert time.monotonic() - started < 1.5
+
+
+async def test_a_deleted_consumer_is_an_error_for_the_supervisor(nc: Any, puller: Any) -> None:
+    js = nc.jetstream()
+    await js.delete_consumer(NORMALIZER_CONSUMER.stream, NORMALIZER_CONSUMER.durable)
+    with pytest.raises(PullFailed):
+        await puller.pull(10, 1_000_000, 1.0)
