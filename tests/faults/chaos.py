@@ -607,6 +607,8 @@ async def start_dead_syncs(chaos: Chaos, count: int, report: ChaosReport) -> lis
     """``count`` Fathom and Gong integrations (alternating) whose base_url is a refused loopback
     port, each asked for a backfill through the scheduler's API. Returns [(provider, id)]."""
     dead: list[tuple[str, str]] = []
+    if not count:
+        return dead
     base = f"http://127.0.0.1:{chaos.dead_port}"
     async with (
         httpx.AsyncClient(base_url=chaos.procs["gateway"].url, headers=chaos._admin(), timeout=10) as gateway,
