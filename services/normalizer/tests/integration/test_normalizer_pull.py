@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+import msgspec
 import pytest
 from normalizer_itkit import publish_raw
 
@@ -91,3 +92,23 @@ async def test_a_deleted_consumer_is_an_error_for_the_supervisor(nc: Any, puller
     await js.delete_consumer(NORMALIZER_CONSUMER.stream, NORMALIZER_CONSUMER.durable)
     with pytest.raises(PullFailed):
         await puller.pull(10, 1_000_000, 1.0)
+
+
+async def test_a_request_the_consumer_always_refuses_is_an_error_not_an_empty_batch(nc: Any) -> None:
+    """A consumer limited (by an operator) to smaller requests refuses every one: raising lets the
+    supervisor show it, where empty batches would loop silently."""
+    spec = msgspec.structs.replace(NORMALIZER_CONSUMER, durable="limited")
+    # nats-py's ConsumerConfig has no max_request_max_bytes: the API request, as the server reads it
+    config = {"durable_name": spec.durable, "ack_policy": "explicit", "max_bytes": 1000}
+    answer = await nc.request(
+        f"$JS.API.CONSUMER.CREATE.{spec.stream}.{spec.durable}",
+        msgspec.json.encode({"stream_name": spec.stream, "config": config}),
+        timeout=5,
+    )
+    assert b'"error"' not in answer.data, answer.data
+    pull = await BytePull(nc, spec).open()
+    try:
+        with pytest.raises(PullFailed, match="MaxRequestMaxBytes"):
+            await pull.pull(10, 1_000_000, 1.0)
+    finally:
+        await pull.close()

@@ -15,12 +15,14 @@ and kept by ``tests/integration/test_normalizer_pull.py``):
   ``409 Batch Completed``, or ``409 Message Size Exceeds MaxBytes`` when the next message does not
   fit in what is left (it stays for a later request; when it is the first, nothing is delivered).
 
-Any other status (``503`` no responders: the consumer is gone; ``409 Consumer Deleted``) raises
-:class:`PullFailed`, so the supervisor rebuilds the consumer, as it did when nats-py's fetch raised.
+Any other status (``503`` no responders: the consumer is gone; ``409 Consumer Deleted``; a request
+the consumer's limits refuse) raises :class:`PullFailed`, so the supervisor rebuilds the consumer,
+as it did when nats-py's fetch raised.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -40,7 +42,11 @@ JS_API = "$JS.API"
 # long enough that a request normally ends with its own status before the next one is sent.
 _GRACE_SECONDS = 0.5
 _END_OF_REQUEST = {"404", "408"}
-_CONSUMER_GONE = "Consumer Deleted"
+# 409s that every later request would get too: the consumer is gone, or its configuration
+# (max_request_batch, max_request_max_bytes) refuses what is asked. The supervisor restarts the
+# worker with backoff and readiness names it, rather than a loop that fetches nothing.
+_REFUSED = ("Consumer Deleted", "Exceeded MaxRequest")
+_PASSING_PAUSE_SECONDS = 0.1
 _TOO_LARGE = "Message Size Exceeds MaxBytes"
 _ENCODE = msgspec.json.Encoder()
 
@@ -115,10 +121,12 @@ class BytePull:
                 continue
             if code in _END_OF_REQUEST:
                 return Pulled(msgs, nbytes)
-            if code == "409" and description != _CONSUMER_GONE:
-                # Batch Completed, Message Size Exceeds MaxBytes, or a transient one (Leadership
+            if code == "409" and not description.startswith(_REFUSED):
+                # Batch Completed, Message Size Exceeds MaxBytes, or a passing one (Leadership
                 # Change, Exceeded MaxWaiting): the request is over, and more may be waiting.
                 oversized = description == _TOO_LARGE and not msgs
+                if not msgs and not oversized:
+                    await asyncio.sleep(_PASSING_PAUSE_SECONDS)  # never a loop of instant refusals
                 return Pulled(msgs, nbytes, full=bool(msgs), oversized=oversized)
             raise PullFailed(f"pull request refused: {code} {description}")
         return Pulled(msgs, nbytes, full=True)
