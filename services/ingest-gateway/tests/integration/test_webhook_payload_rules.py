@@ -69,6 +69,8 @@ async def test_refused_with_400_the_same_both_ways(gateway: Gateway, js: JetStre
         response = await gateway.deliver(iid, payload, webhook_id=f"msg_{enabled}")
         assert hot.answered == before + enabled
         answers.append((response.status_code, response.json()))
+        # final: Svix stops resending what would be refused again
+        assert response.headers.get("webhook-delivery") == "abort-message"
     hot.enabled = True
     assert answers[0] == answers[1], name
     status, answer = answers[0]

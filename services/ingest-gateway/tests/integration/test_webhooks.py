@@ -146,14 +146,18 @@ async def test_disabled_integration_is_404(gateway: Gateway, js: JetStreamContex
     disabled = await gateway.client.delete(f"/v1/integrations/{integration['id']}", headers=ADMIN)
     assert disabled.status_code == 200
     await gateway.wait_cached(integration["id"], status="disabled")
-    await _assert_rejected(await gateway.deliver(integration["id"], MEETING), 404, "unknown_integration")
+    response = await gateway.deliver(integration["id"], MEETING)
+    await _assert_rejected(response, 404, "unknown_integration")
+    assert "webhook-delivery" not in response.headers  # an integration may be enabled again: retry
     assert len(await _raw_messages(js)) == 1
 
 
 async def test_body_limit_from_content_length(gateway: Gateway, js: JetStreamContext) -> None:
     integration = await gateway.create_fathom()
     big = b'{"recording_id": 1, "pad": "' + b"x" * (gateway.settings.max_body + 10) + b'"}'
-    await _assert_rejected(await gateway.deliver(integration["id"], big), 413, "body_too_large")
+    response = await gateway.deliver(integration["id"], big)
+    await _assert_rejected(response, 413, "body_too_large")
+    assert response.headers["webhook-delivery"] == "abort-message"  # final: Svix stops resending
     assert await _raw_messages(js) == []
 
 

@@ -39,6 +39,10 @@ SUBJECT = raw_calls_subject("fathom")
 
 
 _encode = msgspec.json.Encoder().encode
+# Sent with an answer the same bytes will always get (a body that is not a meeting, or too large):
+# Svix, which delivers Fathom's webhooks, stops retrying the message instead of resending it for
+# ~27 hours (fathom.md §4.4). Not with 401/404: a secret or an integration may be fixed meanwhile.
+FINAL = {"webhook-delivery": "abort-message"}
 
 
 def webhook_path(integration_id: str) -> str:
@@ -58,7 +62,7 @@ def _external_id(body: bytes) -> str:
     try:
         return str(fathom_meeting_id(body))
     except PayloadRejected as exc:
-        raise ApiError(400, exc.code, exc.detail) from None
+        raise ApiError(400, exc.code, exc.detail, FINAL) from None
 
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -106,7 +110,7 @@ class FathomWebhooks:
         broker.on_connect(self.payload.check)
 
     def body_too_large(self) -> ApiError:
-        return ApiError(413, "body_too_large", f"the body is larger than {self.payload.body_limit()} bytes")
+        return ApiError(413, "body_too_large", f"the body is larger than {self.payload.body_limit()} bytes", FINAL)
 
     def admit(self, integration_id: str, headers: dict[str, str]) -> WebhookTarget:
         """The checks that need no body: its announced size, the cache, the integration."""
