@@ -501,7 +501,8 @@ async def send_poison_webhooks(
     retry_schedule: Sequence[float] = RETRY_SCHEDULE,
 ) -> None:
     """Post ``count`` signed poison webhooks like Svix (which retries every non-2xx answer, 4xx
-    included): each must be answered 400 every time it reaches the gateway, and never accepted."""
+    included, until one carries ``webhook-delivery: abort-message``): each must be answered 400
+    every time it reaches the gateway, and never accepted."""
     template = json.loads(EXAMPLE.read_text())
     webhook = Webhook(secret)
 
@@ -531,6 +532,8 @@ async def send_poison_webhooks(
             if 200 <= r.status_code < 300:
                 report.poison_webhooks_accepted += 1
                 return
+            if r.headers.get("webhook-delivery") == "abort-message":  # Svix stops retrying here
+                break
         # 503: the gateway could not look up the secret while PostgreSQL restarted; any other
         # answer than 400 (a 500 from an escaped error, a 202) is a failure
         refused = [a for a in answers if a != 503]
