@@ -1,6 +1,7 @@
 """Runtime helpers every callstream service shares: settings, logging, HTTP conventions,
 connections, migrations and the service command line. No business logic lives here."""
 
+from ._backlog import backlog_worker
 from ._broker import Broker
 from ._consume import (
     DEAD_LETTERED,
@@ -25,8 +26,10 @@ from ._postgres import check_postgres, create_pool, wait_for_postgres
 from ._rsgi import AsgiOverRsgi, FirstAnswer
 from ._service import Command, ServiceRuntime, serve_asgi, serve_http, service_main, setup_streams
 from ._settings import HttpServer, ServiceSettings, load_settings
+from ._snapshot import SnapshotGauge
 from ._streams import consumer_config, ensure_all, ensure_consumer, ensure_stream, stream_config
 from ._supervisor import RestartPolicy, Supervisor, WorkerDown, backoff_delay, periodic, wait_or_stop
+from ._tracing import SpanKind, Tracing, new_traceparent, tracing
 
 __all__ = [
     "DEAD_LETTERED",
@@ -48,12 +51,16 @@ __all__ = [
     "RestartPolicy",
     "ServiceRuntime",
     "ServiceSettings",
+    "SnapshotGauge",
+    "SpanKind",
     "Supervisor",
+    "Tracing",
     "Unprocessable",
     "WorkerDown",
     "ack",
     "api_error_answer",
     "apply_migrations",
+    "backlog_worker",
     "backoff_delay",
     "bind",
     "check_postgres",
@@ -73,6 +80,7 @@ __all__ = [
     "load_settings",
     "migrate",
     "nak",
+    "new_traceparent",
     "periodic",
     "redact_secrets",
     "request_id",
@@ -82,6 +90,7 @@ __all__ = [
     "settle",
     "setup_streams",
     "stream_config",
+    "tracing",
     "wait_for_postgres",
     "wait_or_stop",
 ]

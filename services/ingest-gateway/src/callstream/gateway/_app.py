@@ -13,6 +13,7 @@ from callstream.runtime import RequestMetrics, ServiceRuntime, create_app
 
 from ._admin import admin_router
 from ._context import GatewayContext
+from ._gauges import add_gauge_workers
 from ._hot import HotWebhooks
 from ._integrations import IntegrationStore
 from ._oauth_routes import oauth_routers
@@ -35,6 +36,7 @@ def build_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> L
     webhooks = FathomWebhooks(settings, cache, runtime.broker)
     runtime.add_worker("webhook-secrets", lambda rt: cache.run(rt.db, rt.stopping))
     runtime.add_worker("pull", pull_worker(settings, store=integrations, http=http))
+    add_gauge_workers(runtime)
 
     @contextlib.asynccontextmanager
     async def close_http(_: Litestar) -> AsyncIterator[None]:

@@ -25,6 +25,7 @@ from callstream.runtime import get_logger
 from . import _oauth
 from ._credentials import Credentials, open_credentials, seal_credentials
 from ._crypto import Cipher
+from ._gauges import TOKEN_REFRESHES
 from ._outbound import DEFAULT_ALLOWED_API_HOSTS, AllowedHost, UrlNotAllowed, check_api_url, parse_allowed_hosts
 from ._settings import Settings
 
@@ -225,9 +226,11 @@ class IntegrationStore:
                 except _oauth.InvalidGrant as exc:
                     refused = exc
                 except _oauth.OAuthError as exc:
+                    TOKEN_REFRESHES.labels(current.provider, "failed").inc()
                     log.warning("oauth refresh failed", integration_id=integration_id, error=exc.code)
                     raise RefreshFailed(exc.detail) from None
             if refused is not None:
+                TOKEN_REFRESHES.labels(current.provider, "refused").inc()
                 await conn.execute(
                     "update integrations set status = 'reauth_required', last_error = $2, updated_at = now()"
                     " where id = $1",
@@ -253,6 +256,7 @@ class IntegrationStore:
                     api_base_url,
                     problem,
                 )
+                TOKEN_REFRESHES.labels(current.provider, "refreshed").inc()
                 log.info("oauth token refreshed", integration_id=integration_id, provider=current.provider)
                 row = await conn.fetchrow(_SELECT, key)
                 return self._access(row)

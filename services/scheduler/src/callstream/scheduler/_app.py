@@ -10,6 +10,7 @@ from callstream.runtime import ServiceRuntime, create_app, get_logger, periodic
 from ._api import admin_router
 from ._clock import Clock, SystemClock
 from ._events import consume_events
+from ._gauges import add_gauge_workers
 from ._scheduler import Scheduler
 from ._settings import Settings
 from ._store import SyncStore
@@ -39,6 +40,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     # with backoff, and readiness names it while the failures last longer than the grace period.
     runtime.add_worker("due-loop", periodic(tick, settings.loop_seconds))
     runtime.add_worker("sync-events", sync_events)
+    add_gauge_workers(runtime, scheduler.clock)
     app = create_app(
         service=settings.service_name,
         title="callstream scheduler",

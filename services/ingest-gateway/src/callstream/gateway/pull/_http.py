@@ -25,6 +25,7 @@ import httpx
 
 from callstream.runtime import get_logger
 
+from .._gauges import PROVIDER_RESPONSES, status_class
 from ._breaker import Breaker
 from ._errors import AuthFailed, ProviderUnavailable, RunDeferred
 from ._limits import AccountLimits
@@ -132,14 +133,18 @@ class ProviderHttp:
                 response = await self.client.request(method, url, headers=self.headers, **kwargs)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 reported = self._report(failed=True)
+                PROVIDER_RESPONSES.labels(self.provider, "error").inc()
                 raise _Retryable(f"unreachable ({type(exc).__name__})", unreachable=True) from None
             except httpx.TimeoutException:
                 reported = self._report(failed=True)
+                PROVIDER_RESPONSES.labels(self.provider, "error").inc()
                 raise _Retryable("timeout") from None
             except httpx.TransportError as exc:
                 reported = self._report(failed=True)
+                PROVIDER_RESPONSES.labels(self.provider, "error").inc()
                 raise _Retryable(f"connection error ({type(exc).__name__})") from None
             status = response.status_code
+            PROVIDER_RESPONSES.labels(self.provider, status_class(status)).inc()
             reported = self._report(failed=status >= 500)
         finally:
             if probing and not reported and breaker is not None:

@@ -25,6 +25,7 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from .._gauges import QUOTA_LEFT
 from ._errors import RunDeferred
 
 Clock = Callable[[], datetime]
@@ -76,14 +77,17 @@ class DailyQuota:
                     entry = await self.kv.get(key)
                 except KeyNotFoundError:
                     await self.kv.create(key, b"1")
+                    QUOTA_LEFT.labels(self.account).set(self.allowed - 1)
                     return
                 count = int(entry.value or b"0")
                 if count >= self.allowed:
+                    QUOTA_LEFT.labels(self.account).set(0)
                     raise QuotaSpent(
                         f"the daily request quota ({self.allowed}) shared by every replica is spent",
                         seconds_to_next_utc_day(now) + self.resume_margin_seconds,
                     )
                 await self.kv.update(key, str(count + 1).encode(), last=entry.revision)
+                QUOTA_LEFT.labels(self.account).set(self.allowed - count - 1)
                 return
             except KeyWrongLastSequenceError:
                 continue  # another replica took one in between: read again
