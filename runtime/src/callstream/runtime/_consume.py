@@ -29,6 +29,7 @@ from callstream.contracts import ConsumerSpec, DeadLetter, dlq_subject
 from ._logging import get_logger
 from ._streams import ensure_consumer
 from ._supervisor import backoff_delay, wait_or_stop
+from ._tracing import CONSUMER, TRACEPARENT, TRACESTATE, tracing
 
 log = get_logger(__name__)
 
@@ -56,11 +57,20 @@ async def dead_letter(js: JetStreamContext, msg: Msg, error: str, *, consumer: s
     terminate it. Raises when the DLQ cannot take it: the caller leaves the message for a later
     delivery (a nak) rather than lose it."""
     meta = msg.metadata
+    original = {k: str(v) for k, v in (msg.headers or {}).items()}
+    # The entry continues the message's trace: the span that gave up on it when tracing is on,
+    # else the context the message came with.
+    headers = {"Nats-Msg-Id": f"dlq-{consumer}-{meta.stream}-{meta.sequence.stream}"}
+    for name in (TRACEPARENT, TRACESTATE):
+        if name in original:
+            headers[name] = original[name]
+    if tracing.on:
+        tracing.inject(headers)
     letter = DeadLetter(
         consumer=consumer,
         subject=msg.subject,
         stream_sequence=meta.sequence.stream,
-        headers={k: str(v) for k, v in (msg.headers or {}).items()},
+        headers=original,
         data=msg.data,
         error=error[:2000],
         delivery_count=meta.num_delivered,
@@ -69,7 +79,7 @@ async def dead_letter(js: JetStreamContext, msg: Msg, error: str, *, consumer: s
     await js.publish(
         dlq_subject(consumer),
         msgspec.json.encode(letter),
-        headers={"Nats-Msg-Id": f"dlq-{consumer}-{meta.stream}-{meta.sequence.stream}"},
+        headers=headers,
         timeout=SETTLE_TIMEOUT_SECONDS,
     )
     await msg.term()
@@ -156,6 +166,28 @@ async def settle(
     ``Unprocessable`` or an error ``is_poison`` accepts dead-letters at once. Any other error is
     taken as transient and naks; on the consumer's last allowed delivery the message is
     dead-lettered instead, so JetStream's ``max_deliver`` never drops one silently."""
+    if tracing.on:  # the handling continues the message's trace
+        with tracing.span(
+            f"{spec.durable} process",
+            kind=CONSUMER,
+            parent=tracing.extract(msg.headers),
+            attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
+        ) as span:
+            outcome = await _settle(js, msg, handler, spec, redelivery=redelivery, is_poison=is_poison)
+            span.set_attribute("callstream.outcome", outcome.name)
+            return outcome
+    return await _settle(js, msg, handler, spec, redelivery=redelivery, is_poison=is_poison)
+
+
+async def _settle(
+    js: JetStreamContext,
+    msg: Msg,
+    handler: Handler,
+    spec: ConsumerSpec,
+    *,
+    redelivery: Redelivery,
+    is_poison: Callable[[BaseException], bool],
+) -> Outcome:
     try:
         await handler(msg)
     except Exception as exc:

@@ -14,6 +14,8 @@ from typing import Any
 
 import structlog
 
+from ._tracing import current_ids, tracing
+
 REDACTED = "[redacted]"
 _SECRET_KEY = re.compile(
     r"(secret|token|password|passwd|authorization|api_?key|access_key|credential|cookie|signature|"
@@ -34,6 +36,17 @@ def redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
     for key in list(event.keys()):
         if key != "event":
             event[key] = _redact_value(key, event[key])
+    return event
+
+
+def add_trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """``trace_id`` and ``span_id`` of the span the line is logged in, when one is recording: a log
+    line leads to its trace and back. With tracing off, one attribute test."""
+    if tracing.on:
+        ids = current_ids()
+        if ids is not None:
+            event.setdefault("trace_id", ids[0])
+            event.setdefault("span_id", ids[1])
     return event
 
 
@@ -58,6 +71,7 @@ def configure_logging(service: str, level: str = "info", fmt: str = "auto") -> N
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import uvicorn
@@ -29,6 +30,7 @@ from ._rsgi import AsgiOverRsgi
 from ._settings import DEFAULT_SHUTDOWN_SECONDS, HttpServer, ServiceSettings
 from ._streams import ensure_all
 from ._supervisor import DEFAULT_HEALTHY_AFTER_SECONDS, RestartPolicy, Supervisor, wait_or_stop
+from ._tracing import endpoint_from, tracing
 
 log = get_logger(__name__)
 
@@ -279,7 +281,16 @@ def service_main(
     chosen = args.command or "serve"
     dsn = settings.database_url.get_secret_value()
     if chosen == "serve":
-        serve_http(build_app(settings), settings)
+        # Traces only when the OTEL_* variables ask for them (see ``_tracing``); none otherwise.
+        if tracing.configure(settings.service_name):
+            log.info(
+                "exporting traces over OTLP/HTTP",
+                host=urlsplit(endpoint_from(os.environ) or "").netloc.rpartition("@")[2],
+            )
+        try:
+            serve_http(build_app(settings), settings)
+        finally:
+            tracing.shutdown()
     elif chosen == "migrate":
         applied = asyncio.run(migrate(dsn, prog.removeprefix("callstream-"), migrations)) if migrations else []
         print(f"{prog}: {len(applied)} migrations applied")

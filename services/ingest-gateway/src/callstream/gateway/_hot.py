@@ -20,9 +20,10 @@ import structlog
 from litestar._asgi.utils import is_valid_host
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Send
 
-from callstream.runtime import ApiError, RequestMetrics, api_error_answer, get_logger, request_id
+from callstream.runtime import ApiError, RequestMetrics, api_error_answer, get_logger, request_id, tracing
+from callstream.runtime._tracing import mark_error
 
-from ._webhooks import WEBHOOK_PATH, FathomWebhooks, read_headers, webhook_path
+from ._webhooks import WEBHOOK_PATH, FathomWebhooks, read_headers, webhook_path, webhook_span
 
 log = get_logger(__name__)
 
@@ -83,8 +84,20 @@ class HotWebhooks:
     async def _answer(
         self, scope: Any, integration_id: str, receive: Receive, received: list[ReceiveMessage]
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        webhooks = self._webhooks
         headers = read_headers(scope["headers"])
+        if not tracing.on:
+            return await self._steps(integration_id, headers, receive, received)
+        with webhook_span(integration_id, headers) as span:
+            answer = await self._steps(integration_id, headers, receive, received)
+            span.set_attribute("http.response.status_code", answer[0])
+            if answer[0] >= 500:
+                mark_error(span, f"HTTP {answer[0]}")
+            return answer
+
+    async def _steps(
+        self, integration_id: str, headers: dict[str, str], receive: Receive, received: list[ReceiveMessage]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        webhooks = self._webhooks
         try:
             target = webhooks.admit(integration_id, headers)
             body = await _read_body(receive, webhooks.max_body, received)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from random import getrandbits
 from typing import Any
@@ -22,10 +23,12 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from nats.js import JetStreamContext
+from opentelemetry.trace import Span
 
 from callstream.contracts import RawCall, raw_calls_subject, webhook_event_id
 from callstream.contracts.providers import PayloadRejected, fathom_meeting_id
-from callstream.runtime import ApiError, Broker, get_logger
+from callstream.runtime import ApiError, Broker, SpanKind, get_logger, tracing
+from callstream.runtime._tracing import NO_SPAN
 
 from ._payload import PayloadLimit
 from ._secret_cache import WebhookSecretCache, WebhookTarget
@@ -36,6 +39,7 @@ log = get_logger(__name__)
 
 WEBHOOK_PATH = "/v1/webhooks/fathom/{integration_id:str}"
 SUBJECT = raw_calls_subject("fathom")
+ROUTE = WEBHOOK_PATH.replace(":str", "")  # as OpenTelemetry's http.route
 
 
 _encode = msgspec.json.Encoder().encode
@@ -83,6 +87,7 @@ _READ_HEADERS = frozenset(
     for name in (
         "content-length",
         "traceparent",
+        "tracestate",
         *(f"{prefix}-{part}" for prefix in ("webhook", "svix") for part in ("id", "timestamp", "signature")),
     )
 )
@@ -130,11 +135,12 @@ class FathomWebhooks:
         spelling of it the sender's URL used, so a resend under another spelling is a duplicate."""
         integration_id = target.integration_id
         try:
-            delivery = verify(target.keys, headers, body, now=time.time(), tolerance_seconds=self._tolerance)
+            with tracing.span("webhook verify") if tracing.on else NO_SPAN:
+                delivery = verify(target.keys, headers, body, now=time.time(), tolerance_seconds=self._tolerance)
         except SignatureRejected as exc:
             log.info("webhook rejected", integration_id=integration_id, reason=exc.code)
             raise ApiError(401, exc.code, exc.detail) from None
-        return RawCall(
+        raw = RawCall(
             event_id=webhook_event_id(integration_id, delivery.webhook_id),
             source="fathom",
             workspace_id=target.workspace_id,
@@ -142,9 +148,13 @@ class FathomWebhooks:
             external_id=_external_id(body),
             origin="webhook",
             received_at=datetime.now(UTC),
-            traceparent=_traceparent(headers.get("traceparent")),
+            # Traced: the webhook's span (which continues the sender's trace, if it sent one).
+            traceparent=tracing.current_traceparent() if tracing.on else _traceparent(headers.get("traceparent")),
             payload=msgspec.Raw(body),
         )
+        if tracing.on:
+            tracing.annotate(_ids(raw))
+        return raw
 
     async def publish(self, raw: RawCall) -> Accepted:
         """Publish and wait for JetStream's ack (the durable write); 503 when the broker cannot
@@ -157,18 +167,52 @@ class FathomWebhooks:
         data = _encode(raw)
         if not self.payload.fits(len(data)):
             raise self.body_too_large()
-        try:
-            ack = await self._js.publish(SUBJECT, data, timeout=self._timeout, headers=headers)
-        except nats.errors.MaxPayloadError:  # a server with a smaller limit since the check above
-            raise self.body_too_large() from None
-        except (nats.errors.Error, ConnectionError, TimeoutError) as exc:
-            log.warning("webhook publish failed", integration_id=raw.integration_id, error=type(exc).__name__)
-            raise ApiError(
-                503, "broker_unavailable", "the event broker did not confirm in time; retry later", self._unavailable
-            ) from None
+        with (
+            tracing.span(f"{SUBJECT} publish", kind=SpanKind.PRODUCER, attributes=_ids(raw)) if tracing.on else NO_SPAN
+        ):
+            if tracing.on:
+                tracing.inject(headers)
+            try:
+                ack = await self._js.publish(SUBJECT, data, timeout=self._timeout, headers=headers)
+            except nats.errors.MaxPayloadError:  # a server with a smaller limit since the check above
+                raise self.body_too_large() from None
+            except (nats.errors.Error, ConnectionError, TimeoutError) as exc:
+                log.warning("webhook publish failed", integration_id=raw.integration_id, error=type(exc).__name__)
+                raise ApiError(
+                    503,
+                    "broker_unavailable",
+                    "the event broker did not confirm in time; retry later",
+                    self._unavailable,
+                ) from None
         duplicate = bool(ack.duplicate)
         log.debug("webhook accepted", integration_id=raw.integration_id, event_id=raw.event_id, duplicate=duplicate)
         return Accepted(raw.event_id, duplicate)
+
+
+def _ids(raw: RawCall) -> dict[str, str]:
+    """What a span of this webhook says about it: ids only, never the body or the signature."""
+    return {
+        "callstream.workspace_id": raw.workspace_id,
+        "callstream.integration_id": raw.integration_id,
+        "callstream.event_id": raw.event_id,
+        "callstream.message.external_id": raw.external_id,
+        "messaging.system": "nats",
+        "messaging.destination.name": SUBJECT,
+    }
+
+
+def webhook_span(integration_id: str, headers: dict[str, str]) -> AbstractContextManager[Span]:
+    """The server span of one webhook, continuing the sender's trace when it sent a ``traceparent``."""
+    return tracing.span(
+        "POST " + ROUTE,
+        kind=SpanKind.SERVER,
+        parent=tracing.extract(headers),
+        attributes={
+            "http.request.method": "POST",
+            "http.route": ROUTE,
+            "callstream.integration_id": integration_id,
+        },
+    )
 
 
 def fathom_webhook_handler(webhooks: FathomWebhooks) -> HTTPRouteHandler:
@@ -180,12 +224,13 @@ def fathom_webhook_handler(webhooks: FathomWebhooks) -> HTTPRouteHandler:
     )
     async def fathom_webhook(request: Request[Any, Any, Any], integration_id: FromPath[str]) -> Response[Accepted]:
         headers = read_headers(request.scope["headers"])
-        target = webhooks.admit(integration_id, headers)
-        try:
-            body = await request.body()
-        except RequestEntityTooLarge:
-            raise webhooks.body_too_large() from None
-        raw = webhooks.raw_call(target, integration_id, headers, body)
-        return Response(await webhooks.publish(raw), status_code=202)
+        with webhook_span(integration_id, headers) if tracing.on else NO_SPAN:
+            target = webhooks.admit(integration_id, headers)
+            try:
+                body = await request.body()
+            except RequestEntityTooLarge:
+                raise webhooks.body_too_large() from None
+            raw = webhooks.raw_call(target, integration_id, headers, body)
+            return Response(await webhooks.publish(raw), status_code=202)
 
     return fathom_webhook

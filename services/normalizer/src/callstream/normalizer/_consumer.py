@@ -14,23 +14,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import asyncpg
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from callstream.contracts import NORMALIZER_CONSUMER
+from callstream.contracts import NORMALIZER_CONSUMER, MessageUpserted
 from callstream.runtime import (
     ServiceRuntime,
+    SpanKind,
     backoff_delay,
     bind,
     get_logger,
     give_up,
     nak,
+    tracing,
     wait_for_postgres,
 )
+from callstream.runtime._tracing import mark_error
 
 from ._errors import is_poison, is_transient
 from ._mapped import MappedMessage, UnmappableError
@@ -41,6 +45,9 @@ from ._settings import Settings
 from ._store import store_batch
 
 log = get_logger(__name__)
+
+# Traced: the span of each message of the batch this task stores, by message key.
+_MESSAGE_SPANS: ContextVar[dict[tuple[str, str, str], Any] | None] = ContextVar("message_spans", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +102,56 @@ class RawCallProcessor:
         return Prepared(mappable, dead)
 
     async def store(self, prepared: Prepared) -> BatchResult:
+        if tracing.on and prepared.mappable:
+            return await self._store_traced(prepared)
+        return await self._store_prepared(prepared)
+
+    async def _store_traced(self, prepared: Prepared) -> BatchResult:
+        """The batch's span links to the trace of each message (a batch serves many); each message
+        gets a span in its own trace, whose context its outbox row keeps, so its MessageUpserted
+        continues that trace."""
+        parents = [tracing.extract(msg.headers, mapped.traceparent) for msg, mapped in prepared.mappable]
+        links = [link for link in (tracing.link_from(p) for p in parents) if link is not None]
+        with tracing.span(
+            "normalizer store batch",
+            links=links,
+            attributes={"messaging.batch.message_count": len(prepared.mappable)},
+        ) as batch_span:
+            to_batch = [tracing.link_to(batch_span)]
+            spans: dict[tuple[str, str, str], Any] = {}
+            mappable: list[tuple[Msg, MappedMessage]] = []
+            for (msg, mapped), parent in zip(prepared.mappable, parents, strict=True):
+                span = tracing.tracer.start_span(
+                    "normalizer store",
+                    context=parent,
+                    kind=SpanKind.CONSUMER,
+                    links=to_batch,
+                    attributes={
+                        "messaging.system": "nats",
+                        "messaging.destination.name": msg.subject,
+                        "callstream.workspace_id": mapped.workspace_id,
+                        "callstream.integration_id": mapped.integration_id,
+                        "callstream.message.source": mapped.source,
+                        "callstream.message.external_id": mapped.external_id,
+                    },
+                )
+                spans[mapped.key] = span
+                context = tracing.context_of(span)
+                traced = replace(mapped, traceparent=context.get("traceparent"), tracestate=context.get("tracestate"))
+                mappable.append((msg, traced))
+            token = _MESSAGE_SPANS.set(spans)
+            try:
+                result = await self._store_prepared(Prepared(mappable, prepared.dead_lettered))
+            finally:
+                _MESSAGE_SPANS.reset(token)
+                for span in spans.values():
+                    span.end()
+            batch_span.set_attributes({"callstream.stored": result.stored, "callstream.unchanged": result.unchanged})
+            if result.retried:
+                mark_error(batch_span, f"{result.retried} messages to retry")
+            return result
+
+    async def _store_prepared(self, prepared: Prepared) -> BatchResult:
         mappable, dead = prepared.mappable, prepared.dead_lettered
         if not mappable:
             return BatchResult(dead_lettered=dead)
@@ -114,6 +171,8 @@ class RawCallProcessor:
     async def _store(self, mapped: list[MappedMessage]) -> int:
         async with self._pool.acquire() as conn:
             events = await store_batch(conn, mapped)
+        if tracing.on:
+            _annotate(events)
         return len(events)
 
     async def _one_by_one(self, mappable: list[tuple[Msg, MappedMessage]]) -> BatchResult:
@@ -168,6 +227,24 @@ class RawCallProcessor:
                 failed += 1
         if failed:
             log.warning("ack failed", count=failed)
+
+
+def _annotate(events: list[MessageUpserted]) -> None:
+    """Traced: what was stored, on the span of each message that was written."""
+    spans = _MESSAGE_SPANS.get()
+    if not spans:
+        return
+    for event in events:
+        span = spans.get((event.workspace_id, event.source, event.external_id))
+        if span is not None:
+            span.set_attributes(
+                {
+                    "callstream.message.stored": True,
+                    "callstream.message_id": event.message_id,
+                    "callstream.message.change": event.change,
+                    "callstream.message.version": event.version,
+                }
+            )
 
 
 def _pull(puller: BytePull, settings: Settings) -> Callable[[int], Awaitable[Pulled]]:

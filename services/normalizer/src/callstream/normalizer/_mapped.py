@@ -65,6 +65,10 @@ class MappedMessage:
     withheld: bool = False
     link_sources: LinkSources | None = None  # filled by finish() from metadata_json
     link_reason: LinkReason | None = None  # why finish() refused link_url
+    # The W3C trace context of the raw call (not content: outside the hash), kept with its outbox
+    # row so the MessageUpserted continues the call's trace.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -143,6 +143,7 @@ def map_fathom(raw: RawCall) -> MappedMessage:
         link_url=link,
         provider_host=https_host(link),
         observed_at=raw.received_at,
+        traceparent=raw.traceparent,
         participants=_participants(meeting),
         customer=_customer(meeting),
     )

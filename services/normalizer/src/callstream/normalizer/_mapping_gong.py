@@ -224,6 +224,7 @@ def map_gong(raw: RawCall) -> MappedMessage:
         link_url=meta.url,
         provider_host=host_name if host_name and host_name.endswith(".gong.io") else None,
         observed_at=raw.received_at,
+        traceparent=raw.traceparent,
         participants=_participants(call),
         customer=_customer(call, context),
         withheld=private,

@@ -22,7 +22,8 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter
 
 from callstream.contracts import DeadLetter, dead_letter_size, dlq_subject
-from callstream.runtime import ServiceRuntime, get_logger
+from callstream.runtime import ServiceRuntime, SpanKind, get_logger, tracing
+from callstream.runtime._tracing import mark_error
 
 from ._metrics import EVENTS_PUBLISHED
 from ._settings import Settings
@@ -52,6 +53,45 @@ def msg_id(outbox_id: int) -> str:
     return f"outbox-{outbox_id}"
 
 
+def _headers(row: asyncpg.Record) -> dict[str, str]:
+    """The row's headers: its ``Nats-Msg-Id`` and the trace context stored with it."""
+    headers = {"Nats-Msg-Id": msg_id(row["id"])}
+    if row["traceparent"]:
+        headers["traceparent"] = row["traceparent"]
+        if row["tracestate"]:
+            headers["tracestate"] = row["tracestate"]
+    return headers
+
+
+_MESSAGE_ID = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def _publish_span(row: asyncpg.Record, headers: dict[str, str]) -> Any:
+    """Traced: the publish span of one row, a child of the span that stored its message; its
+    context replaces the stored one in ``headers``."""
+    attributes: dict[str, Any] = {
+        "messaging.system": "nats",
+        "messaging.destination.name": row["subject"],
+        "messaging.message.id": headers["Nats-Msg-Id"],
+        "callstream.outbox_id": row["id"],
+    }
+    try:  # the event's ids (no text of the message is ever an attribute)
+        fields = _MESSAGE_ID.decode(row["payload"])
+        for name in ("message_id", "workspace_id", "external_id"):
+            if name in fields:
+                key = f"callstream.message.{name}" if name != "workspace_id" else "callstream.workspace_id"
+                attributes[key] = msgspec.json.decode(fields[name])
+    except (msgspec.DecodeError, RecursionError):
+        pass
+    span = tracing.tracer.start_span(
+        f"{row['subject']} publish", context=tracing.extract(headers), kind=SpanKind.PRODUCER, attributes=attributes
+    )
+    headers.pop("traceparent", None)
+    headers.pop("tracestate", None)
+    headers.update(tracing.context_of(span))
+    return span
+
+
 async def publish_pending(conn: asyncpg.Connection, js: JetStreamContext, limit: int) -> int:
     """Publish up to ``limit`` unpublished rows in id order; return how many were settled
     (published or dead-lettered; 0 when another replica relays).
@@ -75,19 +115,23 @@ async def publish_pending(conn: asyncpg.Connection, js: JetStreamContext, limit:
     one round trip per row, which the relay's throughput cannot afford.
     """
     failure: BaseException | None = None
+    spans: list[Any] = []  # traced: each row's publish span
     async with conn.transaction():
         rows = sorted(await conn.fetch(_TAKE_AND_MARK, limit, RELAY_LOCK), key=lambda row: row["id"])
         if not rows:
             return 0
-        outcomes = await _send_in_order(js, rows)
+        headers = [_headers(row) for row in rows]
+        if tracing.on:
+            spans = [_publish_span(row, h) for row, h in zip(rows, headers, strict=True)]
+        outcomes = await _send_in_order(js, rows, headers)
         settled = published = 0
-        for row, sent in zip(rows, outcomes, strict=True):
+        for i, (row, sent) in enumerate(zip(rows, outcomes, strict=True)):
             outcome = sent
             if outcome is not None and _refused_for_good(outcome) is None:
                 # Unanswered or failed in the pipeline: ask again for this row alone, which also
                 # gets the stream's verdict that nats-py's publish_async loses (it raises inside
                 # its reply handler instead of failing the future, so a refusal looks like silence).
-                outcome = await _publish_alone(js, row, outcome)
+                outcome = await _publish_alone(js, row, headers[i], outcome)
             if outcome is None:
                 published += 1
                 settled += 1
@@ -97,13 +141,19 @@ async def publish_pending(conn: asyncpg.Connection, js: JetStreamContext, limit:
                 failure = outcome
                 break
             try:
-                await _dead_letter(js, row, reason)
+                await _dead_letter(js, row, reason, headers[i])
+                if spans:
+                    mark_error(spans[i], f"dead-lettered: {reason}"[:200])
             except Exception as exc:  # the DLQ is not reachable either: the row waits for the next cycle
                 failure = exc
                 break
             settled += 1
         if settled < len(rows):
             await conn.execute(_UNMARK, [row["id"] for row in rows[settled:]])
+    for i, span in enumerate(spans):
+        if i >= settled:
+            mark_error(span, "not published; sent again next cycle")
+        span.end()
     EVENTS_PUBLISHED.inc(published)
     if failure is not None:
         log.warning(
@@ -139,22 +189,22 @@ def _max_payload(js: JetStreamContext) -> int | None:
     return nc.max_payload if nc is not None and nc.is_connected else None
 
 
-async def _send_in_order(js: JetStreamContext, rows: list[asyncpg.Record]) -> list[BaseException | None]:
+async def _send_in_order(
+    js: JetStreamContext, rows: list[asyncpg.Record], headers: list[dict[str, str]]
+) -> list[BaseException | None]:
     """Send the rows in order and wait for their acks: per row ``None`` (stored or a duplicate)
     or what went wrong. After a send fails, nothing more is sent."""
     max_payload = _max_payload(js)
     futures: list[asyncio.Future[Any] | BaseException] = []
     try:
-        for row in rows:
+        for row, row_headers in zip(rows, headers, strict=True):
             payload = row["payload"]
             if max_payload is not None and len(payload) > max_payload:
                 # nats-py would raise too, but only after registering the ack it waits for.
                 futures.append(_TooLarge(f"{len(payload)} bytes, over the server's max_payload of {max_payload}"))
                 continue
             try:
-                futures.append(
-                    await js.publish_async(row["subject"], payload, headers={"Nats-Msg-Id": msg_id(row["id"])})
-                )
+                futures.append(await js.publish_async(row["subject"], payload, headers=row_headers))
             except Exception as exc:
                 futures.append(exc)
                 break
@@ -179,7 +229,9 @@ async def _send_in_order(js: JetStreamContext, rows: list[asyncpg.Record]) -> li
     return outcomes
 
 
-async def _publish_alone(js: JetStreamContext, row: asyncpg.Record, failed: BaseException) -> BaseException | None:
+async def _publish_alone(
+    js: JetStreamContext, row: asyncpg.Record, headers: dict[str, str], failed: BaseException
+) -> BaseException | None:
     """One row, waiting for its own answer: ``None`` when stored (or a duplicate), else the error
     (``failed``, how it failed in the pipeline, while the broker is away)."""
     nc = getattr(js, "_nc", None)
@@ -190,14 +242,14 @@ async def _publish_alone(js: JetStreamContext, row: asyncpg.Record, failed: Base
             row["subject"],
             row["payload"],
             timeout=PUBLISH_ACK_TIMEOUT_SECONDS,
-            headers={"Nats-Msg-Id": msg_id(row["id"])},
+            headers=headers,
         )
     except Exception as exc:
         return exc
     return None
 
 
-async def _dead_letter(js: JetStreamContext, row: asyncpg.Record, reason: str) -> None:
+async def _dead_letter(js: JetStreamContext, row: asyncpg.Record, reason: str, headers: dict[str, str]) -> None:
     """The row, with why, on ``dlq.normalizer-outbox``; without its bytes when even its dead
     letter could not be carried (the row stays in the outbox table until it is purged)."""
     payload: bytes = row["payload"]
@@ -220,7 +272,7 @@ async def _dead_letter(js: JetStreamContext, row: asyncpg.Record, reason: str) -
         OUTBOX_DLQ_SUBJECT,
         msgspec.json.encode(letter),
         timeout=PUBLISH_ACK_TIMEOUT_SECONDS,
-        headers={"Nats-Msg-Id": f"dlq-{OUTBOX_DEAD_LETTERS}-{row['id']}"},
+        headers={**headers, "Nats-Msg-Id": f"dlq-{OUTBOX_DEAD_LETTERS}-{row['id']}"},
     )
     EVENTS_DEAD_LETTERED.inc()
     log.error("outbox row dead-lettered", outbox_id=row["id"], subject=row["subject"], reason=reason[:200])

@@ -33,7 +33,7 @@ _EVENT = msgspec.json.Encoder()
 # The statements themselves are SQL functions (migrations/0002_store_functions.sql): one round
 # trip for the messages and what hangs off them, one for the outbox.
 _STORE = "select * from normalizer_store_batch(" + ", ".join(f"${i}" for i in range(1, 33)) + ")"
-_FINISH = "select normalizer_finish_batch($1, $2, $3, $4, $5, $6, $7)"
+_FINISH = "select normalizer_finish_batch($1, $2, $3, $4, $5::text[], $6::text[], $7, $8, $9)"
 
 
 def supersedes(new: MappedMessage, old: MappedMessage) -> bool:
@@ -136,7 +136,8 @@ async def store_batch(conn: asyncpg.Connection, messages: Sequence[MappedMessage
             _STORE, *_customer_columns(batch), *_message_columns(batch), *_participant_columns(batch)
         )
         by_key = {m.key: m for m in batch}
-        events = [_event(row, by_key[_key(row)]) for row in written]
+        sources = [by_key[_key(row)] for row in written]
+        events = [_event(row, message) for row, message in zip(written, sources, strict=True)]
         hosts = _host_columns(batch)
         if events or hosts[0]:
             await conn.execute(
@@ -145,6 +146,8 @@ async def store_batch(conn: asyncpg.Connection, messages: Sequence[MappedMessage
                 OUTBOX_CHANNEL,
                 [messages_upserted_subject(e.source) for e in events],
                 [_EVENT.encode(e) for e in events],
+                [m.traceparent for m in sources],  # each event continues its raw call's trace
+                [m.tracestate for m in sources],
                 *hosts,
             )
     return events
