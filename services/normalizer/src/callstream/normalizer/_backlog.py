@@ -32,17 +32,20 @@ _UNPUBLISHED = (
 _TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-async def read_outbox(runtime: ServiceRuntime) -> None:
-    try:
-        row = await runtime.db.fetchrow(_UNPUBLISHED, timeout=QUERY_TIMEOUT_SECONDS)
-    except _TRANSIENT as exc:
-        log.debug("outbox backlog not read this time", error=type(exc).__name__)
-        return
+async def read_outbox(pool: asyncpg.Pool) -> None:
+    row = await pool.fetchrow(_UNPUBLISHED, timeout=QUERY_TIMEOUT_SECONDS)
     if row is not None:
         OUTBOX_UNPUBLISHED.set(row["n"])
         OUTBOX_OLDEST_AGE.set(max(0.0, row["age"]))
 
 
+async def _collect(runtime: ServiceRuntime) -> None:
+    try:
+        await read_outbox(runtime.db)
+    except _TRANSIENT as exc:
+        log.debug("outbox backlog not read this time", error=type(exc).__name__)
+
+
 def add_backlog_workers(runtime: ServiceRuntime) -> None:
     runtime.add_worker("backlog", backlog_worker((NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER), DLQ_SUBJECTS))
-    runtime.add_worker("outbox-backlog", periodic(read_outbox, OUTBOX_SECONDS))
+    runtime.add_worker("outbox-backlog", periodic(_collect, OUTBOX_SECONDS))
