@@ -91,10 +91,14 @@ class FathomState:
         # Encoded meetings by (recording id, flags, content ready); only after ``warm`` (benchmarks),
         # so that serving costs the fake almost nothing and the measurement is of the client.
         self.encoded_cache: dict[tuple[int, frozenset[str], bool], msgspec.Raw] | None = None
+        # Bytes the list endpoint sends in place of a meeting, whatever the flags (tests: a poison item).
+        self.replaced: dict[int, msgspec.Raw] = {}
 
     def encoded(self, pos: int, flags: set[str]) -> msgspec.Raw:
         """The meeting at ``pos`` as the list endpoint sends it for ``flags``."""
         rid = self.index.recording_ids[pos]
+        if self.replaced and rid in self.replaced:
+            return self.replaced[rid]
         ready = self.index.content_ready(rid)
         key = (rid, frozenset(flags), ready)
         cache = self.encoded_cache

@@ -66,9 +66,14 @@ class GongState:
         # fake almost nothing and the measurement is of the client.
         self.call_cache: dict[tuple[str, Selector, int, bool], msgspec.Raw] | None = None
         self.transcript_cache: dict[str, msgspec.Raw] | None = None
+        # Bytes sent in place of a call or of its transcript entry (tests: a poison item).
+        self.replaced_calls: dict[str, msgspec.Raw] = {}
+        self.replaced_transcripts: dict[str, msgspec.Raw] = {}
 
     def encoded_call(self, pos: int, selector: Selector) -> msgspec.Raw:
         call_id = self.index.ids[pos]
+        if self.replaced_calls and call_id in self.replaced_calls:
+            return self.replaced_calls[call_id]
         key = (call_id, selector, self.index.crm_version.get(call_id, 0), call_id in self.index.private)
         if self.call_cache is not None and key in self.call_cache:
             return self.call_cache[key]
@@ -79,6 +84,8 @@ class GongState:
 
     def encoded_transcript(self, pos: int) -> msgspec.Raw:
         call_id = self.index.ids[pos]
+        if self.replaced_transcripts and call_id in self.replaced_transcripts:
+            return self.replaced_transcripts[call_id]
         if self.transcript_cache is not None and call_id in self.transcript_cache:
             return self.transcript_cache[call_id]
         raw = msgspec.Raw(msgspec.json.encode(build_transcript(self.index, pos)))

@@ -17,7 +17,7 @@ from callstream.contracts.providers import FathomMeetingList
 
 from ._errors import CursorExpired, RunFailed
 from ._http import ProviderHttp
-from ._shapes import NULL, provider_time, with_fields
+from ._shapes import NULL, decode_page, provider_time, with_fields
 
 DEFAULT_API = "https://api.fathom.ai/external/v1"
 API_PATH = "/external/v1"
@@ -77,10 +77,7 @@ class FathomClient:
             raise CursorExpired(response.text[:200])
         if response.status_code != 200:
             raise RunFailed(f"fathom GET /meetings answered HTTP {response.status_code}")
-        try:
-            page = _page.decode(response.content)
-        except msgspec.DecodeError as exc:
-            raise RunFailed(f"fathom GET /meetings sent an unreadable page: {exc}") from None
+        page = decode_page(_page, response.content, "fathom GET /meetings")
         return MeetingsPage(page.items, page.next_cursor or None)
 
     async def _content(self, recording_id: int, part: str) -> msgspec.Raw:
@@ -89,12 +86,10 @@ class FathomClient:
             return NULL
         if response.status_code != 200:
             raise RunFailed(f"fathom GET /recordings/{{id}}/{part} answered HTTP {response.status_code}")
-        try:
-            if part == "transcript":
-                return _transcript.decode(response.content).transcript
-            return _summary.decode(response.content).summary
-        except msgspec.DecodeError as exc:
-            raise RunFailed(f"fathom /recordings/{{id}}/{part} sent an unreadable body: {exc}") from None
+        what = f"fathom GET /recordings/{{id}}/{part}"
+        if part == "transcript":
+            return decode_page(_transcript, response.content, what).transcript
+        return decode_page(_summary, response.content, what).summary
 
     async def with_content(self, meeting: msgspec.Raw, recording_id: int) -> bytes:
         """The meeting with its transcript and summary from ``/recordings`` (OAuth integrations)."""

@@ -8,6 +8,7 @@ the cursor means it expired: the caller restarts the window.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,11 +17,11 @@ from typing import Any
 import httpx
 import msgspec
 
-from callstream.contracts.providers import GongCallList, GongTranscriptResponse
+from callstream.contracts.providers import GongCallList, GongTranscriptResponse, PayloadRejected
 
 from ._errors import CursorExpired, RunFailed
 from ._http import ProviderHttp
-from ._shapes import gong_call_id, gong_transcript_call_id, provider_time
+from ._shapes import decode_page, gong_call_id, gong_transcript_call_id, provider_time
 
 DEFAULT_API = "https://api.gong.io"
 BATCH = 100  # call ids per request (gong.md §2.2, §5.1)
@@ -66,7 +67,7 @@ def gong_api_root(base_url: str | None, default: str = DEFAULT_API) -> str:
 def _error_text(response: httpx.Response) -> str:
     try:
         return " ".join(_errors.decode(response.content).errors)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # an error body is read for its words only
         return ""
 
 
@@ -109,10 +110,7 @@ class GongClient:
         response = await self._post("/v2/calls/extensive", body, with_cursor=cursor is not None)
         if response is None:
             return CallsPage((), None)
-        try:
-            page = _calls.decode(response.content)
-        except msgspec.DecodeError as exc:
-            raise RunFailed(f"gong /v2/calls/extensive sent an unreadable page: {exc}") from None
+        page = decode_page(_calls, response.content, "gong /v2/calls/extensive")
         return CallsPage(page.calls, page.records.cursor if page.records else None)
 
     async def calls_by_id(self, call_ids: Sequence[str]) -> dict[str, msgspec.Raw]:
@@ -128,12 +126,10 @@ class GongClient:
                 response = await self._post("/v2/calls/extensive", body, with_cursor=False)
                 if response is None:
                     break
-                try:
-                    page = _calls.decode(response.content)
-                except msgspec.DecodeError as exc:
-                    raise RunFailed(f"gong /v2/calls/extensive sent an unreadable page: {exc}") from None
+                page = decode_page(_calls, response.content, "gong /v2/calls/extensive")
                 for call in page.calls:
-                    found[gong_call_id(call)[0]] = call
+                    with contextlib.suppress(PayloadRejected):  # asked by id: one without an id is not one asked for
+                        found[gong_call_id(call)[0]] = call
                 cursor = page.records.cursor if page.records else None
                 if not cursor:
                     break
@@ -160,12 +156,11 @@ class GongClient:
                     continue
                 if response is None:
                     break
-                try:
-                    page = _transcripts.decode(response.content)
-                except msgspec.DecodeError as exc:
-                    raise RunFailed(f"gong /v2/calls/transcript sent an unreadable page: {exc}") from None
+                page = decode_page(_transcripts, response.content, "gong /v2/calls/transcript")
                 for entry in page.call_transcripts:
-                    found[gong_transcript_call_id(entry)] = entry
+                    # one without a call id belongs to no call: that call goes as not transcribed yet
+                    with contextlib.suppress(PayloadRejected):
+                        found[gong_transcript_call_id(entry)] = entry
                 cursor = page.records.cursor if page.records else None
                 if not cursor:
                     break

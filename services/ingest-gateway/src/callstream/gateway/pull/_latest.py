@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from callstream.contracts.providers import PayloadRejected
+
 from ._checkpoint import LatestCandidate
 from ._errors import CursorExpired, RunFailed
 from ._gong import GongClient
@@ -49,7 +51,11 @@ async def run_gong_latest(run: Run, client: GongClient, now: datetime, oldest: d
             cp.cursor = None  # read the band again from its start (``held`` keeps a call from counting twice)
             continue
         for call in page.calls:
-            facts = gong_call_facts(call)
+            try:
+                facts = gong_call_facts(call)
+            except PayloadRejected as rejected:  # no id to rank or ask it by: never one of the newest
+                run.skip(rejected)
+                continue
             entry = (_started(facts.started, start), facts.id)
             if facts.id in held or (len(newest) >= limit and entry <= newest[0]):
                 continue
@@ -73,7 +79,7 @@ async def run_gong_latest(run: Run, client: GongClient, now: datetime, oldest: d
     if missing:
         data.update((cid, bytes(raw)) for cid, raw in (await client.calls_by_id(missing)).items())
     calls = [msgspec.Raw(data[cid]) for cid in chosen if cid in data]  # a call deleted meanwhile is left out
-    items = await gong_items(client, calls)
+    items = await gong_items(run, client, calls)
     cp.candidates = []  # saved with the published page: the events that carry the checkpoint stay small
     await run.publish_page(items, None)
 

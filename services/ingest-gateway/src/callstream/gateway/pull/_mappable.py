@@ -1,12 +1,18 @@
-"""Pulled calls the normalizer could never map are left out of the page, logged and counted."""
+"""Pulled calls the normalizer could never map are left out of the page, logged and counted.
+
+The rule is the normalizer's own (``callstream.contracts.providers``, one implementation): one it
+could never map would only land in its DLQ, and the webhook refuses the same bytes with 400. The
+runs apply it to each call once, as they build the page (the decode that checks it also reads the
+Fathom meeting's id), so one odd call never holds a run or its watermark and costs the common path
+no second decode.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+import msgspec
 from prometheus_client import Counter
 
-from callstream.contracts import RawCall
+from callstream.contracts import Source
 from callstream.contracts.providers import PayloadRejected, decode_fathom_meeting, decode_gong_bundle
 from callstream.runtime import get_logger
 
@@ -19,28 +25,28 @@ SKIPPED = Counter(
 )
 
 
-def mappable(calls: Sequence[RawCall]) -> list[RawCall]:
-    """The calls the normalizer can map, by its own rule (``callstream.contracts.providers``, one
-    implementation). One it could never map would only land in its DLQ, and the webhook refuses
-    the same bytes with 400: here it is left out with a logged reason and counted, and the rest of
-    the page goes on, so one odd call never holds a run or its watermark."""
-    kept = []
-    for call in calls:
-        try:
-            if call.source == "fathom":
-                decode_fathom_meeting(call.payload)
-            else:
-                decode_gong_bundle(call.payload)
-        except PayloadRejected as exc:
-            SKIPPED.labels(call.source, exc.code).inc()
-            log.warning(
-                "pulled call skipped: the normalizer could never map it",
-                provider=call.source,
-                integration_id=call.integration_id,
-                external_id=call.external_id[:100],
-                reason=exc.code,
-                detail=exc.detail[:300],
-            )
-            continue
-        kept.append(call)
-    return kept
+def fathom_meeting_id(data: bytes | msgspec.Raw) -> int:
+    """The ``recording_id`` of a meeting the normalizer can map; :class:`PayloadRejected` otherwise."""
+    return decode_fathom_meeting(data).recording_id
+
+
+def check_gong_bundle(data: bytes) -> None:
+    """:class:`PayloadRejected` for a Gong bundle the normalizer could never map."""
+    decode_gong_bundle(data)
+
+
+def skipped(
+    provider: Source, integration_id: str, run_id: str, rejected: PayloadRejected, external_id: str | None
+) -> None:
+    """Log and count one call left out. Ids only: the detail names a rule and a JSON path (msgspec's
+    errors never quote values), and an id that could not be read is not logged at all."""
+    SKIPPED.labels(provider, rejected.code).inc()
+    log.warning(
+        "pulled call skipped: the normalizer could never map it",
+        provider=provider,
+        integration_id=integration_id,
+        run_id=run_id,
+        external_id=external_id[:100] if external_id is not None else None,
+        reason=rejected.code,
+        detail=rejected.detail[:300],
+    )

@@ -28,7 +28,6 @@ from callstream.contracts import (
 from callstream.runtime import get_logger
 
 from ._errors import RunDeferred
-from ._mappable import mappable
 
 log = get_logger(__name__)
 
@@ -55,28 +54,31 @@ class Publisher:
             headers["traceparent"] = traceparent
         await self.js.publish(subject, data, timeout=PUBLISH_TIMEOUT, stream=stream, headers=headers)
 
-    async def calls(self, source: Source, calls: Sequence[RawCall]) -> None:
-        """Every call of a page, in parallel; returns only when JetStream has stored them all.
+    async def calls(self, source: Source, calls: Sequence[RawCall]) -> int:
+        """Every call of a page, in parallel; returns, once JetStream has stored them all, how many
+        went to ``CALLS_RAW`` (what the run reports as published). The runs hand over only calls
+        the normalizer can map (``_mappable``).
 
         A meeting too large for the broker (with its dead letter: ``dead_letter_size``) would fail
         on every delivery of the run and hold its watermark for good: it is recorded in the DLQ
         instead (without its bytes, which cannot be carried either) with a loud error, and the
         page goes on. With max_payload as deployed (24 MiB) every meeting up to 18 MiB fits."""
-        calls = mappable(calls)  # what the normalizer could never map is never published
         subject = raw_calls_subject(source)
         max_payload = _max_payload(self.js)
         encoded = [(c, msgspec.json.encode(c)) for c in calls]
+        fits = [max_payload is None or dead_letter_size(len(data)) <= max_payload for _, data in encoded]
         try:
             await asyncio.gather(
                 *(
                     self._publish(subject, data, c.event_id, CALLS_RAW, c.traceparent)
-                    if max_payload is None or dead_letter_size(len(data)) <= max_payload
-                    else self._too_large(subject, c, len(data), max_payload)
-                    for c, data in encoded
+                    if fit
+                    else self._too_large(subject, c, len(data), max_payload or 0)
+                    for (c, data), fit in zip(encoded, fits, strict=True)
                 )
             )
         except Exception as exc:  # any broker failure: the page is not done, come back later
             raise RunDeferred(f"could not publish to {CALLS_RAW}: {type(exc).__name__}", self.redeliver_delay) from None
+        return sum(fits)
 
     async def _too_large(self, subject: str, call: RawCall, size: int, max_payload: int) -> None:
         error = (

@@ -16,19 +16,21 @@ from typing import Any
 import msgspec
 
 from callstream.contracts import Source, SyncProgress, SyncRequested
+from callstream.contracts.providers import PayloadRejected
 from callstream.runtime import get_logger
 
 from ._checkpoint import Checkpoint, CheckpointStore
 from ._errors import CursorExpired, RunDeferred, RunFailed
 from ._fathom import FathomClient
 from ._gong import GongClient
+from ._mappable import check_gong_bundle, fathom_meeting_id, skipped
 from ._publish import Publisher, utcnow
 from ._settings import PullSettings
-from ._shapes import fathom_recording_id, gong_bundle, gong_call_facts, private_call, raw_call
+from ._shapes import GongCallFacts, fathom_recording_id, gong_bundle, gong_call_facts, private_call, raw_call
 
 log = get_logger(__name__)
 
-Item = tuple[str, bytes]  # (external id, provider bytes)
+Item = tuple[str, bytes]  # (external id, provider bytes the normalizer can map: see ``_mappable``)
 PageFetch = Callable[[str | None], Coroutine[Any, Any, tuple[Sequence[Item], str | None]]]  # cursor -> page
 
 
@@ -70,11 +72,11 @@ class Run:
             )
             for eid, data in fresh
         ]
-        await self.publisher.calls(req.provider, calls)
+        stored = await self.publisher.calls(req.provider, calls)
         self.published.update(eid for eid, _ in fresh)
         cp = self.checkpoint
         cp.pages += 1
-        cp.calls_published += len(calls)
+        cp.calls_published += stored
         cp.cursor = next_cursor
         await self.save()
         progress = SyncProgress(
@@ -91,9 +93,14 @@ class Run:
             run_id=req.run_id,
             provider=req.provider,
             page=cp.pages,
-            calls=len(calls),
+            calls=stored,
             calls_published=cp.calls_published,
         )
+
+    def skip(self, rejected: PayloadRejected, external_id: str | None = None) -> None:
+        """Leave one call out of the page (the normalizer could never map it), logged and counted."""
+        req = self.request
+        skipped(req.provider, req.integration_id, req.run_id, rejected, external_id)
 
     async def save(self) -> None:
         try:
@@ -151,11 +158,23 @@ async def run_fathom(run: Run, client: FathomClient) -> None:
         items: list[Item] = []
         seen: set[int] = set()
         for meeting in page.meetings:
-            recording_id = fathom_recording_id(meeting)
-            if recording_id in seen:
+            recording_id: int | None = None
+            try:
+                if client.embed_content:  # the rule's decode reads the id too: one decode a meeting
+                    recording_id = fathom_meeting_id(meeting)
+                    data = bytes(meeting)
+                    if recording_id in seen:
+                        continue
+                else:  # the transcript and summary are asked by id, then the whole is checked
+                    recording_id = fathom_recording_id(meeting)
+                    if recording_id in seen:
+                        continue
+                    data = await client.with_content(meeting, recording_id)
+                    fathom_meeting_id(data)
+            except PayloadRejected as rejected:
+                run.skip(rejected, None if recording_id is None else str(recording_id))
                 continue
             seen.add(recording_id)
-            data = bytes(meeting) if client.embed_content else await client.with_content(meeting, recording_id)
             items.append((str(recording_id), data))
         return items, page.next_cursor
 
@@ -169,22 +188,35 @@ async def run_gong(run: Run, client: GongClient) -> None:
 
     async def fetch(cursor: str | None) -> tuple[Sequence[Item], str | None]:
         page = await client.calls(start, end, cursor)
-        return await gong_items(client, page.calls), page.next_cursor
+        return await gong_items(run, client, page.calls), page.next_cursor
 
     await run.pages(fetch)
 
 
-async def gong_items(client: GongClient, calls: Sequence[msgspec.Raw]) -> list[Item]:
+async def gong_items(run: Run, client: GongClient, calls: Sequence[msgspec.Raw]) -> list[Item]:
     """Each call with its transcript, except private calls: Gong marks them ``isPrivate`` (visible
     to their participants only), so their transcript is never requested and what was said is
-    left out of the call; the call itself (who, when, CRM context) is still published."""
-    facts = [gong_call_facts(call) for call in calls]
-    shared = [f.id for f in facts if not f.is_private]
+    left out of the call; the call itself (who, when, CRM context) is still published.
+
+    A call without a readable id, or whose bundle the normalizer could never map, is skipped."""
+    read: list[tuple[GongCallFacts, msgspec.Raw]] = []
+    for call in calls:
+        try:
+            read.append((gong_call_facts(call), call))
+        except PayloadRejected as rejected:
+            run.skip(rejected)
+    shared = [f.id for f, _ in read if not f.is_private]
     transcripts = await client.transcripts(shared) if shared else {}
     items: list[Item] = []
-    for f, call in zip(facts, calls, strict=True):
+    for f, call in read:
         if f.is_private:
-            items.append((f.id, gong_bundle(msgspec.Raw(private_call(call)), None)))
+            data = gong_bundle(msgspec.Raw(private_call(call)), None)
         else:
-            items.append((f.id, gong_bundle(call, transcripts.get(f.id))))
+            data = gong_bundle(call, transcripts.get(f.id))
+        try:
+            check_gong_bundle(data)
+        except PayloadRejected as rejected:
+            run.skip(rejected, f.id)
+            continue
+        items.append((f.id, data))
     return items
