@@ -1,6 +1,10 @@
 """A circuit breaker per provider host, so N tenants of one failing host cost one probe per interval.
 
-``closed``: requests go; ``failures_to_open`` failures in a row (unreachable, timeout, 5xx) open it.
+``closed``: requests go; ``failures_to_open`` failures in a row open it. A failure is the host's:
+refused or unreachable, a connect timeout, a 5xx. A read timeout or a dropped answer may be one
+tenant's own doing (its huge meeting), so it counts only once a second account of the host saw
+one too (``failed(account=...)``); what is local to the process or the tenant (a pool timeout, a
+malformed header) never counts (``_http``).
 ``open``: no request goes; runs are released until ``open_until``. ``half_open``: the first run
 that asks after ``open_until`` sends the one probe; the others are released while it is out. The
 probe's success closes the breaker, its failure opens it again for twice as long (up to
@@ -66,6 +70,7 @@ class Breaker:
     reopened: int = 0  # failed probes in a row: each doubles the time open
     open_until: float = 0.0
     probe_since: float | None = None
+    slow_accounts: set[str] = field(default_factory=set)  # accounts that timed out, while closed
 
     def __post_init__(self) -> None:
         self._publish()
@@ -91,7 +96,12 @@ class Breaker:
     @property
     def suspect(self) -> bool:
         """Failing, or failed last time: its runs get one slot until it answers again."""
-        return self.state != "closed" or self.failures > 0
+        return self.state != "closed" or self._in_a_row() > 0
+
+    def _in_a_row(self) -> int:
+        """Failures in a row: the host's own, plus timeouts once two accounts or more saw them."""
+        slow = len(self.slow_accounts)
+        return self.failures + (slow if slow >= 2 else 0)
 
     def retry_in(self) -> float:
         """Seconds until the host may be tried (0 unless open); changes nothing."""
@@ -107,13 +117,18 @@ class Breaker:
         if self.state != "closed":
             log.info("provider host answers again; breaker closed", host=self.host)
         self.failures, self.reopened, self.probe_since = 0, 0, None
+        self.slow_accounts.clear()
         self._move("closed")
 
-    def failed(self) -> None:
+    def failed(self, account: str | None = None) -> None:
+        """The host failed; with ``account``, a timeout that counts once per account."""
         now = self.clock()
         if self.state == "closed":
-            self.failures += 1
-            if self.failures >= self.failures_to_open:
+            if account is None:
+                self.failures += 1
+            else:
+                self.slow_accounts.add(account)
+            if self._in_a_row() >= self.failures_to_open:
                 self._open(now)
         elif self.state == "half_open":
             self.reopened += 1
@@ -123,6 +138,7 @@ class Breaker:
     def _open(self, now: float) -> None:
         seconds = min(self.open_max_seconds, self.open_seconds * 2.0 ** min(self.reopened, 30))
         self.open_until, self.probe_since = now + seconds, None
+        self.slow_accounts.clear()
         log.warning("provider host failing; breaker open", host=self.host, seconds=seconds, failures=self.failures)
         BREAKER_OPENED.labels(self.host).inc()
         self._move("open")

@@ -4,8 +4,9 @@
 waiting ``Retry-After`` when the provider sends one, but only while the request's retries fit in
 ``hold_wait_seconds``: past that the run is released (``RunDeferred``; ``ProviderUnavailable``
 when the provider failed) so it holds no slot while it waits. A host that cannot be connected to
-at all (refused, connect timeout) releases the run at once: that is an outage, not a blip. Unreachable hosts, timeouts and
-5xx count against the host's circuit breaker (``_breaker``); while it is open, requests to the
+at all (refused, connect timeout) releases the run at once: that is an outage, not a blip. Unreachable hosts, connect
+timeouts and 5xx count against the host's circuit breaker (``_breaker``; a read timeout only once
+two accounts saw one, a local error never); while it is open, requests to the
 host are not sent and the run is released until the next probe. 401 asks the caller's
 ``reauthorize`` once (an OAuth refresh), then ends the run like 403 does. Other answers go back to
 the caller, which knows what a provider's 400 or 404 means.
@@ -27,7 +28,7 @@ from callstream.runtime import get_logger
 
 from .._gauges import PROVIDER_RESPONSES, status_class
 from ._breaker import Breaker
-from ._errors import AuthFailed, ProviderUnavailable, RunDeferred
+from ._errors import AuthFailed, ProviderUnavailable, RunDeferred, RunFailed
 from ._limits import AccountLimits
 from ._settings import PullSettings
 
@@ -76,6 +77,7 @@ class ProviderHttp:
     reauthorize: Reauthorize | None = None
     requests_sent: int = 0
     breaker: Breaker | None = None
+    account: str = ""  # the account's key (no secret): whose timeouts count once against the host
 
     def backoff(self, failures: int) -> float:
         """Exponential from ``backoff_initial_seconds``, capped, with "equal jitter" (half to all
@@ -135,14 +137,22 @@ class ProviderHttp:
                 reported = self._report(failed=True)
                 PROVIDER_RESPONSES.labels(self.provider, "error").inc()
                 raise _Retryable(f"unreachable ({type(exc).__name__})", unreachable=True) from None
-            except httpx.TimeoutException:
-                reported = self._report(failed=True)
+            except httpx.PoolTimeout:
+                # This process's own pool is busy: retried, never held against the host.
                 PROVIDER_RESPONSES.labels(self.provider, "error").inc()
-                raise _Retryable("timeout") from None
-            except httpx.TransportError as exc:
-                reported = self._report(failed=True)
+                raise _Retryable("local connection pool busy (PoolTimeout)", failed=False) from None
+            except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
+                # The tenant's own request cannot be sent (an API key with a newline): no retry
+                # helps and the host did nothing wrong.
                 PROVIDER_RESPONSES.labels(self.provider, "error").inc()
-                raise _Retryable(f"connection error ({type(exc).__name__})") from None
+                raise RunFailed(f"{self.provider}: the request cannot be sent ({type(exc).__name__})") from None
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                # A read timeout or a dropped answer: a hung host, or one tenant's huge meeting;
+                # it counts against the host once a second account sees it too.
+                reported = self._report(failed=True, account=self.account or None)
+                PROVIDER_RESPONSES.labels(self.provider, "error").inc()
+                what = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
+                raise _Retryable(f"{what} ({type(exc).__name__})") from None
             status = response.status_code
             PROVIDER_RESPONSES.labels(self.provider, status_class(status)).inc()
             reported = self._report(failed=status >= 500)
@@ -157,10 +167,10 @@ class ProviderHttp:
             raise _Retryable(f"HTTP {status}", wait, failed=status >= 500)
         return response
 
-    def _report(self, *, failed: bool) -> bool:
+    def _report(self, *, failed: bool, account: str | None = None) -> bool:
         if self.breaker is not None:
             if failed:
-                self.breaker.failed()
+                self.breaker.failed(account)
             else:
                 self.breaker.succeeded()
         return True
