@@ -114,7 +114,8 @@ _OPEN = frozenset(b"[{")
 
 def shallow_page(page: bytes, limit: int = MAX_JSON_DEPTH) -> bytes:
     """``page`` (a provider's page: an object whose arrays hold the items) with every array or
-    object that opens more than ``limit`` levels deep inside an item emptied to ``[]``.
+    object that opens more than ``limit`` levels deep inside an item (``limit + 2`` in the page,
+    wherever it is) emptied to ``[]``.
 
     For a page msgspec cannot decode at all: its C decoder raises ``RecursionError`` near 1,000
     levels, wherever they are. Cut at ``limit + 1`` levels such an item is still deeper than the
@@ -149,9 +150,9 @@ def shallow_page(page: bytes, limit: int = MAX_JSON_DEPTH) -> bytes:
 def decode_page(decoder: msgspec.json.Decoder[T], body: bytes, what: str) -> T:
     """A provider's page. One whose items are nested too deep to decode is read through
     :func:`shallow_page` (the odd items are then refused one by one by the payload rule). A page
-    that still cannot be read (not JSON, not the page's shape, deep outside its items) fails the
-    run: its cursor is unknown, so nothing past it can be fetched, and skipping the rest of the
-    window would lose its calls without a trace. The run ends with the error (no redelivery, it
+    that still cannot be read (not JSON, not the page's shape) fails the run: its cursor is
+    unknown, so nothing past it can be fetched, and skipping the rest of the window would lose
+    its calls without a trace. The run ends with the error (no redelivery, it
     would read the same bytes) and the integration's next sync asks the provider again."""
     try:
         return decoder.decode(body)
