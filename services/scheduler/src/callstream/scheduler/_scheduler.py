@@ -16,8 +16,9 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from callstream.contracts import SYNC, SyncEvent, SyncProgress, sync_requested_subject
-from callstream.runtime import get_logger
+from callstream.contracts import SYNC, SyncEvent, SyncProgress, SyncRequested, sync_requested_subject
+from callstream.runtime import SpanKind, get_logger, new_traceparent, tracing
+from callstream.runtime._tracing import NO_SPAN
 
 from ._clock import Clock
 from ._store import StaleRun, SyncStore, sync_request
@@ -36,6 +37,18 @@ class TickReport:
     created_runs: list[str] = field(default_factory=list)
     published_runs: int = 0
     retention: dict[str, Any] | None = None
+
+
+def _ids(request: SyncRequested, subject: str, run: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "messaging.system": "nats",
+        "messaging.destination.name": subject,
+        "callstream.run_id": request.run_id,
+        "callstream.integration_id": request.integration_id,
+        "callstream.workspace_id": request.workspace_id,
+        "callstream.sync.mode": request.mode,
+        "callstream.sync.trigger": run.get("trigger"),
+    }
 
 
 class Scheduler:
@@ -83,16 +96,26 @@ class Scheduler:
         if js is None:
             return False
         request = sync_request(run)
-        try:
-            ack = await js.publish(
-                sync_requested_subject(request.provider),
-                msgspec.json.encode(request),
-                headers={"Nats-Msg-Id": request.run_id},
-                timeout=PUBLISH_TIMEOUT_SECONDS,
-            )
-        except Exception as exc:
-            log.warning("sync request not published yet", run_id=request.run_id, error=type(exc).__name__)
-            return False
+        subject = sync_requested_subject(request.provider)
+        # A run starts a trace: the pull run, its provider requests and every call it publishes
+        # continue it. Untraced, the request still carries a new trace context for the logs.
+        with (
+            tracing.span(f"{subject} publish", kind=SpanKind.PRODUCER, attributes=_ids(request, subject, run))
+            if tracing.on
+            else NO_SPAN
+        ):
+            traceparent = tracing.current_traceparent() if tracing.on else new_traceparent()
+            request = msgspec.structs.replace(request, traceparent=traceparent)
+            headers = {"Nats-Msg-Id": request.run_id, "traceparent": traceparent or ""}
+            if tracing.on:
+                tracing.inject(headers)
+            try:
+                ack = await js.publish(
+                    subject, msgspec.json.encode(request), headers=headers, timeout=PUBLISH_TIMEOUT_SECONDS
+                )
+            except Exception as exc:
+                log.warning("sync request not published yet", run_id=request.run_id, error=type(exc).__name__)
+                return False
         await self.store.mark_published(run["id"], self.clock.now(), ack.seq)
         return True
 

@@ -21,10 +21,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+from opentelemetry.trace import Status, StatusCode
 
-from callstream.runtime import get_logger
+from callstream.runtime import SpanKind, get_logger, tracing
 
 from .._gauges import PROVIDER_RESPONSES, status_class
 from ._breaker import Breaker
@@ -132,7 +134,10 @@ class ProviderHttp:
             await self.limits.acquire(heavy=heavy)
             self.requests_sent += 1
             try:
-                response = await self.client.request(method, url, headers=self.headers, **kwargs)
+                if tracing.on:
+                    response = await self._traced(method, url, **kwargs)
+                else:
+                    response = await self.client.request(method, url, headers=self.headers, **kwargs)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 reported = self._report(failed=True)
                 PROVIDER_RESPONSES.labels(self.provider, "error").inc()
@@ -166,6 +171,27 @@ class ProviderHttp:
                 raise released(f"{self.provider} asks to wait {wait:.0f}s (HTTP {status})", wait)
             raise _Retryable(f"HTTP {status}", wait, failed=status >= 500)
         return response
+
+    async def _traced(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """The request in a client span: method, host and path (no query, no headers: the
+        credentials stay out of traces)."""
+        parts = urlsplit(url)
+        with tracing.span(
+            f"{method} {self.provider}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "http.request.method": method,
+                "server.address": parts.hostname,
+                "server.port": parts.port,
+                "url.path": parts.path,
+                "callstream.provider": self.provider,
+            },
+        ) as span:
+            response = await self.client.request(method, url, headers=self.headers, **kwargs)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 400:
+                span.set_status(Status(StatusCode.ERROR, f"HTTP {response.status_code}"))
+            return response
 
     def _report(self, *, failed: bool, account: str | None = None) -> bool:
         if self.breaker is not None:

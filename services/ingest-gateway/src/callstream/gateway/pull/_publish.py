@@ -25,7 +25,8 @@ from callstream.contracts import (
     raw_calls_subject,
     sync_events_subject,
 )
-from callstream.runtime import get_logger
+from callstream.runtime import SpanKind, get_logger, tracing
+from callstream.runtime._tracing import NO_SPAN
 
 from ._errors import RunDeferred
 
@@ -48,11 +49,21 @@ class Publisher:
     js: JetStreamContext
     redeliver_delay: float
 
-    async def _publish(self, subject: str, data: bytes, msg_id: str, stream: str, traceparent: str | None) -> None:
+    async def _publish(
+        self, subject: str, data: bytes, msg_id: str, stream: str, traceparent: str | None, call: RawCall | None = None
+    ) -> None:
         headers = {"Nats-Msg-Id": msg_id}
         if traceparent:
             headers["traceparent"] = traceparent
-        await self.js.publish(subject, data, timeout=PUBLISH_TIMEOUT, stream=stream, headers=headers)
+        # Traced: a producer span per message, a child of the run's span; its context is the header.
+        with (
+            tracing.span(f"{subject} publish", kind=SpanKind.PRODUCER, attributes=_ids(subject, msg_id, call))
+            if tracing.on
+            else NO_SPAN
+        ):
+            if tracing.on:
+                tracing.inject(headers)
+            await self.js.publish(subject, data, timeout=PUBLISH_TIMEOUT, stream=stream, headers=headers)
 
     async def calls(self, source: Source, calls: Sequence[RawCall]) -> int:
         """Every call of a page, in parallel; returns, once JetStream has stored them all, how many
@@ -70,7 +81,7 @@ class Publisher:
         try:
             await asyncio.gather(
                 *(
-                    self._publish(subject, data, c.event_id, CALLS_RAW, c.traceparent)
+                    self._publish(subject, data, c.event_id, CALLS_RAW, c.traceparent, c)
                     if fit
                     else self._too_large(subject, c, len(data), max_payload or 0)
                     for (c, data), fit in zip(encoded, fits, strict=True)
@@ -130,6 +141,15 @@ class Publisher:
             raise RunDeferred(
                 f"could not publish to {SYNC_EVENTS}: {type(exc).__name__}", self.redeliver_delay
             ) from None
+
+
+def _ids(subject: str, msg_id: str, call: RawCall | None) -> dict[str, str]:
+    ids = {"messaging.system": "nats", "messaging.destination.name": subject, "messaging.message.id": msg_id}
+    if call is not None:
+        ids["callstream.workspace_id"] = call.workspace_id
+        ids["callstream.integration_id"] = call.integration_id
+        ids["callstream.message.external_id"] = call.external_id
+    return ids
 
 
 def utcnow() -> datetime:

@@ -26,7 +26,7 @@ from nats.js.errors import NotFoundError
 from prometheus_client import Counter
 
 from callstream.contracts import GATEWAY_PULL_CONSUMER, SyncFinished, SyncProgress, SyncRequested
-from callstream.runtime import ensure_consumer, get_logger
+from callstream.runtime import SpanKind, ensure_consumer, get_logger, tracing
 
 from .._integrations import HostNotAllowed, IntegrationAccess, ReauthRequired, RefreshFailed
 from ._breaker import BreakerRegistry, host_of
@@ -231,12 +231,36 @@ class PullWorker:
                 log.warning("could not renew the run's lease", error=type(exc).__name__)
 
     async def handle(self, msg: Msg) -> None:
+        if not tracing.on:
+            await self._handle(msg)
+            return
+        # Each delivery of a run is a span in the trace its SyncRequested started: its provider
+        # requests and every call and event it publishes are children of it.
+        with tracing.span(
+            "pull run",
+            kind=SpanKind.CONSUMER,
+            parent=tracing.extract(msg.headers),
+            attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
+        ):
+            await self._handle(msg)
+
+    async def _handle(self, msg: Msg) -> None:
         try:
             request = _request.decode(msg.data)
         except msgspec.DecodeError as exc:
             log.warning("unreadable sync request dropped", subject=msg.subject, error=str(exc)[:200])
             await msg.term()
             return
+        if tracing.on:
+            tracing.annotate(
+                {
+                    "callstream.run_id": request.run_id,
+                    "callstream.integration_id": request.integration_id,
+                    "callstream.workspace_id": request.workspace_id,
+                    "callstream.provider": request.provider,
+                    "callstream.sync.mode": request.mode,
+                }
+            )
         lease = asyncio.create_task(self._keep_lease(msg))
         try:
             try:
@@ -378,7 +402,8 @@ class PullWorker:
             publisher=self.publisher,
             settings=self.settings,
             stopping=self.stopping,
-            traceparent=request.traceparent or new_traceparent(),
+            # The run's calls carry its trace: the run's span when traced, else the request's.
+            traceparent=tracing.current_traceparent() if tracing.on else (request.traceparent or new_traceparent()),
         )
         log.info(
             "pull run started",
