@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from callstream.contracts import NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER
 from callstream.gateway._gauges import read_integrations
+from callstream.gateway.pull._quota import QuotaSpent, QuotaStore
 from callstream.normalizer._backlog import read_outbox
 from callstream.runtime._backlog import read_backlog
 from callstream.scheduler._gauges import read_runs
@@ -148,3 +149,17 @@ async def test_integration_gauges_list_the_ones_waiting_for_reauthorisation(pool
     reauth = "callstream_gateway_integration_reauth_required"
     assert value(reauth, integration_id=str(ids[1]), workspace_id="acme", provider="gong") == 1
     assert value(reauth, integration_id=str(ids[0]), workspace_id="acme", provider="gong") is None
+
+
+async def test_quota_left_follows_the_shared_daily_count(jetstream) -> None:
+    quotas = await QuotaStore.open(jetstream, "observability-quota")
+    quota = quotas.daily("gong:abc123", 3)
+    left = "callstream_gateway_pull_quota_left"
+    await quota.take()
+    assert value(left, account="gong:abc123") == 2
+    await quotas.daily("gong:abc123", 3).take()  # another replica's count of the same account
+    await quota.take()
+    assert value(left, account="gong:abc123") == 0
+    with pytest.raises(QuotaSpent):
+        await quota.take()
+    assert value(left, account="gong:abc123") == 0
