@@ -141,7 +141,27 @@ async def test_one_webhook_is_one_trace_from_the_request_to_the_message_upserted
     assert publish.name == "messages.upserted.fathom publish"
     assert (publish.span_id, publish.parent_span_id) == (publish_span_id, stored.span_id)
     assert publish.attributes["callstream.message.message_id"] == event["message_id"]
-    assert {s.service for s in spans} == {"ingest-gateway", "normalizer"}
+    assert {s.service for s in spans} <= {"ingest-gateway", "normalizer", "linker"}
+
+    # The linker drops its cached link on the event: the last step of the trace.
+    invalidated = await eventually(
+        lambda: [s for s in sink.trace(trace_id) if s.name == "linker cache invalidate"], timeout=30
+    )
+    assert [(s.service, s.parent_span_id) for s in invalidated] == [("linker", publish_span_id)]
+
+    # A link answered from the linker's cache continues its caller's trace.
+    caller_trace = uuid.uuid4().hex
+    linker = stack.client("linker")
+    params = {"workspace_id": "acme", "source": "fathom", "external_id": "710001"}
+
+    async def served_hot() -> list[ReceivedSpan]:
+        r = await linker.get("/v1/links", params=params, headers={"traceparent": f"00-{caller_trace}-{'1' * 16}-01"})
+        assert r.status_code == 200, r.text
+        return [s for s in sink.trace(caller_trace) if s.service == "linker" and s.kind == SERVER]
+
+    served = await eventually(served_hot, timeout=30, interval=0.3)
+    assert served[0].parent_span_id == "1" * 16
+    assert served[0].attributes["http.response.status_code"] == 200
 
     # The batch that stored it is a trace of its own, linked to each message's trace.
     batch = _one(sink.all(), name="normalizer store batch")

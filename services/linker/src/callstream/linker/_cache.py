@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from callstream.contracts import MESSAGES, LinkSources, MessageUpserted
-from callstream.runtime import Broker, get_logger
+from callstream.runtime import Broker, SpanKind, get_logger, tracing
 
 from ._links import LinkFacts
 
@@ -231,8 +231,25 @@ class MessageEventFeed:
         except msgspec.DecodeError:
             log.warning("undecodable message event ignored", subject=msg.subject)
             return
-        if self.cache is not None:
-            self.cache.invalidate(event)
+        if not tracing.on:
+            if self.cache is not None:
+                self.cache.invalidate(event)
+            return
+        # The last step of the message's trace: the link served from now on is the new one.
+        with tracing.span(
+            "linker cache invalidate",
+            kind=SpanKind.CONSUMER,
+            parent=tracing.extract(msg.headers),
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": msg.subject,
+                "callstream.workspace_id": event.workspace_id,
+                "callstream.message_id": event.message_id,
+                "callstream.message.external_id": event.external_id,
+            },
+        ):
+            if self.cache is not None:
+                self.cache.invalidate(event)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """The worker: follow message events until the service stops. A failed subscribe (the

@@ -21,7 +21,7 @@ from litestar._asgi.utils import is_valid_host
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Send
 
 from callstream.contracts import Source
-from callstream.runtime import RequestMetrics, get_logger, request_id
+from callstream.runtime import RequestMetrics, SpanKind, get_logger, request_id, tracing
 
 from ._auth import Authenticator
 from ._etag import etag_matches
@@ -101,6 +101,8 @@ class HotLinks:
                 await send(start)
                 await send({"type": "http.response.body", "body": body, "more_body": False})
                 self._count(status, started)
+                if tracing.on:
+                    self._span(status, started, {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
                 return
         await self._app(scope, receive, send)
 
@@ -120,11 +122,28 @@ class HotLinks:
             protocol.response_bytes(status, headers, body)
         self.answered_rsgi += 1
         self._count(status, started)
+        if tracing.on:
+            self._span(status, started, {name: scope.headers.get(name) for name in ("traceparent", "tracestate")})
         return True
 
     def _count(self, status: int, started: float) -> None:
         self.answered += 1
         self._metrics.defer("GET", PATH, status, time.perf_counter() - started)
+
+    @staticmethod
+    def _span(status: int, started: float, headers: dict[str, str | None]) -> None:
+        """Traced: the server span of a link answered here (after the fact: the answer is one
+        synchronous step), continuing the caller's trace."""
+        carrier = {k: v for k, v in headers.items() if v is not None and k in ("traceparent", "tracestate")}
+        elapsed_ns = int((time.perf_counter() - started) * 1e9)
+        span = tracing.tracer.start_span(
+            "GET " + PATH,
+            context=tracing.extract(carrier),
+            kind=SpanKind.SERVER,
+            start_time=time.time_ns() - elapsed_ns,
+            attributes={"http.request.method": "GET", "http.route": PATH, "http.response.status_code": status},
+        )
+        span.end()
 
     @staticmethod
     def _guarded(answer: Callable[[Any], _T | None], scope: Any) -> _T | None:
