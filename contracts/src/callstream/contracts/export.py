@@ -72,6 +72,7 @@ def render() -> dict[str, bytes]:
                         "description": "deterministic from the content identity",
                     },
                     "traceparent": {"type": "string", "description": "W3C trace context"},
+                    "tracestate": {"type": "string", "description": "W3C trace state, when the trace has one"},
                 },
             },
         }
