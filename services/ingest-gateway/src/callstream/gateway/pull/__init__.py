@@ -18,7 +18,7 @@ from ._errors import AuthFailed, CursorExpired, ProviderUnavailable, ReauthNeede
 from ._limits import LimiterRegistry, window_limiter
 from ._quota import DailyQuota, QuotaSpent, QuotaStore
 from ._settings import PullSettings, load_pull_settings
-from ._worker import IntegrationSource, ProviderHosts, PullWorker
+from ._worker import IntegrationSource, ProviderHosts, PullState, PullWorker
 
 
 def pull_worker(
@@ -34,6 +34,9 @@ def pull_worker(
     (one OAuth refresh path, one connection pool). ``CALLSTREAM_GATEWAY_PULL_*`` is read now, so a
     bad variable stops the gateway at start."""
     chosen = pull_settings or load_pull_settings()
+    # Made once: the supervisor's restarts of ``run`` share the slots, the breakers and the runs
+    # still going, so a broker blip neither doubles the runs at once nor forgets a failing host.
+    state = PullState(chosen)
 
     async def run(runtime: ServiceRuntime) -> None:
         await runtime.broker.wait_connected()
@@ -64,6 +67,7 @@ def pull_worker(
                 hosts=ProviderHosts(settings.fathom_api_url, settings.gong_api_url),
                 stopping=asyncio.Event(),
                 limiters=LimiterRegistry(chosen, quotas),
+                state=state,
             )
             watcher = asyncio.create_task(_forward_stop(runtime.stopping, worker.stopping))
             try:
@@ -92,6 +96,7 @@ __all__ = [
     "ProviderHosts",
     "ProviderUnavailable",
     "PullSettings",
+    "PullState",
     "PullWorker",
     "QuotaSpent",
     "QuotaStore",

@@ -90,6 +90,12 @@ class PullSettings(BaseSettings):
         validation_alias=_pull("BREAKER_PROBE_TIMEOUT_SECONDS"),
         description="a probe that has not reported by then is replaced by another",
     )
+    restart_wait_seconds: float = Field(
+        30.0,
+        ge=0,
+        validation_alias=_pull("RESTART_WAIT_SECONDS"),
+        description="a pull worker restarted after a broker error first waits this long at most for its runs to checkpoint",
+    )
     heartbeat_seconds: float = Field(
         20.0, gt=0, validation_alias=_pull("HEARTBEAT_SECONDS"), description="in-progress acks keep the run's lease"
     )

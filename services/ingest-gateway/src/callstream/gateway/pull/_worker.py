@@ -91,6 +91,38 @@ class ProviderHosts:
 
 
 @dataclass
+class PullState:
+    """What outlives a restart of the worker (the supervisor builds a new ``PullWorker`` after a
+    broker error): the slots, their fair share, the breakers and the runs still going. Runs of the
+    failed worker keep their slots until they end, so the new one never runs more than
+    ``concurrency`` at once, and a failing host stays known as failing (no fresh probes)."""
+
+    settings: PullSettings
+    breakers: BreakerRegistry | None = None
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.breakers = self.breakers or BreakerRegistry(
+            failures_to_open=s.breaker_failures,
+            open_seconds=s.breaker_open_seconds,
+            open_max_seconds=s.breaker_open_max_seconds,
+            probe_timeout_seconds=s.breaker_probe_timeout_seconds,
+            enabled=s.breaker_enabled,
+        )
+        self.slots = asyncio.Semaphore(s.concurrency)
+        self.running: set[asyncio.Task[None]] = set()
+        self.fair: FairShare[_Parked] = FairShare(
+            slots_per_host(s.concurrency, s.slots_per_host), s.lookahead or s.concurrency, self._suspect
+        )
+        self.integration_hosts: dict[str, str] = {}  # learned from each run: a slot's fairness key
+
+    def _suspect(self, host: str) -> bool:
+        assert self.breakers is not None
+        breaker = self.breakers.get(host)
+        return breaker is not None and breaker.suspect
+
+
+@dataclass
 class PullWorker:
     js: JetStreamContext
     store: IntegrationSource
@@ -102,23 +134,16 @@ class PullWorker:
     limiters: LimiterRegistry | None = None
     max_deliver: int = GATEWAY_PULL_CONSUMER.max_deliver
     breakers: BreakerRegistry | None = None
+    state: PullState | None = None  # shared with the workers that replace this one (``PullState``)
 
     def __post_init__(self) -> None:
         self.limiters = self.limiters or LimiterRegistry(self.settings)
-        s = self.settings
-        self.breakers = self.breakers or BreakerRegistry(
-            failures_to_open=s.breaker_failures,
-            open_seconds=s.breaker_open_seconds,
-            open_max_seconds=s.breaker_open_max_seconds,
-            probe_timeout_seconds=s.breaker_probe_timeout_seconds,
-            enabled=s.breaker_enabled,
-        )
+        self.state = self.state or PullState(self.settings, self.breakers)
+        self.breakers = self.state.breakers
         self.publisher = Publisher(self.js, self.settings.redeliver_delay_seconds)
-        self.running: set[asyncio.Task[None]] = set()
-        self.fair: FairShare[_Parked] = FairShare(
-            slots_per_host(s.concurrency, s.slots_per_host), s.lookahead or s.concurrency, self._suspect
-        )
-        self.integration_hosts: dict[str, str] = {}  # learned from each run: a slot's fairness key
+        self.running = self.state.running
+        self.fair = self.state.fair
+        self.integration_hosts = self.state.integration_hosts
 
     # --- the consumer loop --------------------------------------------------------------------------
 
@@ -129,7 +154,8 @@ class PullWorker:
         except NotFoundError:
             await ensure_consumer(self.js, spec)
         sub = await self.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
-        slots = asyncio.Semaphore(self.settings.concurrency)
+        assert self.state is not None
+        slots = self.state.slots
         running = self.running
         log.info("pull worker started", concurrency=self.settings.concurrency)
         try:
@@ -139,8 +165,11 @@ class PullWorker:
                     chosen = await self._next_request(sub)
                 except Exception:
                     # The broker away or the consumer deleted: the runtime's supervisor starts the
-                    # worker again with backoff, declaring the consumer anew. Runs in flight go on.
+                    # worker again with backoff, declaring the consumer anew. This worker's runs
+                    # checkpoint and release their requests first (bounded), so the new worker does
+                    # not take them up while they still go on here.
                     slots.release()
+                    await self._wind_down()
                     raise
                 if chosen is None:
                     slots.release()
@@ -154,6 +183,14 @@ class PullWorker:
             await self._unpark()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _wind_down(self) -> None:
+        """Stop this worker's runs between pages and wait for them, ``restart_wait_seconds`` at
+        most; one still going after that keeps its slot (``PullState``) until it ends."""
+        self.stopping.set()
+        mine = set(self.running)
+        if mine:
+            await asyncio.wait(mine, timeout=self.settings.restart_wait_seconds)
 
     async def _next_request(self, sub: Any) -> tuple[str, _Parked] | None:
         """The request a free slot takes, fairly between provider hosts (``_fair``): fetched
@@ -186,11 +223,6 @@ class PullWorker:
         if known is not None:
             return known
         return host_of(self.hosts.fathom if request.provider == "fathom" else self.hosts.gong)
-
-    def _suspect(self, host: str) -> bool:
-        assert self.breakers is not None
-        breaker = self.breakers.get(host)
-        return breaker is not None and breaker.suspect
 
     async def _give_back(self, parked: _Parked) -> None:
         """A parked request of a failing host, released unstarted until the host may be tried."""
