@@ -108,7 +108,10 @@ class Broker:
                     await self._nc.close()
 
     async def check(self) -> None:
+        """Connected, and JetStream answers (a server can take core NATS traffic while its
+        JetStream does not: a lost meta leader, a full store)."""
         if not self.is_connected:
             raise ConnectionError("NATS is not connected")
-        async with asyncio.timeout(1.0):
+        async with asyncio.timeout(1.5):
             await self.nc.flush(timeout=1)
+            await self.js.account_info()

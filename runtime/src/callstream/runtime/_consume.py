@@ -115,12 +115,14 @@ async def give_up(js: JetStreamContext, msg: Msg, error: str, *, consumer: str, 
         log.warning("dead letter not written, retrying later", consumer=consumer, error=type(exc).__name__)
         await nak(msg, retry_delay)
         return False
+    # The reason's kind only: its text may quote the data (asyncpg quotes a rejected value), and
+    # the DLQ entry keeps it whole.
     log.warning(
         "message dead-lettered",
         consumer=consumer,
         subject=msg.subject,
         seq=msg.metadata.sequence.stream,
-        reason=error[:300],
+        reason=error.split(":")[0][:100],
     )
     return True
 
@@ -165,7 +167,9 @@ async def settle(
 
     ``Unprocessable`` or an error ``is_poison`` accepts dead-letters at once. Any other error is
     taken as transient and naks; on the consumer's last allowed delivery the message is
-    dead-lettered instead, so JetStream's ``max_deliver`` never drops one silently."""
+    dead-lettered instead, so JetStream's ``max_deliver`` never drops one silently. That last
+    delivery is dead-lettered before the handler runs when the ones before it were never settled
+    (the process died or stalled handling it: a message that makes it run out of memory)."""
     if tracing.on:  # the handling continues the message's trace
         with tracing.span(
             f"{spec.durable} process",
@@ -188,16 +192,19 @@ async def _settle(
     redelivery: Redelivery,
     is_poison: Callable[[BaseException], bool],
 ) -> Outcome:
+    # JetStream delivers a message at most max_deliver times, then drops it without a word: its
+    # last delivery goes to the DLQ instead, whatever became of the ones before (a nak, or a
+    # handler that died or stalled on it: a message that makes the process run out of memory).
+    delivered = msg.metadata.num_delivered
+    if spec.max_deliver > 0 and delivered >= spec.max_deliver:
+        reason = f"gave up after {delivered} deliveries (its handler kept failing, or died or stalled on it)"
+        written = await give_up(js, msg, reason, consumer=spec.durable, retry_delay=redelivery.max_delay)
+        return DEAD_LETTERED if written else RETRY
     try:
         await handler(msg)
     except Exception as exc:
-        delivered = msg.metadata.num_delivered
         if isinstance(exc, Unprocessable) or is_poison(exc):
             written = await give_up(js, msg, f"{type(exc).__name__}: {exc}", consumer=spec.durable, retry_delay=1.0)
-            return DEAD_LETTERED if written else RETRY
-        if spec.max_deliver > 0 and delivered >= spec.max_deliver:
-            reason = f"gave up after {delivered} deliveries: {type(exc).__name__}: {exc}"
-            written = await give_up(js, msg, reason, consumer=spec.durable, retry_delay=redelivery.max_delay)
             return DEAD_LETTERED if written else RETRY
         log.warning("message not handled, retrying later", consumer=spec.durable, error=type(exc).__name__)
         await nak(msg, redelivery.delay(delivered))
@@ -220,8 +227,8 @@ async def consume(
 ) -> None:
     """Fetch and settle messages of ``spec`` in order until ``stopping``.
 
-    After a transient failure the rest of the fetched batch is released at once (in order, for
-    the next fetch) and ``recover()`` is awaited before fetching more (e.g. until the database
+    After a transient failure the rest of the fetched batch is released with the failed one's
+    delay (in order, after it) and ``recover()`` is awaited before fetching more (e.g. until the database
     answers again): an outage then costs each message one delivery, not one per retry interval.
     Without ``recover``, the consumer pauses for the first nak delay."""
     redelivery = redelivery or Redelivery()
@@ -235,8 +242,11 @@ async def consume(
             for i, msg in enumerate(msgs):
                 outcome = await settle(js, msg, handler, spec, redelivery=redelivery, is_poison=is_poison)
                 if outcome.transient:
+                    # The rest come back with the same delay, after the one that failed and in
+                    # order: a later message applied first would be overwritten by an older one.
+                    delay = redelivery.delay(msg.metadata.num_delivered)
                     for later in msgs[i + 1 :]:
-                        await nak(later, 0)
+                        await nak(later, delay)
                     if recover is not None:
                         await recover()
                     else:

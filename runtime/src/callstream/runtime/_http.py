@@ -25,7 +25,7 @@ from ._metrics import observe_middleware_factory
 
 log = get_logger(__name__)
 
-Check = Callable[[], Awaitable[None]]
+Check = Callable[[], Awaitable[str | None]]
 READY_TIMEOUT_SECONDS = 2.0
 
 
@@ -114,10 +114,13 @@ def health_handlers(checks: Mapping[str, Check]) -> list[ControllerRouterHandler
         results = await asyncio.gather(
             *(asyncio.wait_for(checks[n](), READY_TIMEOUT_SECONDS) for n in names), return_exceptions=True
         )
+        # A check answers None when all is well, a short note for something degraded that must not
+        # take the service out of rotation (an optional worker down), or raises.
         report = {
-            n: ("ok" if r is None else f"{type(r).__name__}: {r}"[:200]) for n, r in zip(names, results, strict=False)
+            n: ("ok" if r is None else r if isinstance(r, str) else f"{type(r).__name__}: {r}"[:200])
+            for n, r in zip(names, results, strict=False)
         }
-        ok = all(r is None for r in results)
+        ok = all(r is None or isinstance(r, str) for r in results)
         return Response({"status": "ok" if ok else "unavailable", "checks": report}, status_code=200 if ok else 503)
 
     return [live, ready]

@@ -67,11 +67,13 @@ class ServiceRuntime:
             raise RuntimeError("the runtime is not started")
         return self.pool
 
-    def add_worker(self, name: str, worker: Worker) -> None:
+    def add_worker(self, name: str, worker: Worker, *, critical: bool = True) -> None:
         """A background worker: started with the service, restarted by the supervisor whenever it
         fails or returns early, and given the shutdown grace period to finish at a stop. It runs
-        until ``stopping`` is set and lets anything it cannot handle escape (see ``_supervisor``)."""
-        self.supervisor.add(name, worker)
+        until ``stopping`` is set and lets anything it cannot handle escape (see ``_supervisor``).
+        ``critical=False``: the service answers without it, so while it is down readiness notes it
+        (``optional_workers``) without answering 503."""
+        self.supervisor.add(name, worker, critical=critical)
 
     async def sleep(self, seconds: float) -> bool:
         """Sleep, waking at once at a stop; True when the service is stopping."""
@@ -82,6 +84,7 @@ class ServiceRuntime:
             "database": lambda: check_postgres(self.db),
             "broker": self.broker.check,
             "workers": self.supervisor.check,
+            "optional_workers": self.supervisor.degraded,
         }
 
     async def start(self) -> None:

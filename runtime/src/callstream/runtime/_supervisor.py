@@ -87,6 +87,7 @@ class WorkerDown(Exception):
 @dataclass(slots=True)
 class WorkerState:
     name: str
+    critical: bool = True
     up: bool = False
     restarts: int = 0
     down_since: float | None = None
@@ -118,11 +119,14 @@ class Supervisor:
         self.states: dict[str, WorkerState] = {}
         self.tasks: list[asyncio.Task[None]] = []
 
-    def add(self, name: str, worker: Worker) -> None:
+    def add(self, name: str, worker: Worker, *, critical: bool = True) -> None:
+        """``critical=False`` for a worker the service answers without (the linker's cache feed,
+        the gateway's pulls, which webhooks do not need): down, it is reported by readiness and
+        metrics but does not take the service out of rotation."""
         if name in self.states:
             raise ValueError(f"a worker named {name!r} is already supervised")
         self._workers.append((name, worker))
-        self.states[name] = WorkerState(name)
+        self.states[name] = WorkerState(name, critical)
         WORKER_UP.labels(self.service, name).set(0)
         WORKER_RESTARTS.labels(self.service, name)  # the series exists (at 0) before any restart
 
@@ -191,15 +195,26 @@ class Supervisor:
             s for s in self.states.values() if s.down_since is not None and now - s.down_since >= self.grace_seconds
         ]
 
+    def _describe(self, down: list[WorkerState]) -> str:
+        """Names first (the readiness answer keeps only the start of a message), then how long and
+        the error's type: its text may quote data, and readiness answers anyone who asks."""
+        now = self._clock()
+        names = ", ".join(s.name for s in down)
+        details = "; ".join(
+            f"{s.name} {now - (s.down_since or now):.0f} s, {(s.last_error or '').split(':')[0]}" for s in down
+        )
+        return f"{names} down for over {self.grace_seconds:g} s ({details})"
+
     async def check(self) -> None:
-        """The readiness check: fails naming each worker down past the grace period (names first:
-        the readiness answer keeps only the start of a check's message)."""
-        down = self.down()
+        """The readiness check: fails naming each critical worker down past the grace period."""
+        down = [s for s in self.down() if s.critical]
         if down:
-            now = self._clock()
-            names = ", ".join(s.name for s in down)
-            details = "; ".join(f"{s.name} down for {now - (s.down_since or now):.0f} s: {s.last_error}" for s in down)
-            raise WorkerDown(f"{names} down for over {self.grace_seconds:g} s ({details})")
+            raise WorkerDown(self._describe(down))
+
+    async def degraded(self) -> str | None:
+        """A readiness note (not a failure) naming each optional worker down past the grace period."""
+        down = [s for s in self.down() if not s.critical]
+        return self._describe(down) if down else None
 
     async def stop(self, grace_seconds: float) -> None:
         """After ``stopping`` is set: wait up to ``grace_seconds`` for the workers, then cancel."""

@@ -58,6 +58,9 @@ REFUSED = {
 }
 
 
+CONTENT_MISMATCH = {"transcript not a list", "speaker of the wrong type", "unknown field, wrong known type"}
+
+
 @pytest.mark.parametrize("name", list(REFUSED))
 async def test_refused_with_400_the_same_both_ways(gateway: Gateway, js: JetStreamContext, name: str) -> None:
     payload, code = REFUSED[name]
@@ -69,8 +72,10 @@ async def test_refused_with_400_the_same_both_ways(gateway: Gateway, js: JetStre
         response = await gateway.deliver(iid, payload, webhook_id=f"msg_{enabled}")
         assert hot.answered == before + enabled
         answers.append((response.status_code, response.json()))
-        # final: Svix stops resending what would be refused again
-        assert response.headers.get("webhook-delivery") == "abort-message"
+        # Final (Svix stops resending) when it can never be a meeting; a meeting whose other
+        # fields do not fit the model stays in Svix's retries, in case Fathom changed a type.
+        final = name not in CONTENT_MISMATCH
+        assert (response.headers.get("webhook-delivery") == "abort-message") is final, name
     hot.enabled = True
     assert answers[0] == answers[1], name
     status, answer = answers[0]

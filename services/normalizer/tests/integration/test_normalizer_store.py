@@ -446,3 +446,33 @@ async def test_malformed_events_go_to_the_dlq_and_never_stop_the_consumer(pool, 
     assert len(await stream_messages(js, DLQ)) == len(malformed)
     stored = await pool.fetchval("select count(distinct (source, external_id)) from messages")
     assert stored == len({(source, external_id) for source, external_id, _ in good})
+
+
+async def test_a_rule_one_meeting_breaks_holds_back_only_that_meeting(pool, nc, kit, database_url, nats_url):
+    """Not an outage and not a bad value: a rule of the database (here a trigger, as an operator
+    might add; a constraint or a bug would do the same) refuses one meeting of a batch. Before, the
+    whole batch was retried together and each good meeting spent a delivery on it, until all of
+    them went to the DLQ; now the rest is stored at once and only that meeting is retried."""
+    await pool.execute(
+        """
+        create function refuse_one() returns trigger language plpgsql as $$
+        begin
+          if new.external_id = '2' then raise exception 'refused by a rule' using errcode = 'P0001'; end if;
+          return new;
+        end $$;
+        create trigger refuse_one before insert on messages for each row execute function refuse_one();
+        """
+    )
+    js = nc.jetstream()
+    subject = kit.subject_of("fathom")
+    for recording_id in (1, 2, 3):
+        meeting = kit.fathom_meeting(recording_id=recording_id)
+        await publish_raw(js, kit.raw_call(meeting, external_id=str(recording_id)), subject)
+    sub = await js.pull_subscribe_bind(durable=NORMALIZER_CONSUMER.durable, stream=CALLS_RAW)
+    processor = RawCallProcessor(pool, js, settings_for(database_url, nats_url))
+    result = await processor.process(await sub.fetch(3, timeout=2))
+    assert (result.stored, result.retried, result.dead_lettered) == (2, 1, 0)
+    stored = [r["external_id"] for r in await pool.fetch("select external_id from messages order by external_id")]
+    assert stored == ["1", "3"]
+    info = await js.consumer_info(CALLS_RAW, NORMALIZER_CONSUMER.durable)
+    assert (info.num_ack_pending, info.num_redelivered) == (1, 0)  # only '2' waits for another try

@@ -35,7 +35,8 @@ def build_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> L
     ctx = GatewayContext(settings, runtime, cipher, http, integrations, cache)
     webhooks = FathomWebhooks(settings, cache, runtime.broker)
     runtime.add_worker("webhook-secrets", lambda rt: cache.run(rt.db, rt.stopping))
-    runtime.add_worker("pull", pull_worker(settings, store=integrations, http=http))
+    # Webhooks do not need the pulls: a pull worker down is reported, not a reason to stop intake.
+    runtime.add_worker("pull", pull_worker(settings, store=integrations, http=http), critical=False)
     add_gauge_workers(runtime)
 
     @contextlib.asynccontextmanager

@@ -83,6 +83,8 @@ async def _collect(runtime: ServiceRuntime) -> None:
 
 def add_gauge_workers(runtime: ServiceRuntime) -> None:
     runtime.add_worker(
-        "backlog", backlog_worker((GATEWAY_PULL_CONSUMER,), (dlq_subject(GATEWAY_PULL_CONSUMER.durable),))
+        "backlog",
+        backlog_worker((GATEWAY_PULL_CONSUMER,), (dlq_subject(GATEWAY_PULL_CONSUMER.durable),)),
+        critical=False,
     )
-    runtime.add_worker("integration-gauges", periodic(_collect, GAUGE_SECONDS))
+    runtime.add_worker("integration-gauges", periodic(_collect, GAUGE_SECONDS), critical=False)

@@ -66,7 +66,27 @@ def _external_id(body: bytes) -> str:
     try:
         return str(fathom_meeting_id(body))
     except PayloadRejected as exc:
-        raise ApiError(400, exc.code, exc.detail, FINAL) from None
+        raise ApiError(400, exc.code, exc.detail, FINAL if _never_a_meeting(exc, body) else None) from None
+
+
+class _Identity(msgspec.Struct):
+    recording_id: int
+
+
+_identity = msgspec.json.Decoder(_Identity).decode
+
+
+def _never_a_meeting(exc: PayloadRejected, body: bytes) -> bool:
+    """Whether Svix should stop resending: not JSON, nested too deep, or no integer
+    ``recording_id``. A meeting with an identity whose other fields do not fit the model may fit
+    it after Fathom's change is followed here: kept in Svix's retries (~27 h), not thrown away."""
+    if exc.code != "not_a_meeting":
+        return True
+    try:
+        _identity(body)  # the depth was checked already: this decode cannot recurse too far
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return True
+    return False
 
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -115,7 +135,11 @@ class FathomWebhooks:
         broker.on_connect(self.payload.check)
 
     def body_too_large(self) -> ApiError:
-        return ApiError(413, "body_too_large", f"the body is larger than {self.payload.body_limit()} bytes", FINAL)
+        limit = self.payload.body_limit()
+        # Final only over CALLSTREAM_GATEWAY_MAX_BODY: under it, the broker's max_payload is what is
+        # too small, and once an operator raises it the sender's next try gets through.
+        final = FINAL if limit >= self.payload.max_body else None
+        return ApiError(413, "body_too_large", f"the body is larger than {limit} bytes", final)
 
     def admit(self, integration_id: str, headers: dict[str, str]) -> WebhookTarget:
         """The checks that need no body: its announced size, the cache, the integration."""

@@ -51,7 +51,8 @@ def build_app(settings: Settings) -> Litestar:
     feed = MessageEventFeed(runtime.broker)
     cache = LinkCache(settings.cache_entries, settings.cache_max_age_seconds, feed.state)
     feed.cache = cache
-    runtime.add_worker("link-cache-feed", lambda rt: feed.run(rt.stopping))
+    # Without the feed the cache is off and links are read from the database: degraded, still serving.
+    runtime.add_worker("link-cache-feed", lambda rt: feed.run(rt.stopping), critical=False)
     lookup = LinkLookup(lambda: runtime.db, cache, settings.allowed_hosts)
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
     authenticate = Authenticator(lambda: runtime.db, admin, settings.token_cache_seconds)

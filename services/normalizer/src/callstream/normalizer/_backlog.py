@@ -47,5 +47,7 @@ async def _collect(runtime: ServiceRuntime) -> None:
 
 
 def add_backlog_workers(runtime: ServiceRuntime) -> None:
-    runtime.add_worker("backlog", backlog_worker((NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER), DLQ_SUBJECTS))
-    runtime.add_worker("outbox-backlog", periodic(_collect, OUTBOX_SECONDS))
+    runtime.add_worker(
+        "backlog", backlog_worker((NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER), DLQ_SUBJECTS), critical=False
+    )
+    runtime.add_worker("outbox-backlog", periodic(_collect, OUTBOX_SECONDS), critical=False)

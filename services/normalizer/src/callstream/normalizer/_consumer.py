@@ -92,10 +92,18 @@ class RawCallProcessor:
         mappable: list[tuple[Msg, MappedMessage]] = []
         dead = 0
         for msg in msgs:
+            delivered = msg.metadata.num_delivered
+            if delivered >= self._max_deliver:  # JetStream's last: it would drop the next silently
+                reason = f"gave up after {delivered} deliveries (its store kept failing, or the process died on it)"
+                dead += await self._give_up(msg, reason)
+                continue
             try:
                 mappable.append((msg, map_raw_call(msg.data, self._links)))
             except UnmappableError as exc:
                 dead += await self._give_up(msg, f"unmappable: {exc}")
+            except MemoryError:  # the process's memory, not the message: another try may fit
+                log.error("mapping ran out of memory, retrying later", subject=msg.subject, bytes=len(msg.data))
+                await nak(msg, self._settings.retry_max_seconds)
             except Exception as exc:
                 log.error("mapping failed", subject=msg.subject, error=type(exc).__name__, exc_info=exc)
                 dead += await self._give_up(msg, f"unmappable: {type(exc).__name__}: {str(exc)[:300]}")
@@ -158,7 +166,9 @@ class RawCallProcessor:
         try:
             stored = await self._store([m for _, m in mappable])
         except Exception as exc:
-            if is_poison(exc):
+            # Not an outage: one message's value, or a rule (a constraint, a trigger, a bug) one of
+            # them breaks. Storing each alone keeps the rest from sharing its retries and its DLQ.
+            if is_poison(exc) or (not is_transient(exc) and len(mappable) > 1):
                 result = await self._one_by_one(mappable)
                 return BatchResult(result.stored, result.unchanged, result.dead_lettered + dead, result.retried)
             retried, dead_now = await self._retry_later([msg for msg, _ in mappable], exc)
@@ -194,7 +204,10 @@ class RawCallProcessor:
 
     async def _retry_later(self, msgs: list[Msg], exc: Exception) -> tuple[int, int]:
         level = "warning" if is_transient(exc) else "error"
-        getattr(log, level)("batch not stored, retrying later", error=type(exc).__name__, detail=str(exc)[:300])
+        # The error's type and SQLSTATE only: PostgreSQL's text may quote a value (a transcript).
+        getattr(log, level)(
+            "batch not stored, retrying later", error=type(exc).__name__, sqlstate=getattr(exc, "sqlstate", None)
+        )
         retried = dead = 0
         for msg in msgs:
             delivered = msg.metadata.num_delivered

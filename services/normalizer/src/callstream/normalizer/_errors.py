@@ -7,9 +7,10 @@ import asyncio
 import asyncpg
 import nats.errors
 
-# SQLSTATE classes: connection, transaction rollback (serialization, deadlock), insufficient
+# SQLSTATE classes: connection, invalid transaction state (25006: a replica or a failed-over
+# primary that is read-only for now), transaction rollback (serialization, deadlock), insufficient
 # resources, object not in prerequisite state (lock not available), operator intervention, system.
-_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
+_TRANSIENT_CLASSES = frozenset({"08", "25", "40", "53", "55", "57", "58"})
 # data exception (bad value), program limit exceeded (e.g. an index row too large).
 _POISON_CLASSES = frozenset({"22", "54"})
 

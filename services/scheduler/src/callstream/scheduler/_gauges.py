@@ -90,5 +90,7 @@ def add_gauge_workers(runtime: ServiceRuntime, clock: Clock) -> None:
         except _TRANSIENT as exc:
             log.debug("run gauges not read this time", error=type(exc).__name__)
 
-    runtime.add_worker("backlog", backlog_worker((SCHEDULER_CONSUMER,), (dlq_subject(SCHEDULER_CONSUMER.durable),)))
-    runtime.add_worker("run-gauges", periodic(collect, GAUGE_SECONDS))
+    runtime.add_worker(
+        "backlog", backlog_worker((SCHEDULER_CONSUMER,), (dlq_subject(SCHEDULER_CONSUMER.durable),)), critical=False
+    )
+    runtime.add_worker("run-gauges", periodic(collect, GAUGE_SECONDS), critical=False)
