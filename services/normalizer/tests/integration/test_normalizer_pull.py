@@ -55,15 +55,17 @@ async def test_the_server_stops_before_a_message_that_would_not_fit(nc: Any, pul
         await msg.ack()
 
 
-async def test_a_full_batch_says_so_and_the_next_pull_gets_the_rest(nc: Any, puller: Any) -> None:
+async def test_full_batches_back_to_back_are_each_full(nc: Any, puller: Any) -> None:
+    """A full batch returns before the server's "409 Batch Completed" for it is read: that status
+    must not end the next request early (and the next one's the one after, down the line)."""
     js = nc.jetstream()
-    await _publish(js, *([100] * 5))
-    batch = await puller.pull(3, 1_000_000, 1.0)
-    assert (len(batch.msgs), batch.full) == (3, True)
-    await asyncio.sleep(0.05)  # the request's closing status arrives after its last message
-    rest = await puller.pull(3, 1_000_000, 1.0)  # that status does not end this request early
-    assert (len(rest.msgs), rest.full) == (2, False)
-    assert len({m.metadata.sequence.stream for m in batch.msgs + rest.msgs}) == 5
+    await _publish(js, *([100] * 31))
+    batches = [await puller.pull(3, 1_000_000, 1.0) for _ in range(10)]
+    assert [(len(b.msgs), b.full) for b in batches] == [(3, True)] * 10
+    rest = await puller.pull(3, 1_000_000, 1.0)
+    assert (len(rest.msgs), rest.full) == (1, False)
+    seqs = {m.metadata.sequence.stream for b in [*batches, rest] for m in b.msgs}
+    assert len(seqs) == 31
 
 
 async def test_it_waits_for_the_first_message_and_returns_without_waiting_for_a_full_batch(

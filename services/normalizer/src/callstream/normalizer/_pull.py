@@ -73,9 +73,16 @@ class BytePull:
         self._nc = nc
         self._subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{spec.stream}.{spec.durable}"
         self._sub: Subscription | None = None
+        self._inbox = ""
+        self._requests = 0
 
     async def open(self) -> BytePull:
-        self._sub = await self._nc.subscribe(self._nc.new_inbox())
+        # Each request gets its own reply subject under one subscription: a message is ours
+        # whichever request it answers, but a status ends only the request it names. With one
+        # reply subject, the closing status of a request already done (a full batch returns before
+        # its "409 Batch Completed" is read) would end the next one early, and so on down the line.
+        self._inbox = self._nc.new_inbox()
+        self._sub = await self._nc.subscribe(f"{self._inbox}.*")
         return self
 
     async def close(self) -> None:
@@ -104,7 +111,9 @@ class BytePull:
         request: dict[str, object] = {"batch": left, "expires": int(timeout * 1e9), "no_wait": True}
         if max_bytes:
             request["max_bytes"] = room
-        await self._nc.publish(self._subject, _ENCODE.encode(request), reply=sub.subject)
+        self._requests += 1
+        reply = f"{self._inbox}.{self._requests}"
+        await self._nc.publish(self._subject, _ENCODE.encode(request), reply=reply)
         deadline = time.monotonic() + timeout + _GRACE_SECONDS
         while len(msgs) < batch:
             try:
@@ -115,6 +124,8 @@ class BytePull:
             if status is None:
                 msgs.append(msg)
                 nbytes += len(msg.data)
+                continue
+            if msg.subject != reply:  # the end of an earlier request
                 continue
             code, description = status
             if code == "100":  # an idle heartbeat
