@@ -98,3 +98,33 @@ async def test_a_row_the_stream_refuses_is_dead_lettered_with_its_bytes_and_the_
     (letter,) = await _dead_letters(js)
     assert "larger than the stream accepts" in letter.error
     assert letter.data == big_payload  # redrivable once the stream accepts it
+
+
+async def test_a_row_refused_for_now_is_not_overtaken_by_the_rows_after_it(database_url: str, nc: Any) -> None:
+    """The stream refuses one row for a while (here a per-subject limit that an operator lifts
+    later; a stream leader change would do the same) while the rows after it would be stored: none
+    of them may land before it. Before, they were stored at once and the refused row came after."""
+    js = nc.jetstream()
+    info = await js.stream_info(MESSAGES)
+    limited = {**info.config.as_dict(), "max_msgs_per_subject": 1, "discard": "new", "discard_new_per_subject": True}
+    await js.update_stream(StreamConfig.from_response(limited))
+    await js.publish("messages.upserted.fathom", b"{}", headers={"Nats-Msg-Id": "earlier"})  # the subject is full
+    conn = await asyncpg.connect(database_url)
+    try:
+        first = await conn.fetchval(
+            "insert into outbox (subject, payload) values ('messages.upserted.fathom', '{}') returning id"
+        )
+        rest = [
+            await conn.fetchval(
+                "insert into outbox (subject, payload) values ($1, '{}') returning id", f"messages.upserted.s{n}"
+            )
+            for n in range(3)
+        ]
+        with pytest.raises(Exception):  # noqa: B017 - whichever refusal nats-py raises: the cycle fails
+            await publish_pending(conn, js, 500)
+        assert await _published_ids(js) == ["earlier"]  # nothing overtook the refused row
+        await js.purge_stream(MESSAGES, subject="messages.upserted.fathom")  # the operator lifts it
+        assert await publish_pending(conn, js, 500) == 4
+    finally:
+        await conn.close()
+    assert await _published_ids(js) == [f"outbox-{i}" for i in (first, *rest)]

@@ -53,6 +53,9 @@ def msg_id(outbox_id: int) -> str:
     return f"outbox-{outbox_id}"
 
 
+_EXPECTED_LAST = "Nats-Expected-Last-Msg-Id"
+
+
 def _headers(row: asyncpg.Record) -> dict[str, str]:
     """The row's headers: its ``Nats-Msg-Id`` and the trace context stored with it."""
     headers = {"Nats-Msg-Id": msg_id(row["id"])}
@@ -110,9 +113,10 @@ async def publish_pending(conn: asyncpg.Connection, js: JetStreamContext, limit:
       transaction and go out again next cycle, first the failed one, so a row never lands after a
       successor that was *marked*. The failure is then raised (the worker backs off visibly).
 
-    Left open: a row whose ack times out while a later one of the same batch is stored (a stream
-    leader change mid-batch) lands after that one when it is sent again; strict order there needs
-    one round trip per row, which the relay's throughput cannot afford.
+    Each row but the first carries ``Nats-Expected-Last-Msg-Id`` = its predecessor's id (the relay
+    is the one publisher to MESSAGES, one at a time), so the stream stores a row only right after
+    the one before it: a row lost in the pipeline cannot be overtaken by its successors. Sent again
+    alone, a row goes without it: alone, it follows the rows confirmed before it anyway.
     """
     failure: BaseException | None = None
     spans: list[Any] = []  # traced: each row's publish span
@@ -121,6 +125,11 @@ async def publish_pending(conn: asyncpg.Connection, js: JetStreamContext, limit:
         if not rows:
             return 0
         headers = [_headers(row) for row in rows]
+        # Each row after the first is stored only right after its predecessor: a row lost in the
+        # pipeline (no ack, a stream leader change) makes the stream refuse every row after it,
+        # which then go out one by one once it is in, so none lands before an earlier one.
+        for previous, row_headers in zip(rows, headers[1:], strict=False):
+            row_headers[_EXPECTED_LAST] = msg_id(previous["id"])
         if tracing.on:
             spans = [_publish_span(row, h) for row, h in zip(rows, headers, strict=True)]
         outcomes = await _send_in_order(js, rows, headers)
@@ -242,7 +251,7 @@ async def _publish_alone(
             row["subject"],
             row["payload"],
             timeout=PUBLISH_ACK_TIMEOUT_SECONDS,
-            headers=headers,
+            headers={k: v for k, v in headers.items() if k != _EXPECTED_LAST},
         )
     except Exception as exc:
         return exc
@@ -272,7 +281,10 @@ async def _dead_letter(js: JetStreamContext, row: asyncpg.Record, reason: str, h
         OUTBOX_DLQ_SUBJECT,
         msgspec.json.encode(letter),
         timeout=PUBLISH_ACK_TIMEOUT_SECONDS,
-        headers={**headers, "Nats-Msg-Id": f"dlq-{OUTBOX_DEAD_LETTERS}-{row['id']}"},
+        headers={
+            **{k: v for k, v in headers.items() if k != _EXPECTED_LAST},
+            "Nats-Msg-Id": f"dlq-{OUTBOX_DEAD_LETTERS}-{row['id']}",
+        },
     )
     EVENTS_DEAD_LETTERED.inc()
     log.error("outbox row dead-lettered", outbox_id=row["id"], subject=row["subject"], reason=reason[:200])
