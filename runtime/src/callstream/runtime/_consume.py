@@ -224,8 +224,10 @@ async def consume(
     redelivery: Redelivery | None = None,
     is_poison: Callable[[BaseException], bool] = lambda _: False,
     recover: Callable[[], Awaitable[None]] | None = None,
+    observe: Callable[[Outcome], object] | None = None,
 ) -> None:
-    """Fetch and settle messages of ``spec`` in order until ``stopping``.
+    """Fetch and settle messages of ``spec`` in order until ``stopping``; ``observe`` is told each
+    message's outcome (a metric).
 
     After a transient failure the rest of the fetched batch is released with the failed one's
     delay (in order, after it) and ``recover()`` is awaited before fetching more (e.g. until the database
@@ -241,6 +243,8 @@ async def consume(
                 continue
             for i, msg in enumerate(msgs):
                 outcome = await settle(js, msg, handler, spec, redelivery=redelivery, is_poison=is_poison)
+                if observe is not None:
+                    observe(outcome)
                 if outcome.transient:
                     # The rest come back with the same delay, after the one that failed and in
                     # order: a later message applied first would be overwritten by an older one.

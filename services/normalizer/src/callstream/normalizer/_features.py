@@ -111,19 +111,16 @@ async def run_feature_consumer(runtime: ServiceRuntime, settings: Settings) -> N
     failure, the rest of the batch comes back in order once the database answers."""
     await runtime.broker.wait_connected()
 
-    async def handle(msg: Msg) -> None:
-        await _store_feature_msg(runtime.db, msg)
-        FEATURE_LINKS.labels("stored").inc()
-
     await consume(
         runtime.broker.js,
         NORMALIZER_FEATURES_CONSUMER,
-        handle,
+        lambda msg: _store_feature_msg(runtime.db, msg),
         runtime.stopping,
         batch=100,
         fetch_timeout=settings.fetch_timeout_seconds,
         redelivery=REDELIVERY,
         recover=lambda: wait_for_postgres(runtime.db, runtime.stopping),
+        observe=_counted,
     )
 
 
