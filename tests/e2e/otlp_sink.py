@@ -27,6 +27,7 @@ class ReceivedSpan:
     parent_span_id: str
     attributes: dict[str, Any]
     links: tuple[tuple[str, str], ...]  # (trace id, span id)
+    events: tuple[str, ...] = ()
 
 
 def _value(v: AnyValue) -> Any:
@@ -61,6 +62,7 @@ class OtlpSink:
                             parent_span_id=s.parent_span_id.hex(),
                             attributes={a.key: _value(a.value) for a in s.attributes},
                             links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in s.links),
+                            events=tuple(e.name for e in s.events),
                         )
                     )
         with self.lock:
