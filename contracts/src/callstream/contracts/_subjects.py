@@ -129,7 +129,12 @@ GATEWAY_PULL_CONSUMER = ConsumerSpec(
     description="ingest-gateway: pull workers (a run keeps its lease with in-progress acks)",
     # Three of the workers' 20 s in-progress acks fit in it; a killed replica's run moves on within a minute.
     ack_wait_seconds=60.0,
-    max_deliver=20,
+    # As good as unlimited: a backfill gives its slot up every few seconds while others wait (a
+    # nak each), so a delivery is not a failure; the worker counts a run's failures and gives up
+    # with its SyncFinished error (CALLSTREAM_GATEWAY_PULL_MAX_FAILURES) instead of JetStream
+    # dropping it silently. Not -1: a consumer made with 20 and updated in place to -1 keeps
+    # stopping at 20 (measured on the embedded nats-server); a positive limit is applied.
+    max_deliver=1_000_000,
     max_ack_pending=64,
 )
 SCHEDULER_CONSUMER = ConsumerSpec(

@@ -48,6 +48,7 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     status: str | None = None
     error: str | None = None
     band: int = 0
+    failures: int = 0  # deliveries that ended in a failure; the run gives up at the worker's limit
     candidates: list[LatestCandidate] = []
 
     def encode(self) -> str:

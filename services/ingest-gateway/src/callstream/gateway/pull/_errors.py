@@ -33,6 +33,11 @@ class RunDeferred(Exception):
         self.delay = delay
 
 
+class RunPaused(RunDeferred):
+    """The run gave its slot up by itself, checkpointed: its time slice is over while other
+    requests wait, or the gateway is stopping. Not a failure: it never counts toward giving up."""
+
+
 class ProviderUnavailable(RunDeferred):
     """The provider failed (unreachable, timeouts, 5xx) or its host's breaker is open. The worker
     releases the run for at least ``delay`` and longer with each delivery, so a provider that stays

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Sequence
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from callstream.contracts.providers import PayloadRejected
 from callstream.runtime import get_logger
 
 from ._checkpoint import Checkpoint, CheckpointStore
-from ._errors import CursorExpired, RunDeferred, RunFailed
+from ._errors import CursorExpired, RunDeferred, RunFailed, RunPaused
 from ._fathom import FathomClient
 from ._gong import GongClient
 from ._mappable import check_gong_bundle, fathom_meeting_id, skipped
@@ -44,6 +45,10 @@ class Run:
     stopping: asyncio.Event
     traceparent: str | None
     published: set[str] = field(default_factory=set)  # external ids this process published in this run
+    # Asked once the run's time slice (``slice_seconds``) is over: do other requests wait for a
+    # slot? Then the run checkpoints and gives its slot up (``RunPaused``). ``None``: never.
+    others_wait: Callable[[], Awaitable[bool]] | None = None
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def source(self) -> Source:
@@ -112,7 +117,23 @@ class Run:
 
     def check_stopping(self) -> None:
         if self.stopping.is_set():
-            raise RunDeferred("the gateway is stopping; another worker resumes from the checkpoint", 0.0)
+            raise RunPaused("the gateway is stopping; another worker resumes from the checkpoint", 0.0)
+
+    async def slice_over(self) -> bool:
+        """A long run (not ``latest``: it is short by its limit) shares its slot: after
+        ``slice_seconds`` it yields at its next page if other requests wait."""
+        s = self.settings
+        if self.others_wait is None or self.request.mode == "latest" or s.slice_seconds <= 0:
+            return False
+        if time.monotonic() - self.started < s.slice_seconds:
+            return False
+        try:
+            if await self.others_wait():
+                return True
+        except Exception as exc:  # the broker slow to say: go on, ask again next page
+            log.info("could not tell whether other requests wait", error=type(exc).__name__)
+        self.started = time.monotonic()  # nobody waits: a new slice, asked again at its end
+        return False
 
     async def pages(self, fetch: PageFetch) -> None:
         """Follow the cursor to the end (or the limit), restarting the window on an expired cursor.
@@ -138,11 +159,15 @@ class Run:
                     cp.cursor = None
                     continue
                 room = self.remaining()
-                if next_cursor is not None and (room is None or room > len(items)):
+                more = next_cursor is not None and (room is None or room > len(items))
+                yielding = more and await self.slice_over()  # asked before a page is fetched ahead
+                if more and not yielding:
                     ahead = asyncio.create_task(fetch(next_cursor))
                 await self.publish_page(items, next_cursor)
                 if next_cursor is None or self.remaining() == 0:
                     return
+                if yielding:
+                    raise RunPaused("time slice over while other requests wait", self.settings.slice_yield_seconds)
         finally:
             if ahead is not None:
                 ahead.cancel()

@@ -90,6 +90,30 @@ class PullSettings(BaseSettings):
         validation_alias=_pull("BREAKER_PROBE_TIMEOUT_SECONDS"),
         description="a probe that has not reported by then is replaced by another",
     )
+    slice_seconds: float = Field(
+        3.0,
+        ge=0,
+        validation_alias=_pull("SLICE_SECONDS"),
+        description="a backfill, range or incremental run gives its slot up after this long when other requests wait, and resumes from its checkpoint (0: never)",
+    )
+    slice_yield_seconds: float = Field(
+        1.0,
+        ge=0,
+        validation_alias=_pull("SLICE_YIELD_SECONDS"),
+        description="how long a run that gave its slot up (or a parked request given back) stays out, so the waiting requests are taken first",
+    )
+    park_max_seconds: float = Field(
+        5.0,
+        gt=0,
+        validation_alias=_pull("PARK_MAX_SECONDS"),
+        description="a fetched request no local slot took in this long is given back, for another replica to take",
+    )
+    max_failures: int = Field(
+        20,
+        ge=1,
+        validation_alias=_pull("MAX_FAILURES"),
+        description="failed deliveries of a run before it gives up with an error (time slices and give-backs do not count)",
+    )
     restart_wait_seconds: float = Field(
         30.0,
         ge=0,

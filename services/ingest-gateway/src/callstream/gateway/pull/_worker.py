@@ -13,8 +13,10 @@ import asyncio
 import base64
 import contextlib
 import random
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any, Protocol
 
 import httpx
@@ -31,7 +33,7 @@ from callstream.runtime import SpanKind, ensure_consumer, get_logger, tracing
 from .._integrations import HostNotAllowed, IntegrationAccess, ReauthRequired, RefreshFailed
 from ._breaker import BreakerRegistry, host_of
 from ._checkpoint import Checkpoint, CheckpointStore
-from ._errors import ProviderUnavailable, ReauthNeeded, RunDeferred, RunFailed
+from ._errors import ProviderUnavailable, ReauthNeeded, RunDeferred, RunFailed, RunPaused
 from ._fair import FairShare, slots_per_host
 from ._fathom import FathomClient, fathom_api_root
 from ._gong import GongClient, gong_api_root
@@ -82,6 +84,11 @@ def _reason(deferred: RunDeferred) -> str:
 class _Parked:
     msg: Msg
     lease: asyncio.Task[None]
+    since: float = field(default_factory=time.monotonic)
+
+
+def _parked_since(cutoff: float, parked: _Parked) -> bool:
+    return parked.since > cutoff
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,12 +139,13 @@ class PullWorker:
     hosts: ProviderHosts
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     limiters: LimiterRegistry | None = None
-    max_deliver: int = GATEWAY_PULL_CONSUMER.max_deliver
+    max_deliver: int | None = None  # failed deliveries before a run gives up (None: ``max_failures``)
     breakers: BreakerRegistry | None = None
     state: PullState | None = None  # shared with the workers that replace this one (``PullState``)
 
     def __post_init__(self) -> None:
         self.limiters = self.limiters or LimiterRegistry(self.settings)
+        self.max_failures = self.max_deliver or self.settings.max_failures
         self.state = self.state or PullState(self.settings, self.breakers)
         self.breakers = self.state.breakers
         self.publisher = Publisher(self.js, self.settings.redeliver_delay_seconds)
@@ -150,7 +158,11 @@ class PullWorker:
     async def serve(self) -> None:
         spec = GATEWAY_PULL_CONSUMER
         try:
-            await self.js.consumer_info(spec.stream, spec.durable)
+            info = await self.js.consumer_info(spec.stream, spec.durable)
+            if info.config.max_deliver != spec.max_deliver:
+                # A deployment from before runs counted their own failures (max_deliver 20): a
+                # time-sliced backfill is delivered many times, so the limit is lifted in place.
+                await ensure_consumer(self.js, spec)
         except NotFoundError:
             await ensure_consumer(self.js, spec)
         sub = await self.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
@@ -160,7 +172,7 @@ class PullWorker:
         log.info("pull worker started", concurrency=self.settings.concurrency)
         try:
             while not self.stopping.is_set():
-                await slots.acquire()
+                await self._free_slot(slots)
                 try:
                     chosen = await self._next_request(sub)
                 except Exception:
@@ -183,6 +195,28 @@ class PullWorker:
             await self._unpark()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _free_slot(self, slots: asyncio.Semaphore) -> None:
+        """A slot; meanwhile, requests parked longer than ``park_max_seconds`` (every slot busy
+        with long runs) are given back for another replica to take, not held here."""
+        while True:
+            if not self.fair.parked:
+                await slots.acquire()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(slots.acquire(), self.settings.park_max_seconds / 2)
+                return
+            cutoff = time.monotonic() - self.settings.park_max_seconds
+            for parked in self.fair.take_back(partial(_parked_since, cutoff)):
+                await self._release_unstarted(parked, self.settings.slice_yield_seconds, "no_slot")
+
+    async def others_wait(self) -> bool:
+        """Do requests wait for a slot: parked here, or not yet delivered to any replica?"""
+        if self.fair.parked:
+            return True
+        spec = GATEWAY_PULL_CONSUMER
+        info = await asyncio.wait_for(self.js.consumer_info(spec.stream, spec.durable), 2.0)
+        return bool(info.num_pending)
 
     async def _wind_down(self) -> None:
         """Stop this worker's runs between pages and wait for them, ``restart_wait_seconds`` at
@@ -208,11 +242,21 @@ class PullWorker:
             except (TimeoutError, nats.errors.TimeoutError):
                 msgs = []
             for msg in msgs:
-                self.fair.park(self._host_key(msg), _Parked(msg, asyncio.create_task(self._keep_lease(msg))))
+                self.fair.park(
+                    self._host_key(msg), _Parked(msg, asyncio.create_task(self._keep_lease(msg))), self._key(msg)
+                )
             if self.stopping.is_set():
                 return None  # what is parked is given back by ``serve``
             if not msgs:  # nothing else waits: the oldest parked goes
                 return self.fair.pick(exhausted=True)
+
+    @staticmethod
+    def _key(msg: Msg) -> str:
+        """The fairness key: the request's integration."""
+        try:
+            return _request.decode(msg.data).integration_id
+        except msgspec.DecodeError:
+            return ""
 
     def _host_key(self, msg: Msg) -> str:
         try:
@@ -225,15 +269,19 @@ class PullWorker:
         return host_of(self.hosts.fathom if request.provider == "fathom" else self.hosts.gong)
 
     async def _give_back(self, parked: _Parked) -> None:
-        """A parked request of a failing host, released unstarted until the host may be tried."""
-        parked.lease.cancel()
+        """A parked request of a failing host, released unstarted until the host may be tried.
+        Its nak is a delivery, not a failure: the run counts its own (``_failures``)."""
         assert self.breakers is not None
         breaker = self.breakers.get(self._host_key(parked.msg))
         delay = max(self.settings.redeliver_delay_seconds, breaker.retry_in() if breaker else 0.0)
+        await self._release_unstarted(parked, delay * random.uniform(1.0, 1.1), "failing_host")
+
+    async def _release_unstarted(self, parked: _Parked, delay: float, reason: str) -> None:
+        parked.lease.cancel()
         with contextlib.suppress(Exception):
-            await parked.msg.nak(delay=delay * random.uniform(1.0, 1.1))
+            await parked.msg.nak(delay=delay or None)
             request = _request.decode(parked.msg.data)
-            RELEASED.labels(request.provider, "failing_host").inc()
+            RELEASED.labels(request.provider, reason).inc()
 
     async def _unpark(self) -> None:
         """Give parked requests back at once (stopping, or the worker is restarted) rather than
@@ -251,7 +299,7 @@ class PullWorker:
         except Exception:
             log.exception("pull run crashed; the request is redelivered after its lease ends")
         finally:
-            self.fair.done(host)
+            self.fair.done(host, parked)
             slots.release()
 
     async def _keep_lease(self, msg: Msg) -> None:
@@ -306,22 +354,24 @@ class PullWorker:
                         f"unexpected {type(exc).__name__}", self.settings.redeliver_delay_seconds
                     ) from None
             except RunDeferred as deferred:
-                delivered = msg.metadata.num_delivered or 1
+                failures = await self._failures(request, deferred)
                 if isinstance(deferred, ProviderUnavailable):
-                    deferred.delay = self.provider_release(deferred.delay, delivered)
-                if delivered < self.max_deliver:
+                    deferred.delay = self.provider_release(deferred.delay, max(1, failures))
+                if failures < self.max_failures:
                     RELEASED.labels(request.provider, _reason(deferred)).inc()
                     log.info(
                         "pull run deferred",
                         run_id=request.run_id,
                         reason=deferred.detail,
                         delay=deferred.delay,
-                        delivered=delivered,
+                        failures=failures,
+                        delivered=msg.metadata.num_delivered,
                     )
-                    await self._announce_wait(request, deferred)
+                    if not isinstance(deferred, RunPaused):  # a paused run just reported its page
+                        await self._announce_wait(request, deferred)
                     await msg.nak(delay=deferred.delay or None)
                     return
-                finished = await self._gave_up(request, deferred)
+                finished = await self._gave_up(request, deferred, failures)
             try:
                 await self.conclude(request, finished)
             except RunDeferred as deferred:
@@ -331,13 +381,13 @@ class PullWorker:
         finally:
             lease.cancel()
 
-    def provider_release(self, delay: float, delivered: int) -> float:
+    def provider_release(self, delay: float, failures: int) -> float:
         """How long a run whose provider failed is released for: what the provider or its breaker
         asked, and at least ``redeliver_delay_seconds`` doubled with each delivery up to
-        ``defer_max_seconds``, so its deliveries last about an hour of outage (20 deliveries:
+        ``defer_max_seconds``, so its failed deliveries last about an hour of outage (20:
         30 s, 1, 2, 4 min, then 5 min each), with a tenth of jitter so released runs spread out."""
         s = self.settings
-        grown = min(s.defer_max_seconds, s.redeliver_delay_seconds * 2.0 ** min(delivered - 1, 30))
+        grown = min(s.defer_max_seconds, s.redeliver_delay_seconds * 2.0 ** min(failures - 1, 30))
         return max(delay, grown) * random.uniform(1.0, 1.1)  # jitter, not a secret
 
     async def _announce_wait(self, request: SyncRequested, deferred: RunDeferred) -> None:
@@ -361,10 +411,28 @@ class PullWorker:
         except Exception as exc:
             log.info("could not announce the run's wait", run_id=request.run_id, error=type(exc).__name__)
 
-    async def _gave_up(self, request: SyncRequested, deferred: RunDeferred) -> SyncFinished:
+    async def _failures(self, request: SyncRequested, deferred: RunDeferred) -> int:
+        """The run's failed deliveries, this one included, counted in its checkpoint: JetStream's
+        own count cannot tell them apart from time slices and give-backs, so the consumer's
+        ``max_deliver`` is unlimited and the run gives up here, at ``max_failures``, with its
+        ``SyncFinished`` error. A pause, the account's pace or its spent daily quota is a wait, not
+        a failure (0). The checkpoint store unreachable: not counted, as the broker is then what
+        the run waits for, and it is released for ``redeliver_delay_seconds`` at least."""
+        if isinstance(deferred, (RunPaused, PaceDeferred, QuotaSpent)):
+            return 0
+        try:
+            cp = await self.checkpoints.load(request.run_id) or self._new_checkpoint(request)
+            cp.failures += 1
+            await self.checkpoints.save(request.run_id, cp)
+        except Exception as exc:
+            log.info("could not count the run's failure", run_id=request.run_id, error=type(exc).__name__)
+            return 0
+        return cp.failures
+
+    async def _gave_up(self, request: SyncRequested, deferred: RunDeferred, failures: int) -> SyncFinished:
         checkpoint = await self._load(request.run_id) or Checkpoint()
         return self._finished(
-            request, checkpoint, "error", f"gave up after {self.max_deliver} deliveries: {deferred.detail}"
+            request, checkpoint, "error", f"gave up after {failures} deliveries, all failed: {deferred.detail}"
         )
 
     async def _load(self, run_id: str) -> Checkpoint | None:
@@ -423,10 +491,7 @@ class PullWorker:
         if cp is not None and cp.finished:
             return self._finished(request, cp, cp.status or "success", cp.error)
         if cp is None:
-            start, end = run_window(request, utcnow())
-            if request.provider == "gong" and request.mode != "latest" and start is None:
-                start = self.settings.gong_history_start
-            cp = Checkpoint(window_start=start, window_end=end)
+            cp = self._new_checkpoint(request)
         run = Run(
             request=request,
             checkpoint=cp,
@@ -434,6 +499,7 @@ class PullWorker:
             publisher=self.publisher,
             settings=self.settings,
             stopping=self.stopping,
+            others_wait=self.others_wait,
             # The run's calls carry its trace: the run's span when traced, else the request's.
             traceparent=tracing.current_traceparent() if tracing.on else (request.traceparent or new_traceparent()),
         )
@@ -465,6 +531,13 @@ class PullWorker:
         except RunFailed as failed:
             return self._finished(request, cp, failed.status, failed.detail)
         return self._finished(request, cp, "success", None)
+
+    def _new_checkpoint(self, request: SyncRequested) -> Checkpoint:
+        """A run's first checkpoint: its window, fixed now."""
+        start, end = run_window(request, utcnow())
+        if request.provider == "gong" and request.mode != "latest" and start is None:
+            start = self.settings.gong_history_start
+        return Checkpoint(window_start=start, window_end=end)
 
     async def _access(self, request: SyncRequested) -> IntegrationAccess:
         try:
@@ -513,16 +586,32 @@ class PullWorker:
         self.integration_hosts[access.id] = host_of(root)
         if access.auth_kind == "oauth":
             headers = {"Authorization": f"Bearer {access.access_token}"}
-            limits = self.limiters.fathom(account_key("fathom", root, access.id))
+            account = account_key("fathom", root, access.id)
             http = ProviderHttp(
-                self.http, limits, self.settings, headers, "fathom", self._reauthorize(access, {}), breaker=breaker
+                self.http,
+                self.limiters.fathom(account),
+                self.settings,
+                headers,
+                "fathom",
+                self._reauthorize(access, {}),
+                breaker=breaker,
+                account=account,
             )
             return FathomClient(http, root, embed_content=False)
         if not access.api_key:
             raise RunFailed("the Fathom integration has no API key")
-        limits = self.limiters.fathom(account_key("fathom", root, access.api_key))
+        account = account_key("fathom", root, access.api_key)
+        limits = self.limiters.fathom(account)
         return FathomClient(
-            ProviderHttp(self.http, limits, self.settings, {"X-Api-Key": access.api_key}, "fathom", breaker=breaker),
+            ProviderHttp(
+                self.http,
+                limits,
+                self.settings,
+                {"X-Api-Key": access.api_key},
+                "fathom",
+                breaker=breaker,
+                account=account,
+            ),
             root,
             embed_content=True,
         )
@@ -534,12 +623,20 @@ class PullWorker:
         breaker = self.breakers.for_url(root)
         self.integration_hosts[access.id] = host_of(root)
         json = {"Content-Type": "application/json"}
-        limits = self.limiters.gong(account_key("gong", root, access.access_key))
+        account = account_key("gong", root, access.access_key)
+        limits = self.limiters.gong(account)
         if access.auth_kind == "oauth":
             headers = {**json, "Authorization": f"Bearer {access.access_token}"}
             return GongClient(
                 ProviderHttp(
-                    self.http, limits, self.settings, headers, "gong", self._reauthorize(access, json), breaker=breaker
+                    self.http,
+                    limits,
+                    self.settings,
+                    headers,
+                    "gong",
+                    self._reauthorize(access, json),
+                    breaker=breaker,
+                    account=account,
                 ),
                 root,
             )
@@ -548,7 +645,13 @@ class PullWorker:
         basic = base64.b64encode(f"{access.access_key}:{access.access_key_secret}".encode()).decode()
         return GongClient(
             ProviderHttp(
-                self.http, limits, self.settings, {**json, "Authorization": f"Basic {basic}"}, "gong", breaker=breaker
+                self.http,
+                limits,
+                self.settings,
+                {**json, "Authorization": f"Basic {basic}"},
+                "gong",
+                breaker=breaker,
+                account=account,
             ),
             root,
         )
