@@ -98,3 +98,34 @@ async def test_deliveries_that_were_not_failures_never_end_a_run_and_a_run_that_
         waits = [e for e in await harness.events(runs[1]) if isinstance(e, SyncProgress) and e.waiting_for]
         assert len(waits) == 9, f"{len(waits)} failed deliveries announced before giving up, not 9"
         assert info.config.max_deliver == spec.max_deliver
+
+
+async def test_a_parked_request_no_local_slot_takes_is_given_back_for_another_replica(harness: Any) -> None:
+    """Replica 1's two slots are busy with long backfills (slices off) while a second request of
+    one of their tenants is parked there: it is given back after ``park_max_seconds`` and
+    replica 2 runs it, instead of it waiting under replica 1's lease until a backfill ends."""
+    state = FathomState(FathomConfig(seed=33, meetings=200, span_days=10, api_keys=KEYS))
+    state.faults.delay_seconds = 1.0  # a backfill takes ~20 s
+    async with serve_in_process(create_app(state)) as url:
+        a, b = (harness.store.add("fathom", "api_key", url + "/external/v1", api_key=k) for k in list(KEYS)[:2])
+        await harness.request("fathom", a, "backfill")
+        latest = await harness.request("fathom", a, "latest", limit=5)  # tenant a holds its share: parked
+        await harness.request("fathom", b, "backfill")  # takes replica 1's second slot
+        one = harness.start(
+            harness.settings_with(
+                concurrency=2, lookahead=2, slots_per_host=2, limits_enabled=False, slice_seconds=0, park_max_seconds=2
+            )
+        )
+        deadline = time.monotonic() + 10
+        while (len(one.running) < 2 or not one.fair.parked) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(one.running) == 2
+        assert one.fair.parked, "the latest request was not parked"
+        started = time.monotonic()
+        harness.start(harness.settings_with(concurrency=2, limits_enabled=False, slice_seconds=0))
+        done = await harness.finished(latest, timeout=15.0)
+        took = time.monotonic() - started
+        print(f"parked latest run finished after {took:.1f}s by another replica")
+        assert done.status == "success", done.error
+        assert took <= 8.0, took
+        await harness.stop()

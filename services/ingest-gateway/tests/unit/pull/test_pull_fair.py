@@ -56,3 +56,38 @@ def test_a_failing_host_gets_one_slot_and_its_parked_requests_are_given_back_fir
     assert fair.pick(exhausted=False) == ("gong", "g1")
     failing.clear()
     assert fair.pick(exhausted=False) == ("fathom", "f3")  # answering again: its share is back
+
+
+def test_an_integration_at_its_share_lets_another_integrations_request_of_the_same_host_go_first() -> None:
+    """The fairness key is the integration: a tenant's second run waits while another tenant's
+    request of the same (healthy) host may go."""
+    fair: FairShare[str] = FairShare(per_host=3, lookahead=4)
+    fair.park("fathom", "a-backfill", key="tenant-a")
+    assert fair.pick(exhausted=False) == ("fathom", "a-backfill")
+    fair.park("fathom", "a-latest", key="tenant-a")
+    fair.park("fathom", "b-latest", key="tenant-b")
+    assert fair.pick(exhausted=False) == ("fathom", "b-latest")
+    assert fair.pick(exhausted=False) is None  # tenant a holds its share
+    assert fair.pick(exhausted=True) == ("fathom", "a-latest")  # nothing else waits: a slot never idles
+    fair.done("fathom", "a-backfill")
+    fair.done("fathom", "a-latest")
+    fair.done("fathom", "b-latest")
+    assert not fair.running
+    assert not fair.by_key
+    assert not fair.keys
+
+
+def test_a_failing_host_keeps_one_slot_whatever_its_integrations() -> None:
+    fair: FairShare[str] = FairShare(per_host=3, lookahead=4, suspect=lambda host: host == "dead")
+    fair.park("dead", "d1", key="tenant-a")
+    fair.park("dead", "d2", key="tenant-b")
+    assert fair.pick(exhausted=False) == ("dead", "d1")
+    assert fair.pick(exhausted=False) is None  # another tenant, but the host is failing
+
+
+def test_parked_requests_can_be_taken_back() -> None:
+    fair: FairShare[str] = FairShare(per_host=3, lookahead=4)
+    fair.park("fathom", "old", key="tenant-a")
+    fair.park("fathom", "new", key="tenant-b")
+    assert fair.take_back(lambda item: item != "old") == ["old"]
+    assert [item for _, item in fair.parked] == ["new"]
