@@ -199,16 +199,26 @@ class PullWorker:
     async def _free_slot(self, slots: asyncio.Semaphore) -> None:
         """A slot; meanwhile, requests parked longer than ``park_max_seconds`` (every slot busy
         with long runs) are given back for another replica to take, not held here."""
-        while True:
-            if not self.fair.parked:
-                await slots.acquire()
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(slots.acquire(), self.settings.park_max_seconds / 2)
-                return
-            cutoff = time.monotonic() - self.settings.park_max_seconds
-            for parked in self.fair.take_back(partial(_parked_since, cutoff)):
-                await self._release_unstarted(parked, self.settings.slice_yield_seconds, "no_slot")
+        if not self.fair.parked:
+            await slots.acquire()
+            return
+        # One acquire, never cancelled while we look at the parked (a cancelled acquire that had
+        # just been granted would lose the slot).
+        acquiring = asyncio.ensure_future(slots.acquire())
+        try:
+            while True:
+                done, _ = await asyncio.wait({acquiring}, timeout=self.settings.park_max_seconds / 2)
+                if done:
+                    return
+                cutoff = time.monotonic() - self.settings.park_max_seconds
+                for parked in self.fair.take_back(partial(_parked_since, cutoff)):
+                    await self._release_unstarted(parked, self.settings.slice_yield_seconds, "no_slot")
+        except BaseException:
+            if acquiring.done() and not acquiring.cancelled():
+                slots.release()
+            else:
+                acquiring.cancel()
+            raise
 
     async def others_wait(self) -> bool:
         """Do requests wait for a slot: parked here, or not yet delivered to any replica?"""
