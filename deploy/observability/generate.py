@@ -136,6 +136,15 @@ def intake() -> dict[str, Any]:
                 ),
             ),
             panel(
+                "Since the last webhook, by integration",
+                (
+                    "time() - max by (integration_id) (callstream_gateway_webhook_last_accepted_timestamp_seconds)",
+                    "{{integration_id}}",
+                ),
+                unit="s",
+                description="Integrations that had a webhook accepted since the gateway started.",
+            ),
+            panel(
                 "Webhook 5xx",
                 (
                     f'sum by (status) (rate(callstream_http_requests_total{{{WEBHOOK}, status=~"5.."}}[{RATE}]))',
@@ -201,6 +210,31 @@ def pipeline() -> dict[str, Any]:
                 "Raw calls handled by outcome",
                 (f"sum by (outcome) (rate(callstream_normalizer_raw_calls_total[{RATE}]))", "{{outcome}}"),
                 unit="ops",
+            ),
+            panel(
+                "Raw calls per stored batch",
+                (
+                    f"histogram_quantile(0.5, sum by (le) (rate(callstream_normalizer_batch_messages_bucket[{RATE}])))",
+                    "p50",
+                ),
+                (
+                    f"histogram_quantile(0.99, sum by (le) (rate(callstream_normalizer_batch_messages_bucket[{RATE}])))",
+                    "p99",
+                ),
+                description="Full batches (CALLSTREAM_NORMALIZER_BATCH_SIZE) mean the normalizer is behind.",
+            ),
+            panel(
+                "Batch store time",
+                (
+                    f"histogram_quantile(0.5, sum by (le) (rate(callstream_normalizer_batch_store_seconds_bucket[{RATE}])))",
+                    "p50",
+                ),
+                (
+                    f"histogram_quantile(0.99, sum by (le) (rate(callstream_normalizer_batch_store_seconds_bucket[{RATE}])))",
+                    "p99",
+                ),
+                unit="s",
+                description="One batch's transaction, from taking a connection to its commit.",
             ),
             panel(
                 "MessageUpserted published",

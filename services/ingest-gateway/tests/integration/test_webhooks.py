@@ -152,6 +152,21 @@ async def test_disabled_integration_is_404(gateway: Gateway, js: JetStreamContex
     assert len(await _raw_messages(js)) == 1
 
 
+async def test_the_last_accepted_webhook_of_each_integration_is_a_metric(gateway: Gateway) -> None:
+    """For the per-integration "webhooks stopped" alert (deploy/observability)."""
+    integration = await gateway.create_fathom()
+    before = time.time()
+    assert (await gateway.deliver(integration["id"], MEETING)).status_code == 202
+    text = (await gateway.client.get("/metrics")).text
+    [line] = [
+        line
+        for line in text.splitlines()
+        if line.startswith("callstream_gateway_webhook_last_accepted_timestamp_seconds{")
+        and f'integration_id="{integration["id"]}"' in line
+    ]
+    assert before <= float(line.rsplit(" ", 1)[1]) <= time.time()
+
+
 async def test_body_limit_from_content_length(gateway: Gateway, js: JetStreamContext) -> None:
     integration = await gateway.create_fathom()
     big = b'{"recording_id": 1, "pad": "' + b"x" * (gateway.settings.max_body + 10) + b'"}'

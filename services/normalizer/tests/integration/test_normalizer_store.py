@@ -61,6 +61,31 @@ async def relay_all(pool, nc):
     return upserted(await stream_messages(js, MESSAGES))
 
 
+async def test_each_stored_batch_is_measured(pool, nc, kit, database_url, nats_url):
+    """Batch sizes and store times for the pipeline dashboard (deploy/observability)."""
+    from prometheus_client import REGISTRY
+
+    def count(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    batches, messages = (
+        count("callstream_normalizer_batch_messages_count"),
+        count("callstream_normalizer_batch_messages_sum"),
+    )
+    timed = count("callstream_normalizer_batch_store_seconds_count")
+    js = nc.jetstream()
+    for recording_id in (11, 12, 13):
+        meeting = kit.fathom_meeting(recording_id=recording_id)
+        await publish_raw(js, kit.raw_call(meeting, external_id=str(recording_id)), kit.subject_of("fathom"))
+    await drain(pool, nc, database_url, nats_url)
+    assert count("callstream_normalizer_batch_messages_count") > batches
+    assert count("callstream_normalizer_batch_messages_sum") - messages == 3
+    assert (
+        count("callstream_normalizer_batch_store_seconds_count") - timed
+        == count("callstream_normalizer_batch_messages_count") - batches
+    )
+
+
 async def test_same_raw_event_three_times_is_one_row_and_one_event(pool, nc, kit, database_url, nats_url):
     js = nc.jetstream()
     data = kit.raw_call(kit.fathom_meeting())

@@ -30,6 +30,7 @@ from callstream.contracts.providers import PayloadRejected, fathom_meeting_id
 from callstream.runtime import ApiError, Broker, SpanKind, get_logger, tracing
 from callstream.runtime._tracing import NO_SPAN
 
+from ._last_webhook import last_accepted
 from ._payload import PayloadLimit
 from ._secret_cache import WebhookSecretCache, WebhookTarget
 from ._settings import Settings
@@ -203,6 +204,7 @@ class FathomWebhooks:
                 503, "broker_unavailable", "the event broker did not confirm in time; retry later", self._unavailable
             ) from None
         duplicate = bool(ack.duplicate)
+        last_accepted[raw.integration_id] = time.time()
         if tracing.on:
             tracing.event("published", {"messaging.destination.name": SUBJECT, "callstream.duplicate": duplicate})
         log.debug("webhook accepted", integration_id=raw.integration_id, event_id=raw.event_id, duplicate=duplicate)

@@ -13,6 +13,7 @@ commit, then ack.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -39,7 +40,7 @@ from callstream.runtime._tracing import mark_error
 from ._errors import is_poison, is_transient
 from ._mapped import MappedMessage, UnmappableError
 from ._mapping import map_raw_call
-from ._metrics import RAW_CALLS
+from ._metrics import BATCH_MESSAGES, BATCH_STORE_SECONDS, RAW_CALLS
 from ._pull import BytePull, Pulled
 from ._settings import Settings
 from ._store import store_batch
@@ -179,8 +180,11 @@ class RawCallProcessor:
         return BatchResult(stored=stored, unchanged=len(mappable) - stored, dead_lettered=dead)
 
     async def _store(self, mapped: list[MappedMessage]) -> int:
+        started = time.perf_counter()
         async with self._pool.acquire() as conn:
             events = await store_batch(conn, mapped)
+        BATCH_STORE_SECONDS.observe(time.perf_counter() - started)
+        BATCH_MESSAGES.observe(len(mapped))
         if tracing.on:
             _annotate(events)
         return len(events)
