@@ -117,8 +117,11 @@ async def test_one_webhook_is_one_trace_from_the_request_to_the_message_upserted
     trace_id, publish_span_id = _traceparent(headers)
 
     def complete() -> list[ReceivedSpan] | None:
+        # each service exports on its own schedule: wait for the gateway's span and the publish
         spans = sink.trace(trace_id)
-        return spans if any(s.span_id == publish_span_id for s in spans) else None
+        publish = any(s.span_id == publish_span_id for s in spans)
+        gateway = any(s.service == "ingest-gateway" and s.kind == SERVER for s in spans)
+        return spans if publish and gateway else None
 
     spans = await eventually(complete, timeout=30)
     request = _one(spans, service="ingest-gateway", kind=SERVER)
@@ -210,8 +213,21 @@ async def test_a_pulled_call_is_one_trace_from_the_scheduler_to_the_message_upse
         trace_id, publish_span_id = _traceparent(headers)
 
         def complete(trace_id: str = trace_id, span_id: str = publish_span_id) -> list[ReceivedSpan] | None:
+            # each service exports on its own schedule (and a run's span only when the run ends):
+            # wait until every hop has arrived
             spans = sink.trace(trace_id)
-            return spans if any(s.span_id == span_id for s in spans) else None
+            names = {(s.service, s.name) for s in spans}
+            arrived = (
+                any(s.span_id == span_id for s in spans)
+                and {
+                    ("ingest-gateway", "pull run"),
+                    ("ingest-gateway", "sync.events.fathom publish"),
+                    ("ingest-gateway", "calls.raw.fathom publish"),
+                }
+                <= names
+                and any(s.service == "scheduler" and s.kind == PRODUCER for s in spans)
+            )
+            return spans if arrived else None
 
         spans = await eventually(complete, timeout=30)
         requested = _one(spans, service="scheduler", kind=PRODUCER)
