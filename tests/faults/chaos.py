@@ -75,6 +75,17 @@ NO_EXTRAS = Extras()
 BENCH_EXTRAS = Extras(large=20, poison=20, poison_webhooks=4, dead=8)
 
 
+def _signed(webhook: Webhook, webhook_id: str, body: bytes) -> dict[str, str]:
+    """Headers of one attempt as Svix sends them: the same webhook-id, a fresh timestamp and signature."""
+    now = datetime.now(tz=UTC)
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": webhook.sign(webhook_id, now, body.decode()),
+        "content-type": "application/json",
+    }
+
+
 @dataclass
 class ChaosReport:
     sent: int = 0
@@ -264,13 +275,7 @@ async def send_meetings(
         for attempt, delay in enumerate((0.0, *retry_schedule)):
             await asyncio.sleep(delay)
             url = urls[(recording_id + attempt) % len(urls)]
-            now = datetime.now(tz=UTC)
-            headers = {
-                "webhook-id": webhook_id,
-                "webhook-timestamp": str(int(now.timestamp())),
-                "webhook-signature": webhook.sign(webhook_id, now, body.decode()),
-                "content-type": "application/json",
-            }
+            headers = _signed(webhook, webhook_id, body)
             report.attempts += 1
             try:
                 r = await client.post(
@@ -513,13 +518,7 @@ async def send_poison_webhooks(
         answers: list[int] = []
         for delay in (0.0, *retry_schedule):
             await asyncio.sleep(delay)
-            now = datetime.now(tz=UTC)
-            headers = {
-                "webhook-id": webhook_id,
-                "webhook-timestamp": str(int(now.timestamp())),
-                "webhook-signature": webhook.sign(webhook_id, now, body.decode()),
-                "content-type": "application/json",
-            }
+            headers = _signed(webhook, webhook_id, body)
             report.poison_webhook_attempts += 1
             try:
                 r = await client.post(
