@@ -25,6 +25,7 @@ class MappedParticipant:
     affiliation: str  # 'internal', 'external' or 'unknown'
     speaker_id: str | None
     role: str
+    title: str | None = None  # job title when the provider sends one (Gong parties)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +148,7 @@ def finish(message: MappedMessage, links: HostAllowList = DEFAULT_LINK_ALLOW_LIS
         message.author_email,
         message.sent_at.isoformat() if message.sent_at else None,
         message.integration_id,
-        [(p.name, p.email, p.affiliation, p.speaker_id, p.role) for p in message.participants],
+        [(p.name, p.email, p.affiliation, p.speaker_id, p.role, p.title) for p in message.participants],
         None
         if customer is None
         else (

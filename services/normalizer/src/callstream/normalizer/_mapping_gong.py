@@ -161,6 +161,7 @@ def _participants(call: GongCall) -> tuple[MappedParticipant, ...]:
             role="host"
             if primary and p.user_id == primary
             else ("attendee" if "Attendee" in (p.methods or ()) else "invitee"),
+            title=clean_text(p.title),
         )
         for p in call.parties or ()
     )

@@ -34,6 +34,7 @@ _EVENT = msgspec.json.Encoder()
 # trip for the messages and what hangs off them, one for the outbox.
 _STORE = "select * from normalizer_store_batch(" + ", ".join(f"${i}" for i in range(1, 33)) + ")"
 _FINISH = "select normalizer_finish_batch($1, $2, $3, $4, $5::text[], $6::text[], $7, $8, $9)"
+_CONTACTS = "select normalizer_store_contacts($1, $2, $3, $4, $5, $6, $7)"  # migrations/0004
 
 
 def supersedes(new: MappedMessage, old: MappedMessage) -> bool:
@@ -116,6 +117,32 @@ def _participant_columns(batch: list[MappedMessage]) -> tuple[list[object], ...]
     return columns
 
 
+def _contact_columns(
+    written: Sequence[asyncpg.Record], sources: Sequence[MappedMessage]
+) -> tuple[list[object], ...] | None:
+    """The external participants with an email of the messages the batch wrote, one per (message,
+    email); ``None`` when no written message can have (or have had) a contact, so the common
+    internal-only batch costs no round trip."""
+    replaced: list[object] = []
+    columns: tuple[list[object], ...] = ([], [], [], [], [], [])
+    for row, message in zip(written, sources, strict=True):
+        if not row["created"]:
+            replaced.append(row["id"])  # its earlier contacts are replaced
+        seen_at = message.sent_at or message.observed_at
+        emails: set[str] = set()
+        for p in message.participants:
+            email = (p.email or "").strip().lower()
+            if p.affiliation != "external" or "@" not in email or email in emails:
+                continue
+            emails.add(email)
+            values = (row["id"], message.workspace_id, email, p.name, p.title, seen_at)
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+    if not replaced and not columns[0]:
+        return None
+    return (replaced, *columns)
+
+
 def _host_columns(batch: list[MappedMessage]) -> tuple[list[object], ...]:
     """The provider host last seen per (workspace, source): the latest observation wins."""
     hosts: dict[tuple[str, str], str] = {}
@@ -137,6 +164,9 @@ async def store_batch(conn: asyncpg.Connection, messages: Sequence[MappedMessage
         )
         by_key = {m.key: m for m in batch}
         sources = [by_key[_key(row)] for row in written]
+        contacts = _contact_columns(written, sources)
+        if contacts is not None:
+            await conn.execute(_CONTACTS, *contacts)
         events = [_event(row, message) for row, message in zip(written, sources, strict=True)]
         hosts = _host_columns(batch)
         if events or hosts[0]:

@@ -1,0 +1,104 @@
+-- Contacts: the external people of a workspace's calls, one per (workspace, email). The normalizer
+-- writes them with the messages they came from (same transaction); the linker reads them
+-- (GET /v1/contacts, GET /v1/customers/{id}).
+--
+-- Internal people (Gong affiliation Internal, Fathom's recorder and invitees with is_external
+-- false) and people of unknown affiliation are NOT contacts: they stay only in
+-- message_participants. A contact exists only while at least one stored call names it.
+--
+-- Columns the linker reads (a contract, like a subject):
+--   contacts: id, workspace_id, email, name, title, customer_id, first_seen, last_seen,
+--             call_count, created_at, updated_at
+--   contact_messages: contact_id, message_id
+create table contacts (
+    id           uuid primary key default gen_random_uuid(),
+    workspace_id text not null,
+    email        text not null,                   -- lower-cased; the identity within the workspace
+    name         text,                            -- as the latest call (by sent_at) names them
+    title        text,                            -- job title when the provider sends one (Gong), else null
+    customer_id  uuid references customers (id),  -- the customer of the email's domain, when there is one
+    first_seen   timestamptz not null,            -- sent_at of the earliest call naming them
+    last_seen    timestamptz not null,            -- sent_at of the latest call naming them
+    call_count   integer not null default 0,      -- distinct messages naming them (redelivery never counts twice)
+    created_at   timestamptz not null default now(),
+    updated_at   timestamptz not null default now(),
+    unique (workspace_id, email)
+);
+create index contacts_workspace_last_seen on contacts (workspace_id, last_seen desc, id desc);
+create index contacts_customer on contacts (customer_id) where customer_id is not null;
+
+-- Which messages name which contact: the counts and first/last seen are derived from it, so a
+-- redelivered or re-derived message replaces its own rows and can never count twice.
+create table contact_messages (
+    contact_id  uuid not null references contacts (id) on delete cascade,
+    message_id  uuid not null references messages (id) on delete cascade,
+    primary key (contact_id, message_id)
+);
+create index contact_messages_message on contact_messages (message_id);
+
+-- The contacts of the messages a batch wrote: each written message's contact rows are replaced
+-- whole, then the contacts touched (before or after) get their counts and times again from
+-- contact_messages. Called in the store's transaction, after normalizer_store_batch, only for
+-- messages it wrote (an unchanged redelivery writes nothing, so changes nothing here).
+create function normalizer_store_contacts(
+    k_message uuid[],
+    c_message uuid[], c_workspace text[], c_email text[], c_name text[], c_title text[], c_seen timestamptz[]
+) returns void
+language plpgsql set enable_seqscan = off as $$
+declare
+    before uuid[];
+    after uuid[];
+begin
+    with gone as (
+        delete from contact_messages where message_id = any(k_message) returning contact_id
+    )
+    select array_agg(distinct contact_id) into before from gone;
+
+    if cardinality(c_message) > 0 then
+        -- One row per (workspace, email), in key order so replicas lock contacts alike; the name and
+        -- title of the latest call win.
+        with upserted as (
+            insert into contacts as c (workspace_id, email, name, title, customer_id, first_seen, last_seen)
+            select distinct on (r.w, r.e) r.w, r.e, r.n, r.t, cu.id, r.s, r.s
+            from unnest(c_workspace, c_email, c_name, c_title, c_seen) as r(w, e, n, t, s)
+            left join customers cu on cu.workspace_id = r.w and cu.domain = split_part(r.e, '@', 2)
+            order by r.w, r.e, r.s desc
+            on conflict (workspace_id, email) do update set
+                name = case when excluded.last_seen >= c.last_seen then coalesce(excluded.name, c.name)
+                            else coalesce(c.name, excluded.name) end,
+                title = case when excluded.last_seen >= c.last_seen then coalesce(excluded.title, c.title)
+                             else coalesce(c.title, excluded.title) end,
+                customer_id = coalesce(excluded.customer_id, c.customer_id),
+                updated_at = now()
+            returning c.id
+        )
+        select array_agg(id) into after from upserted;
+
+        insert into contact_messages (contact_id, message_id)
+        select c.id, r.m
+        from unnest(c_message, c_workspace, c_email) as r(m, w, e)
+        join contacts c on c.workspace_id = r.w and c.email = r.e
+        on conflict do nothing;
+    end if;
+
+    -- Contacts that lost a call but gained none here: locked (id order) before they are counted,
+    -- so a concurrent batch's rows are seen once it commits.
+    perform 1 from contacts where id = any(before) and not (id = any(coalesce(after, '{}'))) order by id for update;
+
+    update contacts c set call_count = s.n, first_seen = s.first_seen, last_seen = s.last_seen, updated_at = now()
+    from (
+        select cm.contact_id, count(*)::integer as n,
+               min(coalesce(m.sent_at, m.created_at)) as first_seen,
+               max(coalesce(m.sent_at, m.created_at)) as last_seen
+        from contact_messages cm join messages m on m.id = cm.message_id
+        where cm.contact_id = any(coalesce(before, '{}') || coalesce(after, '{}'))
+        group by cm.contact_id
+    ) s
+    where c.id = s.contact_id;
+
+    -- A contact no stored call names any more is not a contact.
+    delete from contacts c
+    where c.id = any(coalesce(before, '{}'))
+        and not exists (select 1 from contact_messages cm where cm.contact_id = c.id);
+end
+$$;
