@@ -1,5 +1,12 @@
 """callstream wire contracts: messages, subjects, streams and provider models. No I/O here."""
 
+from ._data_points import (
+    DataPointRecorded,
+    Evidence,
+    Extractor,
+    data_point_event_id,
+    extractor_version_order,
+)
 from ._identity import hash_api_token, pull_event_id, webhook_event_id
 from ._links import (
     DEFAULT_LINK_ALLOW_LIST,
@@ -38,12 +45,15 @@ from ._sizes import (
 from ._subjects import (
     CALLS_RAW,
     CONSUMERS,
+    DATAPOINTS,
+    DATAPOINTS_RECORDED,
     DLQ,
     FEATURES,
     FEATURES_LINKED,
     GATEWAY_PULL_CONSUMER,
     MESSAGES,
     NORMALIZER_CONSUMER,
+    NORMALIZER_DATAPOINTS_CONSUMER,
     NORMALIZER_FEATURES_CONSUMER,
     SCHEDULER_CONSUMER,
     STREAMS,
@@ -61,6 +71,8 @@ from ._subjects import (
 __all__ = [
     "CALLS_RAW",
     "CONSUMERS",
+    "DATAPOINTS",
+    "DATAPOINTS_RECORDED",
     "DEAD_LETTER_ENVELOPE_BYTES",
     "DEFAULT_LINK_ALLOW_LIST",
     "DEFAULT_LINK_HOSTS",
@@ -72,6 +84,7 @@ __all__ = [
     "MESSAGES",
     "NATS_MAX_PAYLOAD",
     "NORMALIZER_CONSUMER",
+    "NORMALIZER_DATAPOINTS_CONSUMER",
     "NORMALIZER_FEATURES_CONSUMER",
     "SCHEDULER_CONSUMER",
     "STREAMS",
@@ -79,7 +92,10 @@ __all__ = [
     "SYNC_EVENTS",
     "Change",
     "ConsumerSpec",
+    "DataPointRecorded",
     "DeadLetter",
+    "Evidence",
+    "Extractor",
     "FeatureLinked",
     "GongCallBundle",
     "HostAllowList",
@@ -97,8 +113,10 @@ __all__ = [
     "SyncProgress",
     "SyncRequested",
     "TimeWindow",
+    "data_point_event_id",
     "dead_letter_size",
     "dlq_subject",
+    "extractor_version_order",
     "hash_api_token",
     "is_ascii_host",
     "largest_dead_letterable",

@@ -14,8 +14,10 @@ SYNC_EVENTS = "SYNC_EVENTS"
 MESSAGES = "MESSAGES"
 FEATURES = "FEATURES"
 DLQ = "DLQ"
+DATAPOINTS = "DATAPOINTS"
 
 FEATURES_LINKED = "features.linked"
+DATAPOINTS_RECORDED = "datapoints.recorded"
 
 _DAY = 86_400.0
 
@@ -101,6 +103,12 @@ STREAMS: tuple[StreamSpec, ...] = (
         max_age_seconds=30 * _DAY,
     ),
     StreamSpec(
+        name=DATAPOINTS,
+        subjects=(DATAPOINTS_RECORDED,),
+        description="Data points extracted from messages, with their evidence (the linker publishes them)",
+        max_age_seconds=30 * _DAY,
+    ),
+    StreamSpec(
         name=DLQ,
         subjects=("dlq.>",),
         description="What a consumer could never process, with the error",
@@ -121,6 +129,12 @@ NORMALIZER_FEATURES_CONSUMER = ConsumerSpec(
     durable="normalizer-features",
     filter_subject=FEATURES_LINKED,
     description="normalizer: features linked to messages",
+)
+NORMALIZER_DATAPOINTS_CONSUMER = ConsumerSpec(
+    stream=DATAPOINTS,
+    durable="normalizer-datapoints",
+    filter_subject=DATAPOINTS_RECORDED,
+    description="normalizer: data points into data_points",
 )
 GATEWAY_PULL_CONSUMER = ConsumerSpec(
     stream=SYNC,
@@ -147,6 +161,7 @@ SCHEDULER_CONSUMER = ConsumerSpec(
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     NORMALIZER_CONSUMER,
     NORMALIZER_FEATURES_CONSUMER,
+    NORMALIZER_DATAPOINTS_CONSUMER,
     GATEWAY_PULL_CONSUMER,
     SCHEDULER_CONSUMER,
 )

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from . import _data_points as dp
 from . import _messages as m
 from ._subjects import STREAMS
 
@@ -35,6 +36,7 @@ CHANNELS: tuple[tuple[type[msgspec.Struct], tuple[str, ...], str, str], ...] = (
         "A message changed",
     ),
     (m.FeatureLinked, ("features.linked",), "internal services", "A feature names a message"),
+    (dp.DataPointRecorded, ("datapoints.recorded",), "linker", "A value extracted from a message, with its evidence"),
     (m.DeadLetter, ("dlq.normalizer",), "any consumer", "What a consumer could never process"),
 )
 EXTRA_SCHEMAS: tuple[type[msgspec.Struct], ...] = (m.GongCallBundle,)
