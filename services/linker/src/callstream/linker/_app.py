@@ -56,13 +56,14 @@ def build_app(settings: Settings) -> Litestar:
     lookup = LinkLookup(lambda: runtime.db, cache, settings.allowed_hosts)
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
     authenticate = Authenticator(lambda: runtime.db, admin, settings.token_cache_seconds)
-    router = build_router(lookup, authenticate)
-    router.middleware.append(etag_middleware)
+    routers = build_router(lookup, authenticate)
+    for router in routers:
+        router.middleware.append(etag_middleware)
     app = create_app(
         service=settings.service_name,
         title="callstream linker",
         description="Resolved, safe links to the original of a call, and the messages behind them.",
-        route_handlers=[router],
+        route_handlers=[*routers],
         checks=runtime.checks(),
         lifespan=[runtime.lifespan, _frozen_heap],
     )

@@ -1,4 +1,4 @@
-"""``ETag`` on every successful ``GET`` under ``/v1/``, and ``304 Not Modified`` on a match.
+"""``ETag`` on every successful ``GET`` under ``/v1/`` (and the seed's ``/features/``), and ``304 Not Modified`` on a match.
 
 Done as ASGI middleware over the encoded body, so handlers keep returning typed Structs (and the
 OpenAPI schema keeps its exact types). The tag is a hash of the bytes: equal answers, equal tags.
@@ -11,7 +11,7 @@ from typing import Any
 
 from litestar.types import ASGIApp, Receive, Send
 
-_PREFIX = "/v1/"
+_PREFIXES = ("/v1/", "/features/")
 
 
 def etag_of(body: bytes) -> bytes:
@@ -27,7 +27,7 @@ def etag_matches(if_none_match: bytes, etag: bytes) -> bool:
 
 def etag_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Any, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or not scope["path"].startswith(_PREFIX):
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or not scope["path"].startswith(_PREFIXES):
             await app(scope, receive, send)
             return
         if_none_match = next((v for k, v in scope["headers"] if k == b"if-none-match"), None)

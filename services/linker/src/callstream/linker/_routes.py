@@ -75,7 +75,11 @@ def _author(row: asyncpg.Record) -> Author:
     return Author(name=row["author_name"], email=row["author_email"], id=row["author_id"])
 
 
-def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, Any]], Awaitable[Access]]) -> Router:
+def build_router(
+    lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, Any]], Awaitable[Access]]
+) -> list[Router]:
+    """The ``/v1`` API, and the seed's ``GET /features/{feature_id}/messages`` (no ``/v1``, as the
+    existing frontend calls it): the very same handler, so the same auth, fields and errors."""
     allow = lookup.allow
 
     @get(
@@ -255,7 +259,7 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
             for r, f in zip(rows, facts, strict=True)
         ]
 
-    return Router(
+    v1 = Router(
         "/v1",
         route_handlers=[
             link_by_external_id,
@@ -269,6 +273,10 @@ def build_router(lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, A
         security=[{"bearer": []}],
         tags=["links"],
     )
+    seed = Router(
+        "/", route_handlers=[feature_messages], cache_control=CACHE_CONTROL, security=[{"bearer": []}], tags=["links"]
+    )
+    return [v1, seed]
 
 
 def _parse_fields(fields: str | None) -> frozenset[str] | None:
