@@ -161,12 +161,12 @@ async def test_moment_links(linker: Client, seed: Seed, admin_token: str) -> Non
     r = await linker.get(f"/v1/messages/{fathom_id}/link", params={"t": 645}, headers=bearer(admin_token))
     assert r.status_code == 200, r.text
     assert (r.json()["url"], r.json()["moment"], r.json()["t"]) == (
-        "https://fathom.video/calls/884120457#t=645",
+        SHARE + "?timestamp=645",  # shared/providers/fathom.md, addendum: never #t=
         True,
         645,
     )
     r = await linker.get(f"/v1/messages/{gong_id}/link", params={"t": 30}, headers=bearer(admin_token))
-    assert (r.json()["url"], r.json()["moment"]) == (GONG_URL, False)
+    assert (r.json()["url"], r.json()["moment"], r.json()["reason"]) == (GONG_URL, False, "moment_unverified")
     r = await linker.get(f"/v1/messages/{gong_id}/link", params={"t": -1}, headers=bearer(admin_token))
     assert r.status_code == 400
 

@@ -193,19 +193,37 @@ def test_allow_list_rejects_bad_patterns(bad: str) -> None:
         HostAllowList.parse(bad)
 
 
-def test_fathom_moment_uses_the_call_url() -> None:
-    m = moment_link(fathom(recording_url=SHARE, url=CALL + "#t=1"), ALLOW, 645)
-    assert (m.url, m.moment, m.origin, m.t) == (CALL + "#t=645", True, "metadata.url", 645)
+def test_fathom_moment_is_timestamp_on_the_share_link() -> None:
+    # shared/providers/fathom.md, addendum: moments are ?timestamp=<seconds> (never #t=), on the
+    # share or the call URL; the moment builds on the same link the message answers with.
+    m = moment_link(fathom(recording_url=SHARE, url=CALL), ALLOW, 645)
+    assert (m.url, m.moment, m.origin, m.t, m.reason) == (
+        SHARE + "?timestamp=645",
+        True,
+        "metadata.recording_url",
+        645,
+        None,
+    )
 
 
-def test_fathom_moment_without_call_url_falls_back_to_the_plain_link() -> None:
-    m = moment_link(fathom(recording_url=SHARE), ALLOW, 30)
-    assert (m.url, m.moment, m.origin) == (SHARE, False, "metadata.recording_url")
+def test_fathom_moment_on_the_call_url_replaces_old_moments() -> None:
+    m = moment_link(fathom(url=CALL + "?timestamp=1&x=y#t=1"), ALLOW, 58.5)
+    assert (m.url, m.moment, m.origin) == (CALL + "?x=y&timestamp=58.5", True, "metadata.url")
+
+
+def test_fathom_moment_keeps_decimals_and_drops_float_noise() -> None:
+    assert moment_link(fathom(url=CALL), ALLOW, 1058.9999).url == CALL + "?timestamp=1058.9999"
+    assert moment_link(fathom(url=CALL), ALLOW, 24.0).url == CALL + "?timestamp=24"
+
+
+def test_fathom_moment_without_any_url_is_no_link() -> None:
+    m = moment_link(fathom(), ALLOW, 30)
+    assert (m.url, m.moment, m.reason) == (None, False, "no_link")
 
 
 def test_gong_moment_is_the_call_link_without_a_moment() -> None:
     m = moment_link(gong(url=GONG_URL), ALLOW, 30)
-    assert (m.url, m.moment, m.kind) == (GONG_URL, False, "call")
+    assert (m.url, m.moment, m.kind, m.reason) == (GONG_URL, False, "call", "moment_unverified")
 
 
 def test_moment_of_unsafe_fathom_url_is_refused() -> None:

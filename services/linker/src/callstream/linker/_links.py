@@ -36,6 +36,7 @@ __all__ = [
     "LinkFacts",
     "LinkOrigin",
     "MomentLink",
+    "MomentReason",
     "Reason",
     "gong_host_of",
     "moment_link",
@@ -152,29 +153,54 @@ def gong_host_of(url: object, allow: HostAllowList) -> str | None:
     return urlsplit(safe).hostname if safe else None
 
 
+MomentReason = Reason | Literal["moment_unverified"]
+
+
 class MomentLink(msgspec.Struct, kw_only=True, frozen=True):
-    """A link to a moment of the recording. ``moment`` is false when the provider has no verified
-    deep-link format: ``url`` is then the plain link to the call."""
+    """A link to a moment of the recording. ``moment`` is false when no moment was asked for or
+    the provider has no verified moment form: ``url`` is then the plain link to the call, and
+    ``reason`` ``moment_unverified`` when a served link could not be made to point at ``t``."""
 
     url: str | None
     kind: Kind
     origin: LinkOrigin | None
-    reason: Reason | None
+    reason: MomentReason | None
     moment: bool
-    t: int
+    t: float | None
 
 
-def moment_link(facts: LinkFacts, allow: HostAllowList, t: int, gong_host: str | None = None) -> MomentLink:
-    """Fathom: ``url#t=<seconds>``, the form of Fathom's own action-item playback links
-    (``recording_playback_url``), built on the call page ``url``; whether share links honour
-    ``#t=`` is unverified, so they are never used for moments. Gong: the call link, ``moment``
-    false (its ``&highlights=`` deep links are undocumented)."""
-    if facts.source == "fathom" and _present(facts.url):
-        url, _ = vet_url(facts.url, allow)
-        if url is not None:
-            base = urlunsplit(urlsplit(url)._replace(fragment=""))
-            return MomentLink(
-                url=f"{base}#t={t}", kind="recording", origin="metadata.url", reason=None, moment=True, t=t
-            )
+def _seconds(t: float) -> str:
+    """``645``, ``58.5``, ``1058.9999``: Fathom takes decimal seconds; no float noise, no ``.0``."""
+    text = f"{t:.4f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def _with_timestamp(url: str, t: float) -> str:
+    """``url`` with ``timestamp=<t>`` as its last query parameter: an earlier ``timestamp`` and
+    a fragment (``#t=``, which Fathom never honoured) are dropped, other parameters kept."""
+    parts = urlsplit(url)
+    kept = [p for p in parts.query.split("&") if p and not p.startswith("timestamp=")]
+    kept.append(f"timestamp={_seconds(t)}")
+    return urlunsplit(parts._replace(query="&".join(kept), fragment=""))
+
+
+def moment_link(facts: LinkFacts, allow: HostAllowList, t: float | None, gong_host: str | None = None) -> MomentLink:
+    """The message's link (:func:`resolve_link`), pointed at ``t`` seconds where the source has a
+    known moment form. The one implementation behind ``/v1/messages/{id}/link?t=`` and the data
+    points' evidence links.
+
+    Fathom: ``?timestamp=<seconds>`` (decimals allowed) on the share or call URL, whichever the
+    message links to (``shared/providers/fathom.md``, addendum: its API's own playback URLs and
+    its transcript exports use it; ``#t=`` and ``?t=`` appear in no working source). Gong: the
+    plain call link with ``reason: moment_unverified`` (its ``&highlights=`` form is an
+    undocumented example whose seeking nobody has verified)."""
     link = resolve_link(facts, allow, gong_host)
-    return MomentLink(url=link.url, kind=link.kind, origin=link.origin, reason=link.reason, moment=False, t=t)
+    if t is None or link.url is None:
+        return MomentLink(url=link.url, kind=link.kind, origin=link.origin, reason=link.reason, moment=False, t=t)
+    if facts.source == "fathom":
+        # Re-vetted: the parameter is ours, but what is served is always what was checked.
+        url, reason = vet_url(_with_timestamp(link.url, t), allow)
+        if url is not None:
+            return MomentLink(url=url, kind=link.kind, origin=link.origin, reason=None, moment=True, t=t)
+        return MomentLink(url=link.url, kind=link.kind, origin=link.origin, reason=reason, moment=False, t=t)
+    return MomentLink(url=link.url, kind=link.kind, origin=link.origin, reason="moment_unverified", moment=False, t=t)

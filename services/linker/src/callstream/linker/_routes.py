@@ -126,7 +126,7 @@ def build_router(
         access = await authenticate(request)
         facts = await lookup.facts_by_id(access, message_id)
         host = await lookup.gong_host(facts)
-        return message_moment(facts.message_id, facts.source, facts.external_id, moment_link(facts, allow, t, host))
+        return message_moment(facts.message_id, facts.source, facts.external_id, moment_link(facts, allow, t, host), t)
 
     @get("/messages/{message_id:str}", summary="One message with its metadata and link", responses=_ok(MessageOut))
     async def get_message(

@@ -9,7 +9,7 @@ import msgspec
 
 from callstream.contracts import Source
 
-from ._links import Kind, Link, LinkOrigin, MomentLink, Reason
+from ._links import Kind, Link, LinkOrigin, MomentLink, MomentReason, Reason
 
 MessageId = Annotated[str, msgspec.Meta(max_length=64)]
 MAX_RESOLVE_IDS = 1000
@@ -47,7 +47,7 @@ class MessageMoment(msgspec.Struct, kw_only=True, frozen=True):
     url: str | None
     kind: Kind
     origin: LinkOrigin | None
-    reason: Reason | None
+    reason: MomentReason | None
     moment: bool
     t: int
 
@@ -135,7 +135,7 @@ def link_record(message_id: str, source: Source, external_id: str, link: Link) -
     )
 
 
-def message_moment(message_id: str, source: Source, external_id: str, link: MomentLink) -> MessageMoment:
+def message_moment(message_id: str, source: Source, external_id: str, link: MomentLink, t: int) -> MessageMoment:
     return MessageMoment(
         message_id=message_id,
         source=source,
@@ -145,5 +145,5 @@ def message_moment(message_id: str, source: Source, external_id: str, link: Mome
         origin=link.origin,
         reason=link.reason,
         moment=link.moment,
-        t=link.t,
+        t=t,
     )
