@@ -46,6 +46,11 @@ def _examples() -> list[msgspec.Struct]:
         c.FeatureLinked(
             workspace_id="acme", feature_id="f-1", message=c.MessageRef(source="fathom", external_id="123456789")
         ),
+        c.FeatureUnlinked(
+            workspace_id="acme",
+            feature_id="f-1",
+            message=c.MessageRef(source="gong", external_id="5520183947712650031"),
+        ),
         c.DeadLetter(
             consumer="normalizer",
             subject="calls.raw.fathom",
@@ -108,6 +113,11 @@ def test_message_ids_are_deterministic_and_distinct() -> None:
     assert c.pull_event_id("i-1", "42", b"{}") != c.pull_event_id("i-1", "42", b'{"a":1}')
     # a separator keeps ("i-1", "42x") and ("i-142", "x") apart
     assert c.pull_event_id("i-1", "42x", b"") != c.pull_event_id("i-142", "x", b"")
+    link = c.feature_link_event_id("linked", "acme", "f-1", "gong", "1", "none")
+    assert link == c.feature_link_event_id("linked", "acme", "f-1", "gong", "1", "none")
+    assert link != c.feature_link_event_id("unlinked", "acme", "f-1", "gong", "1", "none")
+    assert link != c.feature_link_event_id("linked", "acme", "f-1", "gong", "1", "linked 2026-01-14")
+    assert link != c.feature_link_event_id("linked", "acme", "f-1", "gong", "1n", "one")
     assert c.hash_api_token("t") == c.hash_api_token("t") != c.hash_api_token("u")
 
 
@@ -120,6 +130,7 @@ def test_every_subject_helper_lands_in_a_declared_stream() -> None:
         c.messages_upserted_subject("gong"),
         c.dlq_subject("normalizer"),
         c.FEATURES_LINKED,
+        c.FEATURES_UNLINKED,
     ]
     for subject in subjects:
         owners = [s.name for s in c.STREAMS if any(_matches(p, subject) for p in s.subjects)]

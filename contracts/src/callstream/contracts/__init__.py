@@ -7,7 +7,7 @@ from ._data_points import (
     data_point_event_id,
     extractor_version_order,
 )
-from ._identity import hash_api_token, pull_event_id, webhook_event_id
+from ._identity import feature_link_event_id, hash_api_token, pull_event_id, webhook_event_id
 from ._links import (
     DEFAULT_LINK_ALLOW_LIST,
     DEFAULT_LINK_HOSTS,
@@ -21,6 +21,7 @@ from ._messages import (
     Change,
     DeadLetter,
     FeatureLinked,
+    FeatureUnlinked,
     GongCallBundle,
     LinkSources,
     MessageRef,
@@ -50,6 +51,7 @@ from ._subjects import (
     DLQ,
     FEATURES,
     FEATURES_LINKED,
+    FEATURES_UNLINKED,
     GATEWAY_PULL_CONSUMER,
     MESSAGES,
     NORMALIZER_CONSUMER,
@@ -79,6 +81,7 @@ __all__ = [
     "DLQ",
     "FEATURES",
     "FEATURES_LINKED",
+    "FEATURES_UNLINKED",
     "GATEWAY_PULL_CONSUMER",
     "MAX_URL_LENGTH",
     "MESSAGES",
@@ -97,6 +100,7 @@ __all__ = [
     "Evidence",
     "Extractor",
     "FeatureLinked",
+    "FeatureUnlinked",
     "GongCallBundle",
     "HostAllowList",
     "LinkReason",
@@ -117,6 +121,7 @@ __all__ = [
     "dead_letter_size",
     "dlq_subject",
     "extractor_version_order",
+    "feature_link_event_id",
     "hash_api_token",
     "is_ascii_host",
     "largest_dead_letterable",

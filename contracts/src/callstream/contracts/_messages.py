@@ -153,6 +153,17 @@ class FeatureLinked(msgspec.Struct, kw_only=True, frozen=True):
     message: MessageRef
 
 
+class FeatureUnlinked(msgspec.Struct, kw_only=True, frozen=True):
+    """A message is no longer linked to a feature (``features.unlinked``). The same stream and
+    consumer as ``FeatureLinked``, so a link and an unlink are applied in the order they were
+    published; unlinking what is not linked changes nothing."""
+
+    v: Literal[1] = 1
+    workspace_id: WorkspaceId
+    feature_id: str
+    message: MessageRef
+
+
 class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):
     """What a consumer could never process, published to ``dlq.<consumer>``."""
 

@@ -17,6 +17,7 @@ DLQ = "DLQ"
 DATAPOINTS = "DATAPOINTS"
 
 FEATURES_LINKED = "features.linked"
+FEATURES_UNLINKED = "features.unlinked"
 DATAPOINTS_RECORDED = "datapoints.recorded"
 
 _DAY = 86_400.0
@@ -98,8 +99,8 @@ STREAMS: tuple[StreamSpec, ...] = (
     ),
     StreamSpec(
         name=FEATURES,
-        subjects=(FEATURES_LINKED,),
-        description="Features linked to messages by other internal services",
+        subjects=("features.>",),  # FEATURES_LINKED and FEATURES_UNLINKED
+        description="Features linked to and unlinked from messages (the linker's HTTP and other internal services)",
         max_age_seconds=30 * _DAY,
     ),
     StreamSpec(
@@ -127,8 +128,10 @@ NORMALIZER_CONSUMER = ConsumerSpec(
 NORMALIZER_FEATURES_CONSUMER = ConsumerSpec(
     stream=FEATURES,
     durable="normalizer-features",
-    filter_subject=FEATURES_LINKED,
-    description="normalizer: features linked to messages",
+    # Links and unlinks through one consumer, in stream order: a link, its unlink and a link again
+    # end linked.
+    filter_subject="features.>",
+    description="normalizer: features linked to and unlinked from messages",
 )
 NORMALIZER_DATAPOINTS_CONSUMER = ConsumerSpec(
     stream=DATAPOINTS,

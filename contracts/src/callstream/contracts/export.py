@@ -36,6 +36,12 @@ CHANNELS: tuple[tuple[type[msgspec.Struct], tuple[str, ...], str, str], ...] = (
         "A message changed",
     ),
     (m.FeatureLinked, ("features.linked",), "internal services", "A feature names a message"),
+    (
+        m.FeatureUnlinked,
+        ("features.unlinked",),
+        "linker (HTTP DELETE)",
+        "A feature no longer names a message",
+    ),
     (dp.DataPointRecorded, ("datapoints.recorded",), "linker", "A value extracted from a message, with its evidence"),
     (m.DeadLetter, ("dlq.normalizer",), "any consumer", "What a consumer could never process"),
 )
