@@ -10,6 +10,7 @@ from callstream.runtime import ServiceRuntime, create_app, get_logger, periodic
 
 from ._backlog import add_backlog_workers
 from ._consumer import run_raw_call_consumer
+from ._data_points import run_data_point_consumer
 from ._features import run_feature_consumer, sweep_pending_links
 from ._outbox import run_outbox_relay
 from ._settings import Settings
@@ -38,6 +39,7 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
     runtime.add_worker("raw-calls", _after_topology(run_raw_call_consumer, settings))
     runtime.add_worker("outbox-relay", _after_topology(run_outbox_relay, settings))
     runtime.add_worker("feature-links", _after_topology(run_feature_consumer, settings))
+    runtime.add_worker("data-points", _after_topology(run_data_point_consumer, settings))
     runtime.add_worker("pending-link-sweep", periodic(sweep_pending_links, settings.link_sweep_seconds))
     add_backlog_workers(runtime)
     return runtime

@@ -10,16 +10,18 @@ from nats.js.errors import NotFoundError
 
 from callstream.contracts import (
     CALLS_RAW,
+    DATAPOINTS,
     DLQ,
     FEATURES,
     MESSAGES,
     NORMALIZER_CONSUMER,
+    NORMALIZER_DATAPOINTS_CONSUMER,
     NORMALIZER_FEATURES_CONSUMER,
     STREAMS,
 )
 from callstream.runtime import ensure_consumer, ensure_stream
 
-_OWN_STREAMS = (CALLS_RAW, MESSAGES, FEATURES, DLQ)
+_OWN_STREAMS = (CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS, DLQ)
 _lock = asyncio.Lock()  # the workers of one process declare one at a time
 
 
@@ -28,7 +30,7 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
         for spec in STREAMS:
             if spec.name in _OWN_STREAMS:
                 await ensure_stream(js, spec, replicas)
-        for consumer in (NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER):
+        for consumer in (NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER, NORMALIZER_DATAPOINTS_CONSUMER):
             try:
                 await js.consumer_info(consumer.stream, consumer.durable)
             except NotFoundError:
