@@ -1,8 +1,13 @@
-"""``features.linked`` into ``features`` and ``message_features``.
+"""``features.linked`` and ``features.unlinked`` into ``features`` and ``message_features``.
 
 A link may name a message that has not arrived yet: it is kept with its ``(source, external_id)``
 and filled in when the message is created (by the store, in the message's transaction, and by a
 periodic sweep that closes the race of a link and its message committing at the same moment).
+
+Links and unlinks come through one consumer in stream order, so a link, its unlink and a link
+again end linked. An unlink deletes the row (unlinking what is not linked changes nothing) and
+moves the feature's ``updated_at``: the linker derives its events' ``Nats-Msg-Id`` from the link's
+stored state, and this is what tells "linked, unlinked, linked again" from one link retried.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import asyncpg
 import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
-from callstream.contracts import NORMALIZER_FEATURES_CONSUMER, FeatureLinked
+from callstream.contracts import FEATURES_UNLINKED, NORMALIZER_FEATURES_CONSUMER, FeatureLinked, FeatureUnlinked
 from callstream.runtime import (
     HANDLED,
     Outcome,
@@ -33,6 +39,7 @@ from ._settings import Settings
 
 log = get_logger(__name__)
 _DECODER = msgspec.json.Decoder(FeatureLinked)
+_UNLINK_DECODER = msgspec.json.Decoder(FeatureUnlinked)
 REDELIVERY = Redelivery(first_delay=1.0, max_delay=60.0)
 
 _MESSAGE_BY_ID = "select source, external_id from messages where id = $1 and workspace_id = $2"
@@ -47,6 +54,14 @@ values ($1, $2, $3, $4,
         (select id from messages where workspace_id = $1 and source = $3 and external_id = $4))
 on conflict (workspace_id, feature_id, source, external_id) do update set message_id = excluded.message_id
 where mf.message_id is null and excluded.message_id is not null
+"""
+_UNLINK = """
+with gone as (
+    delete from message_features where workspace_id = $1 and feature_id = $2 and source = $3 and external_id = $4
+    returning 1
+)
+update features set updated_at = clock_timestamp()
+where workspace_id = $1 and id = $2 and exists (select 1 from gone)
 """
 SWEEP_PENDING = """
 update message_features mf set message_id = m.id
@@ -80,13 +95,35 @@ async def store_link(conn: asyncpg.Connection, link: FeatureLinked) -> None:
         await conn.execute(_LINK, link.workspace_id, link.feature_id, source, external_id)
 
 
+async def store_unlink(conn: asyncpg.Connection, unlink: FeatureUnlinked) -> None:
+    """Delete the link; a message named by an id that no longer exists has no links left (they go
+    with it), so that is nothing to do rather than an error."""
+    ref = unlink.message
+    if ref.message_id is not None:
+        try:
+            message_id = uuid.UUID(ref.message_id)
+        except ValueError:
+            raise UnusableLink(f"message_id {ref.message_id!r} is not a message id") from None
+        row = await conn.fetchrow(_MESSAGE_BY_ID, message_id, unlink.workspace_id)
+        if row is None:
+            return
+        source, external_id = row["source"], row["external_id"]
+    elif ref.source is not None and ref.external_id:
+        source, external_id = ref.source, ref.external_id
+    else:
+        raise UnusableLink("the message is named neither by id nor by (source, external_id)")
+    await conn.execute(_UNLINK, unlink.workspace_id, unlink.feature_id, source, external_id)
+
+
 async def _store_feature_msg(pool: asyncpg.Pool, msg: Msg) -> None:
     try:
-        link = _DECODER.decode(msg.data)
         async with pool.acquire() as conn:
-            await store_link(conn, link)
+            if msg.subject == FEATURES_UNLINKED:
+                await store_unlink(conn, _UNLINK_DECODER.decode(msg.data))
+            else:
+                await store_link(conn, _DECODER.decode(msg.data))
     except (msgspec.DecodeError, msgspec.ValidationError, UnusableLink) as exc:
-        raise Unprocessable(f"unusable feature link: {exc}") from exc
+        raise Unprocessable(f"unusable feature link or unlink: {exc}") from exc
     except Exception as exc:
         if is_poison(exc):
             raise Unprocessable(f"rejected by the database: {type(exc).__name__}: {exc}") from exc
@@ -110,7 +147,7 @@ async def run_feature_consumer(runtime: ServiceRuntime, settings: Settings) -> N
     """The worker (under the runtime's supervisor): links in stream order; after a transient
     failure, the rest of the batch comes back in order once the database answers."""
     await runtime.broker.wait_connected()
-
+    await widen_filter(runtime.broker.js)
     await consume(
         runtime.broker.js,
         NORMALIZER_FEATURES_CONSUMER,
@@ -122,6 +159,24 @@ async def run_feature_consumer(runtime: ServiceRuntime, settings: Settings) -> N
         recover=lambda: wait_for_postgres(runtime.db, runtime.stopping),
         observe=_counted,
     )
+
+
+async def widen_filter(js: JetStreamContext) -> None:
+    """A consumer declared before unlinks existed filters on ``features.linked`` only: its filter
+    is moved to the contract's in place (everything else an operator tuned is kept), else unlinks
+    would sit in the stream unread."""
+    spec = NORMALIZER_FEATURES_CONSUMER
+    try:
+        info = await js.consumer_info(spec.stream, spec.durable)
+    except NotFoundError:
+        return  # consume() declares it as the contract says
+    config = info.config
+    if config.filter_subject == spec.filter_subject and not config.filter_subjects:
+        return
+    log.info("feature consumer filter widened", was=config.filter_subject, now=spec.filter_subject)
+    config.filter_subject = spec.filter_subject
+    config.filter_subjects = None
+    await js.add_consumer(spec.stream, config)  # an existing durable: updated in place
 
 
 async def sweep_pending_links(runtime: ServiceRuntime) -> None:
