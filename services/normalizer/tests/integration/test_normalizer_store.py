@@ -114,7 +114,7 @@ async def test_rows_hold_the_mapped_message(pool, nc, kit, database_url, nats_ur
     )
     assert row["external_id"] == "5520183947712650031"
     assert row["content"].startswith("Maren Okafor: Thanks for making time today")
-    assert row["message_metadata"]["hubspot_context"]["accounts"][0]["id"] == "21877340012"
+    assert row["message_metadata"]["hubspot_context"]["accounts"][0]["object_id"] == "21877340012"
     assert (row["domain"], row["customer_name"], row["external_system"], row["crm_id"]) == (
         "harborline-freight.example",
         "Harborline Freight",

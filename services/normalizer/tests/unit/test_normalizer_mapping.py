@@ -16,7 +16,8 @@ FATHOM_KEYS = {
 }  # fmt: skip
 GONG_KEYS = {
     "call_id", "title", "scheduled", "started", "duration_seconds", "participants", "has_transcript",
-    "hubspot_context", "url", "raw_call_data", "transcript_data",
+    "hubspot_context", "url", "raw_call_data", "transcript_data", "participant_details", "talk_time",
+    "interaction_stats",
 }  # fmt: skip
 
 
@@ -121,8 +122,9 @@ def test_gong_example_with_hubspot_account(kit):
     assert m["raw_call_data"] == bundle["call"]
     assert m["transcript_data"] == bundle["transcript"]
     hub = m["hubspot_context"]
-    assert [a["id"] for a in hub["accounts"]] == ["21877340012"]
-    assert hub["deals"][0]["fields"]["dealname"] == "Harborline Freight - Platform 2026"
+    assert [a["object_id"] for a in hub["accounts"]] == ["21877340012"]
+    assert hub["deals"][0]["name"] == "Harborline Freight - Platform 2026"
+    assert hub["deals"][0]["all_fields"]["dealname"] == "Harborline Freight - Platform 2026"
     assert hub["contacts"][0]["email"] == "teodor.vance@harborline-freight.example"
     c = mapped.customer
     assert (c.domain, c.name, c.industry, c.external_system, c.external_id) == (
@@ -134,7 +136,7 @@ def test_gong_example_with_hubspot_account(kit):
     )
     attrs = msgspec.json.decode(c.attributes_json)
     assert attrs["fields"]["industry"] == "LOGISTICS_AND_SUPPLY_CHAIN"
-    assert attrs["deals"][0]["id"] == "40993318275"
+    assert attrs["deals"][0]["object_id"] == "40993318275"
     assert mapped.provider_host == "us-48213.app.gong.io"
 
 
@@ -146,7 +148,7 @@ def test_gong_opportunity_and_field_case_are_treated_alike(kit):
     ctx["objects"][1]["objectType"] = "Opportunity"
     mapped = map_raw_call(kit.raw_call(bundle))
     hub = meta(mapped)["hubspot_context"]
-    assert hub["deals"][0]["id"] == "40993318275"
+    assert hub["deals"][0]["object_id"] == "40993318275"
     assert (mapped.customer.domain, mapped.customer.name) == ("hl.example", "Harborline")
 
 
@@ -156,7 +158,7 @@ def test_gong_without_hubspot_uses_external_party_domain(kit):
     mapped = map_raw_call(kit.raw_call(bundle))
     hub = meta(mapped)["hubspot_context"]
     assert (hub["accounts"], hub["deals"]) == ([], [])
-    assert [c["id"] for c in hub["contacts"]] == ["77100234"]  # party-level HubSpot context still counts
+    assert [c["object_id"] for c in hub["contacts"]] == ["77100234"]  # party-level HubSpot context still counts
     assert mapped.customer.domain == "harborline-freight.example"
     assert mapped.customer.external_system is None
     assert mapped.customer.name == "Harborline Freight"
@@ -176,8 +178,9 @@ def test_gong_private_call_keeps_its_metadata_but_never_what_was_said(kit):
     mapped = map_raw_call(kit.raw_call(bundle))
     assert mapped.withheld is True
     assert mapped.content == ""  # even though the bundle carried a transcript
-    assert mapped.ai_insights_json is None
+    assert mapped.ai_insights_json is None  # withheld, not empty
     m = meta(mapped)
+    assert m["talk_time"] is None
     assert m["private"] is True
     assert m["has_transcript"] is False
     assert m["transcript_data"] is None

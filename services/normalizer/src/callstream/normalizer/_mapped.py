@@ -216,6 +216,40 @@ def link_sources(metadata_json: bytes) -> LinkSources | None:
         return None
 
 
+# Bumped when the metadata a mapping writes changes shape: ``rederive`` re-maps the stored messages
+# of an older one from their raw keys (2: seed-shaped CRM context, participant names, vetted URLs,
+# ai_insights, talk time).
+METADATA_VERSION = 2
+
+
+def safe_url(value: Any, links: HostAllowList) -> str | None:
+    """A URL a UI may render as it is (the linker's rule, :func:`vet_url`), else ``None``."""
+    if not isinstance(value, str) or not value:
+        return None
+    return vet_url(value, links)[0]
+
+
+def ai_insights(
+    summary: str | None = None,
+    key_points: list[str] | None = None,
+    action_items: list[dict[str, Any]] | None = None,
+    topics: list[str] | None = None,
+    outcome: str | None = None,
+) -> dict[str, Any]:
+    """The providers' own AI output in one shape for both sources: ``summary`` (text or null),
+    ``key_points`` (texts), ``action_items`` (``{text, assignee, t}``: who, a name or an address or
+    null; ``t`` seconds into the recording or null), ``topics`` (names), ``outcome`` (text or null).
+    Every message has it, empty where the provider sent nothing; only a Gong call marked private has
+    none (null: withheld, not empty)."""
+    return {
+        "summary": summary or None,
+        "key_points": key_points or [],
+        "action_items": action_items or [],
+        "topics": topics or [],
+        "outcome": outcome or None,
+    }
+
+
 def parse_time(value: str | None) -> datetime | None:
     """ISO 8601 with any offset (or ``Z``) to aware UTC; unparseable -> ``None`` (tolerant reader)."""
     if not value:

@@ -28,7 +28,7 @@ def map_raw_call(data: bytes, links: HostAllowList = DEFAULT_LINK_ALLOW_LIST) ->
     (``CALLSTREAM_LINK_HOSTS``, the linker's)."""
     raw = decode_raw_call(data)
     try:
-        mapped = map_fathom(raw) if raw.source == "fathom" else map_gong(raw)
+        mapped = map_fathom(raw, links) if raw.source == "fathom" else map_gong(raw, links)
     except UnmappableError:
         raise
     except Exception as exc:

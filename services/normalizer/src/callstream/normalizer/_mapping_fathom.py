@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from callstream.contracts import RawCall
+import msgspec
+
+from callstream.contracts import DEFAULT_LINK_ALLOW_LIST, HostAllowList, RawCall
 from callstream.contracts.providers import FathomMeeting, PayloadRejected, decode_fathom_meeting
 
 from ._domains import domain_of, most_frequent_company_domain, name_from_domain, normalize_domain
 from ._mapped import (
+    METADATA_VERSION,
     MappedCustomer,
     MappedMessage,
     MappedParticipant,
     UnmappableError,
+    ai_insights,
     clean_text,
     encode_json,
     https_host,
     parse_time,
+    safe_url,
 )
+from ._talk_time import Segment, Speaker, clock_seconds, talk_time
 
 CHANNEL = "Fathom"
 UNKNOWN_SPEAKER = "Unknown speaker"
@@ -64,7 +70,7 @@ def _participants(meeting: FathomMeeting) -> tuple[MappedParticipant, ...]:
     for invitee in meeting.calendar_invitees or ():
         if recorder_email and (invitee.email or "").lower() == recorder_email:
             continue
-        affiliation = {True: "external", False: "internal"}.get(invitee.is_external, "unknown")  # type: ignore[arg-type]
+        affiliation = _affiliation(invitee.is_external)
         found.append(
             MappedParticipant(
                 clean_text(invitee.name), invitee.email, affiliation, invitee.matched_speaker_display_name, "invitee"
@@ -88,18 +94,142 @@ def _customer(meeting: FathomMeeting) -> MappedCustomer | None:
     return MappedCustomer(domain=domain, name=clean_text(name), attributes_json=encode_json(attributes))
 
 
-def map_fathom(raw: RawCall) -> MappedMessage:
+def _talk_time(meeting: FathomMeeting) -> dict[str, Any] | None:
+    """Fathom sends each transcript item's start (``HH:MM:SS``) only: an item lasts until the next
+    one starts, the last one until the recording ends (when that is known)."""
+    speakers: dict[str, Speaker] = {}
+    by_display: dict[str, Speaker] = {}
+    for invitee in meeting.calendar_invitees or ():
+        speaker = Speaker(clean_text(invitee.name), invitee.email, _affiliation(invitee.is_external))
+        if invitee.email:
+            speakers[invitee.email.lower()] = speaker
+        for display in (invitee.matched_speaker_display_name, invitee.name):
+            if display:
+                by_display.setdefault(display, speaker)
+    recorder = meeting.recorded_by
+    if recorder is not None and recorder.email:
+        speakers[recorder.email.lower()] = Speaker(clean_text(recorder.name), recorder.email, "internal")
+        if recorder.name:
+            by_display.setdefault(recorder.name, speakers[recorder.email.lower()])
+    timed: list[tuple[float, str]] = []
+    for item in meeting.transcript or ():
+        start = clock_seconds(item.timestamp)
+        if start is None:
+            continue
+        email = (item.speaker.matched_calendar_invitee_email or "").lower() if item.speaker else ""
+        display = (item.speaker.display_name or "") if item.speaker else ""
+        if email:
+            key = email
+            speakers.setdefault(key, Speaker(clean_text(display) or None, email, "unknown"))
+        else:
+            key = f"name:{display}"
+            speakers.setdefault(key, by_display.get(display) or Speaker(clean_text(display) or None, None, "unknown"))
+        timed.append((start, key))
+    started = parse_time(meeting.recording_start_time)
+    ended = parse_time(meeting.recording_end_time)
+    length = (ended - started).total_seconds() if started and ended else None
+    timed.sort(key=lambda pair: pair[0])
+    segments = [
+        Segment(key, start, timed[i + 1][0] if i + 1 < len(timed) else max(start, length or start))
+        for i, (start, key) in enumerate(timed)
+    ]
+    return talk_time(segments, speakers)
+
+
+def _affiliation(is_external: bool | None) -> str:
+    return {True: "external", False: "internal"}.get(is_external, "unknown")  # type: ignore[arg-type]
+
+
+def _key_points(summary: str | None) -> list[str]:
+    """The bullets under the summary's "Key Takeaways" heading (Fathom's General template)."""
+    points: list[str] = []
+    inside = False
+    for line in (summary or "").splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            inside = "key takeaway" in text.lower()
+            continue
+        if inside and text[:2] in ("- ", "* ", "+ ") and (point := text[2:].strip()):
+            points.append(point)
+    return points
+
+
+def _insights(meeting: FathomMeeting, summary: str | None) -> dict[str, Any]:
+    return ai_insights(
+        summary=summary,
+        key_points=_key_points(summary),
+        action_items=[
+            {
+                "text": item.description,
+                "assignee": (item.assignee.name or item.assignee.email) if item.assignee else None,
+                "t": clock_seconds(item.recording_timestamp),
+            }
+            for item in meeting.action_items or ()
+            if item.description
+        ],
+    )
+
+
+def _action_items(meeting: FathomMeeting, links: HostAllowList) -> list[dict[str, Any]]:
+    """Fathom's action items as sent, the playback link vetted (a UI renders it)."""
+    return [
+        {
+            "description": item.description,
+            "user_generated": item.user_generated,
+            "completed": item.completed,
+            "recording_timestamp": item.recording_timestamp,
+            "recording_playback_url": safe_url(item.recording_playback_url, links),
+            "assignee": item.assignee,
+        }
+        for item in meeting.action_items or ()
+    ]
+
+
+def _crm_matches(meeting: FathomMeeting, links: HostAllowList) -> dict[str, Any] | None:
+    """The CRM match as sent, each ``record_url`` vetted (CRM hosts are not on the allow list
+    unless an operator adds them, so they are usually null here; raw_session_data keeps them)."""
+    crm = meeting.crm_matches
+    if crm is None:
+        return None
+
+    def vetted(items: list[Any] | None) -> list[dict[str, Any]] | None:
+        if items is None:
+            return None
+        return [{**msgspec.structs.asdict(item), "record_url": safe_url(item.record_url, links)} for item in items]
+
+    return {
+        "contacts": vetted(crm.contacts),
+        "companies": vetted(crm.companies),
+        "deals": vetted(crm.deals),
+        "error": crm.error,
+    }
+
+
+def _urls(meeting: FathomMeeting, links: HostAllowList) -> tuple[str | None, str | None]:
+    """``recording_url`` (the share link) and ``url`` as a UI may render them. By the linker's rule
+    the first link present decides: when the share link is refused, ``url`` is not offered in its
+    place either (so the row, the event and the linker agree: no link), and the values as sent stay
+    in ``raw_session_data``."""
+    recording, url = safe_url(meeting.share_url, links), safe_url(meeting.url, links)
+    if meeting.share_url and recording is None:
+        return None, None
+    return recording, url
+
+
+def map_fathom(raw: RawCall, links: HostAllowList = DEFAULT_LINK_ALLOW_LIST) -> MappedMessage:
     meeting = decode_meeting(raw.payload)
     content = transcript_text(meeting)
     started = parse_time(meeting.recording_start_time)
     ended = parse_time(meeting.recording_end_time)
     recorder = meeting.recorded_by
     summary = meeting.default_summary.markdown_formatted if meeting.default_summary else None
+    recording_url, url = _urls(meeting, links)
     metadata: dict[str, Any] = {
+        "metadata_version": METADATA_VERSION,
         "session_id": meeting.recording_id,
         "title": meeting.title or meeting.meeting_title,
-        "recording_url": meeting.share_url,
-        "url": meeting.url,
+        "recording_url": recording_url,
+        "url": url,
         "user_email": recorder.email if recorder else None,
         "user_name": recorder.name if recorder else None,
         "duration_seconds": int((ended - started).total_seconds()) if started and ended else None,
@@ -107,7 +237,7 @@ def map_fathom(raw: RawCall) -> MappedMessage:
         "tags": [meeting.meeting_type] if meeting.meeting_type else [],
         "has_transcript": bool(content),
         "summary": summary,
-        "action_items": meeting.action_items or [],
+        "action_items": _action_items(meeting, links),
         "invitees": meeting.calendar_invitees or [],
         "meeting_title": meeting.meeting_title,
         "scheduled_start_time": meeting.scheduled_start_time,
@@ -115,15 +245,11 @@ def map_fathom(raw: RawCall) -> MappedMessage:
         "recording_start_time": meeting.recording_start_time,
         "recording_end_time": meeting.recording_end_time,
         "transcript_language": meeting.transcript_language,
-        "crm_matches": meeting.crm_matches,
+        "crm_matches": _crm_matches(meeting, links),
+        "talk_time": _talk_time(meeting),
         **NEUTRAL_SESSION_ANALYTICS,
         "raw_session_data": raw.payload,
     }
-    insights: dict[str, Any] = {}
-    if summary:
-        insights["summary"] = summary
-    if meeting.action_items:
-        insights["action_items"] = [item.description for item in meeting.action_items if item.description]
     link = meeting.share_url or meeting.url
     return MappedMessage(
         workspace_id=raw.workspace_id,
@@ -139,7 +265,7 @@ def map_fathom(raw: RawCall) -> MappedMessage:
         author_email=recorder.email if recorder else None,
         sent_at=started or parse_time(meeting.scheduled_start_time) or parse_time(meeting.created_at),
         metadata_json=encode_json(metadata),
-        ai_insights_json=encode_json(insights) if insights else None,
+        ai_insights_json=encode_json(_insights(meeting, summary)),
         link_url=link,
         provider_host=https_host(link),
         observed_at=raw.received_at,
