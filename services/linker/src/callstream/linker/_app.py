@@ -14,6 +14,7 @@ from callstream.runtime import AsgiOverRsgi, RequestMetrics, ServiceRuntime, cre
 
 from ._auth import Authenticator
 from ._cache import LinkCache, MessageEventFeed
+from ._data_points import build_data_points_router
 from ._etag import etag_middleware
 from ._hot import HotLinks
 from ._lookup import LinkLookup
@@ -57,6 +58,7 @@ def build_app(settings: Settings) -> Litestar:
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
     authenticate = Authenticator(lambda: runtime.db, admin, settings.token_cache_seconds)
     routers = build_router(lookup, authenticate)
+    routers.append(build_data_points_router(lookup, authenticate, runtime.broker))
     for router in routers:
         router.middleware.append(etag_middleware)
     app = create_app(
