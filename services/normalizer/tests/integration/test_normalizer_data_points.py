@@ -25,6 +25,7 @@ from callstream.contracts import (
 )
 from callstream.normalizer import build_app
 from callstream.normalizer._data_points import handle_data_point_msg
+from callstream.normalizer._dlq import entries
 
 T0 = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)
 
@@ -132,6 +133,8 @@ async def test_unusable_data_points_are_dead_lettered(pool: Any, nc: Any) -> Non
     letters = [msgspec.json.decode(x.data, type=DeadLetter) for x in await stream_messages(js, DLQ)]
     assert [letter.consumer for letter in letters] == ["normalizer-datapoints"] * 3
     assert "no message" in letters[0].error
+    # the normalizer's dlq command lists them (and can redrive them once the cause is mended)
+    assert [letter.subject for _, letter in await entries(js)] == [DATAPOINTS_RECORDED] * 3
 
 
 async def test_the_service_stores_data_points(pool: Any, nc: Any, database_url: str, nats_url: str) -> None:

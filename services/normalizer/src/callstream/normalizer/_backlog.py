@@ -1,5 +1,5 @@
 """What waits in the normalizer, as gauges read every few seconds by the ``backlog`` worker (never
-per message): its two consumers' lag, its dead letters, and the outbox rows not yet published.
+per message): its consumers' lag, its dead letters, and the outbox rows not yet published.
 
 The outbox figures come from one query on the partial index of unpublished rows; with several
 replicas each reports the same numbers (dashboards and alerts take ``max``)."""
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncpg
 from prometheus_client import Gauge
 
-from callstream.contracts import NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER
+from callstream.contracts import NORMALIZER_CONSUMER, NORMALIZER_DATAPOINTS_CONSUMER, NORMALIZER_FEATURES_CONSUMER
 from callstream.runtime import ServiceRuntime, backlog_worker, get_logger, periodic
 
 from ._dlq import DLQ_SUBJECTS
@@ -48,6 +48,10 @@ async def _collect(runtime: ServiceRuntime) -> None:
 
 def add_backlog_workers(runtime: ServiceRuntime) -> None:
     runtime.add_worker(
-        "backlog", backlog_worker((NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER), DLQ_SUBJECTS), critical=False
+        "backlog",
+        backlog_worker(
+            (NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER, NORMALIZER_DATAPOINTS_CONSUMER), DLQ_SUBJECTS
+        ),
+        critical=False,
     )
     runtime.add_worker("outbox-backlog", periodic(_collect, OUTBOX_SECONDS), critical=False)

@@ -9,16 +9,24 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
-from callstream.contracts import DLQ, NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER, DeadLetter, dlq_subject
+from callstream.contracts import (
+    DLQ,
+    NORMALIZER_CONSUMER,
+    NORMALIZER_DATAPOINTS_CONSUMER,
+    NORMALIZER_FEATURES_CONSUMER,
+    DeadLetter,
+    dlq_subject,
+)
 
 from ._outbox import OUTBOX_DEAD_LETTERS
 
 DLQ_SUBJECT = dlq_subject(NORMALIZER_CONSUMER.durable)
-# Every dead letter of the normalizer: raw calls, feature links, and outbox rows the relay could
+# Every dead letter of the normalizer: raw calls, feature links, data points, and outbox rows the relay could
 # never publish (``_outbox.OUTBOX_DEAD_LETTERS``).
 DLQ_SUBJECTS = (
     DLQ_SUBJECT,
     dlq_subject(NORMALIZER_FEATURES_CONSUMER.durable),
+    dlq_subject(NORMALIZER_DATAPOINTS_CONSUMER.durable),
     dlq_subject(OUTBOX_DEAD_LETTERS),
 )
 _DECODER = msgspec.json.Decoder(DeadLetter)
