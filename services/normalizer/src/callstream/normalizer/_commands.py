@@ -1,4 +1,4 @@
-"""The normalizer's extra subcommands: ``dlq list|show|redrive`` and ``replay --since``."""
+"""The normalizer's extra subcommands: ``dlq list|show|redrive``, ``replay --since`` and ``rederive``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import nats
 from callstream.runtime import Command
 
 from . import _dlq
+from ._rederive import run_rederive
 from ._replay import run_replay
 from ._settings import Settings
 
@@ -75,6 +76,12 @@ async def _replay_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _rederive_command(settings: Settings, args: argparse.Namespace) -> int:
+    report = await run_rederive(settings)
+    print(msgspec.json.encode(report).decode())
+    return 1 if report["busy"] else 0
+
+
 COMMANDS = {
     "dlq": Command(
         help="inspect and redrive dead letters of dlq.normalizer", run=_dlq_command, arguments=_dlq_arguments
@@ -83,5 +90,10 @@ COMMANDS = {
         help="re-derive messages from CALLS_RAW (idempotent; events only for real changes)",
         run=_replay_command,
         arguments=_replay_arguments,
+    ),
+    "rederive": Command(
+        help="bring stored messages of an older metadata shape to the current one, from the raw data they keep"
+        " (idempotent; one MessageUpserted 'updated' per message changed)",
+        run=_rederive_command,
     ),
 }

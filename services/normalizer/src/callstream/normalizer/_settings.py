@@ -58,6 +58,13 @@ class Settings(ServiceSettings):
         validation_alias="CALLSTREAM_NORMALIZER_LINK_SWEEP_SECONDS",
         description="how often feature links still waiting for their message are retried",
     )
+    rederive_seconds: float = Field(
+        300.0,
+        ge=0,
+        validation_alias="CALLSTREAM_NORMALIZER_REDERIVE_SECONDS",
+        description="how often stored messages of an older metadata shape are looked for and re-derived"
+        " from their raw data (0: never; `callstream-normalizer rederive` does it once)",
+    )
     pool_size: int = Field(5, ge=2, le=100, validation_alias="CALLSTREAM_NORMALIZER_POOL_SIZE")
     # The linker's variable: MessageUpserted's link fields pass the rule the linker's answers do.
     link_hosts: str = Field(

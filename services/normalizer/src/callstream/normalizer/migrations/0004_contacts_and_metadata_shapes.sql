@@ -102,3 +102,9 @@ begin
         and not exists (select 1 from contact_messages cm where cm.contact_id = c.id);
 end
 $$;
+
+-- Messages stored before their metadata carried ``metadata_version`` (the shape before #22): the
+-- rederive job (``_rederive.py``) finds them through this index, so its periodic look costs an
+-- index probe once none are left instead of reading every row's (large, out-of-line) metadata.
+-- Building it reads each message's metadata once, here.
+create index messages_metadata_unversioned on messages (id) where (message_metadata ->> 'metadata_version') is null;
