@@ -16,6 +16,7 @@ from ._auth import Authenticator
 from ._cache import LinkCache, MessageEventFeed
 from ._data_points import build_data_points_router
 from ._etag import etag_middleware
+from ._feature_links import build_feature_links_router
 from ._hot import HotLinks
 from ._lookup import LinkLookup
 from ._observe import LINK_CACHE_METRICS
@@ -59,6 +60,7 @@ def build_app(settings: Settings) -> Litestar:
     authenticate = Authenticator(lambda: runtime.db, admin, settings.token_cache_seconds)
     routers = build_router(lookup, authenticate)
     routers.append(build_data_points_router(lookup, authenticate, runtime.broker))
+    routers.append(build_feature_links_router(lambda: runtime.db, runtime.broker, authenticate))
     for router in routers:
         router.middleware.append(etag_middleware)
     app = create_app(
