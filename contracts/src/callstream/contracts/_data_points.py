@@ -46,7 +46,7 @@ ExtractorVersion = Annotated[str, msgspec.Meta(pattern=_VERSION_PATTERN, example
 _VERSION = re.compile(_VERSION_PATTERN)
 
 
-class Evidence(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+class Evidence(msgspec.Struct, kw_only=True, frozen=True):
     """Where in the recording the value was heard: ``t`` seconds from the start, and the words."""
 
     t: Annotated[float, msgspec.Meta(ge=0, le=MAX_EVIDENCE_SECONDS)] | None = None

@@ -192,6 +192,7 @@ async def test_gets_link_each_point_to_its_moment(linker: Client, seed: Seed) ->
         40,
         None,
     )
+    assert gong_mrr["evidence"] == {"t": 61.0, "quote": None}  # every key, always
     assert (gong_mrr["link"]["url"], gong_mrr["link"]["moment"], gong_mrr["link"]["reason"]) == (
         GONG_URL,
         False,
