@@ -118,12 +118,11 @@ def _talk_time(meeting: FathomMeeting) -> dict[str, Any] | None:
             continue
         email = (item.speaker.matched_calendar_invitee_email or "").lower() if item.speaker else ""
         display = (item.speaker.display_name or "") if item.speaker else ""
-        if email:
-            key = email
-            speakers.setdefault(key, Speaker(clean_text(display) or None, email, "unknown"))
-        else:
-            key = f"name:{display}"
-            speakers.setdefault(key, by_display.get(display) or Speaker(clean_text(display) or None, None, "unknown"))
+        key = email or f"name:{display}"
+        if key not in speakers:  # someone no invitee or recorder names: affiliation unknown
+            speakers[key] = (None if email else by_display.get(display)) or Speaker(
+                clean_text(display) or None, email or None, "unknown"
+            )
         timed.append((start, key))
     started = parse_time(meeting.recording_start_time)
     ended = parse_time(meeting.recording_end_time)

@@ -15,7 +15,7 @@ end, pauses within it included.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 AFFILIATIONS = ("internal", "external", "unknown")
 
@@ -27,8 +27,7 @@ class Speaker:
     affiliation: str  # 'internal', 'external' or 'unknown'
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
+class Segment(NamedTuple):  # a tuple: one per transcript sentence, so cheap to make
     speaker: str  # a key into the speakers map
     start: float  # seconds from the start of the recording
     end: float
@@ -89,6 +88,10 @@ def clock_seconds(value: str | None) -> float | None:
     """``HH:MM:SS`` (or ``MM:SS``, decimals allowed) to seconds; ``None`` when it is not one."""
     if not value:
         return None
+    if len(value) == 8 and value[2] == ":" and value[5] == ":":  # HH:MM:SS, nearly always: the fast way
+        h, m, sec = value[:2], value[3:5], value[6:]
+        if h.isdigit() and m.isdigit() and sec.isdigit():
+            return float(int(h) * 3600 + int(m) * 60 + int(sec))
     parts = value.strip().split(":")
     if not 1 <= len(parts) <= 3:
         return None
