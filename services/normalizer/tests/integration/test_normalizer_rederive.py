@@ -92,8 +92,7 @@ async def test_stored_rows_of_the_old_shape_get_the_new_one_and_are_announced(po
     assert old["hubspot_context"]["accounts"][0]["id"] == "21877340012"  # the shape before #22
     assert isinstance(old["participants"][0], dict)
 
-    async with pool.acquire() as conn:
-        report = await rederive(conn)
+    report = await rederive(pool)
     assert (report.read, report.rederived, report.unchanged, report.without_raw, report.unmappable) == (3, 3, 0, 0, 0)
 
     for example, message_id in ids.items():
@@ -124,8 +123,7 @@ async def test_stored_rows_of_the_old_shape_get_the_new_one_and_are_announced(po
     )
 
     # again: nothing left of the old shape, nothing written, nothing announced
-    async with pool.acquire() as conn:
-        again = await rederive(conn)
+    again = await rederive(pool)
     assert (again.read, again.rederived) == (0, 0)
     assert len(await relay_all(pool, nc)) == 3
     # a delivery of the same call afterwards never counts it twice for its contacts
@@ -162,21 +160,20 @@ async def test_rows_without_raw_data_are_left_and_reported(pool, kit):
     [row] = [r for r in old_rows(kit) if r["example"] == "fathom_webhook"]
     row = {**row, "message_metadata": {k: v for k, v in row["message_metadata"].items() if k != "raw_session_data"}}
     await insert_old_rows(pool, kit, [row])
-    async with pool.acquire() as conn:
-        report = await rederive(conn)
+    report = await rederive(pool)
     assert (report.read, report.without_raw, report.rederived) == (1, 1, 0)
     assert await pool.fetchval("select version from messages") == 1
 
 
 async def test_one_replica_at_a_time(pool, kit):
     await insert_old_rows(pool, kit)
-    async with pool.acquire() as holder, pool.acquire() as conn:
+    async with pool.acquire() as holder:
         await holder.execute("select pg_advisory_lock($1)", REDERIVE_LOCK)
         try:
-            assert (await rederive(conn)).busy is True
+            assert (await rederive(pool)).busy is True
         finally:
             await holder.execute("select pg_advisory_unlock($1)", REDERIVE_LOCK)
-        assert (await rederive(conn)).rederived == 3
+    assert (await rederive(pool, batch=2)).rederived == 3  # over two batches
 
 
 def cli(*args: str, database_url: str, nats_url: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ and written through the same store as a delivery, observed at the time the store
 
 It runs by itself: a non-critical worker of every replica looks for old-shape rows every
 ``CALLSTREAM_NORMALIZER_REDERIVE_SECONDS`` (a partial index makes that look cheap once none are
-left) and one replica at a time (an advisory lock) re-derives them in batches; so a deploy brings
+left) and one replica at a time (an advisory lock per batch) re-derives them in batches; so a deploy brings
 every stored message to the new shape with no step an operator could forget, and rows a replica of
 the previous release writes during a rolling deploy are caught by the next look. ``callstream-
 normalizer rederive`` does the same once, in the foreground, and prints what it did.
@@ -97,20 +97,25 @@ def raw_call_of(row: asyncpg.Record) -> bytes | None:
 
 
 async def rederive(
-    conn: asyncpg.Connection,
+    pool: asyncpg.Pool,
     links: HostAllowList = DEFAULT_LINK_ALLOW_LIST,
     batch: int = 100,
     stopping: asyncio.Event | None = None,
 ) -> RederiveReport:
     """Re-derive every old-shape row, ``batch`` at a time, unless another replica is at it.
-    ``stopping``: an ``asyncio.Event``; set, the job ends after the batch in hand."""
+    ``stopping``: set, the job ends after the batch in hand.
+
+    Each batch is one transaction holding the job's advisory lock (transaction-level, so a
+    connection is held per batch only, never for the whole job, and the consumer's connections are
+    not starved): the read and the writes of a batch happen under the lock, so another replica
+    never reads rows a batch is about to rewrite, and skips them once it has committed."""
     report = RederiveReport()
-    if not await conn.fetchval("select pg_try_advisory_lock($1)", REDERIVE_LOCK):
-        report.busy = True
-        return report
-    try:
-        after = _NO_ID
-        while not (stopping is not None and stopping.is_set()):
+    after = _NO_ID
+    while not (stopping is not None and stopping.is_set()):
+        async with pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("select pg_try_advisory_xact_lock($1)", REDERIVE_LOCK):
+                report.busy = True
+                break
             rows = await conn.fetch(_OLD_SHAPE, after, batch)
             if not rows:
                 break
@@ -127,11 +132,9 @@ async def rederive(
                 except UnmappableError as exc:
                     report.unmappable += 1
                     log.warning("stored message cannot be re-derived", message_id=str(row["id"]), error=str(exc))
-            written = len(await store_batch(conn, mapped)) if mapped else 0
-            report.rederived += written
-            report.unchanged += len(mapped) - written
-    finally:
-        await conn.execute("select pg_advisory_unlock($1)", REDERIVE_LOCK)
+            written = len(await store_batch(conn, mapped)) if mapped else 0  # a savepoint in this transaction
+        report.rederived += written
+        report.unchanged += len(mapped) - written
     if report.read:
         log.info("messages re-derived", **asdict(report))
     return report
@@ -141,8 +144,7 @@ def rederive_job(settings: Settings) -> Callable[[ServiceRuntime], Awaitable[Non
     """The periodic worker's job (``runtime.add_worker(..., periodic(job, seconds))``)."""
 
     async def job(runtime: ServiceRuntime) -> None:
-        async with runtime.db.acquire() as conn:
-            await rederive(conn, settings.link_allow_list, settings.batch_size, runtime.stopping)
+        await rederive(runtime.db, settings.link_allow_list, settings.batch_size, runtime.stopping)
 
     return job
 
@@ -150,8 +152,7 @@ def rederive_job(settings: Settings) -> Callable[[ServiceRuntime], Awaitable[Non
 async def run_rederive(settings: Settings) -> dict[str, int | bool]:
     pool = await create_pool(settings.database_url.get_secret_value(), max_size=2)
     try:
-        async with pool.acquire() as conn:
-            report = await rederive(conn, settings.link_allow_list, settings.batch_size)
+        report = await rederive(pool, settings.link_allow_list, settings.batch_size)
     finally:
         await pool.close()
     return asdict(report)
