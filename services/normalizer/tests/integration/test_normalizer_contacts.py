@@ -105,3 +105,56 @@ async def test_contacts_are_per_workspace(pool, kit):
     await store(pool, kit.raw_call(kit.fathom_meeting()), kit.raw_call(kit.fathom_meeting(), workspace_id="ws2"))
     assert set(await contacts(pool, "ws1")) == set(await contacts(pool, "ws2"))
     assert await pool.fetchval("select count(*) from contacts") == 2 * len(await contacts(pool, "ws1"))
+
+
+async def test_concurrent_batches_naming_the_same_people_lose_no_call(pool, kit):
+    """Four writers at once (replicas, or one replica's concurrent batches), every call naming the
+    same two external people: each call is counted exactly once. A deadlock between writers is a
+    transient error the consumer retries (here: retried the same way)."""
+    import asyncio
+
+    from callstream.normalizer._errors import is_transient
+
+    raws = [
+        kit.raw_call(kit.fathom_meeting(recording_id=n), external_id=str(n), received_at=kit.later(n))
+        for n in range(1, 41)
+    ]
+
+    async def writer(part):
+        for raw in part:
+            for _ in range(20):
+                try:
+                    await store(pool, raw)
+                    break
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("a batch kept failing")
+
+    await asyncio.gather(*(writer(raws[i::4]) for i in range(4)))
+    found = await contacts(pool)
+    assert found["k.ashworth-lindqvist@tallowbrook-capital.com"]["call_count"] == 40
+    assert found["priya.vandermeer.demo@gmail.com"]["call_count"] == 40
+    assert await pool.fetchval("select count(*) from contact_messages") == 40 * 3
+
+
+async def test_redelivery_through_jetstream_counts_each_call_once(pool, nc, kit, database_url, nats_url):
+    """The consumer's path: the same raw event delivered again (a provider retry, a re-pull, a
+    replay) leaves the contacts as they were."""
+    from normalizer_itkit import publish_raw, settings_for
+
+    from callstream.contracts import CALLS_RAW, NORMALIZER_CONSUMER
+    from callstream.normalizer._consumer import RawCallProcessor
+
+    js = nc.jetstream()
+    sub = await js.pull_subscribe_bind(durable=NORMALIZER_CONSUMER.durable, stream=CALLS_RAW)
+    processor = RawCallProcessor(pool, js, settings_for(database_url, nats_url))
+    data = kit.raw_call(kit.gong_bundle(0))
+    for i in range(3):
+        await publish_raw(js, data, kit.subject_of("gong"), msg_id=f"again-{i}")
+        await processor.process(await sub.fetch(10, timeout=5))
+    found = await contacts(pool)
+    assert set(found) == {"teodor.vance@harborline-freight.example", "ines.halloway@harborline-freight.example"}
+    assert {c["call_count"] for c in found.values()} == {1}
