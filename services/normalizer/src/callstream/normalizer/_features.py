@@ -41,6 +41,11 @@ log = get_logger(__name__)
 _DECODER = msgspec.json.Decoder(FeatureLinked)
 _UNLINK_DECODER = msgspec.json.Decoder(FeatureUnlinked)
 REDELIVERY = Redelivery(first_delay=1.0, max_delay=60.0)
+# Links are made by people clicking (the linker's PUT/DELETE) and expected in the GET within a
+# second: a long-poll fetch hands its batch over only when it is full or its time is up, so this
+# is how long a link can wait while the consumer is idle. An idle pull request every quarter
+# second costs next to nothing.
+INTERACTIVE_FETCH_SECONDS = 0.25
 
 _MESSAGE_BY_ID = "select source, external_id from messages where id = $1 and workspace_id = $2"
 _UPSERT_FEATURE = """
@@ -154,7 +159,7 @@ async def run_feature_consumer(runtime: ServiceRuntime, settings: Settings) -> N
         lambda msg: _store_feature_msg(runtime.db, msg),
         runtime.stopping,
         batch=100,
-        fetch_timeout=settings.fetch_timeout_seconds,
+        fetch_timeout=min(settings.fetch_timeout_seconds, INTERACTIVE_FETCH_SECONDS),
         redelivery=REDELIVERY,
         recover=lambda: wait_for_postgres(runtime.db, runtime.stopping),
         observe=_counted,
