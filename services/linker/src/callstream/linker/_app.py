@@ -14,6 +14,7 @@ from callstream.runtime import AsgiOverRsgi, RequestMetrics, ServiceRuntime, cre
 
 from ._auth import Authenticator
 from ._cache import LinkCache, MessageEventFeed
+from ._contacts import build_contacts_router
 from ._data_points import build_data_points_router
 from ._etag import etag_middleware
 from ._feature_links import build_feature_links_router
@@ -61,6 +62,7 @@ def build_app(settings: Settings) -> Litestar:
     routers = build_router(lookup, authenticate)
     routers.append(build_data_points_router(lookup, authenticate, runtime.broker))
     routers.append(build_feature_links_router(lambda: runtime.db, runtime.broker, authenticate))
+    routers.append(build_contacts_router(lookup, authenticate))
     for router in routers:
         router.middleware.append(etag_middleware)
     app = create_app(
