@@ -37,69 +37,88 @@ create table contact_messages (
 create index contact_messages_message on contact_messages (message_id);
 
 -- The contacts of the messages a batch wrote: each written message's contact rows are replaced
--- whole, then the contacts touched (before or after) get their counts and times again from
--- contact_messages. Called in the store's transaction, after normalizer_store_batch, only for
--- messages it wrote (an unchanged redelivery writes nothing, so changes nothing here).
+-- whole. Counts move by deltas (links really added minus links removed), so a batch costs the same
+-- however many calls a contact already has, and concurrent batches add up (each update applies its
+-- delta to the row as committed). first/last seen widen with each new call; only contacts that lost
+-- a link (a message rewritten or no longer naming them) are measured again from their links.
+-- Called in the store's transaction, after normalizer_store_batch, only for messages it wrote (an
+-- unchanged redelivery writes nothing, so changes nothing here).
 create function normalizer_store_contacts(
     k_message uuid[],
     c_message uuid[], c_workspace text[], c_email text[], c_name text[], c_title text[], c_seen timestamptz[]
 ) returns void
 language plpgsql set enable_seqscan = off as $$
 declare
-    before uuid[];
-    after uuid[];
+    lost uuid[];
+    lost_n integer[];
+    added uuid[];
+    added_n integer[];
 begin
     with gone as (
         delete from contact_messages where message_id = any(k_message) returning contact_id
     )
-    select array_agg(distinct contact_id) into before from gone;
+    select array_agg(contact_id order by contact_id), array_agg(n order by contact_id) into lost, lost_n
+    from (select contact_id, count(*)::integer as n from gone group by contact_id) g;
 
     if cardinality(c_message) > 0 then
         -- One row per (workspace, email), in key order so replicas lock contacts alike; the name and
-        -- title of the latest call win.
-        with upserted as (
-            insert into contacts as c (workspace_id, email, name, title, customer_id, first_seen, last_seen)
-            select distinct on (r.w, r.e) r.w, r.e, r.n, r.t, cu.id, r.s, r.s
-            from unnest(c_workspace, c_email, c_name, c_title, c_seen) as r(w, e, n, t, s)
-            left join customers cu on cu.workspace_id = r.w and cu.domain = split_part(r.e, '@', 2)
-            order by r.w, r.e, r.s desc
-            on conflict (workspace_id, email) do update set
-                name = case when excluded.last_seen >= c.last_seen then coalesce(excluded.name, c.name)
-                            else coalesce(c.name, excluded.name) end,
-                title = case when excluded.last_seen >= c.last_seen then coalesce(excluded.title, c.title)
-                             else coalesce(c.title, excluded.title) end,
-                customer_id = coalesce(excluded.customer_id, c.customer_id),
-                updated_at = now()
-            returning c.id
-        )
-        select array_agg(id) into after from upserted;
+        -- title of the latest call win. A new contact starts at 0 calls: the links below count.
+        insert into contacts as c (workspace_id, email, name, title, customer_id, first_seen, last_seen)
+        select distinct on (r.w, r.e) r.w, r.e, r.n, r.t, cu.id, r.s, r.s
+        from unnest(c_workspace, c_email, c_name, c_title, c_seen) as r(w, e, n, t, s)
+        left join customers cu on cu.workspace_id = r.w and cu.domain = split_part(r.e, '@', 2)
+        order by r.w, r.e, r.s desc
+        on conflict (workspace_id, email) do update set
+            name = case when excluded.last_seen >= c.last_seen then coalesce(excluded.name, c.name)
+                        else coalesce(c.name, excluded.name) end,
+            title = case when excluded.last_seen >= c.last_seen then coalesce(excluded.title, c.title)
+                         else coalesce(c.title, excluded.title) end,
+            customer_id = coalesce(excluded.customer_id, c.customer_id),
+            first_seen = least(c.first_seen, excluded.first_seen),
+            last_seen = greatest(c.last_seen, excluded.last_seen),
+            updated_at = now();
 
-        insert into contact_messages (contact_id, message_id)
-        select c.id, r.m
-        from unnest(c_message, c_workspace, c_email) as r(m, w, e)
-        join contacts c on c.workspace_id = r.w and c.email = r.e
-        on conflict do nothing;
+        with linked as (
+            insert into contact_messages (contact_id, message_id)
+            select c.id, r.m
+            from unnest(c_message, c_workspace, c_email) as r(m, w, e)
+            join contacts c on c.workspace_id = r.w and c.email = r.e
+            on conflict do nothing
+            returning contact_id
+        )
+        select array_agg(contact_id order by contact_id), array_agg(n order by contact_id) into added, added_n
+        from (select contact_id, count(*)::integer as n from linked group by contact_id) l;
     end if;
 
-    -- Contacts that lost a call but gained none here: locked (id order) before they are counted,
-    -- so a concurrent batch's rows are seen once it commits.
-    perform 1 from contacts where id = any(before) and not (id = any(coalesce(after, '{}'))) order by id for update;
-
-    update contacts c set call_count = s.n, first_seen = s.first_seen, last_seen = s.last_seen, updated_at = now()
+    -- The contacts that gained a link are locked already (the upsert, in key order); a deadlock
+    -- with another batch over the ones that only lost one is a transient error, retried.
+    update contacts c set call_count = c.call_count + d.n, updated_at = now()
     from (
-        select cm.contact_id, count(*)::integer as n,
-               min(coalesce(m.sent_at, m.created_at)) as first_seen,
-               max(coalesce(m.sent_at, m.created_at)) as last_seen
-        from contact_messages cm join messages m on m.id = cm.message_id
-        where cm.contact_id = any(coalesce(before, '{}') || coalesce(after, '{}'))
-        group by cm.contact_id
-    ) s
-    where c.id = s.contact_id;
+        select id, sum(n)::integer as n
+        from (select * from unnest(coalesce(added, '{}'), coalesce(added_n, '{}')) as a(id, n)
+              union all
+              select id, -n from unnest(coalesce(lost, '{}'), coalesce(lost_n, '{}')) as l(id, n)) x
+        group by id
+        having sum(n) <> 0
+    ) d
+    where c.id = d.id;
 
-    -- A contact no stored call names any more is not a contact.
-    delete from contacts c
-    where c.id = any(coalesce(before, '{}'))
-        and not exists (select 1 from contact_messages cm where cm.contact_id = c.id);
+    if lost is not null then
+        -- A message rewritten may have moved in time or dropped people: measure those again.
+        update contacts c set first_seen = s.first_seen, last_seen = s.last_seen
+        from (
+            select cm.contact_id,
+                   min(coalesce(m.sent_at, m.created_at)) as first_seen,
+                   max(coalesce(m.sent_at, m.created_at)) as last_seen
+            from contact_messages cm join messages m on m.id = cm.message_id
+            where cm.contact_id = any(lost)
+            group by cm.contact_id
+        ) s
+        where c.id = s.contact_id and (c.first_seen, c.last_seen) is distinct from (s.first_seen, s.last_seen);
+
+        -- A contact no stored call names any more is not a contact.
+        delete from contacts c where c.id = any(lost) and c.call_count <= 0;
+    end if;
 end
 $$;
 
