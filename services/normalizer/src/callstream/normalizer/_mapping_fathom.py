@@ -1,4 +1,12 @@
-"""A Fathom meeting (webhook body or ``GET /meetings`` item) to a message. Pure: no I/O."""
+"""A Fathom meeting (webhook body or ``GET /meetings`` item) to a message. Pure: no I/O.
+
+Metadata (shared/DESIGN.md § Message metadata): ``session_id`` (= ``recording_id``), ``title``,
+``recording_url`` (the share link) and ``url`` vetted by the link rule or null (:func:`_urls`),
+``user_name``/``user_email`` (the recorder), ``duration_seconds``, ``created_at``, ``tags``,
+``has_transcript``, ``summary``, ``action_items`` (Fathom's, playback links vetted), ``invitees``,
+``talk_time`` (``_talk_time.py``), the old session-analytics keys with neutral values, and
+``raw_session_data`` as Fathom sent it. ``ai_insights``: see :func:`_insights`.
+"""
 
 from __future__ import annotations
 
@@ -154,6 +162,8 @@ def _key_points(summary: str | None) -> list[str]:
 
 
 def _insights(meeting: FathomMeeting, summary: str | None) -> dict[str, Any]:
+    """Fathom's summary (markdown), the bullets of its "Key Takeaways", and its action items with
+    their assignee and second; Fathom has no topics or outcome."""
     return ai_insights(
         summary=summary,
         key_points=_key_points(summary),

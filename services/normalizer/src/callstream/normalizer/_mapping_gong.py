@@ -1,8 +1,17 @@
 """A Gong call bundle (``/v2/calls/extensive`` item + its transcript) to a message. Pure: no I/O.
 
-CRM context: only ``system == HubSpot`` counts; ``Deal`` and ``Opportunity`` are the same thing and
-field names are matched case-insensitively, because Gong's spec and HubSpot's names disagree
-(shared/providers/gong.md, open question 1).
+CRM context: only ``system == HubSpot`` counts; ``Account`` and ``Company``, ``Deal`` and
+``Opportunity``, ``Contact`` and ``Lead`` are the same things, and field names are matched
+case-insensitively against their known spellings, because Gong's spec and HubSpot's names disagree
+(shared/providers/gong.md, open question 1). Every field is also kept under its own name.
+
+Metadata (shared/DESIGN.md § Message metadata): ``hubspot_context`` ``{accounts: [{object_id,
+domain, name, industry, website, all_fields}], deals: [{object_id, name, amount, stage, close_date,
+probability, all_fields}], contacts: [{object_id, name, email, title, all_fields}]}`` (empty lists
+without CRM context; amount and probability numbers or null); ``participants`` the names,
+``participant_details`` the parties; ``url`` vetted by the link rule or null; ``talk_time``
+(``_talk_time.py``) and ``interaction_stats`` (Gong's own ``{name: value}``); ``raw_call_data`` and
+``transcript_data`` as Gong sent them. ``ai_insights``: see :func:`_insights`.
 """
 
 from __future__ import annotations
