@@ -10,6 +10,11 @@ and written through the same store as a delivery, observed at the time the store
 - a newer version stored meanwhile (a live delivery) is never overwritten: the store refuses older;
 - running it again finds nothing: re-derived rows carry ``metadata_version``.
 
+One cost: the raw keys come back from jsonb re-serialised (its key order and spacing), and the
+content hash covers the metadata's bytes, so the first later delivery of a re-derived call's raw
+bytes (a re-pull inside Gong's lookback, a replay) writes the same content once more as ``updated``
+with ``version + 1``; nothing a reader sees changes, and from then on the hashes agree again.
+
 It runs by itself: a non-critical worker of every replica looks for old-shape rows every
 ``CALLSTREAM_NORMALIZER_REDERIVE_SECONDS`` (a partial index makes that look cheap once none are
 left) and one replica at a time (an advisory lock per batch) re-derives them in batches; so a deploy brings
