@@ -379,22 +379,42 @@ def test_fathom_ai_insights_in_the_shared_shape(kit):
 
 
 def test_fathom_talk_time_from_item_starts(kit):
-    t = meta(map_raw_call(kit.raw_call(kit.fathom_meeting())))["talk_time"]
+    payload = kit.fathom_meeting()
+    t = meta(map_raw_call(kit.raw_call(payload)))["talk_time"]
     assert set(t) == TALK_KEYS
-    # items start at 4 s, 19 s, 472 s, 751 s; the recording lasts 52:21 (3141 s)
+    # items start at 4 s, 19 s, 472 s and 751 s of a 3141 s recording; each lasts until the next
+    # starts but no longer than its words at 1.5 a second: here every item is bounded by its words
+    words = [len(item["text"].split()) for item in payload["transcript"]]
+    assert words == [15, 16, 12, 13]
+    spoken = [w / 1.5 for w in words]
     by_name = {p["name"]: p for p in t["participants"]}
-    assert by_name["Marisol Etxeberria"]["seconds"] == 15
-    assert by_name["Marisol Etxeberria"]["affiliation"] == "internal"
-    assert by_name["Kwabena Ashworth-Lindqvist"]["seconds"] == 453
+    assert by_name["Marisol Etxeberria"]["seconds"] == round(spoken[0], 1)
+    assert by_name["Marisol Etxeberria"]["affiliation"] == "internal"  # the recorder
+    assert by_name["Kwabena Ashworth-Lindqvist"]["seconds"] == round(spoken[1], 1)
     assert by_name["Kwabena Ashworth-Lindqvist"]["affiliation"] == "external"
-    assert by_name["Priya Vandermeer"]["seconds"] == 279  # matched by the invitee address
+    assert by_name["Priya Vandermeer"]["affiliation"] == "external"  # "Priya V.", matched by the invitee address
     assert by_name["Speaker 4"]["affiliation"] == "unknown"
-    assert by_name["Speaker 4"]["seconds"] == 3141 - 751
-    assert t["total_seconds"] == 3141 - 4
-    assert t["internal_share"] == round(15 / 3137, 4)
-    assert t["external_share"] == round((453 + 279) / 3137, 4)
-    assert t["longest_monologue"]["name"] == "Speaker 4"
+    assert by_name["Speaker 4"]["seconds"] == round(spoken[3], 1)  # not the rest of the call
+    total = sum(spoken)
+    assert t["total_seconds"] == round(total, 1)
+    assert t["internal_share"] == round(spoken[0] / total, 4)
+    assert t["external_share"] == round((spoken[1] + spoken[2]) / total, 4)
+    assert t["unknown_share"] == round(spoken[3] / total, 4)
+    assert t["longest_monologue"]["name"] == "Kwabena Ashworth-Lindqvist"
     assert meta(map_raw_call(kit.raw_call(kit.fathom_meeting(transcript=None))))["talk_time"] is None
+
+
+def test_fathom_item_lasts_until_the_next_when_that_comes_first(kit):
+    payload = kit.fathom_meeting()
+    for item, at in zip(payload["transcript"], ("00:00:00", "00:00:02", "00:00:03", "00:00:05"), strict=True):
+        item["timestamp"] = at
+    t = meta(map_raw_call(kit.raw_call(payload)))["talk_time"]
+    seconds = {p["name"]: p["seconds"] for p in t["participants"]}
+    assert (seconds["Marisol Etxeberria"], seconds["Kwabena Ashworth-Lindqvist"], seconds["Priya Vandermeer"]) == (
+        2,
+        1,
+        2,
+    )
 
 
 # --- talk time, directly ------------------------------------------------------------------------------

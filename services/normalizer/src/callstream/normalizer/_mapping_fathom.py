@@ -34,6 +34,10 @@ from ._mapped import (
 from ._talk_time import Segment, Speaker, clock_seconds, talk_time
 
 CHANNEL = "Fathom"
+# Talk time from start-only timings: an item lasts at most its words at 90 words a minute (people
+# speak at ~150), and at least a second and a half.
+SLOW_WORDS_PER_SECOND = 1.5
+MIN_ITEM_SECONDS = 1.5
 UNKNOWN_SPEAKER = "Unknown speaker"
 
 # The old session-analytics keys existing consumers still read; meetings carry none of them.
@@ -103,8 +107,10 @@ def _customer(meeting: FathomMeeting) -> MappedCustomer | None:
 
 
 def _talk_time(meeting: FathomMeeting) -> dict[str, Any] | None:
-    """Fathom sends each transcript item's start (``HH:MM:SS``) only: an item lasts until the next
-    one starts, the last one until the recording ends (when that is known)."""
+    """Fathom sends each transcript item's start (``HH:MM:SS``) only. An item lasts until the next
+    one starts (the last one until the recording ends), but never longer than its words take at a
+    slow pace (:data:`SLOW_WORDS_PER_SECOND`): a gap after an item is silence or speech not
+    transcribed, and counting it would give the last speaker the rest of the call."""
     speakers: dict[str, Speaker] = {}
     by_display: dict[str, Speaker] = {}
     for invitee in meeting.calendar_invitees or ():
@@ -119,7 +125,7 @@ def _talk_time(meeting: FathomMeeting) -> dict[str, Any] | None:
         speakers[recorder.email.lower()] = Speaker(clean_text(recorder.name), recorder.email, "internal")
         if recorder.name:
             by_display.setdefault(recorder.name, speakers[recorder.email.lower()])
-    timed: list[tuple[float, str]] = []
+    timed: list[tuple[float, str, float]] = []  # (start, speaker, longest it can have lasted)
     for item in meeting.transcript or ():
         start = clock_seconds(item.timestamp)
         if start is None:
@@ -131,15 +137,16 @@ def _talk_time(meeting: FathomMeeting) -> dict[str, Any] | None:
             speakers[key] = (None if email else by_display.get(display)) or Speaker(
                 clean_text(display) or None, email or None, "unknown"
             )
-        timed.append((start, key))
+        words = len(item.text.split()) if item.text else 0
+        timed.append((start, key, max(MIN_ITEM_SECONDS, words / SLOW_WORDS_PER_SECOND)))
     started = parse_time(meeting.recording_start_time)
     ended = parse_time(meeting.recording_end_time)
     length = (ended - started).total_seconds() if started and ended else None
     timed.sort(key=lambda pair: pair[0])
-    segments = [
-        Segment(key, start, timed[i + 1][0] if i + 1 < len(timed) else max(start, length or start))
-        for i, (start, key) in enumerate(timed)
-    ]
+    segments = []
+    for i, (start, key, longest) in enumerate(timed):
+        until = timed[i + 1][0] if i + 1 < len(timed) else (length if length and length > start else None)
+        segments.append(Segment(key, start, start + longest if until is None else min(until, start + longest)))
     return talk_time(segments, speakers)
 
 
