@@ -10,7 +10,10 @@ alternating rounds (gateway first, then ceiling first, ...), so a burst of noise
 cores lands on both sides rather than on whichever happened to run at that moment. A second
 ceiling, ``ceiling_raw_asgi``, runs the same steps as a bare ASGI app without litestar: the gateway
 answers webhooks in front of litestar, so the litestar ceiling alone would flatter its ratio
-(``ratio_to_raw_asgi``). Prints one
+(``ratio_to_raw_asgi``). A third, ``ceiling_raw_asgi_rule``, is that bare app applying the whole
+payload rule the gateway applies (issue #17: every documented field of its type, not only the
+meeting's id): ``ratio_to_raw_asgi_rule`` is the cost of the gateway's own machinery, and the two
+bare ceilings' difference the cost of the rule itself. Prints one
 JSON object: per side the median of the rounds (req/s, p50, p99, and the server's CPU time per
 request), every round, the ratio of the medians (``cpu_ratio``: the ceiling's CPU per request over the
 gateway's), and whether the target (ratio >= 0.9, p99 <= 100 ms) is met. ``--smoke`` is a tiny run for CI.
@@ -265,7 +268,7 @@ def main() -> int:
         nats_server.start()
         asyncio.run(create_database(pg.dsn()))
         asyncio.run(prepare(nats_server.url))
-        gw_port, ceiling_port, raw_port = free_port(), free_port(), free_port()
+        gw_port, ceiling_port, raw_port, rule_port = free_port(), free_port(), free_port(), free_port()
         env = dict(
             os.environ,
             CALLSTREAM_DATABASE_URL=pg.dsn("bench"),
@@ -310,22 +313,31 @@ def main() -> int:
         )
         procs.append(start([sys.executable, str(HERE / "ceiling_app.py")], ceiling_env, work / "ceiling.log"))
         raw_env = dict(ceiling_env, BENCH_PORT=str(raw_port), BENCH_RAW_ASGI="1")
+        rule_env = dict(raw_env, BENCH_PORT=str(rule_port), BENCH_RULE="1")
         procs.append(start([sys.executable, str(HERE / "ceiling_app.py")], raw_env, work / "ceiling_raw.log"))
+        procs.append(start([sys.executable, str(HERE / "ceiling_app.py")], rule_env, work / "ceiling_rule.log"))
         wait_port(ceiling_port)
         wait_port(raw_port)
+        wait_port(rule_port)
 
         sides = {
             "gateway": f"http://127.0.0.1:{gw_port}",
             "ceiling": f"http://127.0.0.1:{ceiling_port}",
             "ceiling_raw_asgi": f"http://127.0.0.1:{raw_port}",
+            "ceiling_raw_asgi_rule": f"http://127.0.0.1:{rule_port}",
         }
-        pids = {"gateway": procs[0].pid, "ceiling": procs[1].pid, "ceiling_raw_asgi": procs[2].pid}
+        pids = {
+            "gateway": procs[0].pid,
+            "ceiling": procs[1].pid,
+            "ceiling_raw_asgi": procs[2].pid,
+            "ceiling_raw_asgi_rule": procs[3].pid,
+        }
         names = list(sides)
         # Each side's webhook ids are its own: a repeated id is a duplicate, which JetStream answers
         # without storing, and that would flatter whichever side sent it second.
-        tags = {"gateway": "gw", "ceiling": "ce", "ceiling_raw_asgi": "ra"}
+        tags = {"gateway": "gw", "ceiling": "ce", "ceiling_raw_asgi": "ra", "ceiling_raw_asgi_rule": "rr"}
         for number in range(args.rounds):
-            order = names[number % 3 :] + names[: number % 3]  # each side first in turn
+            order = names[number % len(names) :] + names[: number % len(names)]  # each side first in turn
             figures: dict[str, Any] = {"first": order[0]}
             for side in order:
                 figures[side] = measure(
@@ -333,6 +345,9 @@ def main() -> int:
                 )
             figures["ratio"] = round(figures["gateway"]["rps"] / figures["ceiling"]["rps"], 3)
             figures["ratio_to_raw_asgi"] = round(figures["gateway"]["rps"] / figures["ceiling_raw_asgi"]["rps"], 3)
+            figures["ratio_to_raw_asgi_rule"] = round(
+                figures["gateway"]["rps"] / figures["ceiling_raw_asgi_rule"]["rps"], 3
+            )
             rounds.append(figures)
     finally:
         for proc in procs:
@@ -340,6 +355,7 @@ def main() -> int:
         nats_server.stop()
         pg.stop("immediate")
     gw, top, raw = summary(rounds, "gateway"), summary(rounds, "ceiling"), summary(rounds, "ceiling_raw_asgi")
+    rule = summary(rounds, "ceiling_raw_asgi_rule")
     ratio = round(float(gw["rps"]) / float(top["rps"]), 3) if top["rps"] else 0.0
     report = {
         "benchmark": "gateway_intake",
@@ -357,13 +373,18 @@ def main() -> int:
         "cpu_ratio_to_raw_asgi": (
             round(raw["cpu_us_per_request"] / gw["cpu_us_per_request"], 3) if gw["cpu_us_per_request"] else 0
         ),
+        "ceiling_raw_asgi_rule": rule,
+        "ratio_to_raw_asgi_rule": round(float(gw["rps"]) / float(rule["rps"]), 3) if rule["rps"] else 0.0,
+        "cpu_ratio_to_raw_asgi_rule": (
+            round(rule["cpu_us_per_request"] / gw["cpu_us_per_request"], 3) if gw["cpu_us_per_request"] else 0
+        ),
         "rounds": rounds,
         "target": TARGET,
         "meets_target": ratio >= TARGET["ratio_min"] and float(gw["p99_ms"]) <= TARGET["p99_ms_max"],
     }
     print(json.dumps(report, indent=2))
     shutil.rmtree(work, ignore_errors=True)
-    ok = gw["non_2xx"] == 0 and top["non_2xx"] == 0 and raw["non_2xx"] == 0
+    ok = all(side["non_2xx"] == 0 for side in (gw, top, raw, rule))
     return 0 if ok else 1
 
 
