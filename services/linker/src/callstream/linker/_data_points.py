@@ -39,6 +39,7 @@ from callstream.contracts import (
 from callstream.contracts._data_points import DataPointKey, IntegerValue, NumericValue, TextValue, value_count
 from callstream.runtime import ApiError, Broker, get_logger, new_traceparent, tracing
 
+from . import _queries as q
 from ._auth import Access, not_found
 from ._links import LinkFacts, MomentLink, moment_link, needs_gong_host
 from ._lookup import LinkLookup
@@ -150,11 +151,6 @@ def _decode_cursor(text: str) -> int:
         raise ApiError(400, "invalid_cursor", "cursor is not one this service issued") from None
 
 
-_LINK_FIELDS = (
-    "jsonb_build_object('recording_url', m.message_metadata -> 'recording_url',"
-    " 'share_url', m.message_metadata -> 'share_url', 'url', m.message_metadata -> 'url',"
-    " 'call_id', m.message_metadata -> 'call_id') as link_fields"
-)
 _COLUMNS = (
     "d.id as data_point_id, d.seq, d.workspace_id, d.message_id, d.feature_id, d.data_point_key, d.data_point_category,"
     " d.numeric_value, d.integer_value, d.text_value, d.evidence_t, d.evidence_quote,"
@@ -196,31 +192,12 @@ async def _message_points(pool: asyncpg.Pool, message_id: uuid.UUID, flt: PointF
 async def _feature_points(pool: asyncpg.Pool, workspace_id: str, feature_id: str, flt: PointFilter) -> list[Any]:
     args: list[Any] = [workspace_id, feature_id]
     rows: list[asyncpg.Record] = await pool.fetch(
-        f"select {_COLUMNS}, m.source, m.external_id, m.version, {_LINK_FIELDS}"
+        f"select {_COLUMNS}, m.id, m.source, m.external_id, m.version, {q.LINK_FIELDS}"
         " from data_points d join messages m on m.id = d.message_id"
         " where d.workspace_id = $1 and d.feature_id = $2" + _where(flt, args),
         *args,
     )
     return rows
-
-
-async def _feature_exists(pool: asyncpg.Pool, workspace_id: str, feature_id: str) -> bool:
-    return bool(
-        await pool.fetchval(
-            "select exists (select 1 from features where workspace_id = $1 and id = $2)", workspace_id, feature_id
-        )
-    )
-
-
-def _facts(row: asyncpg.Record) -> LinkFacts:
-    return LinkFacts.from_metadata(
-        message_id=str(row["message_id"]),
-        workspace_id=row["workspace_id"],
-        source=row["source"],
-        external_id=row["external_id"],
-        version=row["version"],
-        metadata=row["link_fields"],
-    )
 
 
 def _item(row: asyncpg.Record, facts: LinkFacts, link: MomentLink) -> DataPointOut:
@@ -414,11 +391,11 @@ def build_data_points_router(
     ) -> DataPointPage:
         access = await authenticate(request)
         access.require(workspace_id, "feature")
-        if not await _feature_exists(lookup.pool, workspace_id, feature_id):
+        if not await q.feature_exists(lookup.pool, workspace_id, feature_id):
             raise not_found("feature")
         flt = PointFilter(key, category, None if cursor is None else _decode_cursor(cursor), limit)
         rows = await _feature_points(lookup.pool, workspace_id, feature_id, flt)
-        items = await links(rows[:limit], [_facts(r) for r in rows[:limit]])
+        items = await links(rows[:limit], [q.facts_from_row(r) for r in rows[:limit]])
         return page(rows, items, limit)
 
     return Router(

@@ -23,11 +23,12 @@ from ._links import LinkFacts
 
 HEAVY_METADATA_KEYS = ("raw_call_data", "transcript_data", "raw_session_data")
 _LINK_KEYS = "('recording_url', 'share_url', 'url', 'call_id')"
-_LINK_FIELDS = (
+# The link-bearing keys of a message as ``link_fields``: the one way every linker query reads them.
+LINK_FIELDS = (
     "(select coalesce(jsonb_object_agg(key, value), '{}'::jsonb) from jsonb_each(m.message_metadata)"
     f" where key in {_LINK_KEYS}) as link_fields"
 )
-_FACTS_COLUMNS = f"m.id, m.workspace_id, m.source, m.external_id, m.version, {_LINK_FIELDS}"
+_FACTS_COLUMNS = f"m.id, m.workspace_id, m.source, m.external_id, m.version, {LINK_FIELDS}"
 _LIGHT_METADATA = "m.message_metadata - " + " - ".join(f"'{k}'" for k in HEAVY_METADATA_KEYS)
 
 
@@ -83,7 +84,7 @@ async def message(pool: asyncpg.Pool, message_id: uuid.UUID, include_raw: bool) 
     return await pool.fetchrow(
         "select m.id, m.workspace_id, m.source, m.external_id, m.title, m.sent_at, m.updated_at, m.version,"
         " m.author_name, m.author_email, m.author_id, m.channel_name, m.content,"
-        f" {metadata} as message_metadata, {_LINK_FIELDS},"
+        f" {metadata} as message_metadata, {LINK_FIELDS},"
         " c.id as customer_id, c.name as customer_name, c.domain as customer_domain,"
         " c.external_system as customer_external_system, ph.host as gong_host"
         " from messages m"
@@ -152,7 +153,7 @@ async def list_messages(
             where.append(f"(m.sent_at, m.id) < ({arg(cursor.sent_at)}, {arg(cursor.id)})")
     rows: list[asyncpg.Record] = await pool.fetch(
         "select m.id, m.workspace_id, m.source, m.external_id, m.title, m.sent_at, m.channel_name,"
-        f" m.author_name, m.author_email, m.author_id, m.customer_id, m.version, {_LINK_FIELDS}"
+        f" m.author_name, m.author_email, m.author_id, m.customer_id, m.version, {LINK_FIELDS}"
         f" from messages m where {' and '.join(where)}"
         f" order by m.sent_at desc, m.id desc limit {arg(limit)}",
         *args,
