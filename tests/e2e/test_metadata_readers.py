@@ -1,7 +1,10 @@
 """#22 items 1 and 5 end to end: a pulled Gong call (fake Gong, through the gateway's pull) and a
 signed Fathom webhook become messages whose ``message_metadata`` and ``ai_insights`` a reader written
 against the documented shapes (shared/DESIGN.md § Message metadata) decodes unchanged, strictly
-typed; their external participants become contacts and internal people do not."""
+typed; their external participants become contacts and internal people do not. Then #22's "Done
+when" as one flow: both messages linked to a feature over HTTP, a data point with evidence on each,
+and the feature's endpoints answer them with moment links (Fathom ``?timestamp=``; Gong's plain
+link, ``moment_unverified``)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+import httpx
 import msgspec
 import pytest
 
@@ -190,9 +194,10 @@ async def test_a_reader_of_the_documented_shapes_consumes_both_sources(stack: St
 
         linker = stack.client("linker")
         with_crm = 0
+        gong_calls: dict[str, GongMetadata] = {}
         for message_id in gong_ids:
             served = (await linker.get(f"/v1/messages/{message_id}")).json()
-            metadata = msgspec.convert(served["message_metadata"], GongMetadata)
+            metadata = gong_calls[message_id] = msgspec.convert(served["message_metadata"], GongMetadata)
             assert metadata.participants
             assert all(isinstance(name, str) for name in metadata.participants)
             assert metadata.url is not None
@@ -231,5 +236,58 @@ async def test_a_reader_of_the_documented_shapes_consumes_both_sources(stack: St
         assert external_invitees <= emails
         assert meeting["recorded_by"]["email"].lower() not in emails
         assert not [e for e in emails if e.endswith("@quillfern.example")]  # the fake Gong's own company
+
+        await _feature_with_data_points(linker, fathom_ids[0], meeting["share_url"], *next(iter(gong_calls.items())))
     finally:
         await conn.close()
+
+
+async def _feature_with_data_points(
+    linker: httpx.AsyncClient, fathom_id: str, share_url: str, gong_id: str, gong: GongMetadata
+) -> None:
+    """A feature link made over HTTP (by id, and by provider identity) and two data points with
+    evidence come back from the feature's endpoints, each pointing at its moment."""
+    put = await linker.put(f"/v1/features/renewal/messages/{fathom_id}", json={"feature_name": "Renewal"})
+    assert put.status_code == 202, put.text
+    put = await linker.put(
+        f"/v1/features/renewal/messages/by-external/gong/{gong.call_id}", params={"workspace_id": "readers"}
+    )
+    assert put.status_code == 202, put.text
+    extractor = {"name": "renewal-signals", "version": "2.0"}
+    evidence = {
+        fathom_id: {"t": 478.25, "quote": "about twelve hundred a month"},
+        gong_id: {"t": 25, "quote": "40 seats"},
+    }
+    for message_id, key in ((fathom_id, "mrr"), (gong_id, "seats")):
+        body = {
+            "key": key,
+            "category": "revenue",
+            "integer_value": 40,
+            "feature_id": "renewal",
+            "evidence": evidence[message_id],
+            "extractor": extractor,
+        }
+        posted = await linker.post(f"/v1/messages/{message_id}/data-points", json={"data_points": [body]})
+        assert posted.status_code == 202, posted.text
+
+    async def linked() -> list[dict[str, Any]] | None:
+        r = await linker.get("/features/renewal/messages", params={"workspace_id": "readers"})
+        return r.json() if r.status_code == 200 and len(r.json()) == 2 else None
+
+    messages = {m["id"]: m for m in await eventually(linked)}
+    assert set(messages) == {fathom_id, gong_id}
+    assert messages[fathom_id]["link"]["url"] == share_url
+    assert messages[gong_id]["link"]["url"] == gong.url
+    v1 = await linker.get("/v1/features/renewal/messages", params={"workspace_id": "readers"})
+    assert {m["id"]: m for m in v1.json()} == messages
+
+    async def points() -> list[dict[str, Any]] | None:
+        r = await linker.get("/v1/features/renewal/data-points", params={"workspace_id": "readers"})
+        return r.json()["items"] if r.status_code == 200 and len(r.json()["items"]) == 2 else None
+
+    items = {p["message_id"]: p for p in await eventually(points)}
+    assert {m: p["evidence"] for m, p in items.items()} == evidence
+    fathom_link, gong_link = items[fathom_id]["link"], items[gong_id]["link"]
+    assert (fathom_link["url"], fathom_link["moment"]) == (f"{share_url}?timestamp=478.25", True)
+    assert (gong_link["url"], gong_link["moment"], gong_link["reason"]) == (gong.url, False, "moment_unverified")
+    assert (items[gong_id]["source"], items[gong_id]["external_id"]) == ("gong", gong.call_id)
