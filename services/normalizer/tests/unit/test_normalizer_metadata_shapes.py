@@ -159,6 +159,33 @@ def test_gong_capitalised_salesforce_style_field_names_are_mapped_and_kept(kit):
 
 
 @pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("https://harborline-freight.example/about", "https://harborline-freight.example/about"),
+        ("http://harborline-freight.example", "http://harborline-freight.example"),
+        ("www.harborline-freight.example", "www.harborline-freight.example"),
+        ("javascript:alert(document.cookie)", None),
+        ("javascript://harborline-freight.example/%0Aalert(1)", None),
+        ("JavaScript://x.example/%0aalert(1)", None),
+        ("data:text/html;base64,PHNjcmlwdD4=", None),
+        ('https://harborline-freight.example/" onmouseover="alert(1)', None),
+    ],
+)
+def test_gong_account_website_a_ui_renders_is_a_web_address_or_null(kit, sent, kept):
+    """CRM fields are free text anyone with CRM access sets; readers render ``website`` as a link,
+    so only an http(s) address (or a bare host) is handed out, on the account and the customer.
+    The value as sent stays in ``all_fields``."""
+    bundle = _salesforce_style(kit)
+    fields = bundle["call"]["context"][0]["objects"][0]["fields"]
+    next(f for f in fields if f["name"] == "Website")["value"] = sent
+    mapped = map_raw_call(kit.raw_call(bundle))
+    [account] = meta(mapped)["hubspot_context"]["accounts"]
+    assert account["website"] == kept
+    assert mapped.customer.website == kept
+    assert account["all_fields"]["Website"] == sent
+
+
+@pytest.mark.parametrize(
     ("value", "expected"),
     [(48500, 48500), (0.35, 0.35), ("48,500.00", 48500), ("12.5%", 12.5), ("n/a", None), (True, None), (None, None)],
 )

@@ -148,7 +148,7 @@ def _number(value: Any) -> int | float | None:
 
 def _account(obj: GongContextObject) -> dict[str, Any]:
     fields = _all_fields(obj)
-    website = _text(_pick(fields, _ACCOUNT_KEYS["website"]))
+    website = _web_address(_text(_pick(fields, _ACCOUNT_KEYS["website"])))
     return {
         "object_id": obj.object_id,
         "domain": _domain_from(_text(_pick(fields, _ACCOUNT_KEYS["domain"]))) or _domain_from(website),
@@ -217,6 +217,19 @@ def _text(value: Any) -> str | None:
     if value is None or isinstance(value, (list, dict)):
         return None
     return clean_text(str(value)).strip() or None  # type: ignore[union-attr]
+
+
+def _web_address(value: str | None) -> str | None:
+    """A company's website as readers render it, a link: an ``http(s)`` address or a bare host,
+    else null. CRM fields are free text anyone with CRM access can set, and a ``javascript:`` or
+    ``data:`` value would run in the reader's UI; the value as sent stays in ``all_fields``.
+    (Not the link allow list: that names the providers' hosts, never a customer's.)"""
+    if value is None or any(ch.isspace() or ch in "\"'<>`\\" for ch in value):
+        return None
+    scheme, sep, _ = value.partition("://")
+    if sep:
+        return value if scheme.lower() in ("http", "https") and _domain_from(value) else None
+    return value if ":" not in value.split("/", 1)[0] and _domain_from(value) else None
 
 
 def _domain_from(value: str | None) -> str | None:
