@@ -9,10 +9,8 @@ with its message's link pointed at the evidence moment (:func:`moment_link`).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,7 +19,6 @@ from typing import Annotated, Any
 
 import asyncpg
 import msgspec
-import nats.errors
 from litestar import Request, Router, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.openapi.datastructures import ResponseSpec
@@ -37,12 +34,13 @@ from callstream.contracts import (
     data_point_event_id,
 )
 from callstream.contracts._data_points import DataPointKey, IntegerValue, NumericValue, TextValue, value_count
-from callstream.runtime import ApiError, Broker, get_logger, new_traceparent, tracing
+from callstream.runtime import ApiError, Broker, get_logger
 
 from . import _queries as q
 from ._auth import Access, not_found
 from ._links import LinkFacts, MomentLink, moment_link, needs_gong_host
 from ._lookup import LinkLookup
+from ._publish import EventPublisher
 from ._schemas import ErrorBody
 
 __all__ = ["MAX_DATA_POINTS", "MAX_PAGE", "build_data_points_router"]
@@ -52,10 +50,6 @@ log = get_logger(__name__)
 MAX_DATA_POINTS = 500  # per POST
 MAX_PAGE = 200
 MAX_BODY = 16 * 1024 * 1024  # 500 points of the longest text and quote fit
-PUBLISH_TIMEOUT_SECONDS = 5.0
-PUBLISH_WINDOW = 100  # publishes awaiting their ack at once
-RETRY_AFTER = {"Retry-After": "2"}
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 _encode = msgspec.json.Encoder().encode
 CACHE_CONTROL = CacheControlHeader(private=True, no_cache=True)  # as the other answers: revalidate
 
@@ -269,49 +263,12 @@ def _events(facts: LinkFacts, points: list[DataPointIn], now: datetime) -> list[
     return events
 
 
-class DataPointPublisher:
-    """Publishes data points and waits for every JetStream ack; 503 when the broker cannot
-    confirm them (some may be stored: a resend is deduplicated by ``Nats-Msg-Id``)."""
-
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
-
-    async def publish(self, events: list[DataPointRecorded], traceparent: str | None) -> int:
-        if not self._broker.is_connected:
-            raise ApiError(503, "broker_unavailable", "the event broker is unreachable; retry later", RETRY_AFTER)
-        js = self._broker.js
-        trace: dict[str, str] = {}
-        if tracing.on:
-            tracing.inject(trace)
-        else:
-            trace["traceparent"] = traceparent if traceparent and _TRACEPARENT.match(traceparent) else new_traceparent()
-
-        async def one(event: DataPointRecorded) -> bool:
-            headers = {"Nats-Msg-Id": event.event_id, **trace}
-            ack = await js.publish(
-                DATAPOINTS_RECORDED, _encode(event), timeout=PUBLISH_TIMEOUT_SECONDS, headers=headers
-            )
-            return bool(ack.duplicate)
-
-        duplicates = 0
-        try:
-            for start in range(0, len(events), PUBLISH_WINDOW):
-                acks = await asyncio.gather(*(one(e) for e in events[start : start + PUBLISH_WINDOW]))
-                duplicates += sum(acks)
-        except (nats.errors.Error, ConnectionError, TimeoutError) as exc:
-            log.warning("data point publish failed", error=type(exc).__name__)
-            raise ApiError(
-                503, "broker_unavailable", "the event broker did not confirm in time; retry later", RETRY_AFTER
-            ) from None
-        return duplicates
-
-
 def build_data_points_router(
     lookup: LinkLookup,
     authenticate: Callable[[Request[Any, Any, Any]], Awaitable[Access]],
     broker: Broker,
 ) -> Router:
-    publisher = DataPointPublisher(broker)
+    publisher = EventPublisher(broker)
     allow = lookup.allow
 
     async def links(rows: list[asyncpg.Record], facts: list[LinkFacts]) -> list[DataPointOut]:
@@ -346,7 +303,8 @@ def build_data_points_router(
         facts = await lookup.facts_by_id(access, message_id)
         _validate(data.data_points)
         events = _events(facts, data.data_points, datetime.now(UTC))
-        duplicates = await publisher.publish(events, request.headers.get("traceparent"))
+        published = [(_encode(e), e.event_id) for e in events]
+        duplicates = await publisher.publish(DATAPOINTS_RECORDED, published, request.headers.get("traceparent"))
         log.info("data points accepted", message_id=facts.message_id, accepted=len(events), duplicates=duplicates)
         return DataPointsAccepted(
             message_id=facts.message_id,

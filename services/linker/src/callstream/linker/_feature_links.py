@@ -20,14 +20,12 @@ workspace's message is a 404), and is refused with 403 there: tokens carry no ``
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
-import nats.errors
 from litestar import Request, Router, delete, put
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
@@ -42,21 +40,19 @@ from callstream.contracts import (
     Source,
     feature_link_event_id,
 )
-from callstream.runtime import ApiError, Broker, get_logger, new_traceparent, tracing
+from callstream.runtime import ApiError, Broker, get_logger
 
 from . import _queries as q
 from ._auth import Access, not_found
+from ._publish import EventPublisher
 from ._schemas import ErrorBody
 
 __all__ = ["FeatureLinkAccepted", "FeatureLinkIn", "build_feature_links_router"]
 
 log = get_logger(__name__)
 
-PUBLISH_TIMEOUT_SECONDS = 5.0
-RETRY_AFTER = {"Retry-After": "2"}
 MAX_FEATURE_ID = 256
 MAX_IDEMPOTENCY_KEY = 200
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 _encode = msgspec.json.Encoder().encode
 
 Change = Literal["linked", "unlinked"]
@@ -112,39 +108,12 @@ def _stamp(value: datetime | None) -> str:
     return "-" if value is None else value.isoformat()
 
 
-class LinkPublisher:
-    """Publishes one link change and waits for JetStream's ack."""
-
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
-
-    async def publish(self, subject: str, data: bytes, event_id: str, traceparent: str | None) -> bool:
-        """``True`` when JetStream already had this event (a retried request)."""
-        if not self._broker.is_connected:
-            raise ApiError(503, "broker_unavailable", "the event broker is unreachable; retry later", RETRY_AFTER)
-        headers = {"Nats-Msg-Id": event_id}
-        if tracing.on:
-            tracing.inject(headers)
-        else:  # continue the caller's trace when it sent one, else start one
-            headers["traceparent"] = (
-                traceparent if traceparent and _TRACEPARENT.match(traceparent) else new_traceparent()
-            )
-        try:
-            ack = await self._broker.js.publish(subject, data, timeout=PUBLISH_TIMEOUT_SECONDS, headers=headers)
-        except (nats.errors.Error, ConnectionError, TimeoutError) as exc:
-            log.warning("feature link publish failed", subject=subject, error=type(exc).__name__)
-            raise ApiError(
-                503, "broker_unavailable", "the event broker did not confirm in time; retry later", RETRY_AFTER
-            ) from None
-        return bool(ack.duplicate)
-
-
 def build_feature_links_router(
     pool: Callable[[], asyncpg.Pool],
     broker: Broker,
     authenticate: Callable[[Request[Any, Any, Any]], Awaitable[Access]],
 ) -> Router:
-    publisher = LinkPublisher(broker)
+    publisher = EventPublisher(broker)
 
     async def change(
         request: Request[Any, Any, Any],
@@ -175,7 +144,9 @@ def build_feature_links_router(
             else FeatureUnlinked(workspace_id=workspace_id, feature_id=feature_id, message=ref)
         )
         subject = FEATURES_LINKED if kind == "linked" else FEATURES_UNLINKED
-        duplicate = await publisher.publish(subject, _encode(event), event_id, request.headers.get("traceparent"))
+        duplicate = (
+            await publisher.publish(subject, [(_encode(event), event_id)], request.headers.get("traceparent")) > 0
+        )
         log.info("feature link change accepted", change=kind, workspace_id=workspace_id, duplicate=duplicate)
         return FeatureLinkAccepted(
             workspace_id=workspace_id,
