@@ -56,7 +56,7 @@ select id, workspace_id, source, external_id, coalesce(integration_id, '') as in
        (message_metadata -> 'transcript_data')::text as transcript,
        (message_metadata -> 'raw_session_data')::text as raw_session
 from messages
-where (message_metadata ->> 'metadata_version') is null and id > $1
+where (message_metadata ->> 'metadata_version') is null and id > $1 and id <> all($3::uuid[])
 order by id
 limit $2
 """
@@ -106,9 +106,13 @@ async def rederive(
     links: HostAllowList = DEFAULT_LINK_ALLOW_LIST,
     batch: int = 100,
     stopping: asyncio.Event | None = None,
+    left: set[UUID] | None = None,
 ) -> RederiveReport:
     """Re-derive every old-shape row, ``batch`` at a time, unless another replica is at it.
-    ``stopping``: set, the job ends after the batch in hand.
+    ``stopping``: set, the job ends after the batch in hand. ``left``: the rows earlier runs of
+    this process could not re-derive (no raw data, unmappable, refused by the store), skipped and
+    added to: the periodic job would otherwise read, map and warn about them every few minutes
+    for ever; a new process (a deploy with a fix) tries them once again.
 
     Each batch is one transaction holding the job's advisory lock (transaction-level, so a
     connection is held per batch only, never for the whole job, and the consumer's connections are
@@ -121,7 +125,7 @@ async def rederive(
             if not await conn.fetchval("select pg_try_advisory_xact_lock($1)", REDERIVE_LOCK):
                 report.busy = True
                 break
-            rows = await conn.fetch(_OLD_SHAPE, after, batch)
+            rows = await conn.fetch(_OLD_SHAPE, after, batch, list(left) if left else [])
             if not rows:
                 break
             after = rows[-1]["id"]
@@ -137,9 +141,11 @@ async def rederive(
                 except UnmappableError as exc:
                     report.unmappable += 1
                     log.warning("stored message cannot be re-derived", message_id=str(row["id"]), error=str(exc))
-            written = len(await store_batch(conn, mapped)) if mapped else 0  # a savepoint in this transaction
-        report.rederived += written
-        report.unchanged += len(mapped) - written
+            written = await store_batch(conn, mapped) if mapped else []  # a savepoint in this transaction
+        report.rederived += len(written)
+        report.unchanged += len(mapped) - len(written)
+        if left is not None:
+            left.update({r["id"] for r in rows} - {UUID(e.message_id) for e in written})
     if report.read:
         log.info("messages re-derived", **asdict(report))
     return report
@@ -148,8 +154,10 @@ async def rederive(
 def rederive_job(settings: Settings) -> Callable[[ServiceRuntime], Awaitable[None]]:
     """The periodic worker's job (``runtime.add_worker(..., periodic(job, seconds))``)."""
 
+    left: set[UUID] = set()  # for the life of the process: rows its runs could not re-derive
+
     async def job(runtime: ServiceRuntime) -> None:
-        await rederive(runtime.db, settings.link_allow_list, settings.batch_size, runtime.stopping)
+        await rederive(runtime.db, settings.link_allow_list, settings.batch_size, runtime.stopping, left)
 
     return job
 
