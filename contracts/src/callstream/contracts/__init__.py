@@ -1,11 +1,16 @@
 """callstream wire contracts: messages, subjects, streams and provider models. No I/O here."""
 
 from ._data_points import (
+    DataPointKey,
     DataPointRecorded,
     Evidence,
     Extractor,
+    IntegerValue,
+    NumericValue,
+    TextValue,
     data_point_event_id,
     extractor_version_order,
+    value_count,
 )
 from ._identity import feature_link_event_id, hash_api_token, pull_event_id, webhook_event_id
 from ._links import (
@@ -95,6 +100,7 @@ __all__ = [
     "SYNC_EVENTS",
     "Change",
     "ConsumerSpec",
+    "DataPointKey",
     "DataPointRecorded",
     "DeadLetter",
     "Evidence",
@@ -103,10 +109,12 @@ __all__ = [
     "FeatureUnlinked",
     "GongCallBundle",
     "HostAllowList",
+    "IntegerValue",
     "LinkReason",
     "LinkSources",
     "MessageRef",
     "MessageUpserted",
+    "NumericValue",
     "Origin",
     "RawCall",
     "Source",
@@ -116,6 +124,7 @@ __all__ = [
     "SyncMode",
     "SyncProgress",
     "SyncRequested",
+    "TextValue",
     "TimeWindow",
     "data_point_event_id",
     "dead_letter_size",
@@ -131,6 +140,7 @@ __all__ = [
     "raw_calls_subject",
     "sync_events_subject",
     "sync_requested_subject",
+    "value_count",
     "vet_url",
     "webhook_event_id",
 ]

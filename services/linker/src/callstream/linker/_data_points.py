@@ -27,13 +27,17 @@ from litestar.params import Body, FromPath, Parameter
 
 from callstream.contracts import (
     DATAPOINTS_RECORDED,
+    DataPointKey,
     DataPointRecorded,
     Evidence,
     Extractor,
+    IntegerValue,
+    NumericValue,
     Source,
+    TextValue,
     data_point_event_id,
+    value_count,
 )
-from callstream.contracts._data_points import DataPointKey, IntegerValue, NumericValue, TextValue, value_count
 from callstream.runtime import ApiError, Broker, get_logger
 
 from . import _queries as q
