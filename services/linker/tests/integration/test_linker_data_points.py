@@ -76,8 +76,8 @@ async def store(seed: Seed, message_id: uuid.UUID, workspace_id: str, key: str, 
     await seed.conn.execute(f"insert into data_points ({names}) values ({params})", *values.values())
 
 
-async def test_post_publishes_after_the_ack(linker: Client, seed: Seed, jetstream: Any) -> None:
-    token = await seed.token("acme")
+async def test_post_publishes_after_the_ack(linker: Client, seed: Seed, admin_token: str, jetstream: Any) -> None:
+    token = admin_token
     m = await seed.message("acme", "fathom", "884120457", {"recording_url": SHARE})
     body = {
         "data_points": [
@@ -134,6 +134,15 @@ async def test_post_refuses_what_cannot_be_stored(linker: Client, seed: Seed, ad
     r = await linker.post(url, json={"data_points": [point(integer_value=3)]}, headers=bearer(admin_token))
     assert r.json()["detail"] == "data_points[0]: exactly one of numeric_value, integer_value, text_value"
     assert await published(jetstream) == []
+
+
+async def test_a_workspace_token_may_read_but_not_record(linker: Client, seed: Seed, jetstream: Any) -> None:
+    reader = await seed.token("acme")
+    m = await seed.message("acme", "fathom", "884120457", {"recording_url": SHARE})
+    r = await linker.post(f"/v1/messages/{m}/data-points", json={"data_points": [point()]}, headers=bearer(reader))
+    assert (r.status_code, r.json()["error"]) == (403, "forbidden")
+    assert await published(jetstream) == []
+    assert (await linker.get(f"/v1/messages/{m}/data-points", headers=bearer(reader))).status_code == 200
 
 
 async def test_another_workspace_is_not_found(linker: Client, seed: Seed) -> None:

@@ -119,6 +119,7 @@ class DataPointPage(msgspec.Struct, kw_only=True):
 _ERRORS = {
     400: ResponseSpec(ErrorBody, description="a parameter or the body is invalid"),
     401: ResponseSpec(ErrorBody, description="no bearer token, or an unknown or revoked one"),
+    403: ResponseSpec(ErrorBody, description="the token may read this workspace but not write to it"),
     404: ResponseSpec(ErrorBody, description="unknown, or not visible to this token"),
 }
 _EXAMPLE_POST = {
@@ -305,6 +306,10 @@ def build_data_points_router(
     ) -> DataPointsAccepted:
         access = await authenticate(request)
         facts = await lookup.facts_by_id(access, message_id)
+        # A write, like changing a feature link: workspace tokens read (their scope is "read" until
+        # the console issue adds "manage"), so one leaked read token cannot plant values.
+        if not access.is_admin:
+            raise ApiError(403, "forbidden", "recording data points needs the admin token")
         _validate(data.data_points)
         events = _events(facts, data.data_points, datetime.now(UTC))
         published = [(_encode(e), e.event_id) for e in events]
