@@ -210,7 +210,10 @@ async def test_features_endpoint_keeps_the_old_message_response(linker: Client, 
         full,
         bare,
     )
-    r = await linker.get("/v1/features/f1/messages", params={"workspace_id": "acme"}, headers=bearer(token))
+    # The transcript only when asked for (issue #20: lists carry no transcripts by default).
+    r = await linker.get(
+        "/v1/features/f1/messages", params={"workspace_id": "acme", "include": "content"}, headers=bearer(token)
+    )
     assert r.status_code == 200, r.text
     items = r.json()
     assert isinstance(items, list)

@@ -168,22 +168,58 @@ async def feature_exists(pool: asyncpg.Pool, workspace_id: str, feature_id: str)
     return bool(found)
 
 
-async def feature_messages(pool: asyncpg.Pool, workspace_id: str, feature_id: str, limit: int) -> list[asyncpg.Record]:
+# The transcripts and raw keys one list answer may carry (by their stored sizes, read without
+# de-TOASTing them): the rows past it are left out (``FeatureMessages.truncated``), at least one is
+# always answered. With the 200-item cap and the light fields' own bounds, an answer stays within a
+# few MB plus one message, whatever the tenant stored.
+MAX_HEAVY_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureMessages:
+    rows: list[asyncpg.Record]
+    truncated: bool  # rows within ``limit`` were left out to keep the answer under MAX_HEAVY_BYTES
+
+
+async def feature_messages(
+    pool: asyncpg.Pool,
+    workspace_id: str,
+    feature_id: str,
+    limit: int,
+    *,
+    content: bool = False,
+    raw: bool = False,
+    max_heavy_bytes: int = MAX_HEAVY_BYTES,
+) -> FeatureMessages:
     """Messages linked to a feature, newest first; ``customer_email`` is the first external
-    participant's address (customers are companies and carry none)."""
+    participant's address (customers are companies and carry none). The transcript (``content``)
+    and the raw metadata keys are read only when asked for, and only up to ``max_heavy_bytes``."""
+    metadata = "m.message_metadata" if raw else _LIGHT_METADATA
+    text = "m.content" if content else "null::text as content"
+    heavy = " + ".join(
+        ["0"]
+        + (["coalesce(octet_length(m.content), 0)"] if content else [])
+        + (["pg_column_size(m.message_metadata)"] if raw else [])
+    )
+    order = "m.sent_at desc nulls last, m.id desc"
     rows: list[asyncpg.Record] = await pool.fetch(
-        "select m.id, m.workspace_id, m.content, m.sent_at, m.author_name as sender_name, m.channel_name,"
+        "with page as ("
+        f" select m.id, sum({heavy}) over (order by {order}) - ({heavy}) as before"
+        " from message_features mf join messages m on m.id = mf.message_id"
+        " where mf.workspace_id = $1 and mf.feature_id = $2 and m.workspace_id = $1"
+        f" order by {order} limit $3)"
+        f" select m.id, m.workspace_id, {text}, m.sent_at, m.author_name as sender_name, m.channel_name,"
         " c.name as customer_name,"
         " (select p.email from message_participants p where p.message_id = m.id"
         "   and p.affiliation = 'external' and p.email is not null order by p.position limit 1) as customer_email,"
-        f" m.ai_insights, m.source, m.external_id, m.version, {_LIGHT_METADATA} as message_metadata"
-        " from message_features mf"
-        " join messages m on m.id = mf.message_id"
+        f" m.ai_insights, m.source, m.external_id, m.version, {metadata} as message_metadata,"
+        " (select count(*) from page) as page_rows"
+        " from page join messages m on m.id = page.id"
         " left join customers c on c.id = m.customer_id"
-        " where mf.workspace_id = $1 and mf.feature_id = $2 and m.workspace_id = $1"
-        " order by m.sent_at desc nulls last, m.id desc limit $3",
+        f" where page.before < $4 order by {order}",
         workspace_id,
         feature_id,
         limit,
+        max_heavy_bytes,
     )
-    return rows
+    return FeatureMessages(rows=rows, truncated=bool(rows) and len(rows) < rows[0]["page_rows"])

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import asyncpg
-from litestar import Request, Router, get, post
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.connection import ASGIConnection
 from litestar.datastructures import CacheControlHeader
+from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
@@ -22,6 +25,7 @@ from ._auth import Access, not_found
 from ._links import moment_link, needs_gong_host
 from ._lookup import LinkLookup
 from ._schemas import (
+    MAX_RESOLVE_BODY,
     MESSAGE_FIELDS,
     Author,
     CustomerOut,
@@ -39,8 +43,11 @@ from ._schemas import (
 
 WORKSPACE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_EXTERNAL_ID = 256
-MAX_PAGE = 500
-MAX_FEATURE_MESSAGES = 5000
+# Every list answers at most 200 items (a larger limit is a 400): one request cannot make the linker
+# hold a tenant's every transcript (limit=5000 once answered hundreds of MB against a 768 Mi pod).
+MAX_PAGE = 200
+TRUNCATED_HEADER = "x-callstream-truncated"  # "true": fewer items than limit, to keep the size bound
+DEFAULT_FEATURE_MESSAGES = MAX_PAGE  # was 1000: old clients asking for no limit get the most allowed
 # Answers may change at any moment (a message is re-synced): clients revalidate with the ETag.
 CACHE_CONTROL = CacheControlHeader(private=True, no_cache=True)
 
@@ -98,9 +105,16 @@ def build_router(
         access = await authenticate(request)
         return await lookup.by_ident(access, workspace_id, source, external_id)
 
+    async def authenticated(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        # An HTTP route's guards are given its Request; they run before the body is read.
+        request = cast("Request[Any, Any, Any]", connection)
+        request.state.access = await authenticate(request)
+
     @post(
         "/links/resolve",
         status_code=200,
+        guards=[authenticated],
+        request_max_body_size=MAX_RESOLVE_BODY,
         summary="Links of up to 1,000 messages by id (null for unknown or invisible ones)",
         responses=_ok(
             ResolveResponse,
@@ -108,7 +122,8 @@ def build_router(
         ),
     )
     async def resolve_links(request: Request[Any, Any, Any], data: JSONBody[ResolveRequest]) -> ResolveResponse:
-        access = await authenticate(request)
+        # The guard authenticated before the body was read (litestar reads it for ``data``).
+        access: Access = request.state.access
         return ResolveResponse(links=await lookup.by_ids(access, data.message_ids))
 
     @get(
@@ -232,19 +247,30 @@ def build_router(
         request: Request[Any, Any, Any],
         feature_id: FromPath[str],
         workspace_id: WorkspaceQuery,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_FEATURE_MESSAGES)] = 1000,
-    ) -> list[FeatureMessage]:
+        limit: Annotated[
+            int, Parameter(ge=1, le=MAX_PAGE, description=f"at most {MAX_PAGE}")
+        ] = DEFAULT_FEATURE_MESSAGES,
+        include: Annotated[
+            list[Literal["content", "raw"]] | None,
+            Parameter(description="content: the transcripts; raw: the provider's raw keys in message_metadata"),
+        ] = None,
+    ) -> Response[list[FeatureMessage]]:
         access = await authenticate(request)
         access.require(workspace_id, "feature")
         if not await q.feature_exists(lookup.pool, workspace_id, feature_id):
             raise not_found("feature")
-        rows = await q.feature_messages(lookup.pool, workspace_id, feature_id, limit)
+        wanted = frozenset(include or ())
+        with_content = "content" in wanted
+        found = await q.feature_messages(
+            lookup.pool, workspace_id, feature_id, limit, content=with_content, raw="raw" in wanted
+        )
+        rows = found.rows
         facts = [q.facts_from_row(r, "message_metadata") for r in rows]
         hosts = await lookup.gong_hosts({f.workspace_id for f in facts if needs_gong_host(f)})
-        return [
+        items = [
             FeatureMessage(
                 id=f.message_id,
-                content=r["content"],
+                content=r["content"] if with_content else msgspec.UNSET,
                 sent_at=r["sent_at"],
                 sender_name=r["sender_name"],
                 channel_name=r["channel_name"],
@@ -258,6 +284,8 @@ def build_router(
             )
             for r, f in zip(rows, facts, strict=True)
         ]
+        # The old answer is a bare list: a page cut short by the size bound says so in a header.
+        return Response(items, headers={TRUNCATED_HEADER: "true"} if found.truncated else None)
 
     v1 = Router(
         "/v1",

@@ -13,6 +13,9 @@ from ._links import Kind, Link, LinkOrigin, MomentLink, MomentReason, Reason
 
 MessageId = Annotated[str, msgspec.Meta(max_length=64)]
 MAX_RESOLVE_IDS = 1000
+# What 1,000 ids of the longest accepted form need, with room for spacing: 1,000 x (64 + 4) bytes
+# is 68 kB. A larger body is a 413 before it is decoded (litestar's default would read 10 MB).
+MAX_RESOLVE_BODY = 128 * 1024
 
 
 class ErrorBody(msgspec.Struct, kw_only=True):
@@ -106,11 +109,13 @@ class MessagePage(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
-class FeatureMessage(msgspec.Struct, kw_only=True):
-    """The old ``MessageResponse`` fields, unchanged, plus source, external_id, metadata and link."""
+class FeatureMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The old ``MessageResponse`` fields plus source, external_id, metadata and link; ``content``
+    (the transcript) only with ``?include=content``, the raw keys of the metadata only with
+    ``?include=raw``."""
 
     id: str
-    content: str
+    content: str | msgspec.UnsetType = msgspec.UNSET
     sent_at: datetime | None
     sender_name: str | None
     channel_name: str | None
