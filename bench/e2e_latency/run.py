@@ -28,6 +28,8 @@ from pathlib import Path
 import nats
 from standardwebhooks import Webhook
 
+from callstream.devstack import admin_headers
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -50,7 +52,7 @@ async def measure(chaos: Chaos, rate: float, seconds: float) -> dict[str, object
     integration_id, secret = await chaos.integration()
     webhook = Webhook(secret)
     template = json.loads(EXAMPLE.read_text())
-    admin = {"Authorization": f"Bearer {chaos.env['CALLSTREAM_ADMIN_TOKEN']}"}
+    admin = admin_headers(chaos.env, "linker")
     expected = int(rate * seconds)
     loop = asyncio.get_running_loop()
     accepted_at: dict[str, float] = {}

@@ -100,7 +100,7 @@ def measure(side: str, work: Path, nats_url: str, dsn: str, body: bytes, warm: i
             os.environ,
             CALLSTREAM_DATABASE_URL=dsn,
             CALLSTREAM_NATS_URL=nats_url,
-            CALLSTREAM_ADMIN_TOKEN=ADMIN_TOKEN,
+            CALLSTREAM_GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN,
             CALLSTREAM_SECRET_KEY="k1:" + secrets.token_urlsafe(32),
             CALLSTREAM_GATEWAY_PORT=str(port),
             CALLSTREAM_LOG_FORMAT="json",

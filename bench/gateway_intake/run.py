@@ -52,7 +52,7 @@ from callstream.runtime import ensure_all
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 SECRET = "whsec_" + base64.b64encode(b"bench-secret-bench-secret-24").decode()
-ADMIN_TOKEN = "bench-admin-" + secrets.token_urlsafe(8)
+ADMIN_TOKEN = "bench-admin-" + secrets.token_urlsafe(32)
 TARGET = {"ratio_min": 0.9, "p99_ms_max": 100.0}
 
 
@@ -273,7 +273,7 @@ def main() -> int:
             os.environ,
             CALLSTREAM_DATABASE_URL=pg.dsn("bench"),
             CALLSTREAM_NATS_URL=nats_server.url,
-            CALLSTREAM_ADMIN_TOKEN=ADMIN_TOKEN,
+            CALLSTREAM_GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN,
             CALLSTREAM_SECRET_KEY="k1:" + secrets.token_urlsafe(32),
             CALLSTREAM_GATEWAY_PORT=str(gw_port),
             CALLSTREAM_LOG_FORMAT="json",

@@ -30,6 +30,7 @@ from callstream.devstack import (
     EmbeddedPostgres,
     NatsServer,
     ServiceProcess,
+    admin_headers,
     base_service_env,
     free_port,
     setup_services,
@@ -82,9 +83,8 @@ class Cluster:
     def urls(self, service: str) -> list[str]:
         return [p.url for p in self.procs[service] if p.process is not None]
 
-    @property
-    def admin(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.env['CALLSTREAM_ADMIN_TOKEN']}"}
+    def admin(self, service: str) -> dict[str, str]:
+        return admin_headers(self.env, service)
 
     async def start(self) -> None:
         self.pg.start()
@@ -235,7 +235,7 @@ class LinkReader:
     async def run(self) -> None:
         conn = await asyncpg.connect(self.cluster.pg.dsn("callstream"))
         try:
-            async with httpx.AsyncClient(headers=self.cluster.admin, timeout=10) as client:
+            async with httpx.AsyncClient(headers=self.cluster.admin("linker"), timeout=10) as client:
                 turn = 0
                 while not self.done.is_set():
                     rows = await conn.fetch(
@@ -284,7 +284,7 @@ async def test_a_three_server_cluster_loses_a_server_and_a_replica_of_each_servi
 ) -> None:
     started = time.monotonic()
     await cluster.check_r3()
-    integration_id, secret = await create_integration(cluster.urls("gateway")[0], cluster.admin)
+    integration_id, secret = await create_integration(cluster.urls("gateway")[0], cluster.admin("gateway"))
     report = ChaosReport()
     subscriber, reader = LiveSubscriber(cluster), LinkReader(cluster)
     background = [asyncio.create_task(subscriber.run()), asyncio.create_task(reader.run())]
@@ -313,7 +313,7 @@ async def test_a_three_server_cluster_loses_a_server_and_a_replica_of_each_servi
         await nc.close()
     survivors = cluster.urls("linker")
     assert len(survivors) == 1
-    await count_unlinkable(cluster.pg.dsn("callstream"), survivors[0], cluster.admin, report)
+    await count_unlinkable(cluster.pg.dsn("callstream"), survivors[0], cluster.admin("linker"), report)
     report.wall_seconds = round(time.monotonic() - started, 1)
 
     summary = {**report.as_dict(), "link_lookups": reader.lookups, "link_lookup_failures": reader.failed[:5]}

@@ -18,7 +18,7 @@ import nats
 import pytest
 from standardwebhooks import Webhook
 
-from callstream.devstack import ServiceProcess
+from callstream.devstack import SERVICES, ServiceProcess, admin_headers
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "contracts" / "tests" / "unit" / "examples"
 
@@ -42,17 +42,19 @@ class Stack:
     nats_url: str
     clients: list[httpx.AsyncClient] = field(default_factory=list)
 
+    def admin_token(self, service: str) -> str:
+        """``service``'s own admin token (each service with an admin API has one)."""
+        return admin_headers(self.env, service)["Authorization"].removeprefix("Bearer ")
+
     @property
-    def admin_token(self) -> str:
-        return self.env["CALLSTREAM_ADMIN_TOKEN"]
+    def admin_tokens(self) -> dict[str, str]:
+        return {s.name: self.env[s.admin_token_env] for s in SERVICES if s.admin_token_env}
 
     def url(self, service: str) -> str:
         return self.procs[service].url
 
     def client(self, service: str) -> httpx.AsyncClient:
-        c = httpx.AsyncClient(
-            base_url=self.url(service), headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=10.0
-        )
+        c = httpx.AsyncClient(base_url=self.url(service), headers=admin_headers(self.env, service), timeout=10.0)
         self.clients.append(c)
         return c
 

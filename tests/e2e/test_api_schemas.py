@@ -26,7 +26,10 @@ NEVER_GENERATED = frozenset({"POST /v1/integrations", "DELETE /v1/integrations/{
 )
 def test_api_matches_its_schema(stack: Stack, service: str, expected: set[str]) -> None:
     labels, calls = walk_openapi(
-        stack.url(service), stack.admin_token, examples_per_operation=EXAMPLES_PER_OPERATION, skip=NEVER_GENERATED
+        stack.url(service),
+        stack.admin_token(service),
+        examples_per_operation=EXAMPLES_PER_OPERATION,
+        skip=NEVER_GENERATED,
     )
     assert expected <= labels, labels
     assert calls >= len(labels - NEVER_GENERATED) * 5

@@ -120,7 +120,7 @@ async def test_every_hostile_request_gets_the_right_4xx(stack: Stack) -> None:
     # row is checked and all mismatches are reported together.
     wrong = []
     for service, method, path, expected, auth, kwargs in TABLE:
-        headers = {"Authorization": f"Bearer {stack.admin_token}"} if auth else {}
+        headers = {"Authorization": f"Bearer {stack.admin_token(service)}"} if auth else {}
         async with httpx.AsyncClient(base_url=stack.url(service), timeout=30) as client:
             r = await client.request(method, path, headers=headers, **kwargs)
         try:
@@ -146,6 +146,29 @@ async def test_a_wrong_bearer_token_is_401_everywhere(stack: Stack) -> None:
         assert r.json()["error"]
 
 
+ADMIN_ROUTES = {
+    "gateway": "/v1/integrations",
+    "linker": "/v1/messages?workspace_id=acme",
+    "scheduler": "/v1/sync-state?workspace_id=acme",
+}
+
+
+async def test_each_admin_token_opens_its_own_service_only(stack: Stack) -> None:
+    """One service's admin token is a 401 at every other: the linker's environment carries no
+    gateway-admin power."""
+    tokens = stack.admin_tokens
+    assert set(tokens) == set(ADMIN_ROUTES)
+    assert len(set(tokens.values())) == len(tokens)
+    answers = {}
+    for service, path in ADMIN_ROUTES.items():
+        async with httpx.AsyncClient(base_url=stack.url(service), timeout=10) as client:
+            for owner, token in tokens.items():
+                r = await client.get(path, headers={"Authorization": f"Bearer {token}"})
+                answers[(owner, service)] = r.status_code
+    assert answers == {(o, s): 200 if o == s else 401 for o in tokens for s in ADMIN_ROUTES}
+    await _nothing_published_or_stored(stack)
+
+
 async def test_hostile_webhooks_are_rejected_and_nothing_is_published(stack: Stack) -> None:
     integration_id, secret = await stack.fathom_integration()
     good = json.dumps(fathom_meeting(610001)).encode()
@@ -161,6 +184,24 @@ async def test_hostile_webhooks_are_rejected_and_nothing_is_published(stack: Sta
         ("not a meeting", b'{"title":"x"}', signed_headers(secret, b'{"title":"x"}', "m7"), 400),
         ("wrong id type", b'{"recording_id":{"a":1}}', signed_headers(secret, b'{"recording_id":{"a":1}}', "m8"), 400),
     ]
+    # The webhook path takes signatures only: an admin token (any service's) opens nothing there.
+    for service, token in stack.admin_tokens.items():
+        admin = {"Authorization": f"Bearer {token}"}
+        cases += [
+            (f"{service} admin, no signature", good, {"content-type": "application/json", **admin}, 401),
+            (
+                f"{service} admin, bad signature",
+                good,
+                {**signed_headers(secret, good, "m1"), "webhook-signature": "v1,AAAA", **admin},
+                401,
+            ),
+            (
+                f"{service} admin, stale",
+                good,
+                {**signed_headers(secret, good, "m3", now - timedelta(minutes=6)), **admin},
+                401,
+            ),
+        ]
     async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=30) as client:
         for name, body, headers, expected in cases:
             r = await client.post(f"/v1/webhooks/fathom/{integration_id}", content=body, headers=headers)
@@ -185,7 +226,7 @@ async def test_hostile_webhooks_are_rejected_and_nothing_is_published(stack: Sta
         )
         assert r.status_code == 413, r.text[:200]
         # a disabled integration rejects even a perfectly signed delivery
-        admin = {"Authorization": f"Bearer {stack.admin_token}"}
+        admin = {"Authorization": f"Bearer {stack.admin_token('gateway')}"}
         assert (await client.delete(f"/v1/integrations/{integration_id}", headers=admin)).status_code == 200
         r = await client.post(
             f"/v1/webhooks/fathom/{integration_id}", content=good, headers=signed_headers(secret, good, "m12")

@@ -64,7 +64,7 @@ async def _link(stack: Stack, workspace: str, external_id: str) -> dict[str, Any
 
 async def _content(stack: Stack, message_id: str) -> str:
     async with httpx.AsyncClient(
-        base_url=stack.url("linker"), headers={"Authorization": f"Bearer {stack.admin_token}"}, timeout=120.0
+        base_url=stack.url("linker"), headers={"Authorization": f"Bearer {stack.admin_token('linker')}"}, timeout=120.0
     ) as client:
         r = await client.get(f"/v1/messages/{message_id}")
         assert r.status_code == 200, r.text[:300]

@@ -68,7 +68,7 @@ async def test_the_gateway_refuses_what_the_normalizer_could_never_map(
     service_env: dict[str, str], nats_url: str, jetstream: object, start_service: Callable[..., ServiceProcess]
 ) -> None:
     gateway = start_service("gateway", service_env)
-    integration_id, secret = await _fathom_integration(gateway, service_env["CALLSTREAM_ADMIN_TOKEN"])
+    integration_id, secret = await _fathom_integration(gateway, service_env["CALLSTREAM_GATEWAY_ADMIN_TOKEN"])
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()

@@ -58,9 +58,31 @@ def test_readiness_follows_postgres_and_nats(
 
     own_postgres.stop("immediate")
     assert _until(procs, 503, DEADLINE_SECONDS) <= DEADLINE_SECONDS
-    body = httpx.get(f"{procs[0].url}/health/ready", timeout=2.0).json()
-    assert body["checks"]["database"] != "ok"
+    anonymous = httpx.get(f"{procs[0].url}/health/ready", timeout=2.0)
+    body = anonymous.json()
+    # A stranger learns ready or not and which check fails, never the error's text (the
+    # database's host, port, user or name).
+    assert body["status"] == "not_ready"
+    assert body["checks"]["database"] == "failing"
     assert body["checks"]["broker"] == "ok"
+    assert set(body["checks"].values()) <= {"ok", "degraded", "failing"}
+    for leak in ("127.0.0.1", str(own_postgres.port), "callstream", "Error"):
+        assert leak not in anonymous.text, leak
+    # The service's own admin token (the gateway here) sees the details, and so does its log.
+    gateway = procs[0]
+    assert gateway.service.name == "gateway"
+    admin = {"Authorization": f"Bearer {env['CALLSTREAM_GATEWAY_ADMIN_TOKEN']}"}
+    detailed = httpx.get(f"{gateway.url}/health/ready", headers=admin, timeout=2.0).json()
+    assert detailed["checks"]["database"] not in ("ok", "failing")
+    assert detailed["checks"]["broker"] == "ok"
+    other = {"Authorization": f"Bearer {env['CALLSTREAM_LINKER_ADMIN_TOKEN']}"}
+    assert set(httpx.get(f"{gateway.url}/health/ready", headers=other, timeout=2.0).json()["checks"].values()) <= {
+        "ok",
+        "degraded",
+        "failing",
+    }
+    logged = [line for line in gateway.log(400).splitlines() if '"readiness"' in line and '"not_ready"' in line]
+    assert any('"database"' in line for line in logged), logged
     own_postgres.start()
     _until(procs, 200, 30.0)
 

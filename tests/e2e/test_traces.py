@@ -170,7 +170,7 @@ async def test_one_webhook_is_one_trace_from_the_request_to_the_message_upserted
     assert (batch.trace_id, batch.span_id) in stored.links
 
     transcript_line = meeting["transcript"][0]["text"]
-    _no_secrets(sink.all(), secret, stack.admin_token, "e2e-api-key", transcript_line)
+    _no_secrets(sink.all(), secret, *stack.admin_tokens.values(), "e2e-api-key", transcript_line)
 
 
 async def test_a_webhook_continues_the_senders_trace(stack: Stack, sink: OtlpSink, upserted: Upserted) -> None:
@@ -266,7 +266,7 @@ async def test_a_pulled_call_is_one_trace_from_the_scheduler_to_the_message_upse
         )
         assert {s.parent_span_id for s in applied} <= {s.span_id for s in events_published}
 
-    _no_secrets(sink.all(), "fathom-test-key", stack.admin_token)
+    _no_secrets(sink.all(), "fathom-test-key", *stack.admin_tokens.values())
 
 
 async def _at_least(upserted: Upserted, n: int) -> list[tuple[dict[str, Any], dict[str, str]]] | None:

@@ -110,7 +110,7 @@ async def test_no_secret_token_or_transcript_reaches_a_log_or_the_database_in_pl
         "webhook secret": secret,
         "webhook key": secret.removeprefix("whsec_"),
         "api key": "e2e-api-key",
-        "admin token": stack.admin_token,
+        **{f"{service} admin token": token for service, token in stack.admin_tokens.items()},
         "reader token": token,
         "encryption key": secret_key,
         "transcript": sentence,
@@ -125,7 +125,7 @@ async def test_no_secret_token_or_transcript_reaches_a_log_or_the_database_in_pl
         "webhook secret": secret,
         "webhook key": secret.removeprefix("whsec_"),
         "api key": "e2e-api-key",
-        "admin token": stack.admin_token,
+        **{f"{service} admin token": token for service, token in stack.admin_tokens.items()},
         "reader token": token,
         "encryption key": secret_key,
     }.items():

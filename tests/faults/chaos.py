@@ -40,6 +40,7 @@ from callstream.devstack import (
     EmbeddedPostgres,
     NatsServer,
     ServiceProcess,
+    admin_headers,
     base_service_env,
     free_port,
     setup_services,
@@ -175,11 +176,11 @@ class Chaos:
         self.pg.stop("immediate")
         self._refused.close()
 
-    def _admin(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.env['CALLSTREAM_ADMIN_TOKEN']}"}
+    def _admin(self, service: str) -> dict[str, str]:
+        return admin_headers(self.env, service)
 
     async def integration(self) -> tuple[str, str]:
-        return await create_integration(self.procs["gateway"].url, self._admin())
+        return await create_integration(self.procs["gateway"].url, self._admin("gateway"))
 
     # ---- faults ------------------------------------------------------------------------------
     async def _restart(self, name: str, down_seconds: float) -> None:
@@ -613,8 +614,10 @@ async def start_dead_syncs(chaos: Chaos, count: int, report: ChaosReport) -> lis
         return dead
     base = f"http://127.0.0.1:{chaos.dead_port}"
     async with (
-        httpx.AsyncClient(base_url=chaos.procs["gateway"].url, headers=chaos._admin(), timeout=10) as gateway,
-        httpx.AsyncClient(base_url=chaos.procs["scheduler"].url, headers=chaos._admin(), timeout=10) as scheduler,
+        httpx.AsyncClient(base_url=chaos.procs["gateway"].url, headers=chaos._admin("gateway"), timeout=10) as gateway,
+        httpx.AsyncClient(
+            base_url=chaos.procs["scheduler"].url, headers=chaos._admin("scheduler"), timeout=10
+        ) as scheduler,
     ):
         for i in range(count):
             provider = ("fathom", "gong")[i % 2]
@@ -640,7 +643,9 @@ async def count_dead(chaos: Chaos, dead: list[tuple[str, str]], report: ChaosRep
     if not dead:
         return
     async with (
-        httpx.AsyncClient(base_url=chaos.procs["scheduler"].url, headers=chaos._admin(), timeout=10) as scheduler,
+        httpx.AsyncClient(
+            base_url=chaos.procs["scheduler"].url, headers=chaos._admin("scheduler"), timeout=10
+        ) as scheduler,
         httpx.AsyncClient(base_url=chaos.procs["gateway"].url, timeout=10) as gateway,
     ):
         for provider, integration_id in dead:
@@ -703,7 +708,7 @@ async def verify(
     finally:
         await nc.close()
 
-    await count_unlinkable(dsn, chaos.procs["linker"].url, chaos._admin(), report)
+    await count_unlinkable(dsn, chaos.procs["linker"].url, chaos._admin("linker"), report)
     await count_large(dsn, large_ids, large_mib, report)
     await count_dead(chaos, list(dead), report)
 

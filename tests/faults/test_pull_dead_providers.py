@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
-from callstream.devstack import ServiceProcess
+from callstream.devstack import ServiceProcess, admin_headers
 from tests.e2e.conftest import eventually
 from tests.fakes import serve_in_process
 from tests.fakes.fathom import FathomConfig, FathomState, create_app
@@ -83,12 +83,13 @@ async def test_a_healthy_latest_5_is_stored_within_10s_behind_ten_dead_providers
     procs = {name: start_service(name, env, wait=False) for name in ("gateway", "normalizer", "scheduler")}
     for proc in procs.values():
         await asyncio.to_thread(proc.wait_ready)
-    auth = {"Authorization": f"Bearer {env['CALLSTREAM_ADMIN_TOKEN']}"}
     fathom = FathomState(FathomConfig(seed=41, meetings=30, span_days=30))
     async with (
         serve_in_process(create_app(fathom)) as fathom_url,
-        httpx.AsyncClient(base_url=procs["gateway"].url, headers=auth, timeout=10) as gateway,
-        httpx.AsyncClient(base_url=procs["scheduler"].url, headers=auth, timeout=10) as scheduler,
+        httpx.AsyncClient(base_url=procs["gateway"].url, headers=admin_headers(env, "gateway"), timeout=10) as gateway,
+        httpx.AsyncClient(
+            base_url=procs["scheduler"].url, headers=admin_headers(env, "scheduler"), timeout=10
+        ) as scheduler,
     ):
         dead_url = f"http://127.0.0.1:{refused_port}/external/v1"
         dead = [await _integration(gateway, f"dead-{i}", dead_url, f"dead-key-{i}") for i in range(DEAD)]
@@ -152,14 +153,13 @@ async def test_two_gateway_replicas_keep_one_fathom_accounts_limits_together(
     procs.append(start_service("scheduler", env, wait=False))
     for proc in procs:
         await asyncio.to_thread(proc.wait_ready)
-    auth = {"Authorization": f"Bearer {env['CALLSTREAM_ADMIN_TOKEN']}"}
     fathom = FathomState(FathomConfig(seed=42, meetings=60, span_days=30))
     fathom.faults.limits_enabled = False  # only the replicas' own limits keep the window
     fathom.faults.delay_seconds = 0.2  # each run outlasts the other's start: both replicas pull at once
     async with (
         serve_in_process(create_app(fathom)) as fathom_url,
-        httpx.AsyncClient(base_url=procs[0].url, headers=auth, timeout=10) as gateway,
-        httpx.AsyncClient(base_url=procs[2].url, headers=auth, timeout=10) as scheduler,
+        httpx.AsyncClient(base_url=procs[0].url, headers=admin_headers(env, "gateway"), timeout=10) as gateway,
+        httpx.AsyncClient(base_url=procs[2].url, headers=admin_headers(env, "scheduler"), timeout=10) as scheduler,
     ):
         # two tenants on one Fathom account (one API key)
         tenants = [

@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 
 from callstream.contracts import GATEWAY_PULL_CONSUMER
-from callstream.devstack import ServiceProcess
+from callstream.devstack import ServiceProcess, admin_headers
 from tests.e2e.conftest import Subscriber, eventually
 from tests.fakes import serve_in_process
 from tests.fakes.gong import GongConfig, GongState
@@ -39,16 +39,19 @@ async def test_a_killed_gateway_mid_run_is_recovered_and_the_run_finishes(
     procs = {name: start_service(name, env, wait=False) for name in ("gateway", "normalizer", "linker", "scheduler")}
     for proc in procs.values():
         await asyncio.to_thread(proc.wait_ready)
-    auth = {"Authorization": f"Bearer {env['CALLSTREAM_ADMIN_TOKEN']}"}
     gong = GongState(GongConfig(seed=21, calls=CALLS, span_days=200))
     gong.faults.limits_enabled = False
     gong.faults.delay_seconds = DELAY
     async with (
         serve_in_process(gong_app(gong)) as gong_url,
-        httpx.AsyncClient(base_url=procs["scheduler"].url, headers=auth, timeout=10) as scheduler,
+        httpx.AsyncClient(
+            base_url=procs["scheduler"].url, headers=admin_headers(env, "scheduler"), timeout=10
+        ) as scheduler,
         Subscriber(nats_url, durable="killed-gateway-subscriber") as subscriber,
     ):
-        async with httpx.AsyncClient(base_url=procs["gateway"].url, headers=auth, timeout=10) as gateway:
+        async with httpx.AsyncClient(
+            base_url=procs["gateway"].url, headers=admin_headers(env, "gateway"), timeout=10
+        ) as gateway:
             r = await gateway.post(
                 "/v1/integrations",
                 json={

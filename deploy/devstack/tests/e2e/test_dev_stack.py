@@ -9,11 +9,22 @@ import httpx
 
 from callstream.devstack import SERVICES
 
+ADMIN_TOKENS = {
+    "gateway": "CALLSTREAM_GATEWAY_ADMIN_TOKEN",
+    "linker": "CALLSTREAM_LINKER_ADMIN_TOKEN",
+    "scheduler": "CALLSTREAM_SCHEDULER_ADMIN_TOKEN",
+}
 REQUIRED = [s.url_env for s in SERVICES] + [
     "CALLSTREAM_DATABASE_URL",
     "CALLSTREAM_NATS_URL",
-    "CALLSTREAM_ADMIN_TOKEN",
+    *ADMIN_TOKENS.values(),
 ]
+# One admin route of each service with an admin API.
+ADMIN_ROUTES = {
+    "gateway": "/v1/integrations",
+    "linker": "/v1/messages?workspace_id=acme",
+    "scheduler": "/v1/sync-state?workspace_id=acme",
+}
 
 
 def _dev(root: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -49,8 +60,23 @@ def test_up_detach_status_down(tmp_path: Path) -> None:
         assert set(REQUIRED) <= set(values)
         for service in SERVICES:
             assert httpx.get(values[service.url_env] + "/health/ready", timeout=5).status_code == 200
-        token = (root / ".run" / "admin_token").read_text().strip()
-        assert values["CALLSTREAM_ADMIN_TOKEN"] == token
+        tokens = {name: (root / ".run" / f"{name}_admin_token").read_text().strip() for name in ADMIN_TOKENS}
+        assert {name: values[var] for name, var in ADMIN_TOKENS.items()} == tokens
+        assert len(set(tokens.values())) == len(tokens)
+        assert all(len(t) >= 32 for t in tokens.values())
+        assert "CALLSTREAM_ADMIN_TOKEN" not in values
+        urls = {s.name: values[s.url_env] for s in SERVICES}
+        # Each token opens its own service's admin API and no other's.
+        for service, route in ADMIN_ROUTES.items():
+            for owner, token in tokens.items():
+                r = httpx.get(urls[service] + route, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+                assert r.status_code == (200 if owner == service else 401), (owner, service, r.text)
+        # ...and a service's environment holds its own token only.
+        state = __import__("json").loads((root / ".run" / "state.json").read_text())
+        for name in ("gateway", "linker", "normalizer", "scheduler"):
+            environ = Path(f"/proc/{state['pids'][name]}/environ").read_bytes().split(b"\0")
+            held = {e.split(b"=", 1)[0].decode() for e in environ if b"_ADMIN_TOKEN=" in e}
+            assert held == ({ADMIN_TOKENS[name]} if name in ADMIN_TOKENS else set()), name
         status = _dev(root, "status", env=env)
         assert status.returncode == 0
         assert status.stdout.count("ready") >= len(SERVICES)
@@ -63,10 +89,10 @@ def test_up_detach_status_down(tmp_path: Path) -> None:
         down = _dev(root, "down", env=env)
     assert down.returncode == 0, down.stderr
     assert [p for p in [*pids, pg_pid] if _alive(p)] == []
-    # a second start on the same .run keeps the data and the admin token
+    # a second start on the same .run keeps the data and the admin tokens
     up2 = _dev(root, "up", "--detach", env=env)
     try:
         assert up2.returncode == 0, up2.stdout + up2.stderr
-        assert (root / ".run" / "admin_token").read_text().strip() == token
+        assert {name: (root / ".run" / f"{name}_admin_token").read_text().strip() for name in ADMIN_TOKENS} == tokens
     finally:
         assert _dev(root, "down", env=env).returncode == 0

@@ -1,6 +1,7 @@
 """Runtime helpers every callstream service shares: settings, logging, HTTP conventions,
 connections, migrations and the service command line. No business logic lives here."""
 
+from ._admin import ADMIN_TOKEN_MIN_LENGTH, AdminToken, AdminTokenSecret, bearer_token
 from ._backlog import backlog_worker
 from ._broker import Broker
 from ._consume import (
@@ -32,10 +33,13 @@ from ._supervisor import RestartPolicy, Supervisor, WorkerDown, backoff_delay, p
 from ._tracing import SpanKind, Tracing, new_traceparent, tracing
 
 __all__ = [
+    "ADMIN_TOKEN_MIN_LENGTH",
     "DEAD_LETTERED",
     "HANDLED",
     "REDACTED",
     "RETRY",
+    "AdminToken",
+    "AdminTokenSecret",
     "ApiError",
     "AsgiOverRsgi",
     "Broker",
@@ -62,6 +66,7 @@ __all__ = [
     "apply_migrations",
     "backlog_worker",
     "backoff_delay",
+    "bearer_token",
     "bind",
     "check_postgres",
     "configure_logging",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
@@ -22,6 +22,9 @@ from litestar.types import ControllerRouterHandler
 
 from ._logging import get_logger
 from ._metrics import observe_middleware_factory
+
+if TYPE_CHECKING:
+    from ._admin import AdminToken
 
 log = get_logger(__name__)
 
@@ -103,25 +106,51 @@ def _unhandled_exception_handler(request: Request[Any, Any, Any], exc: Exception
     return error_response(500, "internal_error", "an unexpected error occurred; see the service log")
 
 
-def health_handlers(checks: Mapping[str, Check]) -> list[ControllerRouterHandler]:
+def _state(result: object) -> str:
+    """What anyone may know of one check: ok, degraded (serving, something optional down) or failing."""
+    return "ok" if result is None else "degraded" if isinstance(result, str) else "failing"
+
+
+def _detail(result: object) -> str:
+    """The check's own words: a note, or the error's type and text (which may name the database's
+    host, user and name): for the log and the admin only."""
+    if result is None:
+        return "ok"
+    return result if isinstance(result, str) else f"{type(result).__name__}: {result}"[:200]
+
+
+def health_handlers(checks: Mapping[str, Check], admin: AdminToken | None = None) -> list[ControllerRouterHandler]:
+    logged: dict[str, dict[str, str]] = {"states": {}}
+
     @get("/health/live", include_in_schema=False, sync_to_thread=False)
     def live() -> dict[str, str]:
         return {"status": "ok"}
 
     @get("/health/ready", include_in_schema=False)
-    async def ready() -> Response[dict[str, Any]]:
+    async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         names = list(checks)
         results = await asyncio.gather(
             *(asyncio.wait_for(checks[n](), READY_TIMEOUT_SECONDS) for n in names), return_exceptions=True
         )
         # A check answers None when all is well, a short note for something degraded that must not
         # take the service out of rotation (an optional worker down), or raises.
-        report = {
-            n: ("ok" if r is None else r if isinstance(r, str) else f"{type(r).__name__}: {r}"[:200])
-            for n, r in zip(names, results, strict=False)
-        }
-        ok = all(r is None or isinstance(r, str) for r in results)
-        return Response({"status": "ok" if ok else "unavailable", "checks": report}, status_code=200 if ok else 503)
+        states = {n: _state(r) for n, r in zip(names, results, strict=False)}
+        ok = all(state != "failing" for state in states.values())
+        status = "ready" if ok else "not_ready"
+        # The details go to the log once per change of state (a probe every few seconds would
+        # otherwise repeat them), never to an anonymous caller: an error's text names hosts,
+        # users and databases.
+        if states != logged["states"]:
+            details = {n: _detail(r) for n, r in zip(names, results, strict=False) if r is not None}
+            if details:
+                log.warning("readiness", status=status, checks=details)
+            elif logged["states"]:
+                log.info("readiness", status=status)
+            logged["states"] = states
+        body: dict[str, Any] = {"status": status, "checks": states}
+        if admin is not None and admin.accepts_header(request.headers.get("authorization", "")):
+            body["checks"] = {n: _detail(r) for n, r in zip(names, results, strict=False)}
+        return Response(body, status_code=200 if ok else 503)
 
     return [live, ready]
 
@@ -132,19 +161,21 @@ def create_app(
     title: str,
     route_handlers: Sequence[ControllerRouterHandler],
     checks: Mapping[str, Check],
+    admin: AdminToken | None = None,
     lifespan: Sequence[Any] = (),
     version: str = "0.1.0",
     description: str | None = None,
     **kwargs: Any,
 ) -> Litestar:
-    """The one place a service's routes, health, metrics, errors and OpenAPI are wired."""
+    """The one place a service's routes, health, metrics, errors and OpenAPI are wired. With
+    ``admin``, a caller presenting that service's admin token gets readiness with its details."""
 
     class Metrics(PrometheusController):
         path = "/metrics"
         include_in_schema = False
 
     app = Litestar(
-        route_handlers=[*route_handlers, *health_handlers(checks), Metrics],
+        route_handlers=[*route_handlers, *health_handlers(checks, admin), Metrics],
         middleware=[observe_middleware_factory(service)],
         exception_handlers={HTTPException: _http_exception_handler, Exception: _unhandled_exception_handler},
         lifespan=list(lifespan),

@@ -10,10 +10,13 @@ from __future__ import annotations
 import sys
 from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CALLSTREAM_"
+# The one admin token every service once shared: no longer read, and refused so that a deployment
+# still setting it learns at start that each service now has its own (CALLSTREAM_<SERVICE>_ADMIN_TOKEN).
+RETIRED_ADMIN_TOKEN = "CALLSTREAM_ADMIN_TOKEN"  # noqa: S105 - the name of a variable
 HttpServer = Literal["uvicorn", "granian"]
 
 DEFAULT_SHUTDOWN_SECONDS = 20.0
@@ -47,6 +50,17 @@ class ServiceSettings(BaseSettings):
         DEFAULT_WORKER_RESTART_MAX_SECONDS, gt=0, description="longest wait before a failed worker is restarted"
     )
 
+    retired_admin_token: SecretStr | None = Field(None, validation_alias=RETIRED_ADMIN_TOKEN, exclude=True)
+
+    @field_validator("retired_admin_token")
+    @classmethod
+    def _shared_admin_token_is_gone(cls, value: SecretStr | None) -> None:
+        if value is not None:
+            raise ValueError(
+                "is no longer read: each service has its own admin token, CALLSTREAM_<SERVICE>_ADMIN_TOKEN "
+                "(e.g. CALLSTREAM_SCHEDULER_ADMIN_TOKEN); unset it"
+            )
+
     @property
     def service_name(self) -> str:  # overridden by each service
         return "callstream"
@@ -70,6 +84,11 @@ def load_settings(cls: type[S], prog: str) -> S:
         return cls()
     except ValidationError as exc:
         err = exc.errors()[0]
-        what = "is required" if err["type"] == "missing" else err["msg"].lower()
+        if err["type"] == "missing":
+            what = "is required"
+        elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            what = str(err["ctx"]["error"])  # our own message, which may name other variables
+        else:
+            what = err["msg"].lower()
         print(f"{prog}: {_variable_name(err['loc'])} {what}", file=sys.stderr)
         raise SystemExit(2) from None

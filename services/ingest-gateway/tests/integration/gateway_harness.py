@@ -22,7 +22,7 @@ from litestar.testing import AsyncTestClient
 from callstream.gateway import IntegrationStore, Settings, build_app
 from callstream.gateway._signature import sign
 
-ADMIN_TOKEN = "test-admin-" + secrets.token_urlsafe(12)
+ADMIN_TOKEN = "test-admin-" + secrets.token_urlsafe(32)
 SECRET_KEY = "k1:" + secrets.token_urlsafe(32)
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"integration-test-secret-24b!").decode()
@@ -35,7 +35,7 @@ def make_settings(database_url: str, nats_url: str, **extra: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "nats_url": nats_url,
-        "CALLSTREAM_ADMIN_TOKEN": ADMIN_TOKEN,
+        "CALLSTREAM_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
         "CALLSTREAM_SECRET_KEY": SECRET_KEY,
         "CALLSTREAM_GATEWAY_FATHOM_API_URL": f"{FAKE}/fathom/external/v1",
         "CALLSTREAM_GATEWAY_FATHOM_CLIENT_ID": "fathom-client",

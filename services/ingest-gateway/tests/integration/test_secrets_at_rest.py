@@ -71,7 +71,7 @@ async def test_logs_hold_no_secret_token_or_body(
         os.environ,
         CALLSTREAM_DATABASE_URL=database_url,
         CALLSTREAM_NATS_URL=nats_url,
-        CALLSTREAM_ADMIN_TOKEN=ADMIN_TOKEN,
+        CALLSTREAM_GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN,
         CALLSTREAM_SECRET_KEY=SECRET_KEY,
         CALLSTREAM_GATEWAY_PORT=str(port),
         CALLSTREAM_LOG_LEVEL="debug",

@@ -143,7 +143,7 @@ def linker_env(monkeypatch: pytest.MonkeyPatch, database_url: str, read_only_url
     monkeypatch.setenv("CALLSTREAM_DATABASE_URL", database_url)
     monkeypatch.setenv("CALLSTREAM_LINKER_DATABASE_URL", read_only_url)
     monkeypatch.setenv("CALLSTREAM_NATS_URL", nats_url)
-    monkeypatch.setenv("CALLSTREAM_ADMIN_TOKEN", ADMIN_TOKEN)
+    monkeypatch.setenv("CALLSTREAM_LINKER_ADMIN_TOKEN", ADMIN_TOKEN)
     monkeypatch.setenv("CALLSTREAM_LINKER_TOKEN_CACHE_SECONDS", "0")
 
 

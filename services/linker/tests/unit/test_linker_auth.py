@@ -7,6 +7,9 @@ import asyncio
 
 from callstream.contracts import hash_api_token
 from callstream.linker._auth import Authenticator
+from callstream.runtime import AdminToken
+
+NO_ADMIN = AdminToken(None, "CALLSTREAM_LINKER_ADMIN_TOKEN")
 
 
 async def test_concurrent_token_lookups_share_one_query() -> None:
@@ -18,7 +21,7 @@ async def test_concurrent_token_lookups_share_one_query() -> None:
             await asyncio.sleep(0.01)
             return {"workspace_ids": ["acme"]}
 
-    auth = Authenticator(lambda: Pool(), None, ttl_seconds=5)  # type: ignore[arg-type,return-value]
+    auth = Authenticator(lambda: Pool(), NO_ADMIN, ttl_seconds=5)  # type: ignore[arg-type,return-value]
     results = await asyncio.gather(*(auth._lookup("h") for _ in range(20)))
     assert Pool.queries == 1
     assert {r.workspaces for r in results if r} == {frozenset({"acme"})}
@@ -49,7 +52,9 @@ async def test_known_tokens_stop_working_when_their_lookup_expires() -> None:
     """``known`` keeps answers by header value: a revoked token must still stop working one TTL
     after it was looked up, however often it is sent, whichever way "Bearer" is spelled."""
     clock, pool = _Clock(), _Rows()
-    auth = Authenticator(lambda: pool, "admin-secret", ttl_seconds=5, clock=clock)  # type: ignore[arg-type,return-value]
+    auth = Authenticator(
+        lambda: pool, AdminToken("admin-secret", "CALLSTREAM_LINKER_ADMIN_TOKEN"), ttl_seconds=5, clock=clock
+    )  # type: ignore[arg-type,return-value]
     pool.rows[hash_api_token("t1")] = ["acme"]
 
     assert auth.known("Bearer t1") is None  # not looked up yet: the full path answers
@@ -84,7 +89,7 @@ async def test_header_answers_are_bounded_and_go_with_the_lookups() -> None:
     the looked-up answers are dropped for room, those kept by header go with them: a revoked
     token is then looked up again at once, as before headers were kept."""
     clock, pool = _Clock(), _Rows()
-    auth = Authenticator(lambda: pool, None, ttl_seconds=5, clock=clock)  # type: ignore[arg-type,return-value]
+    auth = Authenticator(lambda: pool, NO_ADMIN, ttl_seconds=5, clock=clock)  # type: ignore[arg-type,return-value]
     pool.rows[hash_api_token("t1")] = ["acme"]
     await auth._lookup(hash_api_token("t1"))
 

@@ -73,7 +73,7 @@ async def test_the_running_event_consumer_loses_no_event_in_a_long_outage(
     await migrate(dsn, "scheduler", _migrations("callstream.scheduler"))
     monkeypatch.setenv("CALLSTREAM_DATABASE_URL", dsn)
     monkeypatch.setenv("CALLSTREAM_NATS_URL", nats_url)
-    monkeypatch.setenv("CALLSTREAM_ADMIN_TOKEN", "admin-token-for-tests-0123456789")
+    monkeypatch.setenv("CALLSTREAM_SCHEDULER_ADMIN_TOKEN", "admin-token-for-tests-0123456789")
     monkeypatch.setenv("CALLSTREAM_SCHEDULER_LOOP_SECONDS", "0.5")
     pool = await create_pool(dsn, max_size=2, timeout=2.0)
     app = build_app(Settings())  # type: ignore[call-arg]

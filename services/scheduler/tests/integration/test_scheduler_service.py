@@ -32,7 +32,7 @@ LOOP_SECONDS = 0.5
 def _settings(monkeypatch: pytest.MonkeyPatch, database_url: str, nats_url: str) -> Settings:
     monkeypatch.setenv("CALLSTREAM_DATABASE_URL", database_url)
     monkeypatch.setenv("CALLSTREAM_NATS_URL", nats_url)
-    monkeypatch.setenv("CALLSTREAM_ADMIN_TOKEN", TOKEN)
+    monkeypatch.setenv("CALLSTREAM_SCHEDULER_ADMIN_TOKEN", TOKEN)
     monkeypatch.setenv("CALLSTREAM_SCHEDULER_LOOP_SECONDS", str(LOOP_SECONDS))
     return Settings()  # type: ignore[call-arg]
 

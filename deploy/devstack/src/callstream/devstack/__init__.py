@@ -3,10 +3,20 @@
 from ._openapi_walk import walk_openapi
 from ._process import ServiceProcess, base_service_env, setup_services
 from ._servers import EmbeddedPostgres, NatsServer, free_port, nats_server_binary, pg_dump, wait_port
-from ._services import MIGRATION_ORDER, SERVICES, ServiceDef, by_name, migrate_all
+from ._services import (
+    ADMIN_TOKEN_ENVS,
+    MIGRATION_ORDER,
+    SERVICES,
+    ServiceDef,
+    admin_headers,
+    by_name,
+    migrate_all,
+    own_env,
+)
 from ._stack import Stack
 
 __all__ = [
+    "ADMIN_TOKEN_ENVS",
     "MIGRATION_ORDER",
     "SERVICES",
     "EmbeddedPostgres",
@@ -14,11 +24,13 @@ __all__ = [
     "ServiceDef",
     "ServiceProcess",
     "Stack",
+    "admin_headers",
     "base_service_env",
     "by_name",
     "free_port",
     "migrate_all",
     "nats_server_binary",
+    "own_env",
     "pg_dump",
     "setup_services",
     "wait_port",

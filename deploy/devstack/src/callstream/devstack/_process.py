@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from ._servers import free_port
-from ._services import MIGRATION_ORDER, ServiceDef, by_name
+from ._services import MIGRATION_ORDER, SERVICES, ServiceDef, by_name, new_admin_token, own_env
 
 CLOSED_LOCAL_URL = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
 
@@ -26,12 +26,16 @@ def base_service_env(database_url: str, nats_url: str) -> dict[str, str]:
     env.update(
         CALLSTREAM_DATABASE_URL=database_url,
         CALLSTREAM_NATS_URL=nats_url,
-        CALLSTREAM_ADMIN_TOKEN="cs_admin_" + secrets.token_urlsafe(16),
         CALLSTREAM_SECRET_KEY="k1:" + secrets.token_urlsafe(32),
         CALLSTREAM_LOG_FORMAT="json",
         CALLSTREAM_SHUTDOWN_SECONDS="10",
         PYTHONUNBUFFERED="1",
     )
+    # Each service its own admin token (a test reads the one it needs from this env; each
+    # service is started with its own only).
+    for service in SERVICES:
+        if service.admin_token_env:
+            env[service.admin_token_env] = new_admin_token(service)
     # Tests never reach a real provider: every provider address points at a closed local port
     # unless a test sets it (to a fake) on purpose.
     for name in (
@@ -57,7 +61,7 @@ def setup_services(env: dict[str, str], *, attempts: int = 1) -> None:
         for attempt in range(1, attempts + 1):
             result = subprocess.run(
                 [str(Path(sys.executable).parent / service.command), "setup"],
-                env=env,
+                env=own_env(service, env),
                 capture_output=True,
                 text=True,
                 timeout=180,
@@ -88,7 +92,7 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ServiceProcess:
-        env = dict(self.env)
+        env = own_env(self.service, self.env)
         env[self.service.port_env] = str(self.port)
         script = Path(sys.executable).parent / self.service.command
         log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child

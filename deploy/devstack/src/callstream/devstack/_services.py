@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,12 @@ class ServiceDef:
     package: str
     command: str
     default_port: int
+    admin_api: bool = True
+
+    @property
+    def admin_token_env(self) -> str | None:
+        """Its own admin token's variable; no service is given another's."""
+        return f"{self.env_prefix}_ADMIN_TOKEN" if self.admin_api else None
 
     @property
     def env_prefix(self) -> str:
@@ -37,12 +45,35 @@ class ServiceDef:
 SERVICES: tuple[ServiceDef, ...] = (
     ServiceDef("gateway", "callstream.gateway", "callstream-gateway", 8080),
     ServiceDef("linker", "callstream.linker", "callstream-linker", 8081),
-    ServiceDef("normalizer", "callstream.normalizer", "callstream-normalizer", 8082),
+    ServiceDef("normalizer", "callstream.normalizer", "callstream-normalizer", 8082, admin_api=False),
     ServiceDef("scheduler", "callstream.scheduler", "callstream-scheduler", 8083),
 )
 
 # Migrations run in this order: the normalizer's tables exist before anything reads them.
 MIGRATION_ORDER: tuple[str, ...] = ("gateway", "normalizer", "scheduler", "linker")
+
+
+ADMIN_TOKEN_ENVS: tuple[str, ...] = tuple(s.admin_token_env for s in SERVICES if s.admin_token_env)
+
+
+def new_admin_token(service: ServiceDef) -> str:
+    """A fresh admin token: 32 random bytes, prefixed with the service so a token found in a
+    terminal or a paste says what it opens."""
+    return f"cs_{service.name}_admin_" + secrets.token_urlsafe(32)
+
+
+def own_env(service: ServiceDef, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` as ``service`` is started with it: without any other service's admin token, so a
+    service's environment never carries another's admin power."""
+    return {k: v for k, v in env.items() if k not in ADMIN_TOKEN_ENVS or k == service.admin_token_env}
+
+
+def admin_headers(env: Mapping[str, str], service: str) -> dict[str, str]:
+    """``Authorization`` with ``service``'s own admin token from ``env`` (tests, benchmarks)."""
+    variable = by_name(service).admin_token_env
+    if variable is None:
+        raise KeyError(f"{service} has no admin API")
+    return {"Authorization": f"Bearer {env[variable]}"}
 
 
 def by_name(name: str) -> ServiceDef:

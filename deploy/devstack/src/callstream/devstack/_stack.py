@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -20,7 +21,7 @@ import httpx
 
 from ._process import setup_services
 from ._servers import EmbeddedPostgres, NatsServer, free_port, port_is_free, wait_port
-from ._services import SERVICES
+from ._services import ADMIN_TOKEN_ENVS, SERVICES, new_admin_token, own_env
 
 READY_TIMEOUT_SECONDS = 90.0
 JETSTREAM_READY_TIMEOUT_SECONDS = 60.0
@@ -89,12 +90,19 @@ class Stack:
         if previous and any(_alive(p) for p in previous.pids.values()):
             print("a stack is already running here: ./dev status, or ./dev down first", file=sys.stderr)
             return 1
-        admin_token = _once(self.run / "admin_token", lambda: "cs_admin_" + secrets.token_urlsafe(24))
+        # One admin token per service (.run/<service>_admin_token), kept across restarts; the
+        # one token all services once shared is gone.
+        admin_tokens = {
+            s.admin_token_env: _once(self.run / f"{s.name}_admin_token", functools.partial(new_admin_token, s))
+            for s in SERVICES
+            if s.admin_token_env
+        }
+        (self.run / "admin_token").unlink(missing_ok=True)
         secret_key = _once(self.run / "secret_key", lambda: "k1:" + secrets.token_urlsafe(32))
         try:
             database_url = self._start_postgres(detach)
             nats_url = self._start_nats(detach)
-            env = self._service_env(database_url, nats_url, admin_token, secret_key)
+            env = self._service_env(database_url, nats_url, admin_tokens, secret_key)
             self._setup(env)
             self._start_services(env, detach)
             self.state.save(self.state_file)
@@ -153,12 +161,15 @@ class Stack:
             asyncio.run(_wait_jetstream([s.url for s in servers], JETSTREAM_READY_TIMEOUT_SECONDS))
         return ",".join(s.url for s in servers)
 
-    def _service_env(self, database_url: str, nats_url: str, admin_token: str, secret_key: str) -> dict[str, str]:
+    def _service_env(
+        self, database_url: str, nats_url: str, admin_tokens: dict[str, str], secret_key: str
+    ) -> dict[str, str]:
         env = dict(os.environ)
+        env.pop("CALLSTREAM_ADMIN_TOKEN", None)  # retired: a service refuses to start with it set
+        env.update(admin_tokens)
         env.update(
             CALLSTREAM_DATABASE_URL=database_url,
             CALLSTREAM_NATS_URL=nats_url,
-            CALLSTREAM_ADMIN_TOKEN=admin_token,
             CALLSTREAM_SECRET_KEY=secret_key,
             CALLSTREAM_STREAM_REPLICAS=str(min(self.nats_cluster, 3)),
             CALLSTREAM_LOG_FORMAT=env.get("CALLSTREAM_LOG_FORMAT", "console"),
@@ -180,7 +191,7 @@ class Stack:
             copies = self.replicas if service.name in ("gateway", "normalizer", "linker") else 1
             for i in range(copies):
                 name = service.name if i == 0 else f"{service.name}-{i + 1}"
-                penv = dict(env)
+                penv = own_env(service, env)
                 if i > 0:
                     # Extra HTTP replicas listen on their own ports (a load balancer would front them).
                     penv[service.port_env] = str(free_port())
@@ -202,7 +213,7 @@ class Stack:
         keys = [s.url_env for s in SERVICES] + [
             "CALLSTREAM_DATABASE_URL",
             "CALLSTREAM_NATS_URL",
-            "CALLSTREAM_ADMIN_TOKEN",
+            *ADMIN_TOKEN_ENVS,
             "CALLSTREAM_SECRET_KEY",
         ]
         lines = [f"{k}={env[k]}" for k in keys]

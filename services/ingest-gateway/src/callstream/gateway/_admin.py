@@ -1,6 +1,6 @@
 """Admin API: integrations (create, read, list, disable) and API tokens for the linker.
 
-Every route needs ``Authorization: Bearer $CALLSTREAM_ADMIN_TOKEN``. Secrets go in, never out.
+Every route needs ``Authorization: Bearer $CALLSTREAM_GATEWAY_ADMIN_TOKEN``. Secrets go in, never out.
 """
 
 from __future__ import annotations

@@ -68,11 +68,14 @@ def build_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> L
             *oauth_routers(ctx),
         ],
         checks=runtime.checks(),
+        admin=settings.admin(),
         lifespan=[close_http, runtime.lifespan, freeze_startup_heap],
     )
     # In front of litestar's handler, inside the app: lifespan, state and scope stay litestar's.
     # Its answers bypass app middleware and CORS: add either, and add it to _hot.py too.
-    hot = HotWebhooks(app.asgi_handler, webhooks, RequestMetrics(settings.service_name))
+    hot = HotWebhooks(
+        app.asgi_handler, webhooks, RequestMetrics(settings.service_name), settings.http_body_timeout_seconds
+    )
     app.asgi_handler = hot
     app.state.hot_webhooks = hot
     app.state.runtime = runtime

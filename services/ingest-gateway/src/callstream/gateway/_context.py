@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -10,10 +9,8 @@ import asyncpg
 import httpx
 import msgspec
 from litestar import Request
-from litestar.connection import ASGIConnection
-from litestar.handlers.base import BaseRouteHandler
 
-from callstream.runtime import ApiError, ServiceRuntime
+from callstream.runtime import AdminToken, ApiError, ServiceRuntime
 
 from ._crypto import Cipher
 from ._integrations import IntegrationStore
@@ -41,18 +38,9 @@ class GatewayContext:
         await self.webhook_secrets.reload_one(self.db, integration_id)
 
 
-def admin_guard(settings: Settings) -> Any:
-    """Litestar guard: ``Authorization: Bearer $CALLSTREAM_ADMIN_TOKEN`` (constant-time compare)."""
-    expected = settings.admin_token.get_secret_value().encode() if settings.admin_token else None
-
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
-        if expected is None:
-            raise ApiError(401, "admin_disabled", "the admin API is closed: CALLSTREAM_ADMIN_TOKEN is not set")
-        scheme, _sep, given = connection.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-            raise ApiError(401, "unauthorized", "a valid admin bearer token is required")
-
-    return guard
+def admin_guard(settings: Settings) -> AdminToken:
+    """Litestar guard: ``Authorization: Bearer $CALLSTREAM_GATEWAY_ADMIN_TOKEN`` (runtime's digest compare)."""
+    return settings.admin()
 
 
 async def decode_body(request: Request[Any, Any, Any], type_: type[T]) -> T:

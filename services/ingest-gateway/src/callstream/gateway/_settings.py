@@ -1,13 +1,14 @@
 """The ingest-gateway's settings: the shared ones plus its own ``CALLSTREAM_GATEWAY_*`` variables.
 
-``CALLSTREAM_ADMIN_TOKEN`` and ``CALLSTREAM_SECRET_KEY`` keep the names ``./dev up`` writes.
+``CALLSTREAM_SECRET_KEY`` keeps the name ``./dev up`` writes; the admin token is the gateway's own
+(``CALLSTREAM_GATEWAY_ADMIN_TOKEN``): no other service's token opens its admin API.
 """
 
 from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
-from callstream.runtime import ServiceSettings, load_settings
+from callstream.runtime import AdminToken, AdminTokenSecret, ServiceSettings, load_settings
 
 from ._crypto import Cipher, KeyRingError, parse_key_ring
 from ._outbound import DEFAULT_ALLOWED_API_HOSTS, AllowedHost, parse_allowed_hosts
@@ -22,8 +23,10 @@ def _gateway(name: str) -> str:
 
 class Settings(ServiceSettings):
     gateway_port: int = Field(DEFAULT_PORT, ge=1, le=65535, validation_alias=_gateway("PORT"))
-    admin_token: SecretStr | None = Field(
-        None, validation_alias="CALLSTREAM_ADMIN_TOKEN", description="bearer token of the admin API; unset = closed"
+    admin_token: AdminTokenSecret | None = Field(
+        None,
+        validation_alias=_gateway("ADMIN_TOKEN"),
+        description="bearer token of the gateway's admin API (at least 32 characters); unset = closed",
     )
     secret_key: SecretStr = Field(
         validation_alias="CALLSTREAM_SECRET_KEY",
@@ -106,6 +109,9 @@ class Settings(ServiceSettings):
     @property
     def port(self) -> int:
         return self.gateway_port
+
+    def admin(self) -> AdminToken:
+        return AdminToken(self.admin_token, _gateway("ADMIN_TOKEN"))
 
     def cipher(self) -> Cipher:
         return Cipher.from_setting(self.secret_key.get_secret_value())

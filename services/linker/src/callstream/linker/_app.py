@@ -57,8 +57,7 @@ def build_app(settings: Settings) -> Litestar:
     # Without the feed the cache is off and links are read from the database: degraded, still serving.
     runtime.add_worker("link-cache-feed", lambda rt: feed.run(rt.stopping), critical=False)
     lookup = LinkLookup(lambda: runtime.db, cache, settings.allowed_hosts)
-    admin = settings.admin_token.get_secret_value() if settings.admin_token else None
-    authenticate = Authenticator(lambda: runtime.db, admin, settings.token_cache_seconds)
+    authenticate = Authenticator(lambda: runtime.db, settings.admin(), settings.token_cache_seconds)
     routers = build_router(lookup, authenticate)
     routers.append(build_data_points_router(lookup, authenticate, runtime.broker))
     routers.append(build_feature_links_router(lambda: runtime.db, runtime.broker, authenticate))
@@ -71,13 +70,14 @@ def build_app(settings: Settings) -> Litestar:
         description="Resolved, safe links to the original of a call, and the messages behind them.",
         route_handlers=[*routers],
         checks=runtime.checks(),
+        admin=settings.admin(),
         lifespan=[runtime.lifespan, _frozen_heap],
     )
     openapi = app.openapi_schema  # built once, here, and served as is
     if openapi.components.security_schemes is None:
         openapi.components.security_schemes = {}
     openapi.components.security_schemes["bearer"] = SecurityScheme(
-        type="http", scheme="bearer", description="a token from the gateway's /v1/tokens, or the admin token"
+        type="http", scheme="bearer", description="a token from the gateway's /v1/tokens, or the linker's admin token"
     )
     # In front of litestar's handler, inside the app: lifespan, state and scope stay litestar's.
     # Its answers bypass app middleware and CORS: add either, and add it to _hot.py too.

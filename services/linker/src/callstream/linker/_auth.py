@@ -1,14 +1,14 @@
 """Bearer tokens to the workspaces they may read.
 
-Tokens are the gateway's (``api_tokens``, stored as ``hash_api_token``), plus the admin token,
-which reads every workspace. A workspace a token does not cover is answered exactly like one that
+Tokens are the gateway's (``api_tokens``, stored as ``hash_api_token``), plus the linker's admin
+token (``CALLSTREAM_LINKER_ADMIN_TOKEN``, checked by runtime's ``AdminToken``), which reads every
+workspace. A workspace a token does not cover is answered exactly like one that
 does not exist (404), so a token learns nothing about other workspaces.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ import asyncpg
 from litestar import Request
 
 from callstream.contracts import hash_api_token
-from callstream.runtime import ApiError
+from callstream.runtime import AdminToken, ApiError
 
 _BEARER = "bearer "
 _MAX_CACHED_TOKENS = 10_000
@@ -72,12 +72,12 @@ class Authenticator:
     def __init__(
         self,
         pool: Callable[[], asyncpg.Pool],
-        admin_token: str | None,
+        admin: AdminToken,
         ttl_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pool = pool
-        self._admin = admin_token.encode() if admin_token else None
+        self._admin = admin
         self._ttl = ttl_seconds
         self._clock = clock
         self._cache: dict[str, tuple[Access | None, float]] = {}
@@ -106,7 +106,7 @@ class Authenticator:
         token was a fifth of a cached link's answer, ``bench/linker``): only for headers of a
         token's length, so padded spellings cannot fill memory, only until the looked-up answer
         expires, and forgotten whenever that is, so a revoked token stops working exactly as soon
-        as before. The admin token is not kept: it is always compared in constant time."""
+        as before. The admin token is not kept: it is always compared as a digest, in constant time."""
         hit = self._by_header.get(authorization)
         if hit is not None and self._clock() < hit[1]:
             return hit[0]
@@ -125,7 +125,7 @@ class Authenticator:
         return hit[0]
 
     def _is_admin(self, token: str) -> bool:
-        return self._admin is not None and hmac.compare_digest(token.encode(), self._admin)
+        return self._admin.accepts(token)  # fixed-length digests: the token's length does not leak
 
     async def _lookup(self, token_hash: str) -> Access | None:
         now = self._clock()

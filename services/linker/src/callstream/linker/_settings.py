@@ -1,14 +1,15 @@
 """The linker's settings: the shared ones plus its own ``CALLSTREAM_LINKER_*`` variables.
 
-``CALLSTREAM_ADMIN_TOKEN`` keeps the name ``./dev up`` writes; ``CALLSTREAM_LINK_HOSTS`` is the
-link host allow list, comma-separated (``*.`` for every host below a domain).
+``CALLSTREAM_LINKER_ADMIN_TOKEN`` is the linker's own admin token (no other service's opens it);
+``CALLSTREAM_LINK_HOSTS`` is the link host allow list, comma-separated (``*.`` for every host below a
+domain).
 """
 
 from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
-from callstream.runtime import HttpServer, ServiceSettings, load_settings
+from callstream.runtime import AdminToken, AdminTokenSecret, HttpServer, ServiceSettings, load_settings
 
 from ._links import DEFAULT_LINK_HOSTS, HostAllowList
 
@@ -29,8 +30,10 @@ class Settings(ServiceSettings):
         validation_alias=_linker("DATABASE_URL"),
         description="where reads go (e.g. a read replica, as a read-only role); default CALLSTREAM_DATABASE_URL",
     )
-    admin_token: SecretStr | None = Field(
-        None, validation_alias="CALLSTREAM_ADMIN_TOKEN", description="bearer token that reads every workspace"
+    admin_token: AdminTokenSecret | None = Field(
+        None,
+        validation_alias=_linker("ADMIN_TOKEN"),
+        description="bearer token that reads every workspace and changes feature links (at least 32 characters)",
     )
     link_hosts: str = Field(
         ",".join(DEFAULT_LINK_HOSTS),
@@ -59,6 +62,9 @@ class Settings(ServiceSettings):
     def _valid_hosts(cls, value: str) -> str:
         HostAllowList.parse(value)
         return value
+
+    def admin(self) -> AdminToken:
+        return AdminToken(self.admin_token, _linker("ADMIN_TOKEN"))
 
     @property
     def allowed_hosts(self) -> HostAllowList:

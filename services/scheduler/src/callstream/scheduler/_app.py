@@ -45,8 +45,9 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         service=settings.service_name,
         title="callstream scheduler",
         description="when to pull, sync state and run history.",
-        route_handlers=[admin_router(lambda: scheduler, settings.admin_token)],
+        route_handlers=[admin_router(lambda: scheduler, settings.admin())],
         checks=runtime.checks(),
+        admin=settings.admin(),
         lifespan=[runtime.lifespan],
     )
     app.state.runtime = runtime

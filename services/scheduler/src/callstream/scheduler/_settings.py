@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from callstream.runtime import ServiceSettings, load_settings
+from callstream.runtime import AdminToken, AdminTokenSecret, ServiceSettings, load_settings
 
 from ._policy import Policy
 
 DEFAULT_PORT = 8083
 _DAY = 86_400
+ADMIN_TOKEN_VARIABLE = "CALLSTREAM_SCHEDULER_ADMIN_TOKEN"  # noqa: S105 - the name of a variable
 
 
 class Settings(ServiceSettings):
     scheduler_port: int = Field(DEFAULT_PORT, ge=1, le=65535, validation_alias="CALLSTREAM_SCHEDULER_PORT")
-    admin_token: SecretStr = Field(
-        min_length=16, validation_alias="CALLSTREAM_ADMIN_TOKEN", description="Bearer token for the admin API"
+    admin_token: AdminTokenSecret = Field(
+        validation_alias=ADMIN_TOKEN_VARIABLE,
+        description="bearer token of the scheduler's admin API (at least 32 characters)",
     )
     loop_seconds: float = Field(5.0, gt=0, le=60, validation_alias="CALLSTREAM_SCHEDULER_LOOP_SECONDS")
     cadence_seconds: int = Field(3600, ge=60, validation_alias="CALLSTREAM_SCHEDULER_CADENCE_SECONDS")
@@ -36,6 +38,9 @@ class Settings(ServiceSettings):
     @property
     def port(self) -> int:
         return self.scheduler_port
+
+    def admin(self) -> AdminToken:
+        return AdminToken(self.admin_token, ADMIN_TOKEN_VARIABLE)
 
     def policy(self) -> Policy:
         return Policy(
