@@ -24,6 +24,7 @@ from ._logging import REDACTED, configure_logging, get_logger, redact_secrets
 from ._metrics import RequestMetrics, request_id
 from ._migrations import Migration, MigrationError, apply_migrations, discover, migrate
 from ._postgres import check_postgres, create_pool, wait_for_postgres
+from ._ratelimit import ClientRateLimit
 from ._rsgi import AsgiOverRsgi, FirstAnswer
 from ._service import Command, ServiceRuntime, serve_asgi, serve_http, service_main, setup_streams
 from ._settings import HttpServer, ServiceSettings, load_settings
@@ -44,6 +45,7 @@ __all__ = [
     "AsgiOverRsgi",
     "Broker",
     "Check",
+    "ClientRateLimit",
     "Command",
     "FirstAnswer",
     "HttpServer",

@@ -99,7 +99,11 @@ async def test_header_answers_are_bounded_and_go_with_the_lookups() -> None:
     assert list(auth._by_header) == ["Bearer t1"]
 
     del pool.rows[hash_api_token("t1")]  # revoked
-    for n in range(10_000):  # other tokens fill the look-up cache, which is then emptied
+    for n in range(10_000):  # unknown tokens have a cache of their own: the known one stays
+        await auth._lookup(hash_api_token(f"unknown-{n}"))
+    assert auth.known("Bearer t1") is not None
+    for n in range(10_000):  # other known tokens fill the look-up cache, which drops the oldest
+        pool.rows[hash_api_token(f"other-{n}")] = ["acme"]
         await auth._lookup(hash_api_token(f"other-{n}"))
     assert auth.known("Bearer t1") is None
     assert await auth._lookup(hash_api_token("t1")) is None

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from litestar import Litestar
 from litestar.openapi.spec import SecurityScheme
 
-from callstream.runtime import AsgiOverRsgi, RequestMetrics, ServiceRuntime, create_app
+from callstream.runtime import AsgiOverRsgi, ClientRateLimit, RequestMetrics, ServiceRuntime, create_app
 
 from ._auth import Authenticator
 from ._cache import LinkCache, MessageEventFeed
@@ -57,7 +57,12 @@ def build_app(settings: Settings) -> Litestar:
     # Without the feed the cache is off and links are read from the database: degraded, still serving.
     runtime.add_worker("link-cache-feed", lambda rt: feed.run(rt.stopping), critical=False)
     lookup = LinkLookup(lambda: runtime.db, cache, settings.allowed_hosts)
-    authenticate = Authenticator(lambda: runtime.db, settings.admin(), settings.token_cache_seconds)
+    authenticate = Authenticator(
+        lambda: runtime.db,
+        settings.admin(),
+        settings.token_cache_seconds,
+        unknown_tokens=ClientRateLimit(settings.unknown_token_rate, settings.unknown_token_burst),
+    )
     routers = build_router(lookup, authenticate)
     routers.append(build_data_points_router(lookup, authenticate, runtime.broker))
     routers.append(build_feature_links_router(lambda: runtime.db, runtime.broker, authenticate))

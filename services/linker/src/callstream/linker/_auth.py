@@ -15,13 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from litestar import Request
+from litestar.connection import ASGIConnection
 
 from callstream.contracts import hash_api_token
-from callstream.runtime import AdminToken, ApiError
+from callstream.runtime import AdminToken, ApiError, ClientRateLimit
 
 _BEARER = "bearer "
 _MAX_CACHED_TOKENS = 10_000
+# Unknown tokens are remembered apart, in a bounded map of their own: a flood of made-up tokens
+# evicts only other made-up tokens, never a known one (10,000 of them once emptied the known cache,
+# and every legitimate request lost the fast path).
+_MAX_UNKNOWN_TOKENS = 10_000
 _MAX_KEPT_HEADER = 128  # "Bearer " and a token: the gateway's are 47 characters
 
 
@@ -50,6 +54,7 @@ class Access:
 
 
 _ADMIN = Access(workspaces=None)
+_NOT_CACHED = object()
 
 
 def not_found(what: str) -> ApiError:
@@ -75,27 +80,55 @@ class Authenticator:
         admin: AdminToken,
         ttl_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        unknown_tokens: ClientRateLimit | None = None,
     ) -> None:
         self._pool = pool
         self._admin = admin
         self._ttl = ttl_seconds
         self._clock = clock
-        self._cache: dict[str, tuple[Access | None, float]] = {}
-        self._by_header: dict[str, tuple[Access | None, float]] = {}
+        self._cache: dict[str, tuple[Access, float]] = {}  # known tokens, oldest first
+        self._unknown: dict[str, float] = {}  # unknown tokens' hashes -> until when, oldest first
+        self._by_header: dict[str, tuple[Access, float]] = {}
+        # Each client's look-ups of tokens not known yet: a query each, so limited per client (429).
+        self._limit = unknown_tokens
         # One query per token at a time: when an entry expires under load, every request in
         # flight waits for the same look-up instead of each sending its own.
         self._pending: dict[str, asyncio.Future[Access | None]] = {}
 
-    async def __call__(self, request: Request[Any, Any, Any]) -> Access:
+    async def __call__(self, request: ASGIConnection[Any, Any, Any, Any]) -> Access:
         token = _bearer_token(request.headers.get("authorization", ""))
         if token is None:
             raise _unauthorized("send Authorization: Bearer <token>")
         if self._is_admin(token):
             return _ADMIN
-        access = await self._lookup(hash_api_token(token))
+        token_hash = hash_api_token(token)
+        client = None
+        if self._limit is not None and self._cached(token_hash, self._clock()) is _NOT_CACHED:
+            client = request.client.host if request.client else ""
+            wait = self._limit.take(client)
+            if wait is not None:
+                raise ApiError(
+                    429,
+                    "too_many_requests",
+                    "too many unknown tokens from this client; retry later",
+                    headers={"Retry-After": str(wait)},
+                )
+        access = await self._lookup(token_hash)
         if access is None:
             raise _unauthorized("unknown or revoked token")
+        if client is not None and self._limit is not None:
+            self._limit.give_back(client)  # a known token costs its client nothing
         return access
+
+    def _cached(self, token_hash: str, now: float) -> Access | object | None:
+        """The remembered answer (``None``: known to be unknown), or ``_NOT_CACHED``."""
+        hit = self._cache.get(token_hash)
+        if hit is not None and now < hit[1]:
+            return hit[0]
+        until = self._unknown.get(token_hash)
+        if until is not None and now < until:
+            return None
+        return _NOT_CACHED
 
     def known(self, authorization: str) -> Access | None:
         """The access of an ``Authorization`` value answerable without a query (the admin token,
@@ -116,7 +149,7 @@ class Authenticator:
         if self._is_admin(token):
             return _ADMIN
         hit = self._cache.get(hash_api_token(token))
-        if hit is None or hit[0] is None or self._clock() >= hit[1]:
+        if hit is None or self._clock() >= hit[1]:
             return None
         if len(authorization) <= _MAX_KEPT_HEADER:
             if len(self._by_header) >= _MAX_CACHED_TOKENS:
@@ -129,9 +162,9 @@ class Authenticator:
 
     async def _lookup(self, token_hash: str) -> Access | None:
         now = self._clock()
-        hit = self._cache.get(token_hash)
-        if hit is not None and now < hit[1]:
-            return hit[0]
+        cached = self._cached(token_hash, now)
+        if cached is not _NOT_CACHED:
+            return cached  # type: ignore[return-value]  # an Access or None
         pending = self._pending.get(token_hash)
         if pending is not None:
             try:
@@ -158,8 +191,21 @@ class Authenticator:
         access = None if row is None else Access(workspaces=frozenset(row["workspace_ids"]))
         future.set_result(access)
         if self._ttl > 0:
-            if len(self._cache) >= _MAX_CACHED_TOKENS:
-                self._cache.clear()
-                self._by_header.clear()  # nothing outlives the answer it was kept from
-            self._cache[token_hash] = (access, now + self._ttl)
+            self._remember(token_hash, access, now + self._ttl)
         return access
+
+    def _remember(self, token_hash: str, access: Access | None, until: float) -> None:
+        """Keep an answer until ``until``; each map drops its oldest entry when full (and the
+        answers kept by header with a known one: nothing outlives the answer it was kept from)."""
+        if access is None:
+            self._unknown.pop(token_hash, None)
+            if len(self._unknown) >= _MAX_UNKNOWN_TOKENS:
+                del self._unknown[next(iter(self._unknown))]
+            self._unknown[token_hash] = until
+            return
+        self._unknown.pop(token_hash, None)
+        self._cache.pop(token_hash, None)
+        if len(self._cache) >= _MAX_CACHED_TOKENS:
+            del self._cache[next(iter(self._cache))]
+            self._by_header.clear()  # rare (10,000 known tokens): the dropped one's header goes too
+        self._cache[token_hash] = (access, until)

@@ -14,6 +14,10 @@ from callstream.runtime import AdminToken, AdminTokenSecret, HttpServer, Service
 from ._links import DEFAULT_LINK_HOSTS, HostAllowList
 
 DEFAULT_PORT = 8081
+# A client that sends tokens nobody knows costs a query each: a mistyped token retried is fine, a
+# scan is refused with 429 (by client address: behind a proxy, every client shares its address).
+DEFAULT_UNKNOWN_TOKEN_RATE = 1.0
+DEFAULT_UNKNOWN_TOKEN_BURST = 30
 
 
 def _linker(name: str) -> str:
@@ -55,6 +59,18 @@ class Settings(ServiceSettings):
         ge=0,
         validation_alias=_linker("TOKEN_CACHE_SECONDS"),
         description="how long a token lookup is reused (a revoked token stops working within this)",
+    )
+    unknown_token_rate: float = Field(
+        DEFAULT_UNKNOWN_TOKEN_RATE,
+        gt=0,
+        validation_alias=_linker("UNKNOWN_TOKEN_RATE"),
+        description="look-ups of unknown bearer tokens each client may make per second (then 429)",
+    )
+    unknown_token_burst: int = Field(
+        DEFAULT_UNKNOWN_TOKEN_BURST,
+        ge=1,
+        validation_alias=_linker("UNKNOWN_TOKEN_BURST"),
+        description="unknown bearer tokens a client may try at once before the rate applies",
     )
 
     @field_validator("link_hosts")
