@@ -15,6 +15,9 @@ it what granian's own ASGI interface would, except where RSGI cannot:
   ``content-length``.
 - an app that fails mid-stream leaves a properly ended chunked body (RSGI cannot abort one).
 - response header values must be UTF-8 (granian writes text; litestar's are ASCII).
+- a body must arrive within ``body_timeout`` of its first read (granian has no body read timeout
+  of its own): past it the client is answered 408 and the app's ``receive`` says
+  ``http.disconnect``; what the app sends after that is dropped.
 
 No library does this: granian converts ASGI to RSGI inside its Rust workers only.
 """
@@ -50,15 +53,16 @@ class AsgiOverRsgi:
     """``__rsgi__`` for granian: ``first`` answers what it can, ``app`` (ASGI) the rest.
     ``state`` is the lifespan state: each request gets a shallow copy, as ASGI servers do."""
 
-    def __init__(self, app: Any, first: FirstAnswer | None = None) -> None:
+    def __init__(self, app: Any, first: FirstAnswer | None = None, body_timeout: float | None = None) -> None:
         self.app = app
         self.first = first
         self.state: dict[str, Any] = {}
+        self.body_timeout = body_timeout  # serve_http sets it from the settings
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         if self.first is not None and self.first(scope, protocol):
             return
-        await _Exchange(scope, protocol).run(self.app, self.state)
+        await _Exchange(scope, protocol, self.body_timeout).run(self.app, self.state)
 
 
 class _Exchange:
@@ -66,6 +70,7 @@ class _Exchange:
 
     __slots__ = (
         "_body",
+        "_deadline",
         "_drained",
         "_finished",
         "_headers",
@@ -74,11 +79,16 @@ class _Exchange:
         "_scope",
         "_status",
         "_stream",
+        "_timed_out",
+        "_timeout",
         "done",
     )
 
-    def __init__(self, scope: Any, protocol: Any) -> None:
+    def __init__(self, scope: Any, protocol: Any, body_timeout: float | None = None) -> None:
         self._scope = scope
+        self._timeout = body_timeout
+        self._deadline: float | None = None
+        self._timed_out = False
         self._protocol = protocol
         self._body: AsyncIterator[bytes] | None = None
         self._drained = False
@@ -129,8 +139,20 @@ class _Exchange:
         if not self._drained:
             if self._body is None:
                 self._body = aiter(self._protocol)
+                if self._timeout is not None:
+                    self._deadline = asyncio.get_running_loop().time() + self._timeout
             try:
-                chunk = await anext(self._body)
+                if self._deadline is None:
+                    chunk = await anext(self._body)
+                else:
+                    left = self._deadline - asyncio.get_running_loop().time()
+                    chunk = await asyncio.wait_for(anext(self._body), max(0.0, left))
+            except TimeoutError:
+                self._drained = self._timed_out = True
+                log.info("a request body was not sent in time", path=self._scope.path, seconds=self._timeout)
+                self._protocol.response_empty(408, [("connection", "close")])
+                self._finish()
+                return {"type": "http.disconnect"}
             except StopAsyncIteration:
                 self._drained = True
                 if self._cut_short():
@@ -153,6 +175,8 @@ class _Exchange:
         return declared is not None and declared.isdigit() and int(declared) > self._received
 
     async def send(self, message: dict[str, Any]) -> None:
+        if self._timed_out:
+            return  # answered 408 already
         kind = message["type"]
         if kind == "http.response.start":
             if self._status is not None:

@@ -23,6 +23,7 @@ from litestar import Litestar
 
 from ._broker import Broker
 from ._http import Check
+from ._limits import BodyDeadline, HttpLimits, uvicorn_protocol
 from ._logging import configure_logging, get_logger
 from ._migrations import migrate
 from ._postgres import check_postgres, create_pool, wait_for_postgres
@@ -119,7 +120,12 @@ def serve_http(app: Litestar | AsgiOverRsgi, settings: ServiceSettings) -> None:
     lifespan shutdown and exit 0. An :class:`AsgiOverRsgi` is served over RSGI on granian, and as
     its ASGI app on uvicorn."""
     serve_asgi(
-        app, settings.host, settings.port, server=settings.http_server, shutdown_seconds=settings.shutdown_seconds
+        app,
+        settings.host,
+        settings.port,
+        server=settings.http_server,
+        shutdown_seconds=settings.shutdown_seconds,
+        limits=settings.http_limits,
     )
 
 
@@ -130,10 +136,13 @@ def serve_asgi(
     *,
     server: HttpServer = "uvicorn",
     shutdown_seconds: float = DEFAULT_SHUTDOWN_SECONDS,
+    limits: HttpLimits | None = None,
 ) -> None:
-    """:func:`serve_http` without settings (benchmarks serve their ceilings with it)."""
+    """:func:`serve_http` without settings (benchmarks serve their ceilings with it). ``limits``:
+    header and body read timeouts and the connection cap (see ``_limits``), the defaults if None."""
+    limits = limits or HttpLimits()
     if server == "granian":
-        uvloop.run(_serve_granian(app, host, port, shutdown_seconds))
+        uvloop.run(_serve_granian(app, host, port, shutdown_seconds, limits))
         return
     if isinstance(app, AsgiOverRsgi):
         app = app.app
@@ -149,7 +158,8 @@ def serve_asgi(
         access_log=False,
         lifespan="on",
         loop="uvloop",
-        http="httptools",
+        http=uvicorn_protocol(limits),
+        limit_concurrency=limits.max_connections,
         timeout_graceful_shutdown=int(shutdown_seconds),
     )
 
@@ -179,7 +189,7 @@ def _refuse_a_taken_port(host: str, port: int) -> None:
             raise SystemExit(1) from None
 
 
-async def _serve_granian(app: Any, host: str, port: int, shutdown_seconds: float) -> None:
+async def _serve_granian(app: Any, host: str, port: int, shutdown_seconds: float, limits: HttpLimits) -> None:
     """granian's embedded server: requests are parsed and answers written by Rust threads, the app
     runs on this process's event loop. Still one process (a SIGKILL takes all of it, as with
     uvicorn), and for small answers about twice uvicorn's rate (``bench/linker``). granian calls
@@ -187,12 +197,17 @@ async def _serve_granian(app: Any, host: str, port: int, shutdown_seconds: float
     need (graceful SIGTERM, a bounded shutdown, failed starts and taken ports exit non-zero)."""
     from granian.asgi import LifespanProtocol
     from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server.embed import Server
 
     _refuse_a_taken_port(host, port)
     # granian runs the ASGI lifespan for its ASGI interface only; over RSGI it is ours to run.
     lifespan = LifespanProtocol(app.app) if isinstance(app, AsgiOverRsgi) else None  # type: ignore[no-untyped-call]
+    if isinstance(app, AsgiOverRsgi):
+        app.body_timeout = limits.body_timeout_seconds
+    else:
+        app = BodyDeadline(app, limits.body_timeout_seconds)
     server = Server(
         app,
         address=host,
@@ -201,6 +216,9 @@ async def _serve_granian(app: Any, host: str, port: int, shutdown_seconds: float
         http=HTTPModes.http1,
         websockets=False,
         backlog=_LISTEN_BACKLOG,
+        # granian takes a connection only with a permit of these: the rest wait in the backlog.
+        backpressure=limits.max_connections,
+        http1_settings=HTTP1Settings(header_read_timeout=int(limits.header_timeout_seconds * 1000)),
         log_level=LogLevels.warning,
         log_dictconfig=_GRANIAN_LOGS,
     )

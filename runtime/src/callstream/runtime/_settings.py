@@ -13,6 +13,13 @@ from typing import Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._limits import (
+    DEFAULT_HTTP_BODY_TIMEOUT_SECONDS,
+    DEFAULT_HTTP_HEADER_TIMEOUT_SECONDS,
+    DEFAULT_HTTP_MAX_CONNECTIONS,
+    HttpLimits,
+)
+
 ENV_PREFIX = "CALLSTREAM_"
 # The one admin token every service once shared: no longer read, and refused so that a deployment
 # still setting it learns at start that each service now has its own (CALLSTREAM_<SERVICE>_ADMIN_TOKEN).
@@ -41,6 +48,19 @@ class ServiceSettings(BaseSettings):
     http_server: HttpServer = Field(
         "uvicorn", description="uvicorn (httptools), or granian's embedded server (HTTP in Rust threads)"
     )
+    http_header_timeout_seconds: float = Field(
+        DEFAULT_HTTP_HEADER_TIMEOUT_SECONDS,
+        gt=0,
+        description="a connection that has not sent a request's headers within this is closed",
+    )
+    http_body_timeout_seconds: float = Field(
+        DEFAULT_HTTP_BODY_TIMEOUT_SECONDS,
+        gt=0,
+        description="a request whose body has not arrived within this after its headers is dropped",
+    )
+    http_max_connections: int = Field(
+        DEFAULT_HTTP_MAX_CONNECTIONS, ge=1, description="open HTTP connections per process; more wait or get 503"
+    )
     connect_timeout_seconds: float = Field(DEFAULT_CONNECT_TIMEOUT_SECONDS, gt=0)
     stream_replicas: int = Field(1, ge=1, le=5, description="replicas for streams this service creates")
     worker_grace_seconds: float = Field(
@@ -60,6 +80,14 @@ class ServiceSettings(BaseSettings):
                 "is no longer read: each service has its own admin token, CALLSTREAM_<SERVICE>_ADMIN_TOKEN "
                 "(e.g. CALLSTREAM_SCHEDULER_ADMIN_TOKEN); unset it"
             )
+
+    @property
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(
+            header_timeout_seconds=self.http_header_timeout_seconds,
+            body_timeout_seconds=self.http_body_timeout_seconds,
+            max_connections=self.http_max_connections,
+        )
 
     @property
     def service_name(self) -> str:  # overridden by each service
