@@ -3,12 +3,16 @@ nothing is published or stored. Then the logs and the database hold none of the 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from .conftest import Stack, fathom_meeting, signed_headers
 
@@ -106,6 +110,14 @@ TABLE = [
     _case("linker", "POST", "/v1/links/resolve", 400, json={"message_ids": [{"$gt": ""}]}),
     _case("linker", "POST", "/v1/links/resolve", 400, content=b"\xff\xfe garbage"),
     _case("linker", "GET", "/v1/messages?workspace_id=acme&limit=100000", 400),
+    # bounded answers (issue #20): no list past 200 items, the token before the resolve body, its cap
+    _case("linker", "GET", "/v1/messages?workspace_id=acme&limit=201", 400),
+    _case("linker", "GET", "/v1/features/f1/messages?workspace_id=acme&limit=5000", 400),
+    _case("linker", "GET", "/features/f1/messages?workspace_id=acme&limit=5000", 400),
+    _case("linker", "GET", "/v1/features/f1/messages?workspace_id=acme&include=everything", 400),
+    _case("linker", "GET", "/v1/contacts?workspace_id=acme&limit=201", 400),
+    _case("linker", "POST", "/v1/links/resolve", 401, auth=False, content=b"\xff" * 1000),
+    _case("linker", "POST", "/v1/links/resolve", 413, content=b'{"message_ids": []' + b" " * 1024 * 1024 + b"}"),
     _case("linker", "GET", "/v1/messages?workspace_id=acme&cursor=%27%3B%20drop%20table%20messages", 400),
     # the scheduler's admin API
     _case("scheduler", "POST", f"/v1/integrations/{uuid.uuid4()}/syncs", 401, auth=False, json={"mode": "latest"}),
@@ -252,3 +264,49 @@ async def _nothing_published_or_stored(stack: Stack) -> None:
         assert await conn.fetchval("select count(*) from integrations where workspace_id <> 'acme'") == 0
     finally:
         await conn.close()
+
+
+async def test_unknown_tokens_from_one_client_get_429_with_retry_after(stack: Stack) -> None:
+    """Each made-up token costs the linker a query: one client may try a few, then it is told to
+    wait (CALLSTREAM_LINKER_UNKNOWN_TOKEN_BURST, 30 by default) instead of being answered."""
+    async with httpx.AsyncClient(base_url=stack.url("linker"), timeout=30) as client:
+        statuses = []
+        for i in range(100):
+            r = await client.get(
+                "/v1/messages?workspace_id=acme", headers={"Authorization": f"Bearer cs_guess_{i:08d}"}
+            )
+            statuses.append(r.status_code)
+            if r.status_code == 429:
+                assert int(r.headers["retry-after"]) >= 1
+                assert set(r.json()) == {"error", "detail"}
+                break
+    assert set(statuses[:-1]) == {401}
+    assert statuses[-1] == 429, statuses[-3:]
+
+
+async def test_a_client_that_never_finishes_its_headers_is_cut_off(
+    service_env: dict[str, str], nats_url: str, jetstream: object, start_service: Any
+) -> None:
+    """Every HTTP server closes a connection whose headers have not arrived within
+    CALLSTREAM_HTTP_HEADER_TIMEOUT_SECONDS (30 s by default; 1 s here), whichever server it runs."""
+    env = {**service_env, "CALLSTREAM_HTTP_HEADER_TIMEOUT_SECONDS": "1"}
+    procs = {name: start_service(name, env, wait=False) for name in ("gateway", "linker", "scheduler", "normalizer")}
+    for name, proc in procs.items():
+        await asyncio.to_thread(proc.wait_ready)
+        host, _, port = proc.url.removeprefix("http://").partition(":")
+        for request in (b"", b"GET /health/live HTTP/1.1\r\nHost: x\r\n"):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(request)
+            started = time.monotonic()
+            try:
+                while await asyncio.wait_for(reader.read(4096), timeout=6):
+                    pass
+            except TimeoutError:
+                pytest.fail(f"{name}: a connection that sent {request!r} was still open after 6 s")
+            except ConnectionResetError:
+                pass
+            finally:
+                writer.close()
+            assert time.monotonic() - started < 6, name
+        async with httpx.AsyncClient(base_url=proc.url, timeout=5) as client:
+            assert (await client.get("/health/live")).status_code == 200, name
