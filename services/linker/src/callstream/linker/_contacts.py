@@ -29,9 +29,8 @@ from callstream.runtime import ApiError
 
 from . import _queries as q
 from ._auth import Access, not_found
-from ._links import needs_gong_host
 from ._lookup import LinkLookup
-from ._schemas import Author, ErrorBody, MessageSummary
+from ._schemas import ErrorBody, MessageSummary
 
 __all__ = [
     "MAX_PAGE",
@@ -291,31 +290,6 @@ def _summary(row: asyncpg.Record) -> CustomerSummary:
     )
 
 
-async def _messages(lookup: LinkLookup, flt: q.MessageFilter, limit: int) -> tuple[list[MessageSummary], str | None]:
-    """The first page of ``/v1/messages`` for this filter, the same items and cursor."""
-    rows = await q.list_messages(lookup.pool, flt, None, limit + 1)
-    page = rows[:limit]
-    facts = [q.facts_from_row(r) for r in page]
-    hosts = await lookup.gong_hosts({f.workspace_id for f in facts if needs_gong_host(f)})
-    items = [
-        MessageSummary(
-            id=f.message_id,
-            workspace_id=f.workspace_id,
-            source=f.source,
-            external_id=f.external_id,
-            title=r["title"],
-            sent_at=r["sent_at"],
-            channel_name=r["channel_name"],
-            author=Author(name=r["author_name"], email=r["author_email"], id=r["author_id"]),
-            customer_id=None if r["customer_id"] is None else str(r["customer_id"]),
-            link=lookup.link(f, hosts.get(f.workspace_id)),
-        )
-        for r, f in zip(page, facts, strict=True)
-    ]
-    cursor = q.encode_cursor(page[-1]["sent_at"], page[-1]["id"]) if len(rows) > limit else None
-    return items, cursor
-
-
 def build_contacts_router(
     lookup: LinkLookup, authenticate: Callable[[Request[Any, Any, Any]], Awaitable[Access]]
 ) -> Router:
@@ -389,8 +363,8 @@ def build_contacts_router(
             await _contacts(lookup.pool, ContactFilter(workspace_id, row["id"]), None, contacts_limit + 1),
             contacts_limit,
         )
-        messages, messages_next = await _messages(
-            lookup, q.MessageFilter(workspace_id=workspace_id, customer_id=row["id"]), messages_limit
+        messages, messages_next = await lookup.message_page(
+            q.MessageFilter(workspace_id=workspace_id, customer_id=row["id"]), None, messages_limit
         )
         return CustomerDetail(
             **msgspec.structs.asdict(_summary(row)),

@@ -13,7 +13,7 @@ from ._auth import Access, not_found
 from ._cache import LinkCache, is_unknown_host
 from ._etag import etag_of
 from ._links import HostAllowList, Link, LinkFacts, needs_gong_host, resolve_link
-from ._schemas import LinkRecord, link_record
+from ._schemas import Author, LinkRecord, MessageSummary, link_record
 
 _encode = msgspec.json.Encoder().encode
 
@@ -160,3 +160,30 @@ class LinkLookup:
 
     def link(self, facts: LinkFacts, gong_host: str | None) -> Link:
         return resolve_link(facts, self.allow, gong_host)
+
+    async def message_page(
+        self, flt: q.MessageFilter, after: q.Cursor | None, limit: int
+    ) -> tuple[list[MessageSummary], str | None]:
+        """One keyset page of ``/v1/messages`` (also the first page a customer's answer embeds):
+        its items, each with its link, and the cursor of the next page, if there is one."""
+        rows = await q.list_messages(self.pool, flt, after, limit + 1)
+        page = rows[:limit]
+        facts = [q.facts_from_row(r) for r in page]
+        hosts = await self.gong_hosts({f.workspace_id for f in facts if needs_gong_host(f)})
+        items = [
+            MessageSummary(
+                id=f.message_id,
+                workspace_id=f.workspace_id,
+                source=f.source,
+                external_id=f.external_id,
+                title=r["title"],
+                sent_at=r["sent_at"],
+                channel_name=r["channel_name"],
+                author=Author(name=r["author_name"], email=r["author_email"], id=r["author_id"]),
+                customer_id=None if r["customer_id"] is None else str(r["customer_id"]),
+                link=self.link(f, hosts.get(f.workspace_id)),
+            )
+            for r, f in zip(page, facts, strict=True)
+        ]
+        cursor = q.encode_cursor(page[-1]["sent_at"], page[-1]["id"]) if len(rows) > limit else None
+        return items, cursor

@@ -35,7 +35,6 @@ from ._schemas import (
     MessageMoment,
     MessageOut,
     MessagePage,
-    MessageSummary,
     ResolveRequest,
     ResolveResponse,
     message_moment,
@@ -216,26 +215,7 @@ def build_router(
         except q.BadCursor as exc:
             raise ApiError(400, "invalid_cursor", str(exc)) from None
         flt = q.MessageFilter(workspace_id=workspace_id, source=source, customer_id=customer, since=since, until=until)
-        rows = await q.list_messages(lookup.pool, flt, after, limit + 1)
-        page = rows[:limit]
-        facts = [q.facts_from_row(r) for r in page]
-        hosts = await lookup.gong_hosts({f.workspace_id for f in facts if needs_gong_host(f)})
-        items = [
-            MessageSummary(
-                id=f.message_id,
-                workspace_id=f.workspace_id,
-                source=f.source,
-                external_id=f.external_id,
-                title=r["title"],
-                sent_at=r["sent_at"],
-                channel_name=r["channel_name"],
-                author=_author(r),
-                customer_id=None if r["customer_id"] is None else str(r["customer_id"]),
-                link=lookup.link(f, hosts.get(f.workspace_id)),
-            )
-            for r, f in zip(page, facts, strict=True)
-        ]
-        next_cursor = q.encode_cursor(page[-1]["sent_at"], page[-1]["id"]) if len(rows) > limit else None
+        items, next_cursor = await lookup.message_page(flt, after, limit)
         return MessagePage(items=items, next_cursor=next_cursor)
 
     @get(
