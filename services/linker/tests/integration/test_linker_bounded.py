@@ -133,3 +133,21 @@ async def test_a_list_with_transcripts_stops_at_its_byte_bound(seed: Seed, datab
         assert (len(limited.rows), limited.truncated) == (2, False)
     finally:
         await pool.close()
+
+
+async def test_writes_check_the_token_before_reading_a_body(linker: Client, seed: Seed) -> None:
+    """Recording data points takes bodies up to 16 MB: an anonymous or read-only caller is answered
+    before one is read (litestar would decode it for the route first); a feature link's PUT takes
+    at most 16 kB."""
+    reader = await seed.token("acme")
+    mid = await seed.message("acme", "fathom", "1", {})
+    junk = b"\xff" * (4 * 1024 * 1024)  # not even JSON: decoding it first would make it a 400
+    path = f"/v1/messages/{mid}/data-points"
+    assert (await linker.post(path, content=junk)).status_code == 401
+    assert (await linker.post(path, content=junk, headers=bearer(reader))).status_code == 403
+    r = await linker.post(f"/v1/messages/{uuid.uuid4()}/data-points", content=junk, headers=bearer(reader))
+    assert r.status_code == 404
+    big = b'{"feature_name": "x"' + b" " * (1024 * 1024) + b"}"
+    for path in (f"/v1/features/f1/messages/{mid}", "/v1/features/f1/messages/by-external/fathom/1?workspace_id=acme"):
+        r = await linker.put(path, content=big, headers=bearer(reader))
+        assert r.status_code == 413, (path, r.text[:200])

@@ -15,12 +15,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import asyncpg
 import msgspec
 from litestar import Request, Router, get, post
+from litestar.connection import ASGIConnection
 from litestar.datastructures import CacheControlHeader
+from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath, Parameter
@@ -288,9 +290,23 @@ def build_data_points_router(
             items=items, next_cursor=_encode_cursor(rows[limit - 1]["seq"]) if len(rows) > limit else None
         )
 
+    async def may_record(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        """Before the body (up to 16 MB) is read: the token, and for any token but the admin's the
+        answer it gets anyway (404 for a message it cannot see, else 403), so an anonymous or
+        read-only caller never makes the linker decode a body."""
+        request = cast("Request[Any, Any, Any]", connection)  # an HTTP route's guard gets its Request
+        access = await authenticate(request)
+        if not access.is_admin:
+            # A write, like changing a feature link: workspace tokens read (their scope is "read"
+            # until the console issue adds "manage"), so one leaked read token cannot plant values.
+            await lookup.facts_by_id(access, request.path_params["message_id"])
+            raise ApiError(403, "forbidden", "recording data points needs the admin token")
+        request.state.access = access
+
     @post(
         "/messages/{message_id:str}/data-points",
         status_code=202,
+        guards=[may_record],
         request_max_body_size=MAX_BODY,
         summary=f"Record up to {MAX_DATA_POINTS} data points of a message (202 once published)",
         responses={
@@ -304,12 +320,8 @@ def build_data_points_router(
         message_id: FromPath[str],
         data: Annotated[DataPointsIn, Body(examples=[Example(summary="one data point", value=_EXAMPLE_POST)])],
     ) -> DataPointsAccepted:
-        access = await authenticate(request)
+        access: Access = request.state.access  # the admin's (may_record)
         facts = await lookup.facts_by_id(access, message_id)
-        # A write, like changing a feature link: workspace tokens read (their scope is "read" until
-        # the console issue adds "manage"), so one leaked read token cannot plant values.
-        if not access.is_admin:
-            raise ApiError(403, "forbidden", "recording data points needs the admin token")
         _validate(data.data_points)
         events = _events(facts, data.data_points, datetime.now(UTC))
         published = [(_encode(e), e.event_id) for e in events]
