@@ -3,7 +3,7 @@ connections, migrations and the service command line. No business logic lives he
 
 from ._admin import ADMIN_TOKEN_MIN_LENGTH, AdminToken, AdminTokenSecret, bearer_token
 from ._backlog import backlog_worker
-from ._broker import Broker
+from ._broker import Broker, NatsAuth, connect_nats
 from ._consume import (
     DEAD_LETTERED,
     HANDLED,
@@ -51,6 +51,7 @@ __all__ = [
     "HttpServer",
     "Migration",
     "MigrationError",
+    "NatsAuth",
     "Outcome",
     "Redelivery",
     "RequestMetrics",
@@ -72,6 +73,7 @@ __all__ = [
     "bind",
     "check_postgres",
     "configure_logging",
+    "connect_nats",
     "consume",
     "consumer_config",
     "create_app",

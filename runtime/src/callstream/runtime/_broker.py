@@ -8,24 +8,75 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from callstream.contracts import inbox_prefix
+
 from ._logging import get_logger
 
+if TYPE_CHECKING:
+    from ._settings import ServiceSettings
+
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NatsAuth:
+    """How a process proves who it is to NATS, and TLS. Empty: the URL decides (``user:pw@host``)."""
+
+    user: str | None = None
+    password: str | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> NatsAuth:
+        password = settings.nats_password.get_secret_value() if settings.nats_password else None
+        if settings.nats_password_file is not None:
+            password = settings.nats_password_file.read_text().strip()
+        return cls(settings.nats_user, password, settings.nats_tls_ca, settings.nats_tls_cert, settings.nats_tls_key)
+
+    def connect_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect``."""
+        options: dict[str, Any] = {}
+        if self.user:
+            options.update(user=self.user, password=self.password or "")
+            # Replies (and pulled messages) come to this identity's own prefix: the only one its
+            # permissions let it subscribe to, so no service can listen to another's.
+            options["inbox_prefix"] = inbox_prefix(self.user)
+        if self.tls_ca or self.tls_cert:
+            context = ssl.create_default_context(cafile=str(self.tls_ca) if self.tls_ca else None)
+            if self.tls_cert:
+                context.load_cert_chain(str(self.tls_cert), str(self.tls_key) if self.tls_key else None)
+            options["tls"] = context
+        return options
+
+
+async def connect_nats(settings: ServiceSettings, name: str, **options: Any) -> Client:
+    """One plain connection with the service's identity (command-line tools: replay, dlq)."""
+    return await nats.connect(
+        settings.nats_url, name=name, **NatsAuth.from_settings(settings).connect_options(), **options
+    )
+
 
 OnConnect = Callable[["Broker"], Awaitable[None]]
 
 
 class Broker:
-    def __init__(self, servers: str, name: str, *, connect_timeout: float = 2.0) -> None:
+    def __init__(self, servers: str, name: str, *, connect_timeout: float = 2.0, auth: NatsAuth | None = None) -> None:
         self._servers = [s.strip() for s in servers.split(",") if s.strip()]
         self._name = name
+        self._auth = auth or NatsAuth()
         self._connect_timeout = connect_timeout
         self._nc: Client | None = None
         self._connected = asyncio.Event()
@@ -69,6 +120,7 @@ class Broker:
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
+            **self._auth.connect_options(),
         )
 
     async def _connect_forever(self) -> None:

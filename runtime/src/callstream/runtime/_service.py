@@ -21,7 +21,7 @@ import uvicorn
 import uvloop
 from litestar import Litestar
 
-from ._broker import Broker
+from ._broker import Broker, NatsAuth
 from ._http import Check
 from ._limits import BodyDeadline, HttpLimits, uvicorn_protocol
 from ._logging import configure_logging, get_logger
@@ -47,7 +47,12 @@ class ServiceRuntime:
         self._database_url = database_url or settings.database_url.get_secret_value()
         self._pool_max = pool_max
         self.pool: asyncpg.Pool | None = None
-        self.broker = Broker(settings.nats_url, settings.service_name, connect_timeout=settings.connect_timeout_seconds)
+        self.broker = Broker(
+            settings.nats_url,
+            settings.service_name,
+            connect_timeout=settings.connect_timeout_seconds,
+            auth=NatsAuth.from_settings(settings),
+        )
         self.stopping = asyncio.Event()
         self.supervisor = Supervisor(
             settings.service_name,
@@ -258,7 +263,7 @@ async def _serve_granian(app: Any, host: str, port: int, shutdown_seconds: float
 
 
 async def setup_streams(settings: ServiceSettings) -> None:
-    broker = Broker(settings.nats_url, f"{settings.service_name}-setup")
+    broker = Broker(settings.nats_url, f"{settings.service_name}-setup", auth=NatsAuth.from_settings(settings))
     broker.start()
     try:
         await asyncio.wait_for(broker.wait_connected(), timeout=60)

@@ -8,6 +8,7 @@ variable exits with status 2 and one line that names it.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -39,6 +40,14 @@ class ServiceSettings(BaseSettings):
 
     database_url: SecretStr = Field(description="PostgreSQL DSN, e.g. postgresql://user@host:5432/callstream")
     nats_url: str = Field(description="NATS server URLs, comma-separated for a cluster")
+    # The service's own NATS identity (contracts' nats_permissions); without a user, the URL's
+    # user:password@ if any (an operator tool's way).
+    nats_user: str | None = Field(None, description="NATS user of this service (e.g. gateway)")
+    nats_password: SecretStr | None = Field(None, description="its password (prefer CALLSTREAM_NATS_PASSWORD_FILE)")
+    nats_password_file: Path | None = Field(None, description="file holding the NATS password (a mounted secret)")
+    nats_tls_ca: Path | None = Field(None, description="CA bundle to verify the NATS server with (turns TLS on)")
+    nats_tls_cert: Path | None = Field(None, description="client certificate for NATS TLS (mutual TLS)")
+    nats_tls_key: Path | None = Field(None, description="its private key")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: JSON unless standard error is a terminal"

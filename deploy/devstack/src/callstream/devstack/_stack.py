@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 
 from ._process import setup_services
-from ._servers import EmbeddedPostgres, NatsServer, free_port, port_is_free, wait_port
+from ._servers import EmbeddedPostgres, NatsServer, free_port, port_is_free, service_nats_env, wait_port
 from ._services import ADMIN_TOKEN_ENVS, SERVICES, new_admin_token, own_env
 
 READY_TIMEOUT_SECONDS = 90.0
@@ -150,6 +150,7 @@ class Stack:
                 name=f"nats-{i + 1}",
                 cluster_port=cluster_ports[i],
                 routes=routes,
+                operator_password=self._nats_operator_password(),
             )
             pid = server.start(detach=True)
             self.state.pids[server.name] = pid
@@ -160,6 +161,14 @@ class Stack:
             # is elected; on a restart over existing state that takes several seconds.
             asyncio.run(_wait_jetstream([s.url for s in servers], JETSTREAM_READY_TIMEOUT_SECONDS))
         return ",".join(s.url for s in servers)
+
+    @property
+    def nats_operator_password_file(self) -> Path:
+        return self.run / "nats_operator_password"
+
+    def _nats_operator_password(self) -> str:
+        """Kept across restarts, so tools holding ``.run/stack.env``'s URL keep working."""
+        return _once(self.nats_operator_password_file, lambda: secrets.token_urlsafe(24))
 
     def _service_env(
         self, database_url: str, nats_url: str, admin_tokens: dict[str, str], secret_key: str
@@ -192,6 +201,7 @@ class Stack:
             for i in range(copies):
                 name = service.name if i == 0 else f"{service.name}-{i + 1}"
                 penv = own_env(service, env)
+                penv = service_nats_env(service.name, penv)  # its own NATS identity, not the operator's
                 if i > 0:
                     # Extra HTTP replicas listen on their own ports (a load balancer would front them).
                     penv[service.port_env] = str(free_port())
@@ -217,6 +227,10 @@ class Stack:
             "CALLSTREAM_SECRET_KEY",
         ]
         lines = [f"{k}={env[k]}" for k in keys]
+        if self.nats_operator_password_file.is_file():
+            # CALLSTREAM_NATS_URL carries the operator identity (nats://operator:pw@...), which
+            # nats-py and the services' command-line tools take as is; the password alone is here.
+            lines.append(f"CALLSTREAM_NATS_OPERATOR_PASSWORD_FILE={self.nats_operator_password_file}")
         path = self.run / "stack.env"
         path.write_text(
             "# written by ./dev up; source it: set -a; . .run/stack.env; set +a\n" + "\n".join(lines) + "\n"

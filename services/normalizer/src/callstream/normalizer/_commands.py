@@ -6,9 +6,8 @@ import argparse
 import sys
 
 import msgspec
-import nats
 
-from callstream.runtime import Command
+from callstream.runtime import Command, connect_nats
 
 from . import _dlq
 from ._rederive import run_rederive
@@ -28,7 +27,7 @@ def _dlq_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _dlq_command(settings: Settings, args: argparse.Namespace) -> int:
-    nc = await nats.connect(settings.nats_url)
+    nc = await connect_nats(settings, "normalizer-cli")
     try:
         js = nc.jetstream()
         found = await _dlq.entries(js)

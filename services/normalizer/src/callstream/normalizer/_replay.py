@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from callstream.contracts import CALLS_RAW, DEFAULT_LINK_ALLOW_LIST, HostAllowList
-from callstream.runtime import backoff_delay, create_pool, get_logger
+from callstream.runtime import backoff_delay, connect_nats, create_pool, get_logger
 
 from ._errors import is_transient
 from ._mapped import MappedMessage, UnmappableError
@@ -110,7 +110,7 @@ async def replay(
 async def run_replay(settings: Settings, since_text: str) -> dict[str, int]:
     since = parse_since(since_text)
     pool = await create_pool(settings.database_url.get_secret_value(), max_size=2)
-    nc = await nats.connect(settings.nats_url)
+    nc = await connect_nats(settings, "normalizer-cli")
     try:
         report = await replay(pool, nc.jetstream(), since, settings.batch_size, settings.link_allow_list)
     finally:
