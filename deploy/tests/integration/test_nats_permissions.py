@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+import msgspec
 import nats
 import nats.errors
 import pytest
@@ -18,6 +20,7 @@ from callstream.contracts import (
     CALLS_RAW,
     GATEWAY_PULL_CONSUMER,
     SYNC,
+    DeadLetter,
     inbox_prefix,
     nats_identities,
     raw_calls_subject,
@@ -158,3 +161,90 @@ def test_every_identity_has_a_password_in_the_server_config(server: NatsServer) 
     text = server.config_file.read_text()
     for identity in nats_identities():
         assert f'user: "{identity}"' in text
+
+
+# What each service does on NATS works under its own identity (the table is not too narrow).
+
+
+async def test_the_normalizer_reads_redrives_and_replays_under_its_identity(
+    server: NatsServer, jetstream: object
+) -> None:
+    from callstream.normalizer import _dlq
+    from callstream.normalizer._replay import _consumer_config
+
+    async with connect_as(server, "gateway") as (gw, _):
+        await gw.jetstream(timeout=5).publish(raw_calls_subject("gong"), b"{}", headers={"Nats-Msg-Id": "rp1"})
+    async with connect_as(server, "normalizer") as (nc, errors):
+        js = nc.jetstream(timeout=5)
+        letter = msgspec.json.encode(
+            DeadLetter(
+                consumer="normalizer",
+                subject=raw_calls_subject("gong"),
+                stream_sequence=1,
+                data=b"{}",
+                error="unmappable",
+                delivery_count=10,
+                failed_at=datetime.now(UTC),
+            )
+        )
+        await js.publish(_dlq.DLQ_SUBJECT, letter)
+        found = await _dlq.entries(js)
+        assert [seq for seq, _ in found] == [1]
+        await _dlq.redrive(js, *found[0])
+        assert await _dlq.entries(js) == []
+        sub = await js.pull_subscribe("calls.raw.>", stream=CALLS_RAW, config=_consumer_config(1))
+        msgs = await sub.fetch(2, timeout=5)
+        assert len(msgs) == 2  # the original and the redriven one
+        for msg in msgs:
+            await msg.ack_sync()
+        await sub.unsubscribe()
+        assert not errors
+
+
+async def test_the_gateway_uses_its_kv_buckets(server: NatsServer, jetstream: object) -> None:
+    from nats.js.api import KeyValueConfig
+
+    async with connect_as(server, "gateway") as (nc, errors):
+        js = nc.jetstream(timeout=5)
+        kv = await js.create_key_value(KeyValueConfig(bucket="gateway_pull_quota", history=1))
+        revision = await kv.put("acct", b"1")
+        await kv.update("acct", b"2", last=revision)
+        assert (await (await js.key_value("gateway_pull_quota")).get("acct")).value == b"2"
+        with pytest.raises(nats.errors.TimeoutError):  # not another bucket
+            await nc.jetstream(timeout=DENIED_WAIT).create_key_value(KeyValueConfig(bucket="someone_else"))
+    async with connect_as(server, "operator") as (op, _):
+        await op.jetstream().delete_key_value("gateway_pull_quota")
+    assert sum("permissions violation" in str(e).lower() for e in errors) == 1
+
+
+async def test_the_scheduler_cancels_a_queued_run(server: NatsServer, jetstream: object) -> None:
+    async with connect_as(server, "scheduler") as (nc, errors):
+        js = nc.jetstream(timeout=5)
+        ack = await js.publish(sync_requested_subject("fathom"), b"{}", headers={"Nats-Msg-Id": "c1"})
+        assert await js.delete_msg(SYNC, ack.seq)
+        assert (await js.stream_info(SYNC)).state.messages == 0
+        assert not errors
+
+
+async def test_the_linker_follows_messages_with_an_ordered_consumer(server: NatsServer, jetstream: object) -> None:
+    from nats.js.api import DeliverPolicy as Deliver
+
+    async with connect_as(server, "linker") as (nc, errors):
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_msg(msg: object) -> None:
+            got.put_nowait(msg.data)  # type: ignore[attr-defined]
+
+        sub = await nc.jetstream(timeout=5).subscribe(
+            "messages.upserted.>",
+            stream="MESSAGES",
+            ordered_consumer=True,
+            deliver_policy=Deliver.NEW,
+            idle_heartbeat=2.0,
+            cb=on_msg,
+        )
+        async with connect_as(server, "normalizer") as (norm, _):
+            await norm.jetstream(timeout=5).publish("messages.upserted.gong", b"m1", headers={"Nats-Msg-Id": "m1"})
+        assert await asyncio.wait_for(got.get(), timeout=5) == b"m1"
+        await sub.unsubscribe()
+        assert not errors
