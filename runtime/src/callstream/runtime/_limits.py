@@ -41,6 +41,9 @@ class HttpLimits:
     max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
 
 
+_IDLE, _HEADERS, _BODY = 0, 1, 2
+
+
 def uvicorn_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol, closing a connection that has not sent a request's headers
     within ``header_timeout_seconds`` of its first byte (or of connecting), or its body within
@@ -50,49 +53,54 @@ def uvicorn_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
     body_timeout = limits.body_timeout_seconds
 
     class Protocol(HttpToolsProtocol):
-        _deadline: asyncio.TimerHandle | None = None
-
-        def _arm(self, seconds: float, callback: Any) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-            self._deadline = self.loop.call_later(seconds, callback)
-
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
+        # One timer per connection, not per request: a request only notes its phase and when it
+        # began (a timer armed and cancelled per request showed in the gateway's instructions per webhook);
+        # the timer, when it fires, closes a late connection or sleeps exactly until the phase
+        # in progress would be late.
+        _timer: asyncio.TimerHandle | None = None
+        _phase = _IDLE
+        _since = 0.0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._arm(header_timeout, self._late)
+            self._phase, self._since = _HEADERS, self.loop.time()
+            self._timer = self.loop.call_later(header_timeout, self._check)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            if self._deadline is None:  # the next request on a kept-alive connection
-                self._arm(header_timeout, self._late)
+            if self._phase != _HEADERS:  # the next request on a kept-alive connection
+                self._phase, self._since = _HEADERS, self.loop.time()
 
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
-            self._arm(body_timeout, self._late_body)
+            self._phase, self._since = _BODY, self.loop.time()
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
-            self._disarm()
+            self._phase = _IDLE
 
-        def _late(self) -> None:
-            self._deadline = None
-            if not self.transport.is_closing():
-                self.transport.close()
-
-        def _late_body(self) -> None:
-            if self.flow is not None and self.flow.read_paused:
-                self._arm(body_timeout, self._late_body)  # the app is behind, not the client
+        def _check(self) -> None:
+            self._timer = None
+            if self.transport.is_closing():
                 return
-            self._late()
+            now = self.loop.time()
+            if self._phase == _IDLE:
+                left = header_timeout  # between requests: uvicorn's keep-alive timeout applies
+            elif self._phase == _BODY and self.flow is not None and self.flow.read_paused:
+                self._since = now  # the app is behind reading the body, not the client
+                left = body_timeout
+            else:
+                left = self._since + (header_timeout if self._phase == _HEADERS else body_timeout) - now
+                if left <= 0:
+                    self.transport.close()
+                    return
+            self._timer = self.loop.call_later(left, self._check)
 
     return Protocol
 

@@ -73,9 +73,7 @@ def build_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> L
     )
     # In front of litestar's handler, inside the app: lifespan, state and scope stay litestar's.
     # Its answers bypass app middleware and CORS: add either, and add it to _hot.py too.
-    hot = HotWebhooks(
-        app.asgi_handler, webhooks, RequestMetrics(settings.service_name), settings.http_body_timeout_seconds
-    )
+    hot = HotWebhooks(app.asgi_handler, webhooks, RequestMetrics(settings.service_name))
     app.asgi_handler = hot
     app.state.hot_webhooks = hot
     app.state.runtime = runtime

@@ -12,7 +12,6 @@ replayed).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -22,7 +21,6 @@ from litestar._asgi.utils import is_valid_host
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Send
 
 from callstream.runtime import ApiError, RequestMetrics, api_error_answer, get_logger, request_id, tracing
-from callstream.runtime._limits import DEFAULT_HTTP_BODY_TIMEOUT_SECONDS
 from callstream.runtime._tracing import mark_error
 
 from ._webhooks import WEBHOOK_PATH, FathomWebhooks, read_headers, webhook_path, webhook_span
@@ -43,17 +41,10 @@ class HotWebhooks:
     app's). ``answered`` counts the requests it answered itself; ``enabled`` off hands everything to
     the route (tests compare the two)."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        webhooks: FathomWebhooks,
-        metrics: RequestMetrics,
-        body_timeout: float = DEFAULT_HTTP_BODY_TIMEOUT_SECONDS,
-    ) -> None:
+    def __init__(self, app: ASGIApp, webhooks: FathomWebhooks, metrics: RequestMetrics) -> None:
         self._app = app
         self._webhooks = webhooks
         self._metrics = metrics
-        self._body_timeout = body_timeout
         self._route = WEBHOOK_PATH.replace(":str", "")
         self.enabled = True
         self.answered = 0
@@ -109,7 +100,7 @@ class HotWebhooks:
         webhooks = self._webhooks
         try:
             target = webhooks.admit(integration_id, headers)
-            body = await _read_body(receive, webhooks.max_body, received, self._body_timeout)
+            body = await _read_body(receive, webhooks.max_body, received)
             if body is None:
                 raise webhooks.body_too_large()
             accepted = await webhooks.publish(webhooks.raw_call(target, integration_id, headers, body))
@@ -124,15 +115,16 @@ def _host_is_valid(headers: list[tuple[bytes, bytes]]) -> bool:
     return all(is_valid_host(value) for name, value in headers if name == b"host")
 
 
-async def _read_body(receive: Receive, limit: int, received: list[ReceiveMessage], timeout: float) -> bytes | None:
+async def _read_body(receive: Receive, limit: int, received: list[ReceiveMessage]) -> bytes | None:
     """The whole body, or ``None`` once it passes ``limit`` (the rest is not read).
 
-    A body in one message (the usual webhook) is taken as it is: no copy, no timer. A body in
-    several must be whole within ``timeout`` of its second message (the first is bounded by the
-    server's own body timeout, ``runtime._limits``): a sender that stops half way is answered 408,
-    not waited for for ever. Once joined, the chunks are let go and ``received`` keeps the body
-    alone for a replay, so a large body is held twice at most (the body and its encoded event),
-    never three times (body, chunks and event)."""
+    Never a wait for ever: a body that stops arriving ends ``receive`` with ``http.disconnect``
+    (:class:`_Disconnected`) at the server's body timeout (``CALLSTREAM_HTTP_BODY_TIMEOUT_SECONDS``:
+    uvicorn's protocol closes the connection, on granian ``BodyDeadline`` ends the read; see
+    ``runtime._limits``), so this path pays no timer of its own. A body in one message (the usual
+    webhook) is taken as it is, no copy; one in several is joined and its chunks let go, and
+    ``received`` keeps the joined body alone for a replay: a large body is held twice at most
+    (the body and its encoded event), never three times (body, chunks and event)."""
     message = await receive()
     if message["type"] == "http.disconnect":
         raise _Disconnected
@@ -142,18 +134,6 @@ async def _read_body(receive: Receive, limit: int, received: list[ReceiveMessage
         return None
     if not message.get("more_body", False):
         return first
-    try:
-        async with asyncio.timeout(timeout):
-            body = await _rest_of_body(receive, limit, received, first)
-    except TimeoutError:
-        log.info("a webhook body stopped arriving", seconds=timeout)
-        raise ApiError(408, "body_timeout", f"the body did not arrive within {timeout:g} s") from None
-    if body is not None:
-        received[:] = [{"type": "http.request", "body": body, "more_body": False}]
-    return body
-
-
-async def _rest_of_body(receive: Receive, limit: int, received: list[ReceiveMessage], first: bytes) -> bytes | None:
     chunks = [first]
     size = len(first)
     while True:
@@ -167,7 +147,10 @@ async def _rest_of_body(receive: Receive, limit: int, received: list[ReceiveMess
             return None
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            break
+    body = b"".join(chunks)
+    received[:] = [{"type": "http.request", "body": body, "more_body": False}]
+    return body
 
 
 def _replay(received: list[ReceiveMessage], receive: Receive) -> Receive:
