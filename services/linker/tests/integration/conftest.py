@@ -26,6 +26,7 @@ from litestar.testing import AsyncTestClient
 
 from callstream.contracts import hash_api_token
 from callstream.devstack import free_port
+from callstream.devstack._servers import service_nats_env
 from callstream.linker import Settings, build_app
 
 ADMIN_TOKEN = "cs_admin_" + "x" * 24
@@ -174,6 +175,7 @@ def linker_url(linker_env: None, jetstream: Any, seed: Any) -> Iterator[str]:
         "CALLSTREAM_LOG_LEVEL": "warning",
         "CALLSTREAM_LINKER_TOKEN_CACHE_SECONDS": "5",  # the default (linker_env sets 0 for in-process tests)
     }
+    env = service_nats_env("linker", env)  # the linker's own NATS identity, as deployed
     proc = subprocess.Popen([sys.executable, "-m", "callstream.linker", "serve"], env=env)
     url = f"http://127.0.0.1:{port}"
     try:

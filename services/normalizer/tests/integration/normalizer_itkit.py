@@ -17,7 +17,7 @@ import msgspec
 from nats.js.errors import NotFoundError
 
 from callstream.contracts import MessageUpserted
-from callstream.devstack._servers import free_port, wait_port
+from callstream.devstack._servers import free_port, service_nats_env, wait_port
 from callstream.normalizer._settings import Settings
 
 NORMALIZER = Path(sys.executable).parent / "callstream-normalizer"
@@ -69,16 +69,20 @@ class NormalizerProcess:
     def __init__(self, database_url: str, nats_url: str, log_path: Path, **env: str) -> None:
         self.port = free_port()
         self.log_path = log_path
-        self.env = {
-            **os.environ,
-            "CALLSTREAM_DATABASE_URL": database_url,
-            "CALLSTREAM_NATS_URL": nats_url,
-            "CALLSTREAM_NORMALIZER_PORT": str(self.port),
-            "CALLSTREAM_LOG_FORMAT": "json",
-            "CALLSTREAM_NORMALIZER_RETRY_BASE_SECONDS": "0.2",
-            "CALLSTREAM_NORMALIZER_OUTBOX_SWEEP_SECONDS": "1",
-            **env,
-        }
+        # As deployed: the normalizer's own NATS identity, not the operator's the fixtures hand out.
+        self.env = service_nats_env(
+            "normalizer",
+            {
+                **os.environ,
+                "CALLSTREAM_DATABASE_URL": database_url,
+                "CALLSTREAM_NATS_URL": nats_url,
+                "CALLSTREAM_NORMALIZER_PORT": str(self.port),
+                "CALLSTREAM_LOG_FORMAT": "json",
+                "CALLSTREAM_NORMALIZER_RETRY_BASE_SECONDS": "0.2",
+                "CALLSTREAM_NORMALIZER_OUTBOX_SWEEP_SECONDS": "1",
+                **env,
+            },
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> NormalizerProcess:
