@@ -229,3 +229,15 @@ def test_gong_moment_is_the_call_link_without_a_moment() -> None:
 def test_moment_of_unsafe_fathom_url_is_refused() -> None:
     m = moment_link(fathom(url="javascript:alert(1)"), ALLOW, 30)
     assert (m.url, m.moment, m.reason) == (None, False, "not_https")
+
+
+def test_a_link_the_normalizer_refused_keeps_its_reason() -> None:
+    # The normalizer nulls a URL a UI must not render and says why in ``link_refused``: the
+    # answer is that reason, not "no link", and for Gong not a link built from the call id either.
+    refused = resolve_link(fathom(recording_url=None, url=None, link_refused="too_long"), ALLOW)
+    assert (refused.url, refused.reason, refused.origin) == (None, "too_long", "metadata.recording_url")
+    gong_refused = resolve_link(gong(url=None, call_id=GONG_ID, link_refused="not_https"), ALLOW)
+    assert (gong_refused.url, gong_refused.reason) == (None, "not_https")
+    # only vet_url's reasons are answered; anything else stored there is ignored
+    assert resolve_link(fathom(link_refused="<script>"), ALLOW).reason == "no_link"
+    assert resolve_link(gong(link_refused=["x"]), ALLOW).url == f"https://app.gong.io/call?id={GONG_ID}"

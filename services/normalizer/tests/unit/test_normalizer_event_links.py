@@ -37,3 +37,11 @@ def test_the_event_title_is_bounded() -> None:
     assert event_title("x" * 10_000) == "x" * MAX_EVENT_TITLE
     assert event_title("short") == "short"
     assert event_title(None) is None
+
+
+def test_a_refused_link_drops_link_sources_even_when_the_metadata_kept_none() -> None:
+    # The mapping nulls the refused URL in the metadata, so link_sources alone would resolve past
+    # the refusal (for Gong: to a link built from the call id).
+    sources = LinkSources(url=None, call_id="5520183947712650031")
+    url, reason, kept = vet_links("javascript:alert(1)", sources, DEFAULT_LINK_ALLOW_LIST)
+    assert (url, reason, kept) == (None, "not_https", None)

@@ -258,6 +258,7 @@ def test_gong_url_a_ui_renders_passes_the_allow_list_or_is_null(kit, url):
     assert m["raw_call_data"]["metaData"]["url"] == url  # the raw value only inside the raw keys
     assert mapped.link_url is None
     assert mapped.link_reason is not None
+    assert m["link_refused"] == mapped.link_reason  # the linker answers the same reason
 
 
 def test_gong_url_follows_the_configured_allow_list(kit):
@@ -265,6 +266,7 @@ def test_gong_url_follows_the_configured_allow_list(kit):
     assert meta(map_raw_call(kit.raw_call(bundle)))["url"] == bundle["call"]["metaData"]["url"]
     only_fathom = HostAllowList(["fathom.video"])
     assert meta(map_raw_call(kit.raw_call(bundle), only_fathom))["url"] is None
+    assert "link_refused" not in meta(map_raw_call(kit.raw_call(bundle)))  # only when one was refused
 
 
 def test_gong_ai_insights_in_the_shared_shape(kit):
@@ -365,6 +367,7 @@ def test_fathom_urls_a_ui_renders_pass_the_allow_list_or_are_null(kit, bad):
     assert m["raw_session_data"]["share_url"] == bad
     assert mapped.link_url is None
     assert mapped.link_reason is not None
+    assert m["link_refused"] == mapped.link_reason  # the linker answers the same reason
     only_url_bad = meta(map_raw_call(kit.raw_call(kit.fathom_meeting(url=bad))))
     assert only_url_bad["url"] is None
     assert only_url_bad["recording_url"] == kit.fathom_meeting()["share_url"]

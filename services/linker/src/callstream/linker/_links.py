@@ -9,7 +9,7 @@ string a client follows is exactly the one this module vetted.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -80,6 +80,7 @@ class LinkFacts(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     share_url: Any = None
     url: Any = None
     call_id: Any = None
+    link_refused: Any = None  # the normalizer's reason when it nulled a link it could not serve
 
     @classmethod
     def from_metadata(
@@ -96,7 +97,12 @@ class LinkFacts(msgspec.Struct, kw_only=True, frozen=True, gc=False):
             share_url=meta.get("share_url"),
             url=meta.get("url"),
             call_id=meta.get("call_id"),
+            link_refused=meta.get("link_refused"),
         )
+
+
+# The reasons vet_url gives for a URL it refuses: the only values ``link_refused`` may answer with.
+_REFUSALS = frozenset(get_args(Reason)) - {"no_link"}
 
 
 def _present(value: object) -> bool:
@@ -123,6 +129,9 @@ def resolve_link(facts: LinkFacts, allow: HostAllowList, gong_host: str | None =
         if _present(value):
             url, reason = vet_url(value, allow)
             return Link(url=url, kind=kind, origin=origin, reason=reason)
+    refused = facts.link_refused
+    if isinstance(refused, str) and refused in _REFUSALS:  # the link as sent was refused when stored
+        return Link(url=None, kind=kind, origin=candidates[0][0], reason=refused)  # type: ignore[arg-type]
     if facts.source == "gong":
         return _constructed_gong_link(facts, allow, gong_host)
     return Link(url=None, kind=kind, origin=None, reason="no_link")

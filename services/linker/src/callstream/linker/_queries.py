@@ -22,7 +22,7 @@ from callstream.contracts import Source
 from ._links import LinkFacts
 
 HEAVY_METADATA_KEYS = ("raw_call_data", "transcript_data", "raw_session_data")
-_LINK_KEYS = "('recording_url', 'share_url', 'url', 'call_id')"
+_LINK_KEYS = "('recording_url', 'share_url', 'url', 'call_id', 'link_refused')"
 # The link-bearing keys of a message as ``link_fields``: the one way every linker query reads them.
 LINK_FIELDS = (
     "(select coalesce(jsonb_object_agg(key, value), '{}'::jsonb) from jsonb_each(m.message_metadata)"

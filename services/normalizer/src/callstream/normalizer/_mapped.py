@@ -183,6 +183,8 @@ def vet_links(
     exactly as the row would, and a refused value in it decides the link (the linker never falls
     back to a later candidate); without it consumers read the row (which keeps what was sent)."""
     url, reason = vet_url(link_url, links) if link_url else (None, None)
+    if reason is not None:  # the metadata's link keys were nulled: resolving them would skip the refusal
+        sources = None
     if sources is not None and any(
         value and vet_url(value, links)[0] is None for value in (sources.recording_url, sources.share_url, sources.url)
     ):
@@ -220,6 +222,17 @@ def link_sources(metadata_json: bytes) -> LinkSources | None:
 # of an older one from their raw keys (2: seed-shaped CRM context, participant names, vetted URLs,
 # ai_insights, talk time).
 METADATA_VERSION = 2
+
+
+def link_refused(link: Any, links: HostAllowList) -> LinkReason | None:
+    """Why the message's link (the first present candidate, as sent) is refused, or ``None``.
+
+    Stored as the metadata key ``link_refused`` when the link keys had to be nulled: the linker
+    then answers that reason instead of "no link" (or, for Gong, a link constructed from the call
+    id: a refused value is never papered over by a later candidate)."""
+    if not isinstance(link, str) or not link:
+        return None
+    return vet_url(link, links)[1]
 
 
 def safe_url(value: Any, links: HostAllowList) -> str | None:

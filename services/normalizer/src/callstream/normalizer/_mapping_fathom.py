@@ -28,6 +28,7 @@ from ._mapped import (
     clean_text,
     encode_json,
     https_host,
+    link_refused,
     parse_time,
     safe_url,
 )
@@ -267,6 +268,9 @@ def map_fathom(raw: RawCall, links: HostAllowList = DEFAULT_LINK_ALLOW_LIST) -> 
         "raw_session_data": raw.payload,
     }
     link = meeting.share_url or meeting.url
+    refused = link_refused(link, links)
+    if refused is not None:
+        metadata["link_refused"] = refused
     return MappedMessage(
         workspace_id=raw.workspace_id,
         source="fathom",

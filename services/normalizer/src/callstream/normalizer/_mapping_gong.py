@@ -40,6 +40,7 @@ from ._mapped import (
     clean_text,
     encode_json,
     https_host,
+    link_refused,
     parse_time,
     safe_url,
 )
@@ -424,6 +425,9 @@ def map_gong(raw: RawCall, links: HostAllowList = DEFAULT_LINK_ALLOW_LIST) -> Ma
     }
     if private:
         metadata["private"] = True
+    refused = link_refused(meta.url, links)
+    if refused is not None:
+        metadata["link_refused"] = refused
     host_name = https_host(meta.url)
     return MappedMessage(
         workspace_id=raw.workspace_id,
