@@ -278,7 +278,8 @@ async def _feature_with_data_points(
     assert set(messages) == {fathom_id, gong_id}
     assert messages[fathom_id]["link"]["url"] == share_url
     assert messages[gong_id]["link"]["url"] == gong.url
-    v1 = await linker.get("/v1/features/renewal/messages", params={"workspace_id": "readers"})
+    assert all(m["content"] for m in messages.values())  # the seed's path keeps the transcripts
+    v1 = await linker.get("/v1/features/renewal/messages", params={"workspace_id": "readers", "include": "content"})
     assert {m["id"]: m for m in v1.json()} == messages
 
     async def points() -> list[dict[str, Any]] | None:

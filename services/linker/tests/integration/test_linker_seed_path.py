@@ -48,12 +48,18 @@ async def _linked(seed: Seed) -> str:
 async def test_the_seed_path_answers_like_v1(linker: Client, seed: Seed) -> None:
     token = await _linked(seed)
     params = {"workspace_id": "acme"}
-    v1 = await linker.get("/v1/features/f1/messages", params=params, headers=bearer(token))
+    # The old frontend cannot ask for transcripts: its path includes them, as /v1 does when asked.
+    v1 = await linker.get("/v1/features/f1/messages", params={**params, "include": "content"}, headers=bearer(token))
     old = await linker.get("/features/f1/messages", params=params, headers=bearer(token))
     assert v1.status_code == 200, v1.text
     assert old.status_code == 200, old.text
     assert old.json() == v1.json()
+    assert old.json()[0]["content"] == "Priya: hi"
     assert old.json()[0]["link"]["url"] == SHARE
+    plain_v1 = await linker.get("/v1/features/f1/messages", params=params, headers=bearer(token))
+    assert "content" not in plain_v1.json()[0]
+    asked = await linker.get("/features/f1/messages", params={**params, "include": "raw"}, headers=bearer(token))
+    assert "content" not in asked.json()[0]  # an explicit include is taken as it is on either path
     assert not {"raw_session_data"} & set(old.json()[0]["message_metadata"])
     for name in ("etag", "cache-control", "content-type", "vary"):
         assert old.headers.get(name) == v1.headers.get(name), name
@@ -85,7 +91,7 @@ async def test_the_seed_path_on_the_served_linker(linker_url: str, seed: Seed) -
     token = await _linked(seed)
     params = {"workspace_id": "acme"}
     async with httpx.AsyncClient(base_url=linker_url, headers=bearer(token), timeout=10) as client:
-        v1 = await client.get("/v1/features/f1/messages", params=params)
+        v1 = await client.get("/v1/features/f1/messages", params={**params, "include": "content"})
         old = await client.get("/features/f1/messages", params=params)
         assert (old.status_code, old.content) == (200, v1.content)
         assert old.headers["etag"] == v1.headers["etag"]

@@ -239,7 +239,11 @@ def build_router(
         access.require(workspace_id, "feature")
         if not await q.feature_exists(lookup.pool, workspace_id, feature_id):
             raise not_found("feature")
-        wanted = frozenset(include or ())
+        # The seed's path keeps the old answer, transcripts included, for the existing frontend that
+        # cannot ask for them; /v1 leaves them out of the list unless asked (#20: bounded answers).
+        # Both are bounded by ``limit`` and the size cut (TRUNCATED_HEADER).
+        legacy = include is None and not request.scope["path"].startswith("/v1/")
+        wanted = frozenset(("content",) if legacy else (include or ()))
         with_content = "content" in wanted
         found = await q.feature_messages(
             lookup.pool, workspace_id, feature_id, limit, content=with_content, raw="raw" in wanted
