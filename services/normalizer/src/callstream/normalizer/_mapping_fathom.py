@@ -127,18 +127,27 @@ def _talk_time(meeting: FathomMeeting) -> dict[str, Any] | None:
         if recorder.name:
             by_display.setdefault(recorder.name, speakers[recorder.email.lower()])
     timed: list[tuple[float, str, float]] = []  # (start, speaker, longest it can have lasted)
+    # Every item of an hour's transcript passes here on every delivery: the speaker's key is worked
+    # out once per (email, display name) as sent, and words are counted by their separating spaces
+    # (no list of words built; a cap at a slow pace needs no exact count).
+    keys: dict[tuple[str | None, str | None], str] = {}
     for item in meeting.transcript or ():
         start = clock_seconds(item.timestamp)
         if start is None:
             continue
-        email = (item.speaker.matched_calendar_invitee_email or "").lower() if item.speaker else ""
-        display = (item.speaker.display_name or "") if item.speaker else ""
-        key = email or f"name:{display}"
-        if key not in speakers:  # someone no invitee or recorder names: affiliation unknown
-            speakers[key] = (None if email else by_display.get(display)) or Speaker(
-                clean_text(display) or None, email or None, "unknown"
-            )
-        words = len(item.text.split()) if item.text else 0
+        sent = (
+            (item.speaker.matched_calendar_invitee_email, item.speaker.display_name) if item.speaker else (None, None)
+        )
+        key = keys.get(sent)
+        if key is None:
+            email, display = (sent[0] or "").lower(), sent[1] or ""
+            key = keys[sent] = email or f"name:{display}"
+            if key not in speakers:  # someone no invitee or recorder names: affiliation unknown
+                speakers[key] = (None if email else by_display.get(display)) or Speaker(
+                    clean_text(display) or None, email or None, "unknown"
+                )
+        text = item.text
+        words = text.count(" ") + 1 if text else 0
         timed.append((start, key, max(MIN_ITEM_SECONDS, words / SLOW_WORDS_PER_SECOND)))
     started = parse_time(meeting.recording_start_time)
     ended = parse_time(meeting.recording_end_time)
