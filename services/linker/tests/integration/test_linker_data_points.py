@@ -241,3 +241,15 @@ async def test_keyset_pages(linker: Client, seed: Seed, admin_token: str) -> Non
         "/v1/features/f/data-points", params={"workspace_id": "acme", "limit": 200}, headers=bearer(admin_token)
     )
     assert len(r.json()["items"]) == 7
+
+
+async def test_503_with_retry_after_when_the_broker_cannot_confirm(
+    linker: Client, seed: Seed, admin_token: str, jetstream: Any
+) -> None:
+    """No stream takes the subject (a broker that cannot store it): nothing was accepted, the
+    client is told to retry."""
+    m = await seed.message("acme", "fathom", "884120457", {"recording_url": SHARE})
+    await jetstream.delete_stream(DATAPOINTS)
+    r = await linker.post(f"/v1/messages/{m}/data-points", json={"data_points": [point()]}, headers=bearer(admin_token))
+    assert (r.status_code, r.json()["error"]) == (503, "broker_unavailable")
+    assert int(r.headers["retry-after"]) > 0
