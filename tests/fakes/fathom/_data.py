@@ -31,6 +31,9 @@ class MeetingIndex:
     created: list[datetime] = field(default_factory=list)
     _keys: list[float] = field(default_factory=list)
     content_ready_at: dict[int, float] = field(default_factory=dict)  # recording_id -> monotonic time
+    # Fields a user changed at Fathom after the meeting was created (title, summary, action items):
+    # served in place of the generated ones from then on.
+    edits: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def generate(cls, seed: int, count: int, *, now: datetime, span: timedelta) -> MeetingIndex:
@@ -180,7 +183,7 @@ def build_meeting(index: MeetingIndex, pos: int) -> dict[str, Any]:
         if rng.random() < 0.5:  # ``text`` only when it differs from the summary (fathom.md §3)
             highlight["text"] = sentence(rng)
         highlights.append(highlight)
-    return {
+    meeting = {
         "title": f"{own_company} x {ext_company} - {topic}" if external else f"{own_company} {topic} sync",
         "meeting_title": f"{topic.title()}: {ext_company}" if external else None,
         "recording_id": rid,
@@ -204,6 +207,8 @@ def build_meeting(index: MeetingIndex, pos: int) -> dict[str, Any]:
         "crm_matches": crm,
         "highlights": highlights,
     }
+    meeting.update(index.edits.get(rid, {}))
+    return meeting
 
 
 CONTENT_FLAGS = {

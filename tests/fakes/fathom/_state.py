@@ -109,6 +109,17 @@ class FathomState:
             cache[key] = raw
         return raw
 
+    def edit_meeting(self, recording_id: int, **changes: Any) -> None:
+        """A user edited a stored meeting at Fathom (``title``, ``default_summary``, ``action_items``,
+        ...): it is served with ``changes`` from now on. Fathom has no ``updated_at`` and sends no
+        webhook for an edit (fathom.md, addendum), so only a re-read finds it."""
+        if self.index.position(recording_id) is None:
+            raise KeyError(recording_id)
+        self.index.edits[recording_id] = {**self.index.edits.get(recording_id, {}), **changes}
+        if self.encoded_cache is not None:
+            for key in [k for k in self.encoded_cache if k[0] == recording_id]:
+                del self.encoded_cache[key]
+
     def warm(self, flags: set[str]) -> None:
         """Build every meeting once now, as a list request with ``flags`` will want it."""
         self.encoded_cache = {}

@@ -9,10 +9,18 @@ import asyncpg
 import msgspec
 import pytest
 from nats.js import JetStreamContext
-from scheduler_kit import FakeClock, StandInWorker, add_integration, drain_events, runs_of, state_of
+from scheduler_kit import (
+    FakeClock,
+    StandInWorker,
+    add_integration,
+    drain_events,
+    make_scheduler,
+    runs_of,
+    state_of,
+)
 
 from callstream.contracts import SYNC, SyncRequested
-from callstream.scheduler import Scheduler
+from callstream.scheduler import Policy, Scheduler
 
 DELAY = timedelta(minutes=5)
 
@@ -254,7 +262,7 @@ async def test_reauth_required_stops_scheduling_until_reauthorised(
     assert len((await scheduler.tick()).created_runs) == 1
 
 
-async def test_gong_is_reconciled_weekly_over_fourteen_days(
+async def test_gong_and_fathom_are_reconciled_weekly_over_fourteen_days(
     scheduler: Scheduler, pool: asyncpg.Pool, js: JetStreamContext, clock: FakeClock
 ) -> None:
     gong = await add_integration(pool, "gong")
@@ -265,15 +273,44 @@ async def test_gong_is_reconciled_weekly_over_fourteen_days(
         await worker.work()
         await drain_events(scheduler, js)
         clock.advance(minutes=15)
-    gong_reconciles = [r for r in await runs_of(pool, gong) if r["trigger"] == "reconcile"]
-    assert [r["trigger"] for r in await runs_of(pool, fathom) if r["trigger"] != "schedule"] == []
-    assert len(gong_reconciles) == 1
-    [reconcile] = gong_reconciles
-    assert reconcile["mode"] == "range"
-    assert reconcile["window_end"] - reconcile["window_start"] == timedelta(days=14) - DELAY
-    assert reconcile["status"] == "success"
-    # Hourly runs went on around it.
-    assert len([r for r in await runs_of(pool, gong) if r["trigger"] == "schedule"]) == 8 * 24
+    for integration_id in (gong, fathom):
+        reconciles = [r for r in await runs_of(pool, integration_id) if r["trigger"] == "reconcile"]
+        assert len(reconciles) == 1
+        [reconcile] = reconciles
+        assert reconcile["mode"] == "range"
+        assert reconcile["window_end"] - reconcile["window_start"] == timedelta(days=14) - DELAY
+        assert reconcile["status"] == "success"
+        # Hourly runs went on around it.
+        assert len([r for r in await runs_of(pool, integration_id) if r["trigger"] == "schedule"]) == 8 * 24
+
+
+async def test_fathom_reconciles_on_its_own_period_also_for_states_made_before_it_was(
+    pool: asyncpg.Pool, js: JetStreamContext, clock: FakeClock
+) -> None:
+    """``CALLSTREAM_SCHEDULER_FATHOM_RECONCILE_*`` apart from Gong's; a Fathom state made when only
+    Gong was reconciled (no ``next_reconcile_at``) gets its first one a period after the upgrade."""
+    days = 86_400
+    policy = Policy(
+        reconcile_every_seconds={"fathom": 2 * days, "gong": 5 * days},
+        reconcile_seconds={"fathom": 3 * days, "gong": 14 * days},
+    )
+    scheduler = make_scheduler(pool, clock, js, policy)
+    fathom = await add_integration(pool, "fathom", parked_until=clock.now())  # a state without a reconcile
+    gong = await add_integration(pool, "gong")
+    upgraded_at = clock.now()
+    worker = StandInWorker(js, clock)
+    for _ in range(4 * 24 * 2):  # four days in half-hour steps
+        await scheduler.tick()
+        await worker.work()
+        await drain_events(scheduler, js)
+        clock.advance(minutes=30)
+    reconciles = [r for r in await runs_of(pool, fathom) if r["trigger"] == "reconcile"]
+    # due two days after the upgrade; that tick's hourly run goes first, the reconciliation next
+    assert [r["created_at"] for r in reconciles] == [upgraded_at + timedelta(days=2, minutes=30)]
+    assert reconciles[0]["window_end"] - reconciles[0]["window_start"] == timedelta(days=3) - DELAY
+    assert reconciles[0]["window_end"] == reconciles[0]["created_at"] - DELAY
+    assert [r for r in await runs_of(pool, gong) if r["trigger"] == "reconcile"] == []
+    assert (await state_of(pool, fathom))["next_reconcile_at"] == upgraded_at + timedelta(days=4, minutes=30)
 
 
 async def test_the_database_refuses_a_second_active_run(scheduler: Scheduler, pool: asyncpg.Pool) -> None:

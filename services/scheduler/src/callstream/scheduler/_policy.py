@@ -44,8 +44,13 @@ class Policy:
     stale_after_seconds: int = 600
     backoff_base_seconds: int = 60
     retention_seconds: int = 30 * 86_400
-    reconcile_every_seconds: int = 7 * 86_400
-    reconcile_seconds: int = 14 * 86_400
+    # Per provider: how often a reconciling run re-reads the recent past, and how far back. Gong
+    # for CRM re-association and late transcripts; Fathom for edits (titles, late summaries, action
+    # items), which it sends no webhook for and has no ``updated_at`` to filter on (fathom.md).
+    reconcile_every_seconds: Mapping[str, int] = field(
+        default_factory=lambda: {"fathom": 7 * 86_400, "gong": 7 * 86_400}
+    )
+    reconcile_seconds: Mapping[str, int] = field(default_factory=lambda: {"fathom": 14 * 86_400, "gong": 14 * 86_400})
 
     def cadence(self, integration_settings: Mapping[str, Any] | None) -> timedelta:
         """``integrations.settings.cadence_seconds`` when it is a sane whole number, else the default."""
@@ -68,9 +73,10 @@ class Policy:
             start = watermark - timedelta(seconds=self.lookback_seconds[provider])
         return TimeWindow(start=min(start, end), end=end)
 
-    def reconcile_window(self, now: datetime) -> TimeWindow:
+    def reconcile_window(self, provider: Source, now: datetime) -> TimeWindow:
         return TimeWindow(
-            start=now - timedelta(seconds=self.reconcile_seconds), end=now - timedelta(seconds=self.delay_seconds)
+            start=now - timedelta(seconds=self.reconcile_seconds[provider]),
+            end=now - timedelta(seconds=self.delay_seconds),
         )
 
     def retry_delay(self, consecutive_failures: int, cadence: timedelta) -> timedelta:
@@ -86,12 +92,8 @@ class Policy:
     def retention_cutoff(self, now: datetime) -> datetime:
         return now - timedelta(seconds=self.retention_seconds)
 
-    def next_reconcile(self, now: datetime) -> datetime:
-        return now + timedelta(seconds=self.reconcile_every_seconds)
-
-    def first_reconcile(self, provider: Source, now: datetime) -> datetime | None:
-        """Only Gong is reconciled (CRM re-association and late transcripts change old calls)."""
-        return self.next_reconcile(now) if provider == "gong" else None
+    def next_reconcile(self, provider: Source, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.reconcile_every_seconds[provider])
 
     def manual_plan(
         self,

@@ -28,8 +28,13 @@ class Settings(ServiceSettings):
     stale_after_seconds: int = Field(600, ge=10, validation_alias="CALLSTREAM_SCHEDULER_STALE_AFTER_SECONDS")
     backoff_base_seconds: int = Field(60, ge=1, validation_alias="CALLSTREAM_SCHEDULER_BACKOFF_BASE_SECONDS")
     retention_days: int = Field(30, ge=1, validation_alias="CALLSTREAM_SCHEDULER_RETENTION_DAYS")
+    # Gong's reconciliation (the names predate Fathom's, so they carry no provider).
     reconcile_every_days: int = Field(7, ge=1, validation_alias="CALLSTREAM_SCHEDULER_RECONCILE_EVERY_DAYS")
     reconcile_days: int = Field(14, ge=1, validation_alias="CALLSTREAM_SCHEDULER_RECONCILE_DAYS")
+    fathom_reconcile_every_days: int = Field(
+        7, ge=1, validation_alias="CALLSTREAM_SCHEDULER_FATHOM_RECONCILE_EVERY_DAYS"
+    )
+    fathom_reconcile_days: int = Field(14, ge=1, validation_alias="CALLSTREAM_SCHEDULER_FATHOM_RECONCILE_DAYS")
 
     @property
     def service_name(self) -> str:
@@ -51,8 +56,11 @@ class Settings(ServiceSettings):
             stale_after_seconds=self.stale_after_seconds,
             backoff_base_seconds=self.backoff_base_seconds,
             retention_seconds=self.retention_days * _DAY,
-            reconcile_every_seconds=self.reconcile_every_days * _DAY,
-            reconcile_seconds=self.reconcile_days * _DAY,
+            reconcile_every_seconds={
+                "fathom": self.fathom_reconcile_every_days * _DAY,
+                "gong": self.reconcile_every_days * _DAY,
+            },
+            reconcile_seconds={"fathom": self.fathom_reconcile_days * _DAY, "gong": self.reconcile_days * _DAY},
         )
 
 

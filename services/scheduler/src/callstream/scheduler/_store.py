@@ -85,18 +85,27 @@ class SyncStore:
     # -- the due loop -------------------------------------------------------------------------
 
     async def ensure_states(self, now: datetime) -> int:
-        """A sync state for every integration that has none yet, due at once (first run within a loop)."""
-        result = await self._pool.execute(
-            """insert into sync_state (integration_id, workspace_id, provider, status, cadence_anchor, next_due_at,
-                                       next_reconcile_at, created_at, updated_at)
-               select i.id, i.workspace_id, i.provider, 'pending', $1, $1,
-                      case when i.provider = 'gong' then $2::timestamptz end, $1, $1
-               from integrations i
-               where not exists (select 1 from sync_state s where s.integration_id = i.id)
-               on conflict (integration_id) do nothing""",
-            now,
-            self._policy.next_reconcile(now),
-        )
+        """A sync state for every integration that has none yet, due at once (first run within a loop),
+        its first reconciliation one period from now."""
+        async with self._pool.acquire() as conn:
+            result = await conn.execute(
+                """insert into sync_state (integration_id, workspace_id, provider, status, cadence_anchor, next_due_at,
+                                           next_reconcile_at, created_at, updated_at)
+                   select i.id, i.workspace_id, i.provider, 'pending', $1, $1,
+                          case i.provider when 'gong' then $2::timestamptz when 'fathom' then $3::timestamptz end, $1, $1
+                   from integrations i
+                   where not exists (select 1 from sync_state s where s.integration_id = i.id)
+                   on conflict (integration_id) do nothing""",
+                now,
+                self._policy.next_reconcile("gong", now),
+                self._policy.next_reconcile("fathom", now),
+            )
+            # States made before Fathom was reconciled have none planned: the first one period from now.
+            await conn.execute(
+                """update sync_state set next_reconcile_at = $1
+                   where provider = 'fathom' and next_reconcile_at is null""",
+                self._policy.next_reconcile("fathom", now),
+            )
         return int(result.split()[-1])
 
     async def claim_due(self, now: datetime, limit: int = 100) -> list[asyncpg.Record]:
@@ -108,7 +117,7 @@ class SyncStore:
                    from sync_state s join integrations i on i.id = s.integration_id
                    where i.status = 'active'
                      and (s.reauth_at is null or i.updated_at > s.reauth_at)
-                     and (s.next_due_at <= $1 or (s.provider = 'gong' and s.next_reconcile_at <= $1))
+                     and (s.next_due_at <= $1 or s.next_reconcile_at <= $1)
                      and not exists (select 1 from sync_runs r
                                      where r.integration_id = s.integration_id and r.status in ('queued', 'running'))
                    order by s.next_due_at
@@ -127,7 +136,7 @@ class SyncStore:
                         self._policy.incremental_window(state["provider"], state["watermark"], now),
                     )
                 else:
-                    plan = RunPlan("range", "reconcile", self._policy.reconcile_window(now))
+                    plan = RunPlan("range", "reconcile", self._policy.reconcile_window(state["provider"], now))
                 run = await conn.fetchrow(
                     _INSERT_RUN,
                     uuid.uuid4(),
@@ -153,7 +162,7 @@ class SyncStore:
                     now,
                     regular,
                     next_on_grid(state["cadence_anchor"], now, cadence),
-                    self._policy.next_reconcile(now),
+                    self._policy.next_reconcile(state["provider"], now),
                 )
                 created.append(run)
         return created
@@ -329,13 +338,13 @@ class SyncStore:
             await conn.execute(
                 """insert into sync_state (integration_id, workspace_id, provider, status, cadence_anchor,
                                            next_due_at, next_reconcile_at, created_at, updated_at)
-                   values ($1, $2, $3, 'pending', $4, $4, case when $3 = 'gong' then $5::timestamptz end, $4, $4)
+                   values ($1, $2, $3, 'pending', $4, $4, $5, $4, $4)
                    on conflict (integration_id) do nothing""",
                 integration_id,
                 integration["workspace_id"],
                 integration["provider"],
                 now,
-                self._policy.next_reconcile(now),
+                self._policy.next_reconcile(integration["provider"], now),
             )
             state = await conn.fetchrow(
                 "select watermark from sync_state where integration_id = $1 for update", integration_id
