@@ -22,6 +22,9 @@ import pytest
 from tests.fakes import serve_in_process
 from tests.fakes.fathom import FathomConfig, FathomState
 from tests.fakes.fathom import create_app as fathom_app
+from tests.fakes.gong import GongConfig, GongState
+from tests.fakes.gong import create_app as gong_app
+from tests.fakes.gong._data import Selector, build_call
 
 from .conftest import Stack, Subscriber, eventually
 
@@ -156,3 +159,86 @@ async def test_fathom_reconciliation_brings_edits_made_without_a_webhook(stack: 
         # the linker serves the edit
         message = (await stack.client("linker").get(f"/v1/messages/{row['id']}")).json()
         assert message["title"] == "Renamed after the call"
+
+
+async def _pulled_again(db: asyncpg.Connection, integration_id: str, after: int) -> bool:
+    """A scheduled run after the first ``after`` ones finished."""
+    rows = await db.fetch(
+        "select status from sync_runs where integration_id = $1::uuid and trigger = 'schedule' order by created_at",
+        integration_id,
+    )
+    assert all(r["status"] != "error" for r in rows), "a sync failed"
+    return len(rows) > after and rows[after]["status"] == "success"
+
+
+async def test_gong_call_moves_to_its_new_hubspot_account_on_the_next_lookback(
+    stack: Stack, db: asyncpg.Connection
+) -> None:
+    gong = GongState(GongConfig(seed=12, calls=4, span_days=5))
+    async with (
+        serve_in_process(gong_app(gong)) as gong_url,
+        Subscriber(stack.nats_url, durable="e2e-gong-crm") as events,
+    ):
+        integration_id = await _integration(
+            stack,
+            "life-gong",
+            {
+                "provider": "gong",
+                "credentials": {"access_key": "gong-access-key", "access_key_secret": "gong-access-secret"},
+                "base_url": gong_url,
+            },
+        )
+        await eventually(lambda: _first_sync_done(db, integration_id), timeout=60, interval=0.5)
+        call_id = gong.index.ids[-1]  # the newest call: inside the next run's 3-day lookback
+        before = await db.fetchrow(
+            "select m.id, m.customer_id, c.domain from messages m join customers c on c.id = m.customer_id "
+            "where m.workspace_id = 'life-gong' and m.external_id = $1",
+            call_id,
+        )
+        assert before is not None
+        linker = stack.client("linker")
+        old = (await linker.get(f"/v1/customers/{before['customer_id']}")).json()
+        assert old["message_count"] >= 1
+
+        gong.change_crm(call_id)  # in HubSpot, the call now belongs to another account
+        moved = build_call(
+            gong.index,
+            len(gong.index.ids) - 1,
+            Selector(context="Extended", timings=("Now",), parties=True),
+            host=gong.config.app_host,
+        )
+        fields = {f["name"]: f["value"] for f in moved["context"][0]["objects"][0]["fields"]}
+        assert fields["domain"] != before["domain"]
+
+        # the next hourly run (its lookback re-reads the call), made due now
+        await db.execute("update sync_state set next_due_at = now() where integration_id = $1::uuid", integration_id)
+        await eventually(lambda: _pulled_again(db, integration_id, 1), timeout=60, interval=0.5)
+
+        after = await db.fetchrow(
+            "select m.id, m.customer_id, m.version, c.domain, c.name, c.external_system from messages m "
+            "join customers c on c.id = m.customer_id where m.workspace_id = 'life-gong' and m.external_id = $1",
+            call_id,
+        )
+        assert after["id"] == before["id"]
+        assert (after["domain"], after["name"], after["external_system"]) == (
+            fields["domain"],
+            fields["name"],
+            "hubspot",
+        )
+        assert after["version"] == 2
+        assert await db.fetchval("select count(*) from messages where workspace_id = 'life-gong'") == 4
+
+        # the old customer no longer counts it, the new one does
+        old_now = (await linker.get(f"/v1/customers/{before['customer_id']}")).json()
+        assert old_now["message_count"] == old["message_count"] - 1
+        assert str(before["id"]) not in [m["id"] for m in old_now["messages"]]
+        new = (await linker.get(f"/v1/customers/{after['customer_id']}")).json()
+        assert str(after["id"]) in [m["id"] for m in new["messages"]]
+        message = (await linker.get(f"/v1/messages/{after['id']}")).json()
+        assert message["customer"]["domain"] == fields["domain"]
+
+        async def announced() -> list[dict[str, Any]] | None:
+            return [e for e in await events.drain(0.2) if e["change"] == "updated"] or None
+
+        updated = await eventually(announced, timeout=15)
+        assert [(e["external_id"], e["customer_id"]) for e in updated] == [(call_id, str(after["customer_id"]))]

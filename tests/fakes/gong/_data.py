@@ -145,6 +145,11 @@ def _people(index: CallIndex, call_id: str) -> tuple[random.Random, dict[str, An
     return rng, {"parties": parties, "own": (own_name, own_domain), "ext": (ext_name, ext_domain)}
 
 
+def _moved_account(index: CallIndex, call_id: str, version: int) -> tuple[str, str]:
+    """The account a call was re-associated with, the ``version``-th time (another company)."""
+    return company(random.Random(f"gong-{index.seed}-{call_id}-account-{version}"))
+
+
 def build_call(index: CallIndex, pos: int, sel: Selector, *, host: str) -> dict[str, Any]:
     call_id = index.ids[pos]
     started = index.started[pos]
@@ -181,9 +186,13 @@ def build_call(index: CallIndex, pos: int, sel: Selector, *, host: str) -> dict[
         stage = DEAL_STAGES[min(len(DEAL_STAGES) - 1, rng.randrange(2) + version)]
         objects = []
         for timing in sel.timings:
+            # Re-associated (``change_crm``): today's values name another account; the values as
+            # of the call keep the one it had then.
+            moved = version if timing == "Now" else 0
+            acct_name, acct_domain = (ext_name, ext_domain) if moved == 0 else _moved_account(index, call_id, moved)
             account: dict[str, Any] = {
                 "objectType": "Account",
-                "objectId": str(21_877_000_000 + int(call_id[-6:])),
+                "objectId": str(21_877_000_000 + int(call_id[-6:]) + moved * 1_000_000),
                 "timing": timing,
             }
             deal: dict[str, Any] = {
@@ -193,10 +202,10 @@ def build_call(index: CallIndex, pos: int, sel: Selector, *, host: str) -> dict[
             }
             if sel.context == "Extended":
                 account["fields"] = [
-                    {"name": "name", "value": ext_name},
-                    {"name": "domain", "value": ext_domain},
+                    {"name": "name", "value": acct_name},
+                    {"name": "domain", "value": acct_domain},
                     {"name": "industry", "value": rng.choice(INDUSTRY)},
-                    {"name": "website", "value": f"https://www.{ext_domain}"},
+                    {"name": "website", "value": f"https://www.{acct_domain}"},
                 ]
                 deal["fields"] = [
                     {"name": "dealname", "value": f"{ext_name} - {topic}"},

@@ -133,7 +133,9 @@ class GongState:
             self.index.transcript_ready_at[call_id] = time.monotonic() + seconds
 
     def change_crm(self, call_id: str) -> None:
-        """Gong re-associated the call's deal: its CRM context changes from now on."""
+        """Gong re-associated the call in the CRM: from now on its ``Now`` context names another
+        HubSpot account (another company and domain) and its deal moves a stage on; the
+        ``TimeOfCall`` context keeps the account it had."""
         self.index.crm_version[call_id] = self.index.crm_version.get(call_id, 0) + 1
 
     def issue_code(self, company: str | None = None) -> str:
