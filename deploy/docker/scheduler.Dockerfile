@@ -1,20 +1,34 @@
 # syntax=docker/dockerfile:1
 # callstream scheduler: when to pull, sync state and run history
 # Build from the repository root:  docker build -f deploy/docker/scheduler.Dockerfile -t callstream-scheduler .
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The base by digest: the tag moves with every Debian and CPython patch, the digest is one exact image
+# (a multi-platform index). Taken from public pins of this tag (Python 3.11.16), not resolved against
+# the registry from the machine that wrote it: refresh and check it as deploy/README.md, "Supply
+# chain", says (`docker buildx imagetools inspect python:3.11-slim-bookworm`).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:528257d48c1da0dcecc2e725d1ae34498d60c965f1241e39cd6a85a8859bdf84
 
-# ---- build: a virtualenv with this service, contracts and runtime, pinned by constraints.txt ----
+# ---- build: a virtualenv with this service, contracts and runtime ----
+# Every third-party file is checked against the hashes in its lock (deploy/docker/requirements/, written
+# by `./dev lock-images` from constraints.txt): a changed or substituted file on the index fails the
+# build. --only-binary: no sdist is built, so no code from the index runs here and no unhashed build
+# dependency is fetched. The local distributions are built with a hashed backend (build.txt) and
+# installed --no-deps, so nothing named callstream-* is ever looked up on an index.
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY constraints.txt ./
+COPY deploy/docker/requirements/build.txt deploy/docker/requirements/scheduler.txt requirements/
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --no-cache-dir --require-hashes --no-deps --only-binary :all: -r requirements/build.txt \
+ && python -m venv /opt/callstream \
+ && /opt/callstream/bin/pip install --no-cache-dir --require-hashes --no-deps --only-binary :all: -r requirements/scheduler.txt
 COPY contracts/ contracts/
 COPY runtime/ runtime/
 COPY services/scheduler/ services/scheduler/
-RUN python -m venv /opt/callstream \
- && /opt/callstream/bin/pip install --no-cache-dir --constraint constraints.txt \
-        ./contracts ./runtime ./services/scheduler
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /src/wheels \
+        ./contracts ./runtime ./services/scheduler \
+ && /opt/callstream/bin/pip install --no-cache-dir --no-deps /src/wheels/*.whl \
+ && /opt/callstream/bin/pip check
 
 # ---- run: the slim base, the virtualenv, an unprivileged user ----
 FROM ${PYTHON_IMAGE}

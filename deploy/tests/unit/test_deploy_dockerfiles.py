@@ -64,11 +64,13 @@ def test_image_is_multi_stage_and_installs_only_its_service(service: ServiceInCo
     build, *rest = stages(service.dockerfile)
     assert rest, "expected a build stage and a run stage"
     assert build[0][1].lower().endswith(" as build")
-    copied = {v.split()[0] for i, v in build if i == "COPY"}
+    copied = {source for i, v in build if i == "COPY" for source in v.split()[:-1]}
     own = f"services/{service.folder}/"
-    assert copied == {"constraints.txt", "contracts/", "runtime/", own}, copied
+    locks = {"deploy/docker/requirements/build.txt", f"deploy/docker/requirements/{service.name}.txt"}
+    assert copied == {*locks, "contracts/", "runtime/", own}, copied
     install = " ".join(v for i, v in build if i == "RUN")
-    assert "--constraint constraints.txt" in install
+    # Third-party wheels only from the image's hashed lock (test_supply_chain.py checks the lock).
+    assert f"--require-hashes --no-deps --only-binary :all: -r requirements/{service.name}.txt" in install
     for distribution in ("./contracts", "./runtime", f"./services/{service.folder}"):
         assert distribution in install
 

@@ -61,7 +61,7 @@ HELM_HEADER = """\
 # NATS users, one per callstream service plus the operator, each allowed only what it needs.
 # Generated from callstream.contracts nats_permissions: `python -m callstream.devstack._nats_deploy`.
 # Use with either values file:
-#   helm upgrade --install nats nats/nats -f deploy/k8s/nats/values.yaml -f deploy/k8s/nats/values-auth.yaml
+#   helm upgrade --install nats nats/nats --version 1.3.16 -f deploy/k8s/nats/values.yaml -f deploy/k8s/nats/values-auth.yaml
 # The passwords come from the secret `callstream-nats` (keys <identity>-password), which the
 # services read too (deploy/README.md, "NATS identities").
 """
