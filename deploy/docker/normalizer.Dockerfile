@@ -12,7 +12,9 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:528257d48c1da0dcecc2e725d1ae34
 # by `./dev lock-images` from constraints.txt): a changed or substituted file on the index fails the
 # build. --only-binary: no sdist is built, so no code from the index runs here and no unhashed build
 # dependency is fetched. The local distributions are built with a hashed backend (build.txt) and
-# installed --no-deps, so nothing named callstream-* is ever looked up on an index.
+# installed --no-deps, so nothing named callstream-* is ever looked up on an index. The shipped venv
+# has no pip and no setuptools (--without-pip; the build venv's pip installs into it with --python):
+# Python 3.11's ensurepip would put setuptools 65.5.0, with known advisories, into the image.
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
@@ -20,15 +22,15 @@ WORKDIR /src
 COPY deploy/docker/requirements/build.txt deploy/docker/requirements/normalizer.txt requirements/
 RUN python -m venv /opt/build \
  && /opt/build/bin/pip install --no-cache-dir --require-hashes --no-deps --only-binary :all: -r requirements/build.txt \
- && python -m venv /opt/callstream \
- && /opt/callstream/bin/pip install --no-cache-dir --require-hashes --no-deps --only-binary :all: -r requirements/normalizer.txt
+ && python -m venv --without-pip /opt/callstream \
+ && /opt/build/bin/pip --python /opt/callstream/bin/python install --no-cache-dir --require-hashes --no-deps --only-binary :all: -r requirements/normalizer.txt
 COPY contracts/ contracts/
 COPY runtime/ runtime/
 COPY services/normalizer/ services/normalizer/
 RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /src/wheels \
         ./contracts ./runtime ./services/normalizer \
- && /opt/callstream/bin/pip install --no-cache-dir --no-deps /src/wheels/*.whl \
- && /opt/callstream/bin/pip check
+ && /opt/build/bin/pip --python /opt/callstream/bin/python install --no-cache-dir --no-deps /src/wheels/*.whl \
+ && /opt/build/bin/pip --python /opt/callstream/bin/python check
 
 # ---- run: the slim base, the virtualenv, an unprivileged user ----
 FROM ${PYTHON_IMAGE}
