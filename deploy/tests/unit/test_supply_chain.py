@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 from deploy_checks import COMPOSE_FILE, DEPLOY, K8S, REPO, SERVICES, ServiceInCode
+from dockerfile_parse import DockerfileParser
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -131,8 +132,8 @@ def test_the_lock_check_finds_drift(tmp_path: Path) -> None:
 
 
 def test_dockerfiles_install_only_hashed_wheels_and_local_code_without_dependencies(service: ServiceInCode) -> None:
-    text = service.dockerfile.read_text().replace("\\\n", " ")
-    installs = [line for line in text.splitlines() if "pip install" in line or "pip wheel" in line]
+    runs = [i["value"] for i in DockerfileParser(path=str(service.dockerfile)).structure if i["instruction"] == "RUN"]
+    installs = [run for run in runs if "pip install" in run or "pip wheel" in run]
     hashed = [line for line in installs if f"-r requirements/{service.name}.txt" in line]
     assert hashed, installs
     assert all("--require-hashes" in line and "--only-binary :all:" in line for line in hashed), installs
