@@ -108,6 +108,19 @@ def test_unreachable_pypi_is_one_skip_line_and_passes() -> None:
     assert report.lines() == ["pins audit skipped: PyPI's advisory data could not be reached (ConnectError)"]
 
 
+def test_an_unreachable_pypi_is_not_asked_for_every_pin() -> None:
+    asked: list[str] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        raise httpx.ConnectError("name resolution failed", request=request)
+
+    pins = [Pin(f"p{i}", "1") for i in range(50)]
+    report = run(pins, httpx.MockTransport(refuse), concurrency=1, give_up_after=3)
+    assert len(asked) == 3
+    assert report.lines() == ["pins audit skipped: PyPI's advisory data could not be reached (ConnectError)"]
+
+
 def test_a_pypi_that_never_answers_is_bounded_by_the_deadline() -> None:
     async def hang(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(60)
