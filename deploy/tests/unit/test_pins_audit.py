@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from packaging.utils import canonicalize_name
 
+from callstream.devstack import _audit_pins
 from callstream.devstack._audit_pins import (
     ALLOW_FILE,
     CONSTRAINTS_FILE,
@@ -157,3 +159,27 @@ def test_the_repository_pins_and_allow_file_parse() -> None:
     parse_allow_file(ALLOW_FILE.read_text())
     with pytest.raises(ValueError, match="exact pin"):
         parse_pins("httpx>=0.27\n")
+
+
+def test_the_command_exits_1_on_a_finding_and_0_when_skipped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("# header\nbad==1.0\n")
+
+    def with_transport(transport: httpx.AsyncBaseTransport) -> Any:
+        async def fake_audit(pins: Any, allows: Any) -> Any:
+            return await audit(pins, allows, AuditSettings(), transport=transport, today=TODAY)
+
+        return fake_audit
+
+    monkeypatch.setattr(_audit_pins, "audit", with_transport(pypi({"bad==1.0": [ADVISORY]})))
+    assert _audit_pins.main([str(constraints)]) == 1
+    assert capsys.readouterr().out.startswith("VULNERABLE bad==1.0: PYSEC-2026-1")
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("no route", request=request)
+
+    monkeypatch.setattr(_audit_pins, "audit", with_transport(httpx.MockTransport(refuse)))
+    assert _audit_pins.main([str(constraints)]) == 0
+    assert capsys.readouterr().out == "pins audit skipped: PyPI's advisory data could not be reached (ConnectError)\n"
