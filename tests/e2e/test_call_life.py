@@ -6,6 +6,10 @@
 - Gong re-associates a call with another HubSpot account: the next pull moves the message to the
   new customer, and the old customer no longer counts it.
 
+- A call deleted at the provider becomes a tombstone once a reconciliation lists its window
+  completely without it (never while a page fails), announced as ``MessageDeleted``, answered 410
+  Gone by the linker; a call made private at Gong is hidden, not deleted.
+
 Time is not waited for: a reconciliation is made due by moving the integration's
 ``next_reconcile_at`` into the past, which is what the passing of a week does to it.
 """
@@ -17,6 +21,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import nats
+import nats.errors
 import pytest
 
 from tests.fakes import serve_in_process
@@ -34,7 +40,7 @@ MEETINGS = 6
 @pytest.fixture
 def service_env(service_env: dict[str, str]) -> dict[str, str]:
     # The due loop ticks every second, so a reconciliation made due starts at once.
-    return {**service_env, "CALLSTREAM_SCHEDULER_LOOP_SECONDS": "1"}
+    return {**service_env, "CALLSTREAM_SCHEDULER_LOOP_SECONDS": "1", **FAST_RETRIES}
 
 
 @pytest.fixture
@@ -63,6 +69,12 @@ async def _first_sync_done(db: asyncpg.Connection, integration_id: str) -> bool:
     return status == "success"
 
 
+async def _stored(db: asyncpg.Connection, workspace: str, count: int) -> bool:
+    """The normalizer stored ``count`` messages of the workspace (a run is done when its calls are
+    in CALLS_RAW, a moment before they are messages)."""
+    return await db.fetchval("select count(*) from messages where workspace_id = $1", workspace) == count
+
+
 async def _reconcile_now(db: asyncpg.Connection, integration_id: str) -> None:
     """What a week does: the integration's reconciliation falls due."""
     await db.execute(
@@ -83,7 +95,7 @@ async def _reconciled(db: asyncpg.Connection, integration_id: str) -> bool:
 
 async def test_fathom_reconciliation_brings_edits_made_without_a_webhook(stack: Stack, db: asyncpg.Connection) -> None:
     # Meetings of the last ten days: inside the first sync (14 days) and the reconciled window (14).
-    fathom = FathomState(FathomConfig(seed=11, meetings=MEETINGS, span_days=10))
+    fathom = FathomState(FathomConfig(seed=11, meetings=MEETINGS, span_days=10, **FAST_FATHOM))
     async with (
         serve_in_process(fathom_app(fathom)) as fathom_url,
         Subscriber(stack.nats_url, durable="e2e-fathom-reconcile") as events,
@@ -98,6 +110,7 @@ async def test_fathom_reconciliation_brings_edits_made_without_a_webhook(stack: 
             },
         )
         await eventually(lambda: _first_sync_done(db, integration_id), timeout=60, interval=0.5)
+        await eventually(lambda: _stored(db, "life-fathom", MEETINGS), timeout=15)
         stored = await db.fetch(
             "select external_id, id, title, version from messages where workspace_id = 'life-fathom' order by external_id"
         )
@@ -189,6 +202,7 @@ async def test_gong_call_moves_to_its_new_hubspot_account_on_the_next_lookback(
             },
         )
         await eventually(lambda: _first_sync_done(db, integration_id), timeout=60, interval=0.5)
+        await eventually(lambda: _stored(db, "life-gong", 4), timeout=15)
         call_id = gong.index.ids[-1]  # the newest call: inside the next run's 3-day lookback
         before = await db.fetchrow(
             "select m.id, m.customer_id, c.domain from messages m join customers c on c.id = m.customer_id "
@@ -242,3 +256,177 @@ async def test_gong_call_moves_to_its_new_hubspot_account_on_the_next_lookback(
 
         updated = await eventually(announced, timeout=15)
         assert [(e["external_id"], e["customer_id"]) for e in updated] == [(call_id, str(after["customer_id"]))]
+
+
+# --- deletions at the provider (1c) ------------------------------------------------------------------
+
+FAST_RETRIES = {
+    # the fakes here allow 600 (heavy) requests a minute: the runs are not paced to Fathom's real 30
+    "CALLSTREAM_GATEWAY_PULL_FATHOM_REQUESTS_PER_WINDOW": "600",
+    "CALLSTREAM_GATEWAY_PULL_FATHOM_HEAVY_PER_WINDOW": "600",
+    # a failing page is retried at once and often, so the test sees the listing held, then complete
+    "CALLSTREAM_GATEWAY_PULL_BACKOFF_INITIAL_SECONDS": "0.1",
+    "CALLSTREAM_GATEWAY_PULL_BACKOFF_MAX_SECONDS": "0.2",
+    "CALLSTREAM_GATEWAY_PULL_REDELIVER_DELAY_SECONDS": "0.5",
+    "CALLSTREAM_GATEWAY_PULL_DEFER_MAX_SECONDS": "0.5",
+    "CALLSTREAM_GATEWAY_PULL_BREAKER_ENABLED": "false",
+}
+
+FAST_FATHOM: dict[str, Any] = {"requests_per_window": 600, "heavy_per_window": 600}
+
+
+class Deletions:
+    """An internal service listening to MessageDeleted."""
+
+    def __init__(self, nats_url: str) -> None:
+        self.nats_url = nats_url
+
+    async def __aenter__(self) -> Deletions:
+        self.nc = await nats.connect(self.nats_url)
+        self.sub = await self.nc.jetstream().pull_subscribe(
+            "messages.deleted.>", durable="e2e-deletions", stream="MESSAGES"
+        )
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.nc.close()
+
+    async def events(self) -> list[dict[str, Any]]:
+        try:
+            batch = await self.sub.fetch(100, timeout=0.3)
+        except (nats.errors.TimeoutError, TimeoutError):
+            return []
+        for msg in batch:
+            await msg.ack()
+        return [json.loads(msg.data) for msg in batch]
+
+
+async def _listings(stack: Stack) -> int:
+    nc = await nats.connect(stack.nats_url)
+    try:
+        info = await nc.jetstream().stream_info("CALLS_RAW", subjects_filter="calls.listed.>")
+        return sum((info.state.subjects or {}).values())
+    finally:
+        await nc.close()
+
+
+async def _deleted(db: asyncpg.Connection, workspace: str, external_id: str) -> asyncpg.Record | None:
+    row = await db.fetchrow(
+        "select id, deleted_reason, title, content from messages where workspace_id = $1 and external_id = $2",
+        workspace,
+        external_id,
+    )
+    return row if row is not None and row["deleted_reason"] is not None else None
+
+
+async def test_a_meeting_deleted_at_fathom_is_tombstoned_only_once_a_listing_is_complete(
+    stack: Stack, db: asyncpg.Connection
+) -> None:
+    fathom = FathomState(FathomConfig(seed=13, meetings=8, span_days=10, page_size=5, **FAST_FATHOM))  # two pages
+    async with serve_in_process(fathom_app(fathom)) as fathom_url, Deletions(stack.nats_url) as deletions:
+        integration_id = await _integration(
+            stack,
+            "life-gone",
+            {
+                "provider": "fathom",
+                "credentials": {"api_key": "fathom-test-key"},
+                "base_url": fathom_url + "/external/v1",
+            },
+        )
+        await eventually(lambda: _first_sync_done(db, integration_id), timeout=60, interval=0.5)
+        await eventually(lambda: _stored(db, "life-gone", 8), timeout=15)
+        # a meeting with external people (contacts)
+        row = await db.fetchrow(
+            "select m.id, m.external_id from messages m where m.workspace_id = 'life-gone'"
+            " and exists (select 1 from contact_messages cm where cm.message_id = m.id)"
+            " order by m.external_id limit 1"
+        )
+        gone = int(row["external_id"])
+        linker = stack.client("linker")
+        assert (await linker.get(f"/v1/messages/{row['id']}")).status_code == 200
+        link_params = {"workspace_id": "life-gone", "source": "fathom", "external_id": str(gone)}
+        for _ in range(2):  # the second answer comes from the linker's cache
+            assert (await linker.get("/v1/links", params=link_params)).status_code == 200
+
+        fathom.delete_meetings([gone])
+        # The reconciliation's second page keeps failing: its listing is incomplete.
+        fathom.faults.update({"fail_next_cursor": 10_000, "fail_status": 500})
+        await _reconcile_now(db, integration_id)
+
+        def failed_pages() -> int:
+            return len([e for e in fathom.log.api() if e.status == 500])
+
+        await eventually(lambda: failed_pages() >= 2, timeout=30)
+        assert await _listings(stack) == 0
+        assert await _deleted(db, "life-gone", str(gone)) is None
+        assert (await linker.get(f"/v1/messages/{row['id']}")).status_code == 200
+
+        # The provider answers again: the window is read whole, and only then the meeting is gone.
+        fathom.faults.update({"fail_next_cursor": 0})
+        await eventually(lambda: _reconciled(db, integration_id), timeout=60, interval=0.5)
+        tombstone = await eventually(lambda: _deleted(db, "life-gone", str(gone)), timeout=15)
+        assert (tombstone["deleted_reason"], tombstone["title"], tombstone["content"]) == ("provider_deleted", None, "")
+        assert (
+            await db.fetchval("select count(*) from messages where workspace_id = 'life-gone' and deleted_at is null")
+            == 7
+        )
+        assert await db.fetchval("select count(*) from contact_messages where message_id = $1", row["id"]) == 0
+        # contact counts follow: every contact counts exactly the live calls naming it
+        assert (
+            await db.fetchval(
+                "select count(*) from contacts c where c.workspace_id = 'life-gone'"
+                " and c.call_count <> (select count(*) from contact_messages cm where cm.contact_id = c.id)"
+            )
+            == 0
+        )
+
+        announced = await eventually(deletions.events, timeout=15)
+        assert [(e["message_id"], e["external_id"], e["reason"]) for e in announced] == [
+            (str(row["id"]), str(gone), "provider_deleted")
+        ]
+        answer = await linker.get(f"/v1/messages/{row['id']}")
+        assert answer.status_code == 410, answer.text
+        assert answer.json()["error"] == "gone_provider_deleted"
+        link = await linker.get("/v1/links", params=link_params)  # the cache forgot it on MessageDeleted
+        assert link.status_code == 410, link.text
+        listed = (await linker.get("/v1/messages", params={"workspace_id": "life-gone", "limit": 50})).json()
+        assert str(row["id"]) not in [m["id"] for m in listed["items"]]
+        assert len(listed["items"]) == 7
+
+
+async def test_a_private_gong_call_is_not_a_deletion(stack: Stack, db: asyncpg.Connection) -> None:
+    gong = GongState(GongConfig(seed=14, calls=4, span_days=5))
+    async with serve_in_process(gong_app(gong)) as gong_url, Deletions(stack.nats_url) as deletions:
+        integration_id = await _integration(
+            stack,
+            "life-private",
+            {
+                "provider": "gong",
+                "credentials": {"access_key": "gong-access-key", "access_key_secret": "gong-access-secret"},
+                "base_url": gong_url,
+            },
+        )
+        await eventually(lambda: _first_sync_done(db, integration_id), timeout=60, interval=0.5)
+        await eventually(lambda: _stored(db, "life-private", 4), timeout=15)
+        private, deleted = gong.index.ids[1], gong.index.ids[2]
+        gong.set_private([private])
+        gong.delete_calls([deleted])
+        await _reconcile_now(db, integration_id)
+        await eventually(lambda: _reconciled(db, integration_id), timeout=60, interval=0.5)
+        await eventually(lambda: _deleted(db, "life-private", deleted), timeout=15)
+
+        kept = await db.fetchrow(
+            "select deleted_at, content, message_metadata ->> 'private' as private from messages"
+            " where workspace_id = 'life-private' and external_id = $1",
+            private,
+        )
+        assert kept["deleted_at"] is None
+        assert (kept["private"], kept["content"]) == ("true", "")  # withheld, not deleted
+        announced = await eventually(deletions.events, timeout=15)
+        assert [e["external_id"] for e in announced] == [deleted]
+        assert (
+            await db.fetchval(
+                "select count(*) from messages where workspace_id = 'life-private' and deleted_at is null"
+            )
+            == 3
+        )

@@ -22,10 +22,17 @@ class Faults:
     delay_seconds: float = 0.0  # every API request waits this long before answering
     limits_enabled: bool = True
     expire_next_cursor: int = 0  # the next N requests that carry a cursor get "cursor has expired"
+    fail_next_cursor: int = 0  # the next N list requests that carry a cursor (page 2 on) get ``fail_status``
 
     def take_failure(self) -> int | None:
         if self.fail_next > 0:
             self.fail_next -= 1
+            return self.fail_status
+        return None
+
+    def take_cursor_failure(self) -> int | None:
+        if self.fail_next_cursor > 0:
+            self.fail_next_cursor -= 1
             return self.fail_status
         return None
 

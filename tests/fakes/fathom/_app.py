@@ -176,7 +176,9 @@ class FathomApp:
         after = _parse_time(q.get("created_after"), "created_after")
         before = _parse_time(q.get("created_before"), "created_before")
         page = 1
-        if cursor := q.get("cursor"):
+        if (cursor := q.get("cursor")) and (failed := self.state.faults.take_cursor_failure()) is not None:
+            raise _Reject(failed, {"error": "upstream unavailable (injected)"})
+        if cursor:
             decoded = decode_cursor(cursor)
             if decoded is None or not isinstance(decoded.get("page_num"), int) or decoded["page_num"] < 1:
                 raise _Reject(400, {"error": "invalid cursor"})

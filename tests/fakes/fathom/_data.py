@@ -65,6 +65,14 @@ class MeetingIndex:
         hi = len(self._keys) if created_after is None else bisect.bisect_left(self._keys, -created_after.timestamp())
         return range(lo, max(lo, hi))
 
+    def remove(self, recording_id: int) -> None:
+        """The meeting is gone at Fathom (deleted, or its retention ran out): never listed again."""
+        pos = self.position(recording_id)
+        if pos is None:
+            raise KeyError(recording_id)
+        del self.recording_ids[pos], self.created[pos], self._keys[pos]
+        self.edits.pop(recording_id, None)
+
     def position(self, recording_id: int) -> int | None:
         try:
             return self.recording_ids.index(recording_id)

@@ -120,6 +120,15 @@ class FathomState:
             for key in [k for k in self.encoded_cache if k[0] == recording_id]:
                 del self.encoded_cache[key]
 
+    def delete_meetings(self, recording_ids: list[int]) -> None:
+        """Deleted at Fathom (by a user, or by a retention policy): no longer listed, and its
+        recordings answer 404. Fathom announces nothing (fathom.md, addendum)."""
+        for rid in recording_ids:
+            self.index.remove(rid)
+            if self.encoded_cache is not None:
+                for key in [k for k in self.encoded_cache if k[0] == rid]:
+                    del self.encoded_cache[key]
+
     def warm(self, flags: set[str]) -> None:
         """Build every meeting once now, as a list request with ``flags`` will want it."""
         self.encoded_cache = {}

@@ -164,6 +164,8 @@ class GongApp:
         fingerprint = hashlib.sha256(kind.encode() + msgspec.json.encode(filt)).hexdigest()[:16]
         offset = 0
         self._offset = 0
+        if cursor is not None and (failed := self.state.faults.take_cursor_failure()) is not None:
+            raise _Reject(failed, ["upstream unavailable (injected)"])
         if cursor is not None:
             state = decode_cursor(cursor)
             if state is None or state.get("f") != fingerprint or not isinstance(state.get("o"), int):

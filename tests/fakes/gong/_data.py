@@ -78,6 +78,14 @@ class CallIndex:
         hi = len(self._keys) if end is None else bisect.bisect_left(self._keys, end.timestamp())
         return range(lo, max(lo, hi))
 
+    def remove(self, call_id: str) -> None:
+        """The call is gone at Gong (deleted by a user): never listed again."""
+        pos = self._pos.get(call_id)
+        if pos is None:
+            raise KeyError(call_id)
+        del self.ids[pos], self.started[pos], self._keys[pos]
+        self._pos = {cid: i for i, cid in enumerate(self.ids)}
+
     def position(self, call_id: str) -> int | None:
         return self._pos.get(call_id)
 

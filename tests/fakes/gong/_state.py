@@ -128,6 +128,11 @@ class GongState:
             else:
                 self.index.private.discard(call_id)
 
+    def delete_calls(self, call_ids: list[str]) -> None:
+        """Deleted at Gong: no longer listed, by window or by id."""
+        for call_id in call_ids:
+            self.index.remove(call_id)
+
     def delay_transcripts(self, call_ids: list[str], seconds: float) -> None:
         for call_id in call_ids:
             self.index.transcript_ready_at[call_id] = time.monotonic() + seconds

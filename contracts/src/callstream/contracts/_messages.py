@@ -17,6 +17,9 @@ Source = Literal["fathom", "gong"]
 Origin = Literal["webhook", "pull"]
 SyncMode = Literal["incremental", "backfill", "range", "latest"]
 Change = Literal["created", "updated"]
+# Why a message became a tombstone: the provider no longer has the call, an erasure asked for it,
+# or the workspace's retention ran out.
+DeletionReason = Literal["provider_deleted", "erased", "retention"]
 
 WorkspaceId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
@@ -71,6 +74,9 @@ class SyncRequested(msgspec.Struct, kw_only=True, frozen=True):
     limit: int | None = None
     requested_at: datetime | None = None
     traceparent: str | None = None
+    # A reconciling run: when it has read its whole window (every page, no limit), it also
+    # publishes ``CallsListed`` so calls the provider no longer lists become tombstones.
+    reconcile: bool = False
 
 
 class SyncProgress(msgspec.Struct, kw_only=True, frozen=True, tag="progress", tag_field="kind"):
@@ -102,6 +108,42 @@ class SyncFinished(msgspec.Struct, kw_only=True, frozen=True, tag="finished", ta
 
 
 SyncEvent = SyncProgress | SyncFinished
+
+
+class CallsListed(msgspec.Struct, kw_only=True, frozen=True):
+    """Every call the provider listed in ``window`` (by its list filter: Fathom ``created_at``,
+    Gong start time), published to ``calls.listed.<source>.<integration_id>`` by a reconciling
+    pull run that read the window completely: every page answered, no limit, every listed call's
+    id read. Never sent for a run that stopped early (a failed page, a quota stop): what a
+    complete listing lacks is gone at the provider, what an incomplete one lacks is unknown.
+
+    ``listed_at`` is when the listing began: a message observed after it is newer than the
+    listing and is never judged by it."""
+
+    v: Literal[1] = 1
+    run_id: str
+    integration_id: str
+    workspace_id: WorkspaceId
+    source: Source
+    window: TimeWindow
+    listed_at: datetime
+    external_ids: list[str]
+
+
+class MessageDeleted(msgspec.Struct, kw_only=True, frozen=True):
+    """A message became a tombstone (``messages.deleted.<source>``): its content, metadata,
+    participants and data points are erased; its id stays known (the linker answers 410 Gone
+    with the reason). Subscribers forget what they kept of it. ``version`` is the tombstone's,
+    after every version ``MessageUpserted`` announced."""
+
+    v: Literal[1] = 1
+    message_id: str
+    workspace_id: WorkspaceId
+    source: Source
+    external_id: str
+    reason: DeletionReason
+    deleted_at: datetime
+    version: int
 
 
 class LinkSources(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

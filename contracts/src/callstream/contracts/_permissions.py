@@ -29,6 +29,7 @@ from ._subjects import (
     NORMALIZER_CONSUMER,
     NORMALIZER_DATAPOINTS_CONSUMER,
     NORMALIZER_FEATURES_CONSUMER,
+    NORMALIZER_LISTINGS_CONSUMER,
     SCHEDULER_CONSUMER,
     STREAMS,
     SYNC,
@@ -80,7 +81,12 @@ _NEEDS: dict[str, _Needs] = {
         # MESSAGES from its outbox; CALLS_RAW, FEATURES and DATAPOINTS only to redrive its own
         # dead letters to where they came from.
         writes=(MESSAGES, CALLS_RAW, FEATURES, DATAPOINTS),
-        consumes=(NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER, NORMALIZER_DATAPOINTS_CONSUMER),
+        consumes=(
+            NORMALIZER_CONSUMER,
+            NORMALIZER_LISTINGS_CONSUMER,
+            NORMALIZER_FEATURES_CONSUMER,
+            NORMALIZER_DATAPOINTS_CONSUMER,
+        ),
         declares=(CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS, DLQ),
         ephemeral_on=(CALLS_RAW,),  # replay
         dead_letters=(NORMALIZER_OUTBOX_DEAD_LETTERS,),
@@ -89,7 +95,7 @@ _NEEDS: dict[str, _Needs] = {
     ),
     "linker": _Needs(
         writes=(FEATURES, DATAPOINTS),
-        ordered_on=(MESSAGES,),  # the cache follows messages.upserted.> to drop stale entries
+        ordered_on=(MESSAGES,),  # the cache follows messages.> to drop stale entries
     ),
     "scheduler": _Needs(
         writes=(SYNC,),

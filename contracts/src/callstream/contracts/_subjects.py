@@ -39,6 +39,15 @@ def messages_upserted_subject(source: Source) -> str:
     return f"messages.upserted.{source}"
 
 
+def messages_deleted_subject(source: Source) -> str:
+    return f"messages.deleted.{source}"
+
+
+def calls_listed_subject(source: Source, integration_id: str) -> str:
+    """Per integration, so that erasing one can purge its listings (they name its call ids)."""
+    return f"calls.listed.{source}.{integration_id}"
+
+
 def dlq_subject(consumer: str) -> str:
     return f"dlq.{consumer}"
 
@@ -70,8 +79,9 @@ class ConsumerSpec(msgspec.Struct, kw_only=True, frozen=True):
 STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(
         name=CALLS_RAW,
-        subjects=("calls.raw.>",),
-        description="Provider objects byte for byte, replayable for re-derivation",
+        # calls.listed.>: what a reconciling run listed (CallsListed), never replayed as calls.
+        subjects=("calls.raw.>", "calls.listed.>"),
+        description="Provider objects byte for byte, replayable for re-derivation, and complete listings",
         max_age_seconds=30 * _DAY,
         # Svix resends after 5 s, 5 min, 30 min and 2 h with the same webhook-id; a two-hour
         # window keeps those out of the stream (the normalizer is idempotent for the rest).
@@ -92,8 +102,8 @@ STREAMS: tuple[StreamSpec, ...] = (
     ),
     StreamSpec(
         name=MESSAGES,
-        subjects=("messages.upserted.>",),
-        description="Messages stored or changed, published from the normalizer's outbox",
+        subjects=("messages.upserted.>", "messages.deleted.>"),
+        description="Messages stored, changed or deleted, published from the normalizer's outbox",
         max_age_seconds=30 * _DAY,
         duplicate_window_seconds=2 * 3600.0,
     ),
@@ -124,6 +134,12 @@ NORMALIZER_CONSUMER = ConsumerSpec(
     description="normalizer: raw calls to messages",
     ack_wait_seconds=60.0,
     max_deliver=10,
+)
+NORMALIZER_LISTINGS_CONSUMER = ConsumerSpec(
+    stream=CALLS_RAW,
+    durable="normalizer-listings",
+    filter_subject="calls.listed.>",
+    description="normalizer: complete provider listings to tombstones of the calls they no longer list",
 )
 NORMALIZER_FEATURES_CONSUMER = ConsumerSpec(
     stream=FEATURES,
@@ -163,6 +179,7 @@ SCHEDULER_CONSUMER = ConsumerSpec(
 
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     NORMALIZER_CONSUMER,
+    NORMALIZER_LISTINGS_CONSUMER,
     NORMALIZER_FEATURES_CONSUMER,
     NORMALIZER_DATAPOINTS_CONSUMER,
     GATEWAY_PULL_CONSUMER,

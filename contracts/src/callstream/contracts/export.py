@@ -35,6 +35,18 @@ CHANNELS: tuple[tuple[type[msgspec.Struct], tuple[str, ...], str, str], ...] = (
         "normalizer",
         "A message changed",
     ),
+    (
+        m.MessageDeleted,
+        ("messages.deleted.fathom", "messages.deleted.gong"),
+        "normalizer",
+        "A message became a tombstone",
+    ),
+    (
+        m.CallsListed,
+        ("calls.listed.fathom.{integration_id}", "calls.listed.gong.{integration_id}"),
+        "ingest-gateway",
+        "Every call a reconciling run listed in its window",
+    ),
     (m.FeatureLinked, ("features.linked",), "internal services", "A feature names a message"),
     (
         m.FeatureUnlinked,
@@ -85,11 +97,13 @@ def render() -> dict[str, bytes]:
             },
         }
         for subject in subjects:
-            key = subject.replace(".", "_")
+            key = subject.replace(".", "_").replace("{", "").replace("}", "")
             channel = channels.setdefault(
                 key,
                 {"address": subject, "messages": {}, "description": _stream_of(subject)},
             )
+            if "{integration_id}" in subject:  # an AsyncAPI parameter: the subject's last token
+                channel["parameters"] = {"integration_id": {"description": "the integration's id"}}
             channel["messages"][name] = {"$ref": f"#/components/messages/{name}"}
             operations[f"publish_{name}_{key}"] = {
                 "action": "send",

@@ -61,6 +61,19 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"no such {what}")
 
 
+_GONE = {
+    "provider_deleted": "the call was deleted at the provider",
+    "erased": "the message was erased on request",
+    "retention": "the message outlived its workspace's retention",
+}
+
+
+def gone(reason: str) -> ApiError:
+    """410 for a tombstone: the message existed and is gone for good; ``error`` is ``gone_<reason>``
+    (``gone_provider_deleted``, ``gone_erased``, ``gone_retention``), ``detail`` says it in words."""
+    return ApiError(410, f"gone_{reason}", _GONE.get(reason, "the message was deleted"))
+
+
 def _bearer_token(authorization: str) -> str | None:
     token = authorization[len(_BEARER) :].strip()
     return token if authorization[: len(_BEARER)].lower() == _BEARER and token else None

@@ -28,7 +28,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from callstream.contracts import MESSAGES, LinkSources, MessageUpserted
+from callstream.contracts import MESSAGES, LinkSources, MessageDeleted, MessageUpserted
 from callstream.runtime import Broker, SpanKind, get_logger, tracing
 
 from ._links import LinkFacts
@@ -173,6 +173,14 @@ class LinkCache:
             # answered from memory instead of reading the row it was just told about.
             self.store(facts_from_event(event, event.link_sources), self.epoch)
 
+    def forget(self, message_id: str, ident: tuple[str, str, str]) -> None:
+        """A message became a tombstone: nothing of it is answered from memory any more."""
+        self.epoch += 1
+        self._drop(message_id)
+        ident_owner = self._by_ident.get(ident)
+        if ident_owner is not None:
+            self._drop(ident_owner)
+
     def _drop(self, message_id: str) -> None:
         self._resolved.pop(message_id, None)
         hit = self._by_id.pop(message_id, None)
@@ -202,7 +210,7 @@ class MessageEventFeed:
     """Follows ``messages.upserted.>`` from now on with an ephemeral ordered consumer (nothing to
     clean up, no acks; nats-py re-creates it after a gap or reconnect, from the last sequence)."""
 
-    SUBJECT = "messages.upserted.>"
+    SUBJECT = "messages.>"  # messages.upserted.> and messages.deleted.>
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
@@ -211,6 +219,7 @@ class MessageEventFeed:
         self._reconnects_seen = -1
         self.cache: LinkCache | None = None
         self._decoder = msgspec.json.Decoder(MessageUpserted)
+        self._deleted = msgspec.json.Decoder(MessageDeleted)
         self._state = FeedState(live=False, generation=0)
 
     def state(self) -> FeedState:
@@ -226,6 +235,15 @@ class MessageEventFeed:
         return self._state
 
     async def _on_message(self, msg: Msg) -> None:
+        if msg.subject.startswith("messages.deleted."):
+            try:
+                deleted = self._deleted.decode(msg.data)
+            except msgspec.DecodeError:
+                log.warning("undecodable message event ignored", subject=msg.subject)
+                return
+            if self.cache is not None:  # the next look-up reads the tombstone: 410
+                self.cache.forget(deleted.message_id, (deleted.workspace_id, deleted.source, deleted.external_id))
+            return
         try:
             event = self._decoder.decode(msg.data)
         except msgspec.DecodeError:

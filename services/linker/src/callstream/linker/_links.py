@@ -81,10 +81,19 @@ class LinkFacts(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     url: Any = None
     call_id: Any = None
     link_refused: Any = None  # the normalizer's reason when it nulled a link it could not serve
+    deleted_reason: str | None = None  # a tombstone: gone at the provider, erased or past retention
 
     @classmethod
     def from_metadata(
-        cls, *, message_id: str, workspace_id: str, source: Source, external_id: str, version: int, metadata: Any
+        cls,
+        *,
+        message_id: str,
+        workspace_id: str,
+        source: Source,
+        external_id: str,
+        version: int,
+        metadata: Any,
+        deleted_reason: str | None = None,
     ) -> LinkFacts:
         meta = metadata if isinstance(metadata, dict) else {}
         return cls(
@@ -98,6 +107,7 @@ class LinkFacts(msgspec.Struct, kw_only=True, frozen=True, gc=False):
             url=meta.get("url"),
             call_id=meta.get("call_id"),
             link_refused=meta.get("link_refused"),
+            deleted_reason=deleted_reason,
         )
 
 

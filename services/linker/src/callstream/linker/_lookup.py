@@ -9,7 +9,7 @@ import asyncpg
 import msgspec
 
 from . import _queries as q
-from ._auth import Access, not_found
+from ._auth import Access, gone, not_found
 from ._cache import LinkCache, is_unknown_host
 from ._etag import etag_of
 from ._links import HostAllowList, Link, LinkFacts, needs_gong_host, resolve_link
@@ -51,6 +51,8 @@ class LinkLookup:
             if facts is None:
                 raise not_found("message")
             self.cache.store(facts, epoch)
+        if facts.deleted_reason is not None:
+            raise gone(facts.deleted_reason)
         return await self.record(facts)
 
     def cached_answer(self, ident: tuple[str, str, str]) -> RenderedLink | None:
@@ -59,6 +61,8 @@ class LinkLookup:
         if hit is None:
             return None
         facts, memo = hit
+        if facts.deleted_reason is not None:  # a 410, answered by the full path
+            return None
         # The usual case first, before needs_gong_host: nothing that depends on a workspace's Gong
         # host is ever remembered (remember_resolved is reached only below that branch).
         if type(memo) is RenderedLink:
@@ -80,6 +84,8 @@ class LinkLookup:
             facts = found[0] if found else None
         if facts is None or not access.covers(facts.workspace_id):
             raise not_found("message")
+        if facts.deleted_reason is not None:
+            raise gone(facts.deleted_reason)
         return facts
 
     async def by_ids(self, access: Access, message_ids: list[str]) -> dict[str, LinkRecord | None]:

@@ -28,7 +28,7 @@ LINK_FIELDS = (
     "(select coalesce(jsonb_object_agg(key, value), '{}'::jsonb) from jsonb_each(m.message_metadata)"
     f" where key in {_LINK_KEYS}) as link_fields"
 )
-_FACTS_COLUMNS = f"m.id, m.workspace_id, m.source, m.external_id, m.version, {LINK_FIELDS}"
+_FACTS_COLUMNS = f"m.id, m.workspace_id, m.source, m.external_id, m.version, m.deleted_reason, {LINK_FIELDS}"
 _LIGHT_METADATA = "m.message_metadata - " + " - ".join(f"'{k}'" for k in HEAVY_METADATA_KEYS)
 
 
@@ -47,6 +47,7 @@ def facts_from_row(row: asyncpg.Record, metadata_column: str = "link_fields") ->
         external_id=row["external_id"],
         version=row["version"],
         metadata=row[metadata_column],
+        deleted_reason=row.get("deleted_reason"),
     )
 
 
@@ -83,7 +84,7 @@ async def message(pool: asyncpg.Pool, message_id: uuid.UUID, include_raw: bool) 
     metadata = "m.message_metadata" if include_raw else _LIGHT_METADATA
     return await pool.fetchrow(
         "select m.id, m.workspace_id, m.source, m.external_id, m.title, m.sent_at, m.updated_at, m.version,"
-        " m.author_name, m.author_email, m.author_id, m.channel_name, m.content,"
+        " m.author_name, m.author_email, m.author_id, m.channel_name, m.content, m.deleted_reason,"
         f" {metadata} as message_metadata, {LINK_FIELDS},"
         " c.id as customer_id, c.name as customer_name, c.domain as customer_domain,"
         " c.external_system as customer_external_system, ph.host as gong_host"
@@ -132,7 +133,7 @@ async def list_messages(
     pool: asyncpg.Pool, flt: MessageFilter, cursor: Cursor | None, limit: int
 ) -> list[asyncpg.Record]:
     args: list[Any] = [flt.workspace_id]
-    where = ["m.workspace_id = $1"]
+    where = ["m.workspace_id = $1", "m.deleted_at is null"]  # tombstones are answered by id only (410)
 
     def arg(value: Any) -> str:
         args.append(value)
@@ -206,7 +207,7 @@ async def feature_messages(
         "with page as ("
         f" select m.id, sum({heavy}) over (order by {order}) - ({heavy}) as before"
         " from message_features mf join messages m on m.id = mf.message_id"
-        " where mf.workspace_id = $1 and mf.feature_id = $2 and m.workspace_id = $1"
+        " where mf.workspace_id = $1 and mf.feature_id = $2 and m.workspace_id = $1 and m.deleted_at is null"
         f" order by {order} limit $3)"
         f" select m.id, m.workspace_id, {text}, m.sent_at, m.author_name as sender_name, m.channel_name,"
         " c.name as customer_name,"

@@ -21,7 +21,7 @@ from callstream.contracts import Source
 from callstream.runtime import ApiError
 
 from . import _queries as q
-from ._auth import Access, not_found
+from ._auth import Access, gone, not_found
 from ._links import moment_link, needs_gong_host
 from ._lookup import LinkLookup
 from ._schemas import (
@@ -164,6 +164,8 @@ def build_router(
         row = None if parsed is None else await q.message(lookup.pool, parsed, include == "raw")
         if row is None or not access.covers(row["workspace_id"]):
             raise not_found("message")
+        if row["deleted_reason"] is not None:
+            raise gone(row["deleted_reason"])
         facts = q.facts_from_row(row)
         link = lookup.link(facts, row["gong_host"] if needs_gong_host(facts) else None)
         customer = (

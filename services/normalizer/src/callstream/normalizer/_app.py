@@ -15,6 +15,7 @@ from ._features import run_feature_consumer, sweep_pending_links
 from ._outbox import run_outbox_relay
 from ._rederive import rederive_job
 from ._settings import Settings
+from ._tombstones import run_listing_consumer
 from ._topology import ensure_topology
 
 log = get_logger(__name__)
@@ -41,6 +42,7 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
     runtime.add_worker("outbox-relay", _after_topology(run_outbox_relay, settings))
     runtime.add_worker("feature-links", _after_topology(run_feature_consumer, settings))
     runtime.add_worker("data-points", _after_topology(run_data_point_consumer, settings))
+    runtime.add_worker("listings", _after_topology(run_listing_consumer, settings))
     runtime.add_worker("pending-link-sweep", periodic(sweep_pending_links, settings.link_sweep_seconds))
     if settings.rederive_seconds > 0:  # older-shape rows to the current shape (_rederive.py)
         runtime.add_worker("rederive", periodic(rederive_job(settings), settings.rederive_seconds), critical=False)

@@ -17,6 +17,7 @@ from callstream.contracts import (
     NORMALIZER_CONSUMER,
     NORMALIZER_DATAPOINTS_CONSUMER,
     NORMALIZER_FEATURES_CONSUMER,
+    NORMALIZER_LISTINGS_CONSUMER,
     STREAMS,
 )
 from callstream.runtime import ensure_consumer, ensure_stream
@@ -30,7 +31,12 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
         for spec in STREAMS:
             if spec.name in _OWN_STREAMS:
                 await ensure_stream(js, spec, replicas)
-        for consumer in (NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER, NORMALIZER_DATAPOINTS_CONSUMER):
+        for consumer in (
+            NORMALIZER_CONSUMER,
+            NORMALIZER_LISTINGS_CONSUMER,
+            NORMALIZER_FEATURES_CONSUMER,
+            NORMALIZER_DATAPOINTS_CONSUMER,
+        ):
             try:
                 await js.consumer_info(consumer.stream, consumer.durable)
             except NotFoundError:

@@ -66,6 +66,7 @@ def sync_request(run: Mapping[str, Any]) -> SyncRequested:
         window=TimeWindow(start=run["window_start"], end=run["window_end"]),
         limit=run["max_items"],
         requested_at=run["created_at"],
+        reconcile=run["trigger"] == "reconcile",
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 from nats.js import JetStreamContext
@@ -55,7 +55,18 @@ class Checkpoint(msgspec.Struct, kw_only=True):
         return msgspec.json.encode(self).decode()
 
 
+class Listing(msgspec.Struct, kw_only=True):
+    """What a reconciling run has listed so far (kept apart from the checkpoint, which travels in
+    every ``SyncProgress``): every call id the provider listed, and when the listing began. Not
+    ``complete`` once a listed call's id could not be read: such a listing never judges deletions."""
+
+    started_at: datetime
+    ids: list[str] = []
+    complete: bool = True
+
+
 _decoder = msgspec.json.Decoder(Checkpoint)
+_listing = msgspec.json.Decoder(Listing)
 
 
 def checkpoint_key(run_id: str) -> str:
@@ -96,3 +107,16 @@ class CheckpointStore:
 
     async def save(self, run_id: str, checkpoint: Checkpoint) -> None:
         await self._kv.put(checkpoint_key(run_id), msgspec.json.encode(checkpoint))
+
+    async def load_listing(self, run_id: str) -> Listing | None:
+        try:
+            entry = await self._kv.get(checkpoint_key(run_id) + "-listed")
+        except KeyNotFoundError:
+            return None
+        try:
+            return _listing.decode(entry.value) if entry.value else None
+        except msgspec.DecodeError:  # unreadable: what the earlier pages listed is unknown
+            return Listing(started_at=datetime.now(UTC), complete=False)
+
+    async def save_listing(self, run_id: str, listing: Listing) -> None:
+        await self._kv.put(checkpoint_key(run_id) + "-listed", msgspec.json.encode(listing))

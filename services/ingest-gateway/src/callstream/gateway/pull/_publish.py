@@ -15,11 +15,13 @@ from callstream.contracts import (
     DLQ,
     GATEWAY_PULL_CONSUMER,
     SYNC_EVENTS,
+    CallsListed,
     DeadLetter,
     RawCall,
     Source,
     SyncFinished,
     SyncProgress,
+    calls_listed_subject,
     dead_letter_size,
     dlq_subject,
     raw_calls_subject,
@@ -121,6 +123,19 @@ class Publisher:
         await self._publish(
             TOO_LARGE_SUBJECT, msgspec.json.encode(letter), f"dlq-too-large-{call.event_id}", DLQ, call.traceparent
         )
+
+    async def listing(self, listing: CallsListed, traceparent: str | None) -> None:
+        """A reconciling run's complete listing, after its calls (same stream, later sequence)."""
+        try:
+            await self._publish(
+                calls_listed_subject(listing.source, listing.integration_id),
+                msgspec.json.encode(listing),
+                f"listed-{listing.run_id}",
+                CALLS_RAW,
+                traceparent,
+            )
+        except Exception as exc:
+            raise RunDeferred(f"could not publish to {CALLS_RAW}: {type(exc).__name__}", self.redeliver_delay) from None
 
     async def event(self, provider: Source, event: SyncProgress | SyncFinished, traceparent: str | None) -> None:
         if isinstance(event, SyncFinished):

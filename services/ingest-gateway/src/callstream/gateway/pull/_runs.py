@@ -16,11 +16,11 @@ from typing import Any
 
 import msgspec
 
-from callstream.contracts import Source, SyncProgress, SyncRequested
+from callstream.contracts import CallsListed, Source, SyncProgress, SyncRequested, TimeWindow
 from callstream.contracts.providers import PayloadRejected
 from callstream.runtime import get_logger
 
-from ._checkpoint import Checkpoint, CheckpointStore
+from ._checkpoint import Checkpoint, CheckpointStore, Listing
 from ._errors import CursorExpired, RunDeferred, RunFailed, RunPaused
 from ._fathom import FathomClient
 from ._gong import GongClient
@@ -49,6 +49,23 @@ class Run:
     # slot? Then the run checkpoints and gives its slot up (``RunPaused``). ``None``: never.
     others_wait: Callable[[], Awaitable[bool]] | None = None
     started: float = field(default_factory=time.monotonic)
+    # A reconciling run's listing (``SyncRequested.reconcile``): every call id the provider listed
+    # in the window, published as ``CallsListed`` once the whole window was read.
+    listing: Listing | None = None
+
+    def listed(self, external_id: str | None) -> None:
+        """A call the provider listed; ``None``: one whose id could not be read (the listing is then
+        incomplete: it can never tell which calls are gone)."""
+        if self.listing is None:
+            return
+        if external_id is None:
+            self.listing.complete = False
+        elif external_id not in self._listed:
+            self._listed.add(external_id)
+            self.listing.ids.append(external_id)
+
+    def __post_init__(self) -> None:
+        self._listed: set[str] = set(self.listing.ids) if self.listing is not None else set()
 
     @property
     def source(self) -> Source:
@@ -102,6 +119,26 @@ class Run:
             calls_published=cp.calls_published,
         )
 
+    async def publish_listing(self) -> None:
+        """After the whole window was read: ``CallsListed``, when the listing is complete."""
+        listing, req, cp = self.listing, self.request, self.checkpoint
+        if listing is None or not listing.complete or cp.window_start is None or cp.window_end is None:
+            if listing is not None:
+                log.info("listing incomplete: no calls judged deleted", run_id=req.run_id)
+            return
+        await self.publisher.listing(
+            CallsListed(
+                run_id=req.run_id,
+                integration_id=req.integration_id,
+                workspace_id=req.workspace_id,
+                source=req.provider,
+                window=TimeWindow(start=cp.window_start, end=cp.window_end),
+                listed_at=listing.started_at,
+                external_ids=listing.ids,
+            ),
+            self.traceparent,
+        )
+
     def skip(self, rejected: PayloadRejected, external_id: str | None = None) -> None:
         """Leave one call out of the page (the normalizer could never map it), logged and counted."""
         req = self.request
@@ -109,6 +146,8 @@ class Run:
 
     async def save(self) -> None:
         try:
+            if self.listing is not None:  # before the checkpoint: never a page done but not listed
+                await self.checkpoints.save_listing(self.request.run_id, self.listing)
             await self.checkpoints.save(self.request.run_id, self.checkpoint)
         except Exception as exc:
             raise RunDeferred(
@@ -197,13 +236,19 @@ async def run_fathom(run: Run, client: FathomClient) -> None:
                     data = await client.with_content(meeting, recording_id)
                     fathom_meeting_id(data)
             except PayloadRejected as rejected:
+                if recording_id is None:  # unmappable, but still listed when its id can be read
+                    with contextlib.suppress(PayloadRejected):
+                        recording_id = fathom_recording_id(meeting)
+                run.listed(None if recording_id is None else str(recording_id))
                 run.skip(rejected, None if recording_id is None else str(recording_id))
                 continue
             seen.add(recording_id)
+            run.listed(str(recording_id))
             items.append((str(recording_id), data))
         return items, page.next_cursor
 
     await run.pages(fetch)
+    await run.publish_listing()
 
 
 async def run_gong(run: Run, client: GongClient) -> None:
@@ -216,6 +261,7 @@ async def run_gong(run: Run, client: GongClient) -> None:
         return await gong_items(run, client, page.calls), page.next_cursor
 
     await run.pages(fetch)
+    await run.publish_listing()
 
 
 async def gong_items(run: Run, client: GongClient, calls: Sequence[msgspec.Raw]) -> list[Item]:
@@ -227,9 +273,13 @@ async def gong_items(run: Run, client: GongClient, calls: Sequence[msgspec.Raw])
     read: list[tuple[GongCallFacts, msgspec.Raw]] = []
     for call in calls:
         try:
-            read.append((gong_call_facts(call), call))
+            facts = gong_call_facts(call)
         except PayloadRejected as rejected:
+            run.listed(None)
             run.skip(rejected)
+            continue
+        run.listed(facts.id)  # private calls too: hidden from some, not deleted
+        read.append((facts, call))
     shared = [f.id for f, _ in read if not f.is_private]
     transcripts = await client.transcripts(shared) if shared else {}
     items: list[Item] = []

@@ -32,7 +32,7 @@ from callstream.runtime import SpanKind, ensure_consumer, get_logger, tracing
 
 from .._integrations import HostNotAllowed, IntegrationAccess, ReauthRequired, RefreshFailed
 from ._breaker import BreakerRegistry, host_of
-from ._checkpoint import Checkpoint, CheckpointStore
+from ._checkpoint import Checkpoint, CheckpointStore, Listing
 from ._errors import ProviderUnavailable, ReauthNeeded, RunDeferred, RunFailed, RunPaused
 from ._fair import FairShare, slots_per_host
 from ._fathom import FathomClient, fathom_api_root
@@ -445,6 +445,14 @@ class PullWorker:
             request, checkpoint, "error", f"gave up after {failures} deliveries, all failed: {deferred.detail}"
         )
 
+    async def _listing(self, run_id: str) -> Listing | None:
+        try:
+            return await self.checkpoints.load_listing(run_id)
+        except Exception as exc:
+            raise RunDeferred(
+                f"could not read the listing: {type(exc).__name__}", self.settings.redeliver_delay_seconds
+            ) from None
+
     async def _load(self, run_id: str) -> Checkpoint | None:
         try:
             return await self.checkpoints.load(run_id)
@@ -502,6 +510,11 @@ class PullWorker:
             return self._finished(request, cp, cp.status or "success", cp.error)
         if cp is None:
             cp = self._new_checkpoint(request)
+        listing: Listing | None = None
+        if request.reconcile and request.mode != "latest" and request.limit is None:
+            listing = await self._listing(request.run_id)
+            if listing is None:  # pages read before without a listing kept (an older gateway): unknown
+                listing = Listing(started_at=utcnow(), complete=cp.pages == 0)
         run = Run(
             request=request,
             checkpoint=cp,
@@ -512,6 +525,7 @@ class PullWorker:
             others_wait=self.others_wait,
             # The run's calls carry its trace: the run's span when traced, else the request's.
             traceparent=tracing.current_traceparent() if tracing.on else (request.traceparent or new_traceparent()),
+            listing=listing,
         )
         log.info(
             "pull run started",

@@ -1,0 +1,102 @@
+"""A reconciling run's listing (issue #19, 1c): ``CallsListed`` is published only for a window read
+whole — every page answered, every listed call's id read — and never for a run that stopped on a
+failing page or a refusing provider, nor for a run that is not reconciling."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from callstream.contracts import CALLS_RAW, CallsListed, TimeWindow, sync_requested_subject
+
+# Failing deliveries given up on quickly; no pacing (the fakes' limits are off too).
+GIVE_UP = {"max_failures": 2, "retry_attempts": 2, "breaker_enabled": False, "defer_max_seconds": 0.3}
+UNPACED = {"limits_enabled": False}
+
+WINDOW = TimeWindow(start=datetime.now(UTC) - timedelta(days=40), end=datetime.now(UTC))
+
+
+async def _reconcile(harness: Any, provider: str, integration: str, *, reconcile: bool = True) -> str:
+    request = msgspec.structs.replace(
+        harness.sync_request(provider, integration, "range", window=WINDOW), reconcile=reconcile
+    )
+    await harness.js.publish(
+        sync_requested_subject(provider), msgspec.json.encode(request), headers={"Nats-Msg-Id": request.run_id}
+    )
+    return str(request.run_id)
+
+
+async def _listings(harness: Any) -> list[CallsListed]:
+    info = await harness.js.stream_info(CALLS_RAW, subjects_filter="calls.listed.>")
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
+        msg = await harness.js.get_msg(CALLS_RAW, seq)
+        if msg.subject.startswith("calls.listed."):
+            found.append(msgspec.json.decode(msg.data, type=CallsListed))
+    return found
+
+
+def _api_key(harness: Any, url: str) -> str:
+    return str(harness.store.add("fathom", "api_key", url + "/external/v1", api_key="fathom-test-key"))
+
+
+async def test_a_window_read_whole_is_listed_after_its_calls(harness: Any, fathom: Any) -> None:
+    state, url = fathom
+    integration = _api_key(harness, url)
+    state.faults.limits_enabled = False
+    harness.start(harness.settings_with(**UNPACED))
+    begun = datetime.now(UTC)
+    run_id = await _reconcile(harness, "fathom", integration)
+    finished = await harness.finished(run_id)
+    assert finished.status == "success", finished.error
+
+    [listing] = await _listings(harness)
+    assert (listing.run_id, listing.integration_id, listing.source) == (run_id, integration, "fathom")
+    assert sorted(listing.external_ids) == sorted(str(r) for r in state.index.recording_ids)
+    assert listing.window.start == WINDOW.start
+    assert listing.window.end == WINDOW.end
+    assert begun <= listing.listed_at <= finished.at
+    # it follows every call of the run in the stream
+    info = await harness.js.stream_info(CALLS_RAW, subjects_filter="calls.listed.>")
+    assert info.state.last_seq == (await harness.js.stream_info(CALLS_RAW)).state.last_seq
+
+    # a run that is not reconciling lists nothing
+    finished = await harness.finished(await _reconcile(harness, "fathom", integration, reconcile=False))
+    assert finished.status == "success"
+    assert len(await _listings(harness)) == 1
+
+
+async def test_a_run_that_stopped_on_a_failing_page_lists_nothing(harness: Any, fathom: Any) -> None:
+    state, url = fathom
+    integration = _api_key(harness, url)
+    state.faults.update({"fail_next_cursor": 10_000, "fail_status": 500, "limits_enabled": False})  # page 2 on
+    harness.start(harness.settings_with(**GIVE_UP, **UNPACED))
+    finished = await harness.finished(await _reconcile(harness, "fathom", integration))
+    assert finished.status == "error"
+    assert finished.calls_published == state.config.page_size  # page 1 was published
+    assert await _listings(harness) == []
+
+
+async def test_gong_refusing_a_page_with_429_lists_nothing(harness: Any, gong: Any) -> None:
+    state, url = gong
+    integration = harness.gong_basic(url)
+    state.faults.update({"fail_next_cursor": 10_000, "fail_status": 429, "limits_enabled": False})
+    harness.start(harness.settings_with(**GIVE_UP, **UNPACED))
+    finished = await harness.finished(await _reconcile(harness, "gong", integration))
+    assert finished.status == "error"
+    assert finished.calls_published > 0
+    assert await _listings(harness) == []
+
+
+async def test_a_listed_call_whose_id_cannot_be_read_makes_the_listing_incomplete(harness: Any, fathom: Any) -> None:
+    state, url = fathom
+    integration = _api_key(harness, url)
+    state.replaced[state.index.recording_ids[3]] = msgspec.Raw(b'{"title": "no id"}')
+    state.faults.limits_enabled = False
+    harness.start(harness.settings_with(**UNPACED))
+    finished = await harness.finished(await _reconcile(harness, "fathom", integration))
+    assert finished.status == "success"
+    assert finished.calls_published == len(state.index.recording_ids) - 1
+    assert await _listings(harness) == []
