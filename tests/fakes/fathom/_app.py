@@ -201,6 +201,8 @@ class FathomApp:
             chosen = list(positions[(page - 1) * size : page * size])
             more = len(positions) > page * size
         items = [self.state.encoded(p, flags) for p in chosen]
+        if self.state.after_page is not None:
+            self.state.after_page(page)
         body = {"limit": size, "next_cursor": encode_cursor({"page_num": page + 1}) if more else None, "items": items}
         return _json(200, body)
 

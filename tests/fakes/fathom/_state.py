@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -93,6 +94,8 @@ class FathomState:
         self.encoded_cache: dict[tuple[int, frozenset[str], bool], msgspec.Raw] | None = None
         # Bytes the list endpoint sends in place of a meeting, whatever the flags (tests: a poison item).
         self.replaced: dict[int, msgspec.Raw] = {}
+        # Called with the page number after each list page is built (tests: a change mid-crawl).
+        self.after_page: Callable[[int], None] | None = None
 
     def encoded(self, pos: int, flags: set[str]) -> msgspec.Raw:
         """The meeting at ``pos`` as the list endpoint sends it for ``flags``."""

@@ -28,14 +28,18 @@ async def _reconcile(harness: Any, provider: str, integration: str, *, reconcile
     return str(request.run_id)
 
 
-async def _listings(harness: Any) -> list[CallsListed]:
-    info = await harness.js.stream_info(CALLS_RAW, subjects_filter="calls.listed.>")
+async def _messages(harness: Any, prefix: str) -> list[Any]:
+    info = await harness.js.stream_info(CALLS_RAW)
     found = []
     for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
         msg = await harness.js.get_msg(CALLS_RAW, seq)
-        if msg.subject.startswith("calls.listed."):
-            found.append(msgspec.json.decode(msg.data, type=CallsListed))
+        if msg.subject.startswith(prefix):
+            found.append(msg)
     return found
+
+
+async def _listings(harness: Any) -> list[CallsListed]:
+    return [msgspec.json.decode(m.data, type=CallsListed) for m in await _messages(harness, "calls.listed.")]
 
 
 def _api_key(harness: Any, url: str) -> str:
@@ -100,3 +104,28 @@ async def test_a_listed_call_whose_id_cannot_be_read_makes_the_listing_incomplet
     assert finished.status == "success"
     assert finished.calls_published == len(state.index.recording_ids) - 1
     assert await _listings(harness) == []
+
+
+async def test_a_meeting_deleted_mid_crawl_hides_no_other_from_the_listing(harness: Any, fathom: Any) -> None:
+    """Fathom's page-number cursor: deleting a meeting of page 1 while page 2 is asked for moves the
+    first meeting of page 2 onto page 1, already read. The ids-only second pass lists it."""
+    state, url = fathom
+    integration = _api_key(harness, url)
+    state.faults.limits_enabled = False
+    victim, shifted = state.index.recording_ids[0], state.index.recording_ids[state.config.page_size]
+
+    def delete_once(page: int) -> None:
+        if page == 1 and state.index.position(victim) is not None:
+            state.delete_meetings([victim])
+
+    state.after_page = delete_once
+    harness.start(harness.settings_with(**UNPACED))
+    finished = await harness.finished(await _reconcile(harness, "fathom", integration))
+    assert finished.status == "success", finished.error
+    published = {msgspec.json.decode(m.data)["external_id"] for m in await _messages(harness, "calls.raw.")}
+    assert str(shifted) not in published  # the content pass skipped it
+    [listing] = await _listings(harness)
+    assert str(shifted) in listing.external_ids
+    assert set(listing.external_ids) >= {str(r) for r in state.index.recording_ids}
+    light = [e for e in state.log.api() if not e.heavy]
+    assert light, "the second pass asked for no content"

@@ -63,6 +63,10 @@ class Listing(msgspec.Struct, kw_only=True):
     started_at: datetime
     ids: list[str] = []
     complete: bool = True
+    # Fathom: the content pass is done, and where the second, ids-only pass over the window is.
+    paged: bool = False
+    recheck_cursor: str | None = None
+    rechecked: bool = False
 
 
 _decoder = msgspec.json.Decoder(Checkpoint)

@@ -57,9 +57,11 @@ class FathomClient:
     root: str
     embed_content: bool  # API keys may embed transcript and summary; OAuth apps may not
 
-    def list_params(self, start: datetime | None, end: datetime | None, cursor: str | None) -> list[tuple[str, str]]:
-        params = [(flag, "true") for flag in LIST_FLAGS]
-        if self.embed_content:
+    def list_params(
+        self, start: datetime | None, end: datetime | None, cursor: str | None, *, ids_only: bool = False
+    ) -> list[tuple[str, str]]:
+        params = [] if ids_only else [(flag, "true") for flag in LIST_FLAGS]
+        if self.embed_content and not ids_only:
             params += [(flag, "true") for flag in EMBEDDED_CONTENT]
         if start is not None:
             params.append(("created_after", provider_time(start)))
@@ -69,9 +71,15 @@ class FathomClient:
             params.append(("cursor", cursor))
         return params
 
-    async def meetings(self, start: datetime | None, end: datetime | None, cursor: str | None) -> MeetingsPage:
+    async def meetings(
+        self, start: datetime | None, end: datetime | None, cursor: str | None, *, ids_only: bool = False
+    ) -> MeetingsPage:
+        """A page of meetings; ``ids_only``: without any content (a light request), to list them."""
         response = await self.http.request(
-            "GET", f"{self.root}/meetings", heavy=self.embed_content, params=self.list_params(start, end, cursor)
+            "GET",
+            f"{self.root}/meetings",
+            heavy=self.embed_content and not ids_only,
+            params=self.list_params(start, end, cursor, ids_only=ids_only),
         )
         if response.status_code == 400 and cursor:
             raise CursorExpired(response.text[:200])

@@ -247,8 +247,41 @@ async def run_fathom(run: Run, client: FathomClient) -> None:
             items.append((str(recording_id), data))
         return items, page.next_cursor
 
-    await run.pages(fetch)
+    listing = run.listing
+    if listing is None or not listing.paged:  # a reconciling run resumed after its pages: not again
+        await run.pages(fetch)
+    if listing is not None:
+        listing.paged = True
+        await recheck_fathom_listing(run, client)
     await run.publish_listing()
+
+
+async def recheck_fathom_listing(run: Run, client: FathomClient) -> None:
+    """Fathom pages by page number (fathom.md §2.2): a meeting deleted while the window is read
+    moves every later one up, and the one that crosses a page boundary is never listed. A second
+    pass over the window, ids only (light requests), lists it; only a meeting both passes missed is
+    taken for gone. Checkpointed with the listing, so a resumed run goes on where it was."""
+    listing, cp = run.listing, run.checkpoint
+    if listing is None or not listing.complete:
+        return
+    while not listing.rechecked:
+        run.check_stopping()
+        try:
+            page = await client.meetings(cp.window_start, cp.window_end, listing.recheck_cursor, ids_only=True)
+        except CursorExpired:
+            cp.restarts += 1
+            if cp.restarts > run.settings.expired_cursor_restarts:
+                raise RunFailed("the provider's page cursor kept expiring; the window is too large") from None
+            listing.recheck_cursor = None
+            continue
+        for meeting in page.meetings:
+            try:
+                run.listed(str(fathom_recording_id(meeting)))
+            except PayloadRejected:
+                run.listed(None)
+        listing.recheck_cursor = page.next_cursor
+        listing.rechecked = page.next_cursor is None
+        await run.save()
 
 
 async def run_gong(run: Run, client: GongClient) -> None:
