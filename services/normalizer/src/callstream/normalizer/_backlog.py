@@ -9,7 +9,12 @@ from __future__ import annotations
 import asyncpg
 from prometheus_client import Gauge
 
-from callstream.contracts import NORMALIZER_CONSUMER, NORMALIZER_DATAPOINTS_CONSUMER, NORMALIZER_FEATURES_CONSUMER
+from callstream.contracts import (
+    NORMALIZER_CONSUMER,
+    NORMALIZER_DATAPOINTS_CONSUMER,
+    NORMALIZER_FEATURES_CONSUMER,
+    NORMALIZER_LISTINGS_CONSUMER,
+)
 from callstream.runtime import ServiceRuntime, backlog_worker, get_logger, periodic
 
 from ._dlq import DLQ_SUBJECTS
@@ -50,7 +55,13 @@ def add_backlog_workers(runtime: ServiceRuntime) -> None:
     runtime.add_worker(
         "backlog",
         backlog_worker(
-            (NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER, NORMALIZER_DATAPOINTS_CONSUMER), DLQ_SUBJECTS
+            (
+                NORMALIZER_CONSUMER,
+                NORMALIZER_LISTINGS_CONSUMER,
+                NORMALIZER_FEATURES_CONSUMER,
+                NORMALIZER_DATAPOINTS_CONSUMER,
+            ),
+            DLQ_SUBJECTS,
         ),
         critical=False,
     )

@@ -14,6 +14,7 @@ from callstream.contracts import (
     NORMALIZER_CONSUMER,
     NORMALIZER_DATAPOINTS_CONSUMER,
     NORMALIZER_FEATURES_CONSUMER,
+    NORMALIZER_LISTINGS_CONSUMER,
     DeadLetter,
     dlq_subject,
 )
@@ -27,6 +28,7 @@ DLQ_SUBJECTS = (
     DLQ_SUBJECT,
     dlq_subject(NORMALIZER_FEATURES_CONSUMER.durable),
     dlq_subject(NORMALIZER_DATAPOINTS_CONSUMER.durable),
+    dlq_subject(NORMALIZER_LISTINGS_CONSUMER.durable),
     dlq_subject(OUTBOX_DEAD_LETTERS),
 )
 _DECODER = msgspec.json.Decoder(DeadLetter)
