@@ -13,6 +13,7 @@ which provider API hosts the gateway itself may *connect to*, ports, IPs and ``h
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Literal
@@ -125,6 +126,14 @@ def vet_url(raw: object, allow: HostAllowList) -> tuple[str | None, LinkReason |
         return None, "not_a_string"
     if len(raw) > MAX_URL_LENGTH:
         return None, "too_long"
+    return _vet_text(raw, allow)
+
+
+# The same link is vetted several times per message (its metadata keys, the event's link fields,
+# the linker's answer) and a linker serves the same links again and again: the last few verdicts
+# are kept (at most 1,024 URLs of at most 2 kB each).
+@functools.lru_cache(maxsize=1024)
+def _vet_text(raw: str, allow: HostAllowList) -> tuple[str | None, LinkReason | None]:
     # Browsers silently drop tabs and newlines inside URLs ("java\tscript:") and treat "\" as "/";
     # Python does neither, so such a URL could mean one thing here and another there.
     if _WHITESPACE_OR_CONTROL.search(raw):

@@ -10,6 +10,7 @@ Metadata (shared/DESIGN.md § Message metadata): ``session_id`` (= ``recording_i
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -32,7 +33,7 @@ from ._mapped import (
     parse_time,
     safe_url,
 )
-from ._talk_time import Segment, Speaker, clock_seconds, talk_time
+from ._talk_time import Speaker, clock_seconds, talk_time
 
 CHANNEL = "Fathom"
 # Talk time from start-only timings: an item lasts at most its words at 90 words a minute (people
@@ -147,17 +148,23 @@ def _talk_time(meeting: FathomMeeting) -> dict[str, Any] | None:
                     clean_text(display) or None, email or None, "unknown"
                 )
         text = item.text
-        words = text.count(" ") + 1 if text else 0
-        timed.append((start, key, max(MIN_ITEM_SECONDS, words / SLOW_WORDS_PER_SECOND)))
+        longest = (text.count(" ") + 1) / SLOW_WORDS_PER_SECOND if text else 0.0
+        timed.append((start, key, longest if longest > MIN_ITEM_SECONDS else MIN_ITEM_SECONDS))
     started = parse_time(meeting.recording_start_time)
     ended = parse_time(meeting.recording_end_time)
     length = (ended - started).total_seconds() if started and ended else None
-    timed.sort(key=lambda pair: pair[0])
-    segments = []
-    for i, (start, key, longest) in enumerate(timed):
-        until = timed[i + 1][0] if i + 1 < len(timed) else (length if length and length > start else None)
-        segments.append(Segment(key, start, start + longest if until is None else min(until, start + longest)))
-    return talk_time(segments, speakers)
+    timed.sort(key=itemgetter(0))
+    # each item ends when the next starts (the last one when the recording ends), at the latest
+    # after its words: ``nexts`` is each item's successor's start
+    if not timed:
+        return None
+    nexts = [start for start, _, _ in timed[1:]]
+    nexts.append(length if length and length > timed[-1][0] else float("inf"))
+    segments = [
+        (key, start, until if until < start + longest else start + longest)
+        for (start, key, longest), until in zip(timed, nexts, strict=True)
+    ]
+    return talk_time(segments, speakers, in_order=True)
 
 
 def _affiliation(is_external: bool | None) -> str:

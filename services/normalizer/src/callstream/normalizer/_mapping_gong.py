@@ -44,7 +44,7 @@ from ._mapped import (
     parse_time,
     safe_url,
 )
-from ._talk_time import Segment, Speaker, talk_time
+from ._talk_time import Speaker, talk_time
 
 CHANNEL = "Gong"
 UNKNOWN_SPEAKER = "Unknown speaker"
@@ -322,7 +322,7 @@ def _talk_time(call: GongCall, transcript: GongCallTranscript | None) -> dict[st
     if transcript is None:
         return None
     segments = [
-        Segment(monologue.speaker_id or "", sentence.start / 1000, sentence.end / 1000)
+        (monologue.speaker_id or "", sentence.start / 1000, sentence.end / 1000)
         for monologue in transcript.transcript or ()
         for sentence in monologue.sentences or ()
         if sentence.start is not None and sentence.end is not None

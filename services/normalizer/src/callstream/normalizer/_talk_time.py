@@ -14,7 +14,10 @@ end, pauses within it included.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 AFFILIATIONS = ("internal", "external", "unknown")
@@ -33,6 +36,9 @@ class Segment(NamedTuple):  # a tuple: one per transcript sentence, so cheap to 
     end: float
 
 
+_IN_TIME_ORDER = itemgetter(1, 2)  # a segment's (start, end)
+
+
 def _rounded(value: float, places: int) -> float:
     return round(value, places) + 0.0  # + 0.0: never -0.0
 
@@ -41,14 +47,32 @@ def _who(speaker: Speaker) -> dict[str, Any]:
     return {"name": speaker.name, "email": speaker.email, "affiliation": speaker.affiliation}
 
 
-def talk_time(segments: list[Segment], speakers: dict[str, Speaker]) -> dict[str, Any] | None:
+def talk_time(
+    segments: Iterable[tuple[str, float, float]], speakers: dict[str, Speaker], *, in_order: bool = False
+) -> dict[str, Any] | None:
+    """``segments``: :class:`Segment` or plain ``(speaker, start, end)`` tuples (cheaper to make, one
+    per transcript sentence); ``in_order`` when the caller already has them by start."""
     unknown = Speaker(None, None, "unknown")
+    # One pass in time order sums each speaker's speech and finds the longest monologue: an hour's
+    # transcript passes here on every delivery (the normalizer's drain rate depends on it).
     seconds: dict[str, float] = {}
-    for segment in segments:
-        if segment.end > segment.start:
-            seconds[segment.speaker] = seconds.get(segment.speaker, 0.0) + (segment.end - segment.start)
+    longest: tuple[float, float, str] | None = None  # (length, start, speaker)
+    run_speaker: str | None = None
+    run_start = run_end = 0.0
+    for who, start, end in segments if in_order else sorted(segments, key=_IN_TIME_ORDER):
+        if end > start:
+            seconds[who] = seconds.get(who, 0.0) + (end - start)
+        if who == run_speaker:
+            if end > run_end:
+                run_end = end
+            continue
+        if run_speaker is not None and (longest is None or run_end - run_start > longest[0]):
+            longest = (run_end - run_start, run_start, run_speaker)
+        run_speaker, run_start, run_end = who, start, end
+    if run_speaker is not None and (longest is None or run_end - run_start > longest[0]):
+        longest = (run_end - run_start, run_start, run_speaker)
     total = sum(seconds.values())
-    if total <= 0:
+    if total <= 0 or longest is None:
         return None
     by_affiliation = dict.fromkeys(AFFILIATIONS, 0.0)
     participants = []
@@ -57,33 +81,22 @@ def talk_time(segments: list[Segment], speakers: dict[str, Speaker]) -> dict[str
         affiliation = speaker.affiliation if speaker.affiliation in by_affiliation else "unknown"
         by_affiliation[affiliation] += spoken
         participants.append({**_who(speaker), "seconds": _rounded(spoken, 1), "share": _rounded(spoken / total, 4)})
+    length, start, key = longest
     return {
         "total_seconds": _rounded(total, 1),
         "participants": participants,
         **{f"{a}_share": _rounded(by_affiliation[a] / total, 4) for a in AFFILIATIONS},
-        "longest_monologue": _longest_monologue(segments, speakers, unknown),
+        "longest_monologue": {
+            **_who(speakers.get(key, unknown)),
+            "seconds": _rounded(length, 1),
+            "start": _rounded(start, 1),
+        },
     }
 
 
-def _longest_monologue(segments: list[Segment], speakers: dict[str, Speaker], unknown: Speaker) -> dict[str, Any]:
-    best: tuple[float, float, str] | None = None  # (length, start, speaker)
-    run: tuple[str, float, float] | None = None  # (speaker, start, end)
-    for segment in [*sorted(segments, key=lambda s: (s.start, s.end)), None]:
-        if run is not None and (segment is None or segment.speaker != run[0]):
-            length = run[2] - run[1]
-            if best is None or length > best[0]:
-                best = (length, run[1], run[0])
-            run = None
-        if segment is None:
-            break
-        run = (
-            (segment.speaker, segment.start, segment.end) if run is None else (run[0], run[1], max(run[2], segment.end))
-        )
-    assert best is not None  # talk_time() calls this only when something was said
-    length, start, key = best
-    return {**_who(speakers.get(key, unknown)), "seconds": _rounded(length, 1), "start": _rounded(start, 1)}
-
-
+# Transcript timestamps repeat across meetings (every recording starts at 00:00:00): the parsed
+# seconds of the last few thousand are kept, so an hour's transcript is parsed mostly from cache.
+@functools.lru_cache(maxsize=16_384)
 def clock_seconds(value: str | None) -> float | None:
     """``HH:MM:SS`` (or ``MM:SS``, decimals allowed) to seconds; ``None`` when it is not one."""
     if not value:
