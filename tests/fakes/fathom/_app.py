@@ -209,7 +209,7 @@ class FathomApp:
     def _recording(self, recording_id: int, part: str) -> Response[bytes]:
         index = self.state.index
         pos = index.position(recording_id)
-        if pos is None:
+        if pos is None or recording_id in self.state.recordings_gone:
             raise _Reject(404, {"error": "recording not found"})
         meeting = build_meeting(index, pos)
         ready = index.content_ready(recording_id)

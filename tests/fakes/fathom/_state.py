@@ -94,6 +94,8 @@ class FathomState:
         self.encoded_cache: dict[tuple[int, frozenset[str], bool], msgspec.Raw] | None = None
         # Bytes the list endpoint sends in place of a meeting, whatever the flags (tests: a poison item).
         self.replaced: dict[int, msgspec.Raw] = {}
+        # Recordings whose transcript and summary answer 404 while the meeting is still listed.
+        self.recordings_gone: set[int] = set()
         # Called with the page number after each list page is built (tests: a change mid-crawl).
         self.after_page: Callable[[int], None] | None = None
 

@@ -128,6 +128,9 @@ class CallsListed(msgspec.Struct, kw_only=True, frozen=True):
     window: TimeWindow
     listed_at: datetime
     external_ids: list[str]
+    # Listed, but the provider answered 404 for the call's recording (Fathom: its transcript and
+    # its summary both): gone there all the same.
+    gone_external_ids: list[str] = []
 
 
 class MessageDeleted(msgspec.Struct, kw_only=True, frozen=True):

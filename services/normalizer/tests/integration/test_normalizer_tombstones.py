@@ -132,3 +132,13 @@ async def test_private_calls_calls_outside_the_window_and_newer_observations_are
     # nor does a listing that began before the meeting was last observed
     assert await apply(pool, listing("fathom", FATHOM_WINDOW, [], listed_at=kit.T0 - timedelta(days=1))) == []
     assert (await message(pool, str(meeting["recording_id"])))["deleted_at"] is None
+
+
+async def test_a_listed_call_whose_recording_is_gone_becomes_a_tombstone(pool, kit):
+    meeting = kit.fathom_meeting()
+    rid = str(meeting["recording_id"])
+    await store(pool, kit.raw_call(meeting))
+    still_listed = msgspec.structs.replace(listing("fathom", FATHOM_WINDOW, [rid]), gone_external_ids=[rid])
+    [event] = await apply(pool, still_listed)
+    assert (event.external_id, event.reason) == (rid, "provider_deleted")
+    assert (await message(pool, rid))["deleted_reason"] == "provider_deleted"

@@ -10,6 +10,9 @@ from typing import Any
 import msgspec
 
 from callstream.contracts import CALLS_RAW, CallsListed, TimeWindow, sync_requested_subject
+from tests.fakes import serve_in_process
+from tests.fakes.fathom import FathomConfig, FathomState
+from tests.fakes.fathom import create_app as fathom_app
 
 # Failing deliveries given up on quickly; no pacing (the fakes' limits are off too).
 GIVE_UP = {"max_failures": 2, "retry_attempts": 2, "breaker_enabled": False, "defer_max_seconds": 0.3}
@@ -129,3 +132,29 @@ async def test_a_meeting_deleted_mid_crawl_hides_no_other_from_the_listing(harne
     assert set(listing.external_ids) >= {str(r) for r in state.index.recording_ids}
     light = [e for e in state.log.api() if not e.heavy]
     assert light, "the second pass asked for no content"
+
+
+async def test_a_listed_meeting_whose_recording_answers_404_is_listed_as_gone(harness: Any) -> None:
+    """OAuth integrations ask ``/recordings`` for each meeting's transcript and summary: both 404
+    is Fathom saying the recording is gone, even while ``/meetings`` still lists it."""
+    state = FathomState(FathomConfig(seed=4, meetings=12, span_days=30))  # inside the window
+    state.faults.limits_enabled = False
+    gone = state.index.recording_ids[5]
+    state.recordings_gone.add(gone)
+    async with serve_in_process(fathom_app(state)) as url:
+        tokens = await harness.fathom_oauth_tokens(url, state)
+        integration = harness.store.add("fathom", "oauth", url, access_token=tokens["access_token"])
+        harness.start(harness.settings_with(**UNPACED))
+        finished = await harness.finished(await _reconcile(harness, "fathom", integration))
+        assert finished.status == "success", finished.error
+        [listing] = await _listings(harness)
+        assert listing.gone_external_ids == [str(gone)]
+        assert str(gone) in listing.external_ids
+        published = {msgspec.json.decode(m.data)["external_id"] for m in await _messages(harness, "calls.raw.")}
+        assert str(gone) not in published
+        assert len(published) == 11
+
+        # an incremental run is no judge: the meeting goes out without the content it could not get
+        finished = await harness.finished(await harness.request("fathom", integration, "backfill"))
+        assert finished.status == "success", finished.error
+        assert finished.calls_published == 12

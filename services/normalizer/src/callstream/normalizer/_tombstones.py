@@ -7,7 +7,8 @@ A stored message of that integration is judged by the listing only when all of t
 - it was stored, and last observed, before the listing began (a newer observation wins);
 - it is not a private Gong call (a call made private is hidden, not deleted);
 - it is not a tombstone already.
-Such a message missing from the listing is gone at the provider: :func:`tombstone` erases its
+Such a message missing from the listing, or listed with a recording that answered 404
+(``gone_external_ids``), is gone at the provider: :func:`tombstone` erases its
 content, metadata, participants and data points, takes it out of its contacts (their counts follow,
 a contact no call names any more goes) and off its customer, and announces ``MessageDeleted`` through
 the outbox in the same transaction. Its row, id and provider identity stay, so the linker answers
@@ -60,7 +61,7 @@ from messages
 where workspace_id = $1 and source = $2 and integration_id = $3
   and sent_at >= $4 and sent_at < $5
   and deleted_at is null and created_at < $6 and (source_updated_at is null or source_updated_at < $6)
-  and not (external_id = any($8::text[]))
+  and (not (external_id = any($8::text[])) or external_id = any($9::text[]))
   and coalesce(message_metadata ->> 'private', '') <> 'true'
 """
 _CONTACTS = "select normalizer_store_contacts($1, '{}', '{}', '{}', '{}', '{}', '{}')"  # migrations/0004
@@ -139,6 +140,7 @@ async def apply_listing(conn: asyncpg.Connection, listing: CallsListed) -> list[
         listing.listed_at,
         LIST_TIME_KEY[listing.source],
         listing.external_ids,
+        listing.gone_external_ids,
     )
     missing = [row["id"] for row in rows if _in_window(row["list_time"], start, end)]
     events = await tombstone(conn, missing, "provider_deleted", listing.listed_at)

@@ -62,6 +62,7 @@ class Listing(msgspec.Struct, kw_only=True):
 
     started_at: datetime
     ids: list[str] = []
+    gone: list[str] = []  # listed, but their recording answered 404
     complete: bool = True
     # Fathom: the content pass is done, and where the second, ids-only pass over the window is.
     paged: bool = False

@@ -45,6 +45,14 @@ def fathom_api_root(base_url: str | None, default: str = DEFAULT_API) -> str:
     return root if root.endswith(API_PATH) else root + API_PATH
 
 
+class RecordingGone(Exception):
+    """Listed, but its recording answers 404 (transcript and summary both): deleted at Fathom."""
+
+    def __init__(self, recording_id: int) -> None:
+        super().__init__(recording_id)
+        self.recording_id = recording_id
+
+
 @dataclass(frozen=True, slots=True)
 class MeetingsPage:
     meetings: Sequence[msgspec.Raw]
@@ -88,10 +96,11 @@ class FathomClient:
         page = decode_page(_page, response.content, "fathom GET /meetings")
         return MeetingsPage(page.items, page.next_cursor or None)
 
-    async def _content(self, recording_id: int, part: str) -> msgspec.Raw:
+    async def _content(self, recording_id: int, part: str) -> msgspec.Raw | None:
+        """The part, ``null`` when Fathom has none, ``None`` when the recording answers 404."""
         response = await self.http.request("GET", f"{self.root}/recordings/{recording_id}/{part}", heavy=True)
         if response.status_code == 404:
-            return NULL
+            return None
         if response.status_code != 200:
             raise RunFailed(f"fathom GET /recordings/{{id}}/{part} answered HTTP {response.status_code}")
         what = f"fathom GET /recordings/{{id}}/{part}"
@@ -104,4 +113,12 @@ class FathomClient:
         transcript, summary = await asyncio.gather(
             self._content(recording_id, "transcript"), self._content(recording_id, "summary")
         )
-        return with_fields(meeting, {"transcript": transcript, "default_summary": summary})
+        if transcript is None and summary is None:
+            raise RecordingGone(recording_id)
+        return with_fields(
+            meeting,
+            {
+                "transcript": transcript if transcript is not None else NULL,
+                "default_summary": summary if summary is not None else NULL,
+            },
+        )

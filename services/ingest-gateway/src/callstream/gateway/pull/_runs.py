@@ -22,12 +22,21 @@ from callstream.runtime import get_logger
 
 from ._checkpoint import Checkpoint, CheckpointStore, Listing
 from ._errors import CursorExpired, RunDeferred, RunFailed, RunPaused
-from ._fathom import FathomClient
+from ._fathom import FathomClient, RecordingGone
 from ._gong import GongClient
 from ._mappable import check_gong_bundle, fathom_meeting_id, skipped
 from ._publish import Publisher, utcnow
 from ._settings import PullSettings
-from ._shapes import GongCallFacts, fathom_recording_id, gong_bundle, gong_call_facts, private_call, raw_call
+from ._shapes import (
+    NULL,
+    GongCallFacts,
+    fathom_recording_id,
+    gong_bundle,
+    gong_call_facts,
+    private_call,
+    raw_call,
+    with_fields,
+)
 
 log = get_logger(__name__)
 
@@ -135,6 +144,7 @@ class Run:
                 window=TimeWindow(start=cp.window_start, end=cp.window_end),
                 listed_at=listing.started_at,
                 external_ids=listing.ids,
+                gone_external_ids=listing.gone,
             ),
             self.traceparent,
         )
@@ -233,7 +243,15 @@ async def run_fathom(run: Run, client: FathomClient) -> None:
                     recording_id = fathom_recording_id(meeting)
                     if recording_id in seen:
                         continue
-                    data = await client.with_content(meeting, recording_id)
+                    try:
+                        data = await client.with_content(meeting, recording_id)
+                    except RecordingGone:
+                        if run.listing is not None:  # a reconciliation: gone at Fathom
+                            seen.add(recording_id)
+                            run.listed(str(recording_id))
+                            run.listing.gone.append(str(recording_id))
+                            continue
+                        data = with_fields(meeting, {"transcript": NULL, "default_summary": NULL})
                     fathom_meeting_id(data)
             except PayloadRejected as rejected:
                 if recording_id is None:  # unmappable, but still listed when its id can be read
