@@ -46,7 +46,7 @@ import nats
 
 from callstream.contracts import SYNC_EVENTS, Source, SyncFinished, SyncRequested, sync_requested_subject
 from callstream.devstack import migrate_all
-from callstream.devstack._servers import EmbeddedPostgres, NatsServer, free_port, wait_port
+from callstream.devstack._servers import EmbeddedPostgres, NatsServer, free_port, service_nats_env, wait_port
 from callstream.runtime import configure_logging, ensure_all
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -282,7 +282,10 @@ async def main_async(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                     procs.append(
                         start(
                             [str(normalizer), "serve"],
-                            dict(env, CALLSTREAM_NORMALIZER_PORT=str(nport), **concurrency),
+                            # its own identity and permissions, as deployed
+                            service_nats_env(
+                                "normalizer", dict(env, CALLSTREAM_NORMALIZER_PORT=str(nport), **concurrency)
+                            ),
                             base / f"normalizer-{i}.log",
                         )
                     )

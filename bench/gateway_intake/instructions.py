@@ -49,6 +49,7 @@ from run import (  # this folder is not a package: run.py is imported by path
     fathom_body,
     free_port,
     prepare,
+    service_nats_env,
     start,
     stop,
     wait_http,
@@ -106,6 +107,7 @@ def measure(side: str, work: Path, nats_url: str, dsn: str, body: bytes, warm: i
             CALLSTREAM_LOG_FORMAT="json",
             CALLSTREAM_LOG_LEVEL="info",
         )
+        env = service_nats_env("gateway", env)  # its own identity and permissions, as deployed
         subprocess.run([str(BIN / "callstream-gateway"), "migrate"], env=env, check=True, capture_output=True)
         proc = start([*valgrind, sys.executable, "-m", "callstream.gateway", "serve"], env, work / f"{side}.log")
         wait_http(f"http://127.0.0.1:{port}/health/ready", timeout=300)

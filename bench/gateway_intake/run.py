@@ -46,7 +46,7 @@ import msgspec
 import nats
 
 from callstream.contracts import CALLS_RAW
-from callstream.devstack._servers import EmbeddedPostgres, NatsServer, free_port, wait_port
+from callstream.devstack._servers import EmbeddedPostgres, NatsServer, free_port, service_nats_env, wait_port
 from callstream.runtime import ensure_all
 
 HERE = Path(__file__).resolve().parent
@@ -279,6 +279,7 @@ def main() -> int:
             CALLSTREAM_LOG_FORMAT="json",
             CALLSTREAM_LOG_LEVEL="info",
         )
+        env = service_nats_env("gateway", env)  # its own identity and permissions, as deployed
         subprocess.run([str(BIN / "callstream-gateway"), "migrate"], env=env, check=True, capture_output=True)
         command = [str(BIN / "callstream-gateway"), "serve"]
         if os.environ.get("BENCH_PROFILE"):  # where to write a cProfile of the gateway (slows it down)

@@ -50,6 +50,7 @@ import nats
 
 from callstream.contracts import hash_api_token
 from callstream.devstack import MIGRATION_ORDER, EmbeddedPostgres, NatsServer, by_name, free_port
+from callstream.devstack._servers import service_nats_env
 from callstream.runtime import apply_migrations, ensure_all
 
 HERE = Path(__file__).resolve().parent
@@ -269,6 +270,7 @@ def main() -> None:
                 "CALLSTREAM_LINKER_HTTP_SERVER": args.server,
                 "CALLSTREAM_LOG_LEVEL": "warning",
             }
+            env = service_nats_env("linker", env)  # its own identity and permissions, as deployed
             probe = f"/v1/links?workspace_id={WORKSPACE}&source=gong&external_id={call_id(0)}"
             with _process([sys.executable, "-m", "callstream.linker", "serve"], env, port, probe, auth):
                 if cache_entries != "0":

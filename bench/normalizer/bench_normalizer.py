@@ -29,7 +29,7 @@ import nats
 
 from callstream.contracts import RawCall
 from callstream.devstack import migrate_all
-from callstream.devstack._servers import EmbeddedPostgres, NatsServer, free_port, wait_port
+from callstream.devstack._servers import EmbeddedPostgres, NatsServer, free_port, service_nats_env, wait_port
 from callstream.normalizer._mapping import map_raw_call
 from callstream.runtime import ensure_all
 
@@ -187,6 +187,7 @@ async def drain(dsn: str, nats_url: str, n: int, workdir: Path) -> tuple[float, 
     port = free_port()
     env = {**os.environ, "CALLSTREAM_DATABASE_URL": dsn, "CALLSTREAM_NATS_URL": nats_url,
            "CALLSTREAM_NORMALIZER_PORT": str(port), "CALLSTREAM_LOG_LEVEL": "warning"}  # fmt: skip
+    env = service_nats_env("normalizer", env)  # its own identity and permissions, as deployed
     conn = await asyncpg.connect(dsn)
     log = open(workdir / "normalizer.log", "wb")  # noqa: SIM115, ASYNC230 - handed to the child
     started = time.perf_counter()
