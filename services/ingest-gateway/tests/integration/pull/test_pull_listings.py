@@ -15,7 +15,7 @@ from tests.fakes.fathom import FathomConfig, FathomState
 from tests.fakes.fathom import create_app as fathom_app
 
 # Failing deliveries given up on quickly; no pacing (the fakes' limits are off too).
-GIVE_UP = {"max_failures": 2, "retry_attempts": 2, "breaker_enabled": False, "defer_max_seconds": 0.3}
+GIVE_UP = {"retry_attempts": 2, "breaker_enabled": False, "defer_max_seconds": 0.3}  # and max_deliver=2
 UNPACED = {"limits_enabled": False}
 
 WINDOW = TimeWindow(start=datetime.now(UTC) - timedelta(days=40), end=datetime.now(UTC))
@@ -79,7 +79,7 @@ async def test_a_run_that_stopped_on_a_failing_page_lists_nothing(harness: Any, 
     state, url = fathom
     integration = _api_key(harness, url)
     state.faults.update({"fail_next_cursor": 10_000, "fail_status": 500, "limits_enabled": False})  # page 2 on
-    harness.start(harness.settings_with(**GIVE_UP, **UNPACED))
+    harness.start(harness.settings_with(**GIVE_UP, **UNPACED), max_deliver=2)
     finished = await harness.finished(await _reconcile(harness, "fathom", integration))
     assert finished.status == "error"
     assert finished.calls_published == state.config.page_size  # page 1 was published
@@ -90,7 +90,7 @@ async def test_gong_refusing_a_page_with_429_lists_nothing(harness: Any, gong: A
     state, url = gong
     integration = harness.gong_basic(url)
     state.faults.update({"fail_next_cursor": 10_000, "fail_status": 429, "limits_enabled": False})
-    harness.start(harness.settings_with(**GIVE_UP, **UNPACED))
+    harness.start(harness.settings_with(**GIVE_UP, **UNPACED), max_deliver=2)
     finished = await harness.finished(await _reconcile(harness, "gong", integration))
     assert finished.status == "error"
     assert finished.calls_published > 0
