@@ -109,7 +109,7 @@ class LinkLookup:
             # Ids are looked up by their canonical form; answer under the form the caller sent.
             parsed = q.parse_uuid(message_id)
             facts = found.get(message_id) or (found.get(str(parsed)) if parsed else None)
-            if facts is None:
+            if facts is None or facts.deleted_reason is not None:  # unknown, or a tombstone: no link
                 answer[message_id] = None
             elif needs_gong_host(facts):
                 answer[message_id] = self._record(facts, hosts.get(facts.workspace_id))
