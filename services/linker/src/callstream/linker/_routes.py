@@ -72,6 +72,10 @@ WorkspaceQuery = Annotated[
 ]
 
 
+# A message that became a tombstone (deleted at the provider, erased, past retention).
+_GONE = {410: ResponseSpec(ErrorBody, description="the message is a tombstone: error gone_<reason>")}
+
+
 def _ok(model: type, *examples: tuple[str, Any]) -> dict[int, ResponseSpec]:
     spec = ResponseSpec(model, description="OK", examples=[Example(summary=s, value=v) for s, v in examples] or None)
     return {200: spec, **_ERRORS}
@@ -91,7 +95,7 @@ def build_router(
     @get(
         "/links",
         summary="The link of a message, by its provider identity",
-        responses=_ok(LinkRecord, ("a Gong call", _LINK_EXAMPLE), ("an unsafe stored link", _UNSAFE_EXAMPLE)),
+        responses=_ok(LinkRecord, ("a Gong call", _LINK_EXAMPLE), ("an unsafe stored link", _UNSAFE_EXAMPLE)) | _GONE,
     )
     async def link_by_external_id(
         request: Request[Any, Any, Any],
@@ -128,7 +132,7 @@ def build_router(
     @get(
         "/messages/{message_id:str}/link",
         summary="A link to a moment of the recording (Fathom); the call link with moment=false otherwise",
-        responses=_ok(MessageMoment),
+        responses=_ok(MessageMoment) | _GONE,
     )
     async def message_moment_link(
         request: Request[Any, Any, Any],
@@ -142,7 +146,11 @@ def build_router(
         host = await lookup.gong_host(facts)
         return message_moment(facts.message_id, facts.source, facts.external_id, moment_link(facts, allow, t, host), t)
 
-    @get("/messages/{message_id:str}", summary="One message with its metadata and link", responses=_ok(MessageOut))
+    @get(
+        "/messages/{message_id:str}",
+        summary="One message with its metadata and link",
+        responses=_ok(MessageOut) | _GONE,
+    )
     async def get_message(
         request: Request[Any, Any, Any],
         message_id: FromPath[str],
