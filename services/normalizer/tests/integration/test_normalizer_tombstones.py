@@ -129,6 +129,9 @@ async def test_private_calls_calls_outside_the_window_and_newer_observations_are
 
     # a window that does not hold the meeting's created_at judges nothing
     assert await apply(pool, listing("fathom", TimeWindow(start=FATHOM_WINDOW.end, end=datetime.now(UTC)), [])) == []
+    # nor one that starts exactly at it (the provider's filter may leave its ends out)
+    on_start = TimeWindow(start=datetime(2026, 2, 25, 15, 54, 41, tzinfo=UTC), end=FATHOM_WINDOW.end)
+    assert await apply(pool, listing("fathom", on_start, [])) == []
     # nor does a listing that began before the meeting was last observed
     assert await apply(pool, listing("fathom", FATHOM_WINDOW, [], listed_at=kit.T0 - timedelta(days=1))) == []
     assert (await message(pool, str(meeting["recording_id"])))["deleted_at"] is None

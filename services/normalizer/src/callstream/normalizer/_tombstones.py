@@ -121,8 +121,10 @@ async def tombstone(
 
 
 def _in_window(value: str | None, start: datetime, end: datetime) -> bool:
+    """Strictly inside: whether a provider's filter includes its ends is not documented (Fathom's
+    ``created_after``/``created_before``), and a call on an end is judged by the next listing."""
     at = parse_time(value)
-    return at is not None and start <= at < end
+    return at is not None and start < at < end
 
 
 async def apply_listing(conn: asyncpg.Connection, listing: CallsListed) -> list[MessageDeleted]:
