@@ -17,7 +17,9 @@ from litestar.params import FromPath, QueryParameter
 from callstream.contracts import Source, SyncMode, TimeWindow
 from callstream.runtime import AdminToken, ApiError
 
+from ._cancel import RunNotActive, RunNotFound
 from ._policy import PlanError, RunPlan
+from ._presets import resolve
 from ._scheduler import Scheduler
 from ._store import IntegrationNotActive, IntegrationNotFound, RunActive
 
@@ -28,7 +30,8 @@ AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class SyncRequestBody(msgspec.Struct, forbid_unknown_fields=True):
-    mode: SyncMode
+    mode: SyncMode | None = None  # may be left out with ``days`` (see ``_presets``)
+    days: int | None = None
     from_: AwareDatetime | None = msgspec.field(default=None, name="from")
     to: AwareDatetime | None = None
     limit: int | None = None
@@ -158,15 +161,22 @@ def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken) -> Ro
         scheduler = scheduler_of()
         now = scheduler.clock.now()
 
+        try:
+            preset = resolve(
+                mode=wanted.mode, days=wanted.days, start=wanted.from_, end=wanted.to, limit=wanted.limit, now=now
+            )
+        except PlanError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+
         def plan_for(provider: Source, watermark: datetime | None) -> RunPlan:
             return scheduler.store.policy.manual_plan(
-                mode=wanted.mode,
+                mode=preset.mode,
                 provider=provider,
                 watermark=watermark,
                 now=now,
-                start=wanted.from_,
-                end=wanted.to,
-                limit=wanted.limit,
+                start=preset.start,
+                end=preset.end,
+                limit=preset.limit,
             )
 
         try:
@@ -182,6 +192,19 @@ def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken) -> Ro
         # The run is committed; if this publish fails the due loop publishes it on its next tick.
         await scheduler.publish_run(run)
         return RunAccepted(run_id=str(run["id"]))
+
+    # POST .../cancel rather than DELETE .../{run_id}: the run is not removed, it stays in the history
+    # with status 'cancelled'; cancelling is an action on it (and a proxy or client retrying a DELETE
+    # would expect the resource gone).
+    @post("/integrations/{integration_id:uuid}/syncs/{run_id:uuid}/cancel", status_code=200)
+    async def cancel_sync(integration_id: FromPath[uuid.UUID], run_id: FromPath[uuid.UUID]) -> SyncRunView:
+        try:
+            run = await scheduler_of().cancel(integration_id, run_id)
+        except RunNotFound:
+            raise ApiError(404, "run_not_found", "no such run of this integration") from None
+        except RunNotActive as exc:
+            raise ApiError(409, "run_finished", f"the run has finished already ({exc.status})") from None
+        return _run_view(run)
 
     @get("/integrations/{integration_id:uuid}/syncs")
     async def list_syncs(
@@ -216,5 +239,5 @@ def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken) -> Ro
     return Router(
         path="/v1",
         guards=[admin],
-        route_handlers=[trigger_sync, list_syncs, integration_state, workspace_state],
+        route_handlers=[trigger_sync, cancel_sync, list_syncs, integration_state, workspace_state],
     )

@@ -8,6 +8,7 @@ retried by the next tick; JetStream's duplicate window turns a second publish in
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from callstream.contracts import SYNC, SyncEvent, SyncProgress, SyncRequested, s
 from callstream.runtime import SpanKind, get_logger, new_traceparent, tracing
 from callstream.runtime._tracing import NO_SPAN
 
+from ._cancel import cancel_run
 from ._clock import Clock
 from ._store import StaleRun, SyncStore, sync_request
 
@@ -116,8 +118,16 @@ class Scheduler:
             except Exception as exc:
                 log.warning("sync request not published yet", run_id=request.run_id, error=type(exc).__name__)
                 return False
-        await self.store.mark_published(run["id"], self.clock.now(), ack.seq)
+        if await self.store.mark_published(run["id"], self.clock.now(), ack.seq) == "cancelled":
+            await self._withdraw(StaleRun(run["id"], ack.seq))  # cancelled while it was being published
         return True
+
+    async def cancel(self, integration_id: uuid.UUID, run_id: uuid.UUID) -> Any:
+        """Cancel a queued or running run (see ``_cancel``); raises RunNotFound or RunNotActive."""
+        run = await cancel_run(self.store.pool, integration_id, run_id, self.clock.now())
+        log.info("run cancelled", run_id=str(run_id), integration_id=str(integration_id))
+        await self._withdraw(StaleRun(run["id"], run["request_seq"]))
+        return run
 
     async def _withdraw(self, run: StaleRun) -> None:
         """Best effort: take a failed run's request out of the work queue so no worker starts it later."""

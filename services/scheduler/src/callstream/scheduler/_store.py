@@ -177,13 +177,20 @@ class SyncStore:
             )
         )
 
-    async def mark_published(self, run_id: uuid.UUID, now: datetime, seq: int) -> None:
-        await self._pool.execute(
-            "update sync_runs set published_at = coalesce(published_at, $2), request_seq = $3 where id = $1",
+    async def mark_published(self, run_id: uuid.UUID, now: datetime, seq: int) -> str | None:
+        """Returns the run's status: one cancelled while it was published must be withdrawn again."""
+        status: str | None = await self._pool.fetchval(
+            """update sync_runs set published_at = coalesce(published_at, $2), request_seq = $3 where id = $1
+               returning status""",
             run_id,
             now,
             seq,
         )
+        return status
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
 
     async def expire_stale(self, now: datetime) -> list[StaleRun]:
         """Fail active runs with no sign of life for too long, and schedule their retry."""
@@ -209,10 +216,11 @@ class SyncStore:
     # -- events from the pull workers ---------------------------------------------------------
 
     async def apply_progress(self, event: SyncProgress) -> bool:
-        """Idempotent: counters only grow, times only move forward; a finished run is left alone.
+        """Idempotent: counters only grow, times only move forward; a finished run is left alone (a
+        cancelled one still takes the counts of the page it had in flight).
         The newest event says whether the run waits (``resume_after``) or goes on."""
         status = await self._pool.execute(
-            """update sync_runs set status = 'running',
+            """update sync_runs set status = case when status = 'cancelled' then status else 'running' end,
                       started_at = least(coalesce(started_at, $2), $2),
                       resume_after = case when $2 >= coalesce(last_progress_at, $2) then $6 else resume_after end,
                       waiting_for = case when $2 >= coalesce(last_progress_at, $2) then $7 else waiting_for end,
@@ -220,7 +228,7 @@ class SyncStore:
                       checkpoint = case when $3 >= pages then coalesce($5, checkpoint) else checkpoint end,
                       pages = greatest(pages, $3),
                       calls_published = greatest(calls_published, $4)
-               where id = $1 and status in ('queued', 'running')""",
+               where id = $1 and status in ('queued', 'running', 'cancelled')""",
             _uuid(event.run_id),
             event.at,
             event.page,
