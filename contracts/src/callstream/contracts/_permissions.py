@@ -75,6 +75,7 @@ _NEEDS: dict[str, _Needs] = {
     "gateway": _Needs(
         writes=(CALLS_RAW, SYNC_EVENTS),
         consumes=(GATEWAY_PULL_CONSUMER,),
+        get_from=(SYNC,),  # is a run's request still there? (withdrawn: the run was cancelled)
         kv_buckets=GATEWAY_KV_BUCKETS,
     ),
     "normalizer": _Needs(

@@ -46,3 +46,8 @@ class ProviderUnavailable(RunDeferred):
 
 class CursorExpired(Exception):
     """Gong (or Fathom) no longer accepts the page cursor: restart the window."""
+
+
+class RunWithdrawn(Exception):
+    """The scheduler took the run's request out of the SYNC work queue (the run was cancelled, or
+    failed as stale): stop at this page boundary, the checkpoint kept, and report nothing more."""

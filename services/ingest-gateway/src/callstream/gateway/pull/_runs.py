@@ -21,7 +21,7 @@ from callstream.contracts.providers import PayloadRejected
 from callstream.runtime import get_logger
 
 from ._checkpoint import Checkpoint, CheckpointStore, Listing
-from ._errors import CursorExpired, RunDeferred, RunFailed, RunPaused
+from ._errors import CursorExpired, RunDeferred, RunFailed, RunPaused, RunWithdrawn
 from ._fathom import FathomClient, RecordingGone
 from ._gong import GongClient
 from ._mappable import check_gong_bundle, fathom_meeting_id, skipped
@@ -61,6 +61,9 @@ class Run:
     # A reconciling run's listing (``SyncRequested.reconcile``): every call id the provider listed
     # in the window, published as ``CallsListed`` once the whole window was read.
     listing: Listing | None = None
+    # Asked at each page boundary: did the scheduler withdraw the run's request (cancelled)? Then
+    # the run stops there (``RunWithdrawn``). ``None``: never asked.
+    withdrawn: Callable[[], Awaitable[bool]] | None = None
 
     def listed(self, external_id: str | None) -> None:
         """A call the provider listed; ``None``: one whose id could not be read (the listing is then
@@ -195,6 +198,8 @@ class Run:
         try:
             while True:
                 self.check_stopping()
+                if self.withdrawn is not None and await self.withdrawn():
+                    raise RunWithdrawn(self.request.run_id)
                 task, ahead = ahead or asyncio.create_task(fetch(cp.cursor)), None
                 try:
                     items, next_cursor = await task

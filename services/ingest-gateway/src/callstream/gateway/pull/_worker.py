@@ -33,7 +33,7 @@ from callstream.runtime import SpanKind, ensure_consumer, get_logger, tracing
 from .._integrations import HostNotAllowed, IntegrationAccess, ReauthRequired, RefreshFailed
 from ._breaker import BreakerRegistry, host_of
 from ._checkpoint import Checkpoint, CheckpointStore, Listing
-from ._errors import ProviderUnavailable, ReauthNeeded, RunDeferred, RunFailed, RunPaused
+from ._errors import ProviderUnavailable, ReauthNeeded, RunDeferred, RunFailed, RunPaused, RunWithdrawn
 from ._fair import FairShare, slots_per_host
 from ._fathom import FathomClient, fathom_api_root
 from ._gong import GongClient, gong_api_root
@@ -47,6 +47,7 @@ from ._runs import Run, run_fathom, run_gong
 from ._settings import PullSettings
 from ._shapes import new_traceparent
 from ._windows import run_window
+from ._withdrawn import request_withdrawn
 
 log = get_logger(__name__)
 
@@ -355,7 +356,11 @@ class PullWorker:
         try:
             try:
                 try:
-                    finished = await self.run(request)
+                    finished = await self.run(request, msg.metadata.sequence.stream)
+                except RunWithdrawn:  # cancelled: the request is gone already, nothing more to say
+                    log.info("pull run withdrawn by the scheduler; stopped", run_id=request.run_id)
+                    await msg.term()
+                    return
                 except RunDeferred:
                     raise
                 except Exception as exc:  # a bug or a surprise: never lose the request, never spin on it
@@ -504,7 +509,7 @@ class PullWorker:
 
     # --- one run ------------------------------------------------------------------------------------
 
-    async def run(self, request: SyncRequested) -> SyncFinished:
+    async def run(self, request: SyncRequested, request_seq: int | None = None) -> SyncFinished:
         cp = await self._load(request.run_id)
         if cp is not None and cp.finished:
             return self._finished(request, cp, cp.status or "success", cp.error)
@@ -526,6 +531,7 @@ class PullWorker:
             # The run's calls carry its trace: the run's span when traced, else the request's.
             traceparent=tracing.current_traceparent() if tracing.on else (request.traceparent or new_traceparent()),
             listing=listing,
+            withdrawn=None if request_seq is None else partial(request_withdrawn, self.js, request_seq),
         )
         log.info(
             "pull run started",
