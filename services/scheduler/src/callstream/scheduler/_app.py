@@ -11,6 +11,7 @@ from ._api import admin_router
 from ._clock import Clock, SystemClock
 from ._events import consume_events
 from ._gauges import add_gauge_workers
+from ._progress import ProgressHub, progress_router
 from ._scheduler import Scheduler
 from ._settings import Settings
 from ._store import SyncStore
@@ -40,12 +41,16 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     # with backoff, and readiness names it while the failures last longer than the grace period.
     runtime.add_worker("due-loop", periodic(tick, settings.loop_seconds))
     runtime.add_worker("sync-events", sync_events)
+    hub = ProgressHub(
+        lambda: runtime.db, poll_seconds=settings.progress_poll_seconds, max_watchers=settings.progress_max_watchers
+    )
+    runtime.add_worker("progress", hub.serve, critical=False)  # without it streams just stop moving
     add_gauge_workers(runtime, scheduler.clock)
     app = create_app(
         service=settings.service_name,
         title="callstream scheduler",
         description="when to pull, sync state and run history.",
-        route_handlers=[admin_router(lambda: scheduler, settings.admin())],
+        route_handlers=[admin_router(lambda: scheduler, settings.admin()), progress_router(hub, settings.admin())],
         checks=runtime.checks(),
         admin=settings.admin(),
         lifespan=[runtime.lifespan],

@@ -35,6 +35,16 @@ class Settings(ServiceSettings):
         7, ge=1, validation_alias="CALLSTREAM_SCHEDULER_FATHOM_RECONCILE_EVERY_DAYS"
     )
     fathom_reconcile_days: int = Field(14, ge=1, validation_alias="CALLSTREAM_SCHEDULER_FATHOM_RECONCILE_DAYS")
+    # Progress streams (``…/syncs/{run_id}/events``): how often the watched runs are read (one query
+    # for all of them), and how many streams one process keeps open.
+    progress_poll_seconds: float = Field(
+        1.0, gt=0, le=30, validation_alias="CALLSTREAM_SCHEDULER_PROGRESS_POLL_SECONDS"
+    )
+    progress_max_watchers: int = Field(1000, ge=1, validation_alias="CALLSTREAM_SCHEDULER_PROGRESS_MAX_WATCHERS")
+    # Health: a run queued or running longer than this is stuck (``sync_ready`` fails).
+    health_stuck_after_seconds: int = Field(
+        7200, ge=60, validation_alias="CALLSTREAM_SCHEDULER_HEALTH_STUCK_AFTER_SECONDS"
+    )
 
     @property
     def service_name(self) -> str:
