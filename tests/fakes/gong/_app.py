@@ -215,6 +215,8 @@ class GongApp:
         chosen, records = self._page("extensive", body["filter"], body.get("cursor"))
         selector = Selector.parse(body.get("contentSelector"))
         calls = [self.state.encoded_call(p, selector) for p in chosen]
+        if self.state.after_page is not None and not body["filter"].get("callIds"):
+            self.state.after_page(records["currentPageNumber"] + 1)
         return _ok({"requestId": secrets.token_hex(8), "records": records, "calls": calls})
 
     async def _transcripts(self, request: Request[Any, Any, Any]) -> Response[bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -69,6 +70,8 @@ class GongState:
         # Bytes sent in place of a call or of its transcript entry (tests: a poison item).
         self.replaced_calls: dict[str, msgspec.Raw] = {}
         self.replaced_transcripts: dict[str, msgspec.Raw] = {}
+        # Called with the page number after each page of calls by date (tests: a change mid-crawl).
+        self.after_page: Callable[[int], None] | None = None
 
     def encoded_call(self, pos: int, selector: Selector) -> msgspec.Raw:
         call_id = self.index.ids[pos]

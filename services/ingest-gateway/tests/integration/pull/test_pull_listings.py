@@ -13,6 +13,8 @@ from callstream.contracts import CALLS_RAW, CallsListed, TimeWindow, sync_reques
 from tests.fakes import serve_in_process
 from tests.fakes.fathom import FathomConfig, FathomState
 from tests.fakes.fathom import create_app as fathom_app
+from tests.fakes.gong import GongConfig, GongState
+from tests.fakes.gong import create_app as gong_app
 
 # Failing deliveries given up on quickly; no pacing (the fakes' limits are off too).
 GIVE_UP = {"retry_attempts": 2, "breaker_enabled": False, "defer_max_seconds": 0.3}  # and max_deliver=2
@@ -158,3 +160,27 @@ async def test_a_listed_meeting_whose_recording_answers_404_is_listed_as_gone(ha
         finished = await harness.finished(await harness.request("fathom", integration, "backfill"))
         assert finished.status == "success", finished.error
         assert finished.calls_published == 12
+
+
+async def test_a_gong_call_deleted_mid_crawl_hides_no_other_from_the_listing(harness: Any) -> None:
+    """Gong's cursor is an offset in the fake (and of unknown make at Gong): the same shift, the same
+    second pass (``/v2/calls/extensive`` without a content selector: metaData only)."""
+    state = GongState(GongConfig(seed=6, calls=25, span_days=30, page_size=10))
+    state.faults.limits_enabled = False
+    victim, shifted = state.index.ids[0], state.index.ids[state.config.page_size]
+
+    def delete_once(page: int) -> None:
+        if page == 1 and state.index.position(victim) is not None:
+            state.delete_calls([victim])
+
+    state.after_page = delete_once
+    async with serve_in_process(gong_app(state)) as url:
+        integration = harness.gong_basic(url)
+        harness.start(harness.settings_with(**UNPACED))
+        finished = await harness.finished(await _reconcile(harness, "gong", integration))
+    assert finished.status == "success", finished.error
+    published = {msgspec.json.decode(m.data)["external_id"] for m in await _messages(harness, "calls.raw.")}
+    assert shifted not in published  # the content pass skipped it
+    [listing] = await _listings(harness)
+    assert shifted in listing.external_ids
+    assert set(listing.external_ids) >= set(state.index.ids)

@@ -100,11 +100,12 @@ class GongClient:
             raise RunFailed(f"gong POST {path} answered HTTP {response.status_code}: {_error_text(response)[:200]}")
         return response
 
-    async def calls(self, start: datetime, end: datetime, cursor: str | None) -> CallsPage:
-        body: dict[str, Any] = {
-            "filter": {"fromDateTime": provider_time(start), "toDateTime": provider_time(end)},
-            "contentSelector": CONTENT_SELECTOR,
-        }
+    async def calls(self, start: datetime, end: datetime, cursor: str | None, *, ids_only: bool = False) -> CallsPage:
+        """A page of ``/v2/calls/extensive``; ``ids_only``: without a content selector (metaData only),
+        the same filter, to list the window's calls."""
+        body: dict[str, Any] = {"filter": {"fromDateTime": provider_time(start), "toDateTime": provider_time(end)}}
+        if not ids_only:
+            body["contentSelector"] = CONTENT_SELECTOR
         if cursor:
             body["cursor"] = cursor
         response = await self._post("/v2/calls/extensive", body, with_cursor=cursor is not None)

@@ -270,41 +270,57 @@ async def run_fathom(run: Run, client: FathomClient) -> None:
             items.append((str(recording_id), data))
         return items, page.next_cursor
 
-    listing = run.listing
-    if listing is None or not listing.paged:  # a reconciling run resumed after its pages: not again
-        await run.pages(fetch)
-    if listing is not None:
-        listing.paged = True
-        await recheck_fathom_listing(run, client)
-    await run.publish_listing()
+    async def list_ids(cursor: str | None) -> tuple[list[str | None], str | None]:
+        page = await client.meetings(cp.window_start, cp.window_end, cursor, ids_only=True)
+        ids: list[str | None] = []
+        for meeting in page.meetings:
+            try:
+                ids.append(str(fathom_recording_id(meeting)))
+            except PayloadRejected:
+                ids.append(None)
+        return ids, page.next_cursor
+
+    await _listed_twice(run, fetch, list_ids)
 
 
-async def recheck_fathom_listing(run: Run, client: FathomClient) -> None:
-    """Fathom pages by page number (fathom.md §2.2): a meeting deleted while the window is read
-    moves every later one up, and the one that crosses a page boundary is never listed. A second
-    pass over the window, ids only (light requests), lists it; only a meeting both passes missed is
-    taken for gone. Checkpointed with the listing, so a resumed run goes on where it was."""
+ListIds = Callable[[str | None], Coroutine[Any, Any, tuple[list[str | None], str | None]]]  # cursor -> ids
+
+
+async def recheck_listing(run: Run, list_ids: ListIds) -> None:
+    """Read the window a second time, ids only, into the listing; only a call both passes missed is
+    taken for gone. Both providers page by an offset-like cursor (Fathom by page number,
+    fathom.md §2.2): a call deleted while the window is read moves every later one up, and the one
+    that crosses a page boundary is never listed. Checkpointed with the listing, so a resumed run
+    goes on where it was."""
     listing, cp = run.listing, run.checkpoint
     if listing is None or not listing.complete:
         return
     while not listing.rechecked:
         run.check_stopping()
         try:
-            page = await client.meetings(cp.window_start, cp.window_end, listing.recheck_cursor, ids_only=True)
+            ids, next_cursor = await list_ids(listing.recheck_cursor)
         except CursorExpired:
             cp.restarts += 1
             if cp.restarts > run.settings.expired_cursor_restarts:
                 raise RunFailed("the provider's page cursor kept expiring; the window is too large") from None
             listing.recheck_cursor = None
             continue
-        for meeting in page.meetings:
-            try:
-                run.listed(str(fathom_recording_id(meeting)))
-            except PayloadRejected:
-                run.listed(None)
-        listing.recheck_cursor = page.next_cursor
-        listing.rechecked = page.next_cursor is None
+        for external_id in ids:
+            run.listed(external_id)
+        listing.recheck_cursor = next_cursor
+        listing.rechecked = next_cursor is None
         await run.save()
+
+
+async def _listed_twice(run: Run, fetch: PageFetch, list_ids: ListIds) -> None:
+    """The run's pages; for a reconciliation, then the second, ids-only pass and the listing."""
+    listing = run.listing
+    if listing is None or not listing.paged:  # a reconciliation resumed after its pages: not again
+        await run.pages(fetch)
+    if listing is not None:
+        listing.paged = True
+        await recheck_listing(run, list_ids)
+        await run.publish_listing()
 
 
 async def run_gong(run: Run, client: GongClient) -> None:
@@ -316,8 +332,17 @@ async def run_gong(run: Run, client: GongClient) -> None:
         page = await client.calls(start, end, cursor)
         return await gong_items(run, client, page.calls), page.next_cursor
 
-    await run.pages(fetch)
-    await run.publish_listing()
+    async def list_ids(cursor: str | None) -> tuple[list[str | None], str | None]:
+        page = await client.calls(start, end, cursor, ids_only=True)
+        ids: list[str | None] = []
+        for call in page.calls:
+            try:
+                ids.append(gong_call_facts(call).id)
+            except PayloadRejected:
+                ids.append(None)
+        return ids, page.next_cursor
+
+    await _listed_twice(run, fetch, list_ids)
 
 
 async def gong_items(run: Run, client: GongClient, calls: Sequence[msgspec.Raw]) -> list[Item]:
