@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from litestar import Litestar
 from nats.js import JetStreamContext
 
@@ -11,6 +13,7 @@ from ._api import admin_router
 from ._clock import Clock, SystemClock
 from ._events import consume_events
 from ._gauges import add_gauge_workers
+from ._health import health_router
 from ._progress import ProgressHub, progress_router
 from ._scheduler import Scheduler
 from ._settings import Settings
@@ -50,7 +53,16 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         service=settings.service_name,
         title="callstream scheduler",
         description="when to pull, sync state and run history.",
-        route_handlers=[admin_router(lambda: scheduler, settings.admin()), progress_router(hub, settings.admin())],
+        route_handlers=[
+            admin_router(lambda: scheduler, settings.admin()),
+            progress_router(hub, settings.admin()),
+            health_router(
+                lambda: runtime.db,
+                scheduler.clock,
+                timedelta(seconds=settings.health_stuck_after_seconds),
+                settings.admin(),
+            ),
+        ],
         checks=runtime.checks(),
         admin=settings.admin(),
         lifespan=[runtime.lifespan],

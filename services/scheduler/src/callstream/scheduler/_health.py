@@ -1,0 +1,156 @@
+"""``GET /v1/integrations/{id}/health``: the checks the old integration's health query made, each
+with a reason, from what the scheduler already knows (its sync state and runs, and the gateway's
+``integrations`` row it reads anyway). The judging is free of I/O (:func:`judge`); one query reads.
+
+Checks, in order: ``connected``, ``credentials_valid``, ``sync_ready``, ``has_synced``,
+``last_run_ok``, ``has_messages``, ``schedule_active`` and, for Fathom, ``webhook_registered``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar import Router, get
+from litestar.params import FromPath
+
+from callstream.runtime import AdminToken, ApiError
+
+from ._clock import Clock
+
+# How the gateway words a refused credential in a run's error (``AuthFailed``: "fathom refused the
+# credentials (HTTP 401)"). SyncFinished has no error code, so the text is what there is to read.
+_REFUSED = re.compile(r"refused the credentials|\(HTTP 40[13]\)")
+
+_READ = """
+select i.id, i.provider, i.status as integration_status, i.webhook_id is not null as webhook_registered,
+       s.status as sync_status, s.next_due_at, s.last_synced_at, s.last_error,
+       coalesce(s.items_synced_total, 0) as items_synced_total,
+       a.id as active_id, a.status as active_status, a.created_at as active_created_at,
+       l.id as last_id, l.status as last_status, l.error as last_error_run, l.finished_at as last_finished_at
+from integrations i
+left join sync_state s on s.integration_id = i.id
+left join lateral (select id, status, created_at from sync_runs
+                   where integration_id = i.id and status in ('queued', 'running') limit 1) a on true
+left join lateral (select id, status, error, finished_at from sync_runs
+                   where integration_id = i.id and status not in ('queued', 'running')
+                   -- the state's last settled run first: finish times can tie
+                   order by id = s.last_run_id desc nulls last, finished_at desc nulls last, created_at desc
+                   limit 1) l on true
+where i.id = $1
+"""
+
+
+class Check(msgspec.Struct):
+    name: str
+    ok: bool
+    reason: str
+
+
+class IntegrationHealth(msgspec.Struct):
+    integration_id: str
+    provider: str
+    healthy: bool
+    checks: list[Check]
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def judge(row: Mapping[str, Any], *, now: datetime, stuck_after: timedelta) -> IntegrationHealth:
+    status = row["integration_status"]
+    provider = row["provider"]
+    checks: list[Check] = []
+
+    def check(name: str, ok: bool, reason: str) -> None:
+        checks.append(Check(name, ok, reason))
+
+    check(
+        "connected",
+        status == "active",
+        "the integration is active" if status == "active" else f"the integration is {status}",
+    )
+
+    last_status, last_error = row["last_status"], row["last_error_run"]
+    if status == "reauth_required" or row["sync_status"] == "reauth_required" or last_status == "reauth_required":
+        check("credentials_valid", False, f"{provider} refused the credentials: connect the integration again")
+    elif last_status == "error" and last_error and _REFUSED.search(last_error):
+        check("credentials_valid", False, f"the last run failed: {last_error}")
+    else:
+        check("credentials_valid", True, "no run was refused its credentials")
+
+    active_at = row["active_created_at"]
+    if active_at is not None and now - active_at > stuck_after:
+        check(
+            "sync_ready",
+            False,
+            f"run {row['active_id']} has been {row['active_status']} for {_ago(now - active_at)}"
+            f" (more than {_ago(stuck_after)})",
+        )
+    elif active_at is not None:
+        check("sync_ready", True, f"run {row['active_id']} is {row['active_status']} since {_ago(now - active_at)}")
+    else:
+        check("sync_ready", True, "no run is queued or running")
+
+    synced = row["last_synced_at"]
+    check(
+        "has_synced", synced is not None, f"last synced {synced.isoformat()}" if synced else "no run has succeeded yet"
+    )
+
+    if last_status is None:
+        check("last_run_ok", True, "no run has finished yet")
+    elif last_status in ("error", "reauth_required"):
+        check("last_run_ok", False, f"the last run ended {last_status}: {last_error or 'no reason given'}")
+    else:
+        check("last_run_ok", True, f"the last run ended {last_status}")
+
+    total = row["items_synced_total"]
+    check("has_messages", total > 0, f"{total} calls synced" if total else "no call synced yet")
+
+    due = row["next_due_at"]
+    if status != "active":
+        check("schedule_active", False, f"nothing is scheduled while the integration is {status}")
+    elif row["sync_status"] == "reauth_required":
+        check("schedule_active", False, "nothing is scheduled until the integration is connected again")
+    elif due is None:
+        check("schedule_active", False, "not scheduled yet (the due loop picks it up within a few seconds)")
+    else:
+        check("schedule_active", True, f"next run due {due.isoformat()}")
+
+    if provider == "fathom":
+        # The gateway keeps the id Fathom gave the webhook it registered (integrations.webhook_id).
+        registered = bool(row["webhook_registered"])
+        check(
+            "webhook_registered",
+            registered,
+            "Fathom sends new meetings to the gateway's webhook"
+            if registered
+            else "no webhook registered: new meetings arrive only with the scheduled pulls",
+        )
+    return IntegrationHealth(
+        integration_id=str(row["id"]), provider=provider, healthy=all(c.ok for c in checks), checks=checks
+    )
+
+
+def health_router(pool: Callable[[], asyncpg.Pool], clock: Clock, stuck_after: timedelta, admin: AdminToken) -> Router:
+    # Admin only today; a ``manage`` token scope (issue #18 item 1) would be a second guard here,
+    # limited to the integration's workspace (another workspace's integration a 404).
+    @get("/integrations/{integration_id:uuid}/health")
+    async def integration_health(integration_id: FromPath[uuid.UUID]) -> IntegrationHealth:
+        row = await pool().fetchrow(_READ, integration_id)
+        if row is None:
+            raise ApiError(404, "integration_not_found", "no such integration")
+        return judge(row, now=clock.now(), stuck_after=stuck_after)
+
+    return Router(path="/v1", guards=[admin], route_handlers=[integration_health])
