@@ -39,7 +39,6 @@ KEY = base64.b64decode(
     os.environ.get("BENCH_SECRET", "whsec_YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldCE=").removeprefix("whsec_")
 )
 WORKSPACE = os.environ.get("BENCH_WORKSPACE", "bench")
-SUBJECT = raw_calls_subject("fathom")
 state: dict[str, object] = {}
 
 
@@ -86,7 +85,9 @@ async def accept(
         received_at=datetime.now(UTC),
         payload=msgspec.Raw(body),
     )
-    ack = await state["js"].publish(SUBJECT, encode(raw), timeout=5, headers={"Nats-Msg-Id": event_id})  # type: ignore[attr-defined]
+    ack = await state["js"].publish(
+        raw_calls_subject("fathom", integration_id), encode(raw), timeout=5, headers={"Nats-Msg-Id": event_id}
+    )  # type: ignore[attr-defined]
     return 202, encode({"event_id": event_id, "duplicate": bool(ack.duplicate)})
 
 

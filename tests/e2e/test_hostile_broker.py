@@ -68,7 +68,7 @@ async def test_the_linkers_credentials_cannot_forge_read_or_destroy(stack: Stack
             {"v": 1, "event_id": "forged", "source": "fathom", "workspace_id": "victim", "external_id": "1"}
         )
         with pytest.raises(nats.errors.TimeoutError):
-            await js.publish(raw_calls_subject("fathom"), forged, headers={"Nats-Msg-Id": "forged"})
+            await js.publish(raw_calls_subject("fathom", "int-perm"), forged, headers={"Nats-Msg-Id": "forged"})
         with pytest.raises(nats.errors.TimeoutError):  # the transcripts kept in CALLS_RAW
             await js.get_msg(CALLS_RAW, seq=1)
         with pytest.raises(nats.errors.TimeoutError):

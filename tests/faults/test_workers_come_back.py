@@ -143,7 +143,7 @@ async def test_deleted_consumers_come_back_in_every_service(
         for spec in (NORMALIZER_CONSUMER, NORMALIZER_FEATURES_CONSUMER, GATEWAY_PULL_CONSUMER, SCHEDULER_CONSUMER):
             await js.delete_consumer(spec.stream, spec.durable)
         # normalizer: raw calls and feature links are handled again
-        await js.publish(raw_calls_subject("fathom"), _raw_call(7001))
+        await js.publish(raw_calls_subject("fathom", "int-come-back"), _raw_call(7001))
         link = FeatureLinked(
             workspace_id="come-back", feature_id="f-back", message=MessageRef(source="fathom", external_id="7001")
         )
@@ -219,7 +219,7 @@ async def test_a_worker_that_cannot_start_shows_in_readiness_by_name_until_it_co
             return (await _ready(normalizer))[0] == 200
 
         await eventually(ready, timeout=45)
-        await js.publish(raw_calls_subject("fathom"), _raw_call(7002))
+        await js.publish(raw_calls_subject("fathom", "int-come-back"), _raw_call(7002))
         await eventually(lambda: _stored(database_url, "7002"), timeout=20)
     finally:
         await nc.close()
@@ -251,7 +251,7 @@ async def test_a_stopped_broker_makes_every_service_unready_and_all_work_resumes
         await eventually(ready, timeout=45)
     nc = await nats.connect(broker.url)
     try:
-        await nc.jetstream().publish(raw_calls_subject("fathom"), _raw_call(7004))
+        await nc.jetstream().publish(raw_calls_subject("fathom", "int-come-back"), _raw_call(7004))
     finally:
         await nc.close()
     await eventually(lambda: _stored(database_url, "7004"), timeout=20)
@@ -294,7 +294,7 @@ async def test_a_paused_broker_is_survived(
             return (await _ready(normalizer))[0] == 200
 
         await eventually(ready, timeout=45)
-        await js.publish(raw_calls_subject("fathom"), _raw_call(7003))
+        await js.publish(raw_calls_subject("fathom", "int-come-back"), _raw_call(7003))
         try:
             await eventually(lambda: _stored(database_url, "7003"), timeout=30)
         except AssertionError:

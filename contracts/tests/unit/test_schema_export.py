@@ -11,7 +11,12 @@ def test_the_asyncapi_document_names_every_subject_and_resolves_its_refs() -> No
     doc = json.loads(export.render()["asyncapi.json"])
     assert doc["asyncapi"] == "3.0.0"
     addresses = {ch["address"] for ch in doc["channels"].values()}
-    assert {"calls.raw.fathom", "calls.raw.gong", "messages.upserted.gong", "features.linked"} <= addresses
+    assert {
+        "calls.raw.fathom.{integration_id}",
+        "calls.raw.gong.{integration_id}",
+        "messages.upserted.gong",
+        "features.linked",
+    } <= addresses
     schemas = doc["components"]["schemas"]
     for message in doc["components"]["messages"].values():
         assert message["payload"]["$ref"].rsplit("/", 1)[1] in schemas

@@ -123,8 +123,8 @@ def test_message_ids_are_deterministic_and_distinct() -> None:
 
 def test_every_subject_helper_lands_in_a_declared_stream() -> None:
     subjects = [
-        c.raw_calls_subject("fathom"),
-        c.raw_calls_subject("gong"),
+        c.raw_calls_subject("fathom", "3f1c2a9e-8b7d-4c55-9a10-2e6f0d4b7c81"),
+        c.raw_calls_subject("gong", "int-gong"),
         c.sync_requested_subject("gong"),
         c.sync_events_subject("fathom"),
         c.messages_upserted_subject("gong"),

@@ -91,8 +91,10 @@ async def test_the_linker_cannot_publish_raw_calls(server: NatsServer, jetstream
     async with connect_as(server, "linker") as (nc, errors):
         js = nc.jetstream(timeout=DENIED_WAIT)
         with pytest.raises(nats.errors.TimeoutError):
-            await js.publish(raw_calls_subject("fathom"), b'{"forged": true}', headers={"Nats-Msg-Id": "forged-1"})
-        await nc.publish(raw_calls_subject("fathom"), b'{"forged": true}')  # core NATS: dropped too
+            await js.publish(
+                raw_calls_subject("fathom", "int-perm"), b'{"forged": true}', headers={"Nats-Msg-Id": "forged-1"}
+            )
+        await nc.publish(raw_calls_subject("fathom", "int-perm"), b'{"forged": true}')  # core NATS: dropped too
         await nc.flush()
         await asyncio.sleep(0.2)
         assert any("permissions violation" in str(e).lower() for e in errors)
@@ -103,7 +105,7 @@ async def test_the_linker_cannot_publish_raw_calls(server: NatsServer, jetstream
 async def test_the_gateway_may_publish_raw_calls(server: NatsServer, jetstream: object) -> None:
     async with connect_as(server, "gateway") as (nc, errors):
         ack = await nc.jetstream(timeout=5).publish(
-            raw_calls_subject("fathom"), b"{}", headers={"Nats-Msg-Id": "allowed-1"}
+            raw_calls_subject("fathom", "int-perm"), b"{}", headers={"Nats-Msg-Id": "allowed-1"}
         )
         assert ack.stream == CALLS_RAW
         assert not errors
@@ -151,7 +153,9 @@ async def test_a_service_cannot_listen_to_stream_subjects_or_another_inbox(
         await nc.subscribe(f"{inbox_prefix('gateway')}.>", cb=on_msg)
         await nc.flush()
         async with connect_as(server, "gateway") as (gw, _):
-            await gw.jetstream(timeout=5).publish(raw_calls_subject("gong"), b"secret", headers={"Nats-Msg-Id": "s1"})
+            await gw.jetstream(timeout=5).publish(
+                raw_calls_subject("gong", "int-perm"), b"secret", headers={"Nats-Msg-Id": "s1"}
+            )
         await asyncio.sleep(0.3)
         assert got == []
         assert sum("permissions violation" in str(e).lower() for e in errors) >= 2
@@ -173,13 +177,15 @@ async def test_the_normalizer_reads_redrives_and_replays_under_its_identity(
     from callstream.normalizer._replay import _consumer_config
 
     async with connect_as(server, "gateway") as (gw, _):
-        await gw.jetstream(timeout=5).publish(raw_calls_subject("gong"), b"{}", headers={"Nats-Msg-Id": "rp1"})
+        await gw.jetstream(timeout=5).publish(
+            raw_calls_subject("gong", "int-perm"), b"{}", headers={"Nats-Msg-Id": "rp1"}
+        )
     async with connect_as(server, "normalizer") as (nc, errors):
         js = nc.jetstream(timeout=5)
         letter = msgspec.json.encode(
             DeadLetter(
                 consumer="normalizer",
-                subject=raw_calls_subject("gong"),
+                subject=raw_calls_subject("gong", "int-perm"),
                 stream_sequence=1,
                 data=b"{}",
                 error="unmappable",

@@ -62,7 +62,7 @@ def raw_call(
 
 
 def subject_of(source: str) -> str:
-    return raw_calls_subject(source)  # type: ignore[arg-type]
+    return raw_calls_subject(source, f"int-{source}")  # type: ignore[arg-type]
 
 
 @pytest.fixture

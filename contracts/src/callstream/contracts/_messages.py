@@ -25,7 +25,7 @@ WorkspaceId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class RawCall(msgspec.Struct, kw_only=True, frozen=True):
-    """One provider object as received, published to ``calls.raw.<source>``.
+    """One provider object as received, published to ``calls.raw.<source>.<integration_id>``.
 
     ``payload`` is the provider's JSON **byte for byte**: a Fathom meeting, or for Gong a
     ``GongCallBundle`` (the extensive call object and its transcript, each as sent).

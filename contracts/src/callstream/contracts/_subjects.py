@@ -23,8 +23,11 @@ DATAPOINTS_RECORDED = "datapoints.recorded"
 _DAY = 86_400.0
 
 
-def raw_calls_subject(source: Source) -> str:
-    return f"calls.raw.{source}"
+def raw_calls_subject(source: Source, integration_id: str) -> str:
+    """``calls.raw.<source>.<integration_id>``: the integration's own token lets an erasure purge
+    exactly its raw events from ``CALLS_RAW`` by subject filter (``calls.raw.fathom`` without the
+    token is what gateways before it published; every reader takes ``calls.raw.>`` and so both)."""
+    return f"calls.raw.{source}.{integration_id}"
 
 
 def sync_requested_subject(provider: Source) -> str:

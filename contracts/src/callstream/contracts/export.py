@@ -20,7 +20,12 @@ from ._subjects import STREAMS
 
 # (message type, subjects it travels on, publisher, description)
 CHANNELS: tuple[tuple[type[msgspec.Struct], tuple[str, ...], str, str], ...] = (
-    (m.RawCall, ("calls.raw.fathom", "calls.raw.gong"), "ingest-gateway", "A provider object, byte for byte"),
+    (
+        m.RawCall,
+        ("calls.raw.fathom.{integration_id}", "calls.raw.gong.{integration_id}"),
+        "ingest-gateway",
+        "A provider object, byte for byte",
+    ),
     (m.SyncRequested, ("sync.requested.fathom", "sync.requested.gong"), "scheduler", "A pull run to do"),
     (
         m.SyncProgress,

@@ -31,7 +31,10 @@ async def _raw_messages(js: JetStreamContext) -> list[Any]:
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         if info.state.messages == 0:
             break
-        found.append(await js.get_msg(CALLS_RAW, seq))
+        try:
+            found.append(await js.get_msg(CALLS_RAW, seq))
+        except nats.js.errors.NotFoundError:  # purged
+            continue
     return found
 
 
@@ -49,7 +52,7 @@ async def test_accepted_after_ack_and_published_byte_for_byte(gateway: Gateway, 
     event_id = webhook_event_id(integration["id"], "msg_first")
     assert response.json() == {"event_id": event_id, "duplicate": False}
     [msg] = await _raw_messages(js)
-    assert msg.subject == "calls.raw.fathom"
+    assert msg.subject == f"calls.raw.fathom.{integration['id']}"  # erasure purges by this token
     assert msg.headers is not None
     assert msg.headers["Nats-Msg-Id"] == event_id
     raw = msgspec.json.decode(msg.data, type=RawCall)
@@ -59,6 +62,21 @@ async def test_accepted_after_ack_and_published_byte_for_byte(gateway: Gateway, 
     assert raw.traceparent
     assert re.fullmatch(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-01", raw.traceparent)  # a new W3C trace
     assert msg.headers["traceparent"] == raw.traceparent
+
+
+async def test_a_purge_by_subject_reaches_exactly_one_integrations_raw_events(
+    gateway: Gateway, js: JetStreamContext
+) -> None:
+    """What erasing an integration relies on: its raw events (transcripts) can be purged from
+    CALLS_RAW by subject filter without touching another integration's, in the same workspace."""
+    erased, kept = await gateway.create_fathom(), await gateway.create_fathom()
+    for n, integration in enumerate((erased, kept, erased)):
+        response = await gateway.deliver(integration["id"], MEETING, webhook_id=f"msg_purge_{n}")
+        assert response.status_code == 202, response.text
+    await js.purge_stream(CALLS_RAW, subject=f"calls.raw.fathom.{erased['id']}")
+    left = [msgspec.json.decode(m.data, type=RawCall) for m in await _raw_messages(js)]
+    assert [r.integration_id for r in left] == [kept["id"]]
+    assert left[0].event_id == webhook_event_id(kept["id"], "msg_purge_1")
 
 
 async def test_caller_trace_context_is_kept(gateway: Gateway, js: JetStreamContext) -> None:

@@ -39,7 +39,6 @@ from ._signature import SignatureRejected, verify
 log = get_logger(__name__)
 
 WEBHOOK_PATH = "/v1/webhooks/fathom/{integration_id:str}"
-SUBJECT = raw_calls_subject("fathom")
 ROUTE = WEBHOOK_PATH.replace(":str", "")  # as OpenTelemetry's http.route
 
 
@@ -195,7 +194,9 @@ class FathomWebhooks:
         if tracing.on:  # the webhook's span (its traceparent is the RawCall's already), with its state
             tracing.inject(headers)
         try:
-            ack = await self._js.publish(SUBJECT, data, timeout=self._timeout, headers=headers)
+            ack = await self._js.publish(
+                raw_calls_subject("fathom", raw.integration_id), data, timeout=self._timeout, headers=headers
+            )
         except nats.errors.MaxPayloadError:  # a server with a smaller limit since the check above
             raise self.body_too_large() from None
         except (nats.errors.Error, ConnectionError, TimeoutError) as exc:
@@ -206,7 +207,7 @@ class FathomWebhooks:
         duplicate = bool(ack.duplicate)
         last_accepted[raw.integration_id] = time.time()
         if tracing.on:
-            tracing.event("published", {"messaging.destination.name": SUBJECT, "callstream.duplicate": duplicate})
+            tracing.event("published", {"callstream.duplicate": duplicate})
         log.debug("webhook accepted", integration_id=raw.integration_id, event_id=raw.event_id, duplicate=duplicate)
         return Accepted(raw.event_id, duplicate)
 
@@ -219,7 +220,7 @@ def _ids(raw: RawCall) -> dict[str, str]:
         "callstream.event_id": raw.event_id,
         "callstream.message.external_id": raw.external_id,
         "messaging.system": "nats",
-        "messaging.destination.name": SUBJECT,
+        "messaging.destination.name": raw_calls_subject("fathom", raw.integration_id),
     }
 
 

@@ -58,8 +58,11 @@ class Publisher:
         if traceparent:
             headers["traceparent"] = traceparent
         # Traced: a producer span per message, a child of the run's span; its context is the header.
+        # Named by the subject without its integration token (span names stay few; the attributes
+        # carry the integration and the whole subject).
+        name = subject.removesuffix(f".{call.integration_id}") if call is not None else subject
         with (
-            tracing.span(f"{subject} publish", kind=SpanKind.PRODUCER, attributes=_ids(subject, msg_id, call))
+            tracing.span(f"{name} publish", kind=SpanKind.PRODUCER, attributes=_ids(subject, msg_id, call))
             if tracing.on
             else NO_SPAN
         ):
@@ -76,16 +79,17 @@ class Publisher:
         on every delivery of the run and hold its watermark for good: it is recorded in the DLQ
         instead (without its bytes, which cannot be carried either) with a loud error, and the
         page goes on. With max_payload as deployed (24 MiB) every meeting up to 18 MiB fits."""
-        subject = raw_calls_subject(source)
         max_payload = _max_payload(self.js)
         encoded = [(c, msgspec.json.encode(c)) for c in calls]
         fits = [max_payload is None or dead_letter_size(len(data)) <= max_payload for _, data in encoded]
         try:
             await asyncio.gather(
                 *(
-                    self._publish(subject, data, c.event_id, CALLS_RAW, c.traceparent, c)
+                    self._publish(
+                        raw_calls_subject(source, c.integration_id), data, c.event_id, CALLS_RAW, c.traceparent, c
+                    )
                     if fit
-                    else self._too_large(subject, c, len(data), max_payload or 0)
+                    else self._too_large(raw_calls_subject(source, c.integration_id), c, len(data), max_payload or 0)
                     for (c, data), fit in zip(encoded, fits, strict=True)
                 )
             )
