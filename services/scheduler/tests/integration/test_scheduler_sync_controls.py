@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -16,7 +17,7 @@ from nats.js.errors import NotFoundError
 from scheduler_kit import FakeClock, StandInWorker, add_integration, serve, state_of
 
 from callstream.contracts import SYNC, SyncRequested
-from callstream.scheduler import Settings, build_app
+from callstream.scheduler import Policy, RunPlan, Scheduler, Settings, SyncStore, build_app
 
 TOKEN = "admin-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -178,3 +179,28 @@ async def _eventually(check: object, timeout: float = 10.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+async def test_a_request_the_broker_could_not_withdraw_at_the_cancel_is_withdrawn_by_the_next_tick(
+    pool: asyncpg.Pool, js: JetStreamContext, clock: FakeClock
+) -> None:
+    broker: list[JetStreamContext | None] = [js]
+    scheduler = Scheduler(SyncStore(lambda: pool, Policy()), clock, lambda: broker[0])
+    integration_id = await add_integration(pool, "fathom", parked_until=clock.now() + DAY)
+
+    def plan(provider: Any, watermark: Any) -> RunPlan:
+        return Policy().manual_plan(
+            mode="latest", provider=provider, watermark=watermark, now=clock.now(), start=None, end=None, limit=5
+        )
+
+    run = await scheduler.store.create_manual_run(integration_id, plan, clock.now())
+    assert await scheduler.publish_run(run)
+    seq = await pool.fetchval("select request_seq from sync_runs where id = $1", run["id"])
+    broker[0] = None  # the broker away at the cancel
+    cancelled = await scheduler.cancel(integration_id, run["id"])
+    assert cancelled["status"] == "cancelled"
+    assert (await js.get_msg(SYNC, seq)).data is not None  # still in the work queue
+    broker[0] = js
+    await scheduler.tick()
+    with pytest.raises(NotFoundError):
+        await js.get_msg(SYNC, seq)

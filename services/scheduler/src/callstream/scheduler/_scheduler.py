@@ -59,6 +59,8 @@ class Scheduler:
         self.clock = clock
         self._jetstream = jetstream
         self._event_decoder = msgspec.json.Decoder(SyncEvent)
+        # Cancelled runs whose request could not be withdrawn yet (broker away): retried every tick.
+        self._to_withdraw: dict[uuid.UUID, StaleRun] = {}
 
     async def tick(self) -> TickReport:
         now = self.clock.now()
@@ -76,6 +78,9 @@ class Scheduler:
                 "run created", run_id=str(run["id"]), integration_id=str(run["integration_id"]), trigger=run["trigger"]
             )
         report.published_runs = await self.publish_pending()
+        for run in list(self._to_withdraw.values()):
+            if await self._withdraw(run):
+                del self._to_withdraw[run.run_id]
         report.retention = await self.store.run_retention(now)
         if report.retention is not None:
             log.info("retention job done", **report.retention)
@@ -119,28 +124,37 @@ class Scheduler:
                 log.warning("sync request not published yet", run_id=request.run_id, error=type(exc).__name__)
                 return False
         if await self.store.mark_published(run["id"], self.clock.now(), ack.seq) == "cancelled":
-            await self._withdraw(StaleRun(run["id"], ack.seq))  # cancelled while it was being published
+            await self._withdraw_cancelled(StaleRun(run["id"], ack.seq))  # cancelled while being published
         return True
 
     async def cancel(self, integration_id: uuid.UUID, run_id: uuid.UUID) -> Any:
         """Cancel a queued or running run (see ``_cancel``); raises RunNotFound or RunNotActive."""
         run = await cancel_run(self.store.pool, integration_id, run_id, self.clock.now())
         log.info("run cancelled", run_id=str(run_id), integration_id=str(integration_id))
-        await self._withdraw(StaleRun(run["id"], run["request_seq"]))
+        await self._withdraw_cancelled(StaleRun(run["id"], run["request_seq"]))
         return run
 
-    async def _withdraw(self, run: StaleRun) -> None:
-        """Best effort: take a failed run's request out of the work queue so no worker starts it later."""
+    async def _withdraw_cancelled(self, run: StaleRun) -> None:
+        if not await self._withdraw(run):
+            self._to_withdraw[run.run_id] = run  # the next ticks try again
+
+    async def _withdraw(self, run: StaleRun) -> bool:
+        """Best effort: take a failed or cancelled run's request out of the work queue so no worker
+        starts it later (a worker holding it stops at its next page); False when the broker could not."""
+        if run.request_seq is None:
+            return True  # never published: nothing to withdraw
         js = self._jetstream()
-        if js is None or run.request_seq is None:
-            return
+        if js is None:
+            return False
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
                 await js.delete_msg(SYNC, run.request_seq)
         except NotFoundError:
             pass  # already taken and acknowledged by a worker
         except Exception as exc:
-            log.warning("stale run request not withdrawn", run_id=str(run.run_id), error=type(exc).__name__)
+            log.warning("run request not withdrawn", run_id=str(run.run_id), error=type(exc).__name__)
+            return False
+        return True
 
     async def apply_event(self, data: bytes) -> bool:
         """Apply one ``SyncProgress``/``SyncFinished``; False when it changed nothing (a redelivery,
