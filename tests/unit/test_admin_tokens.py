@@ -29,6 +29,7 @@ def test_the_services_with_an_admin_api_each_have_their_own_variable() -> None:
     assert ADMIN_TOKEN_ENVS == (
         "CALLSTREAM_GATEWAY_ADMIN_TOKEN",
         "CALLSTREAM_LINKER_ADMIN_TOKEN",
+        "CALLSTREAM_NORMALIZER_ADMIN_TOKEN",
         "CALLSTREAM_SCHEDULER_ADMIN_TOKEN",
     )
     everything = dict.fromkeys(ADMIN_TOKENS_AND_MORE, "x")

@@ -43,6 +43,7 @@ from ._messages import (
     SyncProgress,
     SyncRequested,
     TimeWindow,
+    WorkspaceId,
 )
 from ._permissions import (
     NATS_OPERATOR,
@@ -148,6 +149,7 @@ __all__ = [
     "SyncRequested",
     "TextValue",
     "TimeWindow",
+    "WorkspaceId",
     "authorization_config",
     "calls_listed_subject",
     "data_point_event_id",

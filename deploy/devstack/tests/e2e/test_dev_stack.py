@@ -12,6 +12,7 @@ from callstream.devstack import SERVICES
 ADMIN_TOKENS = {
     "gateway": "CALLSTREAM_GATEWAY_ADMIN_TOKEN",
     "linker": "CALLSTREAM_LINKER_ADMIN_TOKEN",
+    "normalizer": "CALLSTREAM_NORMALIZER_ADMIN_TOKEN",
     "scheduler": "CALLSTREAM_SCHEDULER_ADMIN_TOKEN",
 }
 REQUIRED = [s.url_env for s in SERVICES] + [

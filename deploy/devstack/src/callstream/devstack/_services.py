@@ -45,7 +45,7 @@ class ServiceDef:
 SERVICES: tuple[ServiceDef, ...] = (
     ServiceDef("gateway", "callstream.gateway", "callstream-gateway", 8080),
     ServiceDef("linker", "callstream.linker", "callstream-linker", 8081),
-    ServiceDef("normalizer", "callstream.normalizer", "callstream-normalizer", 8082, admin_api=False),
+    ServiceDef("normalizer", "callstream.normalizer", "callstream-normalizer", 8082),
     ServiceDef("scheduler", "callstream.scheduler", "callstream-scheduler", 8083),
 )
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from litestar import Litestar
 
 from callstream.runtime import ServiceRuntime, create_app, get_logger, periodic
 
+from ._api import admin_router
 from ._backlog import add_backlog_workers
 from ._consumer import run_raw_call_consumer
 from ._data_points import run_data_point_consumer
 from ._features import run_feature_consumer, sweep_pending_links
 from ._outbox import run_outbox_relay
 from ._rederive import rederive_job
+from ._retention import retention_job
 from ._settings import Settings
 from ._tombstones import run_listing_consumer
 from ._topology import ensure_topology
@@ -46,6 +49,9 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
     runtime.add_worker("pending-link-sweep", periodic(sweep_pending_links, settings.link_sweep_seconds))
     if settings.rederive_seconds > 0:  # older-shape rows to the current shape (_rederive.py)
         runtime.add_worker("rederive", periodic(rederive_job(settings), settings.rederive_seconds), critical=False)
+    if settings.retention_seconds > 0:  # workspaces' message retention (_retention.py)
+        job = retention_job(settings, lambda: datetime.now(UTC))
+        runtime.add_worker("retention", periodic(job, settings.retention_seconds), critical=False)
     add_backlog_workers(runtime)
     return runtime
 
@@ -56,8 +62,9 @@ def build_app(settings: Settings) -> Litestar:
         service=settings.service_name,
         title="callstream normalizer",
         description="raw calls to messages and customers, message events via an outbox.",
-        route_handlers=[],
+        route_handlers=[admin_router(lambda: runtime.db, settings.admin())],
         checks=runtime.checks(),
+        admin=settings.admin(),
         lifespan=[runtime.lifespan],
     )
     app.state.runtime = runtime

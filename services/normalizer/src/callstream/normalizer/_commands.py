@@ -1,9 +1,10 @@
-"""The normalizer's extra subcommands: ``dlq list|show|redrive``, ``replay --since`` and ``rederive``."""
+"""The normalizer's extra subcommands: ``dlq list|show|redrive``, ``replay --since``, ``rederive`` and ``retention``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -12,6 +13,7 @@ from callstream.runtime import Command, connect_nats
 from . import _dlq
 from ._rederive import run_rederive
 from ._replay import run_replay
+from ._retention import run_retention
 from ._settings import Settings
 
 
@@ -81,6 +83,11 @@ async def _rederive_command(settings: Settings, args: argparse.Namespace) -> int
     return 1 if report["busy"] else 0
 
 
+async def _retention_command(settings: Settings, args: argparse.Namespace) -> int:
+    print(msgspec.json.encode(await run_retention(settings, datetime.now(UTC))).decode())
+    return 0
+
+
 COMMANDS = {
     "dlq": Command(
         help="inspect and redrive dead letters of dlq.normalizer", run=_dlq_command, arguments=_dlq_arguments
@@ -94,5 +101,10 @@ COMMANDS = {
         help="bring stored messages of an older metadata shape to the current one, from the raw data they keep"
         " (idempotent; one MessageUpserted 'updated' per message changed)",
         run=_rederive_command,
+    ),
+    "retention": Command(
+        help="make the messages older than their workspace's retention tombstones, now (idempotent;"
+        " one MessageDeleted 'retention' each)",
+        run=_retention_command,
     ),
 }

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from callstream.contracts import DEFAULT_LINK_HOSTS, HostAllowList
-from callstream.runtime import ServiceSettings, load_settings
+from callstream.runtime import AdminToken, AdminTokenSecret, ServiceSettings, load_settings
 
 DEFAULT_PORT = 8082
+ADMIN_TOKEN_VARIABLE = "CALLSTREAM_NORMALIZER_ADMIN_TOKEN"  # noqa: S105 - the variable's name
 MIB = 1024 * 1024
 # Raw calls held at once, fetched and not yet committed. Mapping and writing a meeting costs ~13
 # times its size at its peak (measured: ~5.6x while mapped, ~9x more while asyncpg encodes it), so
@@ -65,6 +66,26 @@ class Settings(ServiceSettings):
         description="how often stored messages of an older metadata shape are looked for and re-derived"
         " from their raw data (0: never; `callstream-normalizer rederive` does it once)",
     )
+    retention_seconds: float = Field(
+        3600.0,
+        ge=0,
+        validation_alias="CALLSTREAM_NORMALIZER_RETENTION_SECONDS",
+        description="how often messages older than their workspace's retention are made tombstones"
+        " (0: never; `callstream-normalizer retention` does it once)",
+    )
+    retention_batch_size: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        validation_alias="CALLSTREAM_NORMALIZER_RETENTION_BATCH_SIZE",
+        description="per transaction",
+    )
+    admin_token: AdminTokenSecret | None = Field(
+        None,
+        validation_alias=ADMIN_TOKEN_VARIABLE,
+        description="bearer token of the normalizer's admin API (workspace retention; at least 32 characters);"
+        " unset: the admin API answers 401",
+    )
     pool_size: int = Field(5, ge=2, le=100, validation_alias="CALLSTREAM_NORMALIZER_POOL_SIZE")
     # The linker's variable: MessageUpserted's link fields pass the rule the linker's answers do.
     link_hosts: str = Field(
@@ -82,6 +103,9 @@ class Settings(ServiceSettings):
     @property
     def link_allow_list(self) -> HostAllowList:
         return HostAllowList.parse(self.link_hosts)
+
+    def admin(self) -> AdminToken:
+        return AdminToken(self.admin_token, ADMIN_TOKEN_VARIABLE)
 
     @property
     def service_name(self) -> str:
