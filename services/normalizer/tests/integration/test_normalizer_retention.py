@@ -120,3 +120,16 @@ async def test_the_admin_api_sets_retention_and_the_process_applies_it(
     after = await states(pool)
     assert after[("ws1", "2")][0] is None
     assert after[("ws2", "3")][0] is None
+
+
+async def test_a_message_observed_after_now_does_not_hold_the_pass(pool, kit):
+    """A gateway's clock ahead of the normalizer's: the tombstone rule leaves a message observed
+    after ``now`` alone, and the pass must end rather than select it again and again."""
+    ahead = NOW + timedelta(hours=1)
+    raws = [kit.raw_call(meeting(kit, 10 + i, days_ago=40), workspace_id="ws1", received_at=ahead) for i in range(3)]
+    async with pool.acquire() as conn:
+        await store_batch(conn, [map_raw_call(raw) for raw in raws])
+    await set_retention(pool, "ws1", 30)
+    report = await asyncio.wait_for(apply_retention(pool, NOW, batch_size=2), timeout=10)
+    assert report.tombstoned == {}
+    assert (await apply_retention(pool, ahead + timedelta(seconds=1))).tombstoned == {"ws1": 3}
