@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,64 @@ def test_the_command_exits_1_on_a_finding_and_0_when_skipped(
     monkeypatch.setattr(_audit_pins, "audit", with_transport(httpx.MockTransport(refuse)))
     assert _audit_pins.main([str(constraints)]) == 0
     assert capsys.readouterr().out == "pins audit skipped: PyPI's advisory data could not be reached (ConnectError)\n"
+
+
+def strict_pypi(releases: dict[str, list[dict[str, Any]]]) -> httpx.MockTransport:
+    """PyPI as it answers: the JSON API only under the normalized name; any other spelling of the name
+    is a 301 to the normalized one (https://pypi.org/pypi/PyYAML/json -> /pypi/pyyaml/json)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        parts = request.url.path.strip("/").split("/")  # pypi/<name>[/<version>]/json
+        if parts[1] != canonicalize_name(parts[1]):
+            parts[1] = canonicalize_name(parts[1])
+            return httpx.Response(301, headers={"Location": "/" + "/".join(parts)})
+        if len(parts) == 4 and f"{parts[1]}=={parts[2]}" in releases:
+            vulns = releases[f"{parts[1]}=={parts[2]}"]
+            return httpx.Response(200, json={"info": {"version": parts[2]}, "vulnerabilities": vulns})
+        return httpx.Response(404)
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("name", ["PyYAML", "typing_extensions", "Werkzeug", "pydantic_core", "zope.interface"])
+def test_a_pin_spelled_unlike_its_normalized_name_is_checked(name: str) -> None:
+    """PyPI redirects other spellings (301): asking under the pin's own spelling made every such pin
+    'unreachable', so the audit could never fail for it."""
+    report = run([Pin(name, "1.0")], strict_pypi({f"{canonicalize_name(name)}==1.0": [ADVISORY]}))
+    assert report.unreachable == []
+    assert report.checked == [Pin(name, "1.0")]
+    assert report.failed
+    assert report.lines()[0].startswith(f"VULNERABLE {name}==1.0: PYSEC-2026-1")
+
+
+def test_a_redirect_is_followed() -> None:
+    """A mirror that moves the API elsewhere (a redirect for a canonical name too) is still asked."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/pypi/"):
+            return httpx.Response(302, headers={"Location": "/mirror" + request.url.path})
+        return httpx.Response(200, json={"info": {"version": "1.0"}, "vulnerabilities": [ADVISORY]})
+
+    report = run([Pin("bad", "1.0")], httpx.MockTransport(handler))
+    assert report.failed
+
+
+@pytest.mark.parametrize("body", [[], ["a"], "text", 3, None])
+def test_a_json_answer_that_is_not_an_object_is_unreachable_not_a_crash(body: Any) -> None:
+    """A proxy or mirror answering 200 with another JSON document: skip that pin, never crash the step."""
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=json.dumps(body).encode()))
+    report = run([Pin("a", "1")], transport)
+    assert not report.failed
+    assert report.checked == []
+    assert report.unreachable == [(Pin("a", "1"), "not a JSON object")]
+
+
+def test_a_project_document_whose_info_is_not_an_object_is_unreachable() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if len(request.url.path.strip("/").split("/")) == 4:
+            return httpx.Response(404)
+        return httpx.Response(200, json={"info": None, "vulnerabilities": []})
+
+    report = run([Pin("a", "1")], httpx.MockTransport(handler))
+    assert not report.failed
+    assert report.unreachable == [(Pin("a", "1"), "not a JSON object")]

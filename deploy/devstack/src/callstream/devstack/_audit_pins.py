@@ -177,7 +177,8 @@ class _Unreachable(Exception):
 
 
 async def _get_json(client: httpx.AsyncClient, url: str) -> dict[str, Any] | None:
-    """The document, or None for 404; _Unreachable for anything that is not an answer."""
+    """The document, or None for 404; _Unreachable for anything that is not an answer, also for a 200
+    whose JSON is not an object (a proxy's or mirror's page): that pin is skipped, the step goes on."""
     try:
         response = await client.get(url)
     except httpx.HTTPError as exc:
@@ -187,24 +188,40 @@ async def _get_json(client: httpx.AsyncClient, url: str) -> dict[str, Any] | Non
     if response.status_code != 200:
         raise _Unreachable(f"HTTP {response.status_code}")
     try:
-        body: dict[str, Any] = response.json()
+        body = response.json()
     except ValueError as exc:
         raise _Unreachable("not JSON") from exc
-    return body
+    return _object(body)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Unreachable("not a JSON object")
+    return value
+
+
+def _vulnerabilities(document: dict[str, Any]) -> list[dict[str, Any]]:
+    vulns = document.get("vulnerabilities") or []
+    if not isinstance(vulns, list):
+        raise _Unreachable("not a JSON object")
+    return [_object(vuln) for vuln in vulns]
 
 
 async def _advisories(client: httpx.AsyncClient, settings: AuditSettings, pin: Pin) -> list[dict[str, Any]] | None:
     """The release's advisories, or None when PyPI has no advisory data for it."""
     base = settings.index_url.rstrip("/")
-    release = await _get_json(client, f"{base}/{pin.name}/{pin.version}/json")
+    # PyPI serves the JSON API under the normalized name only and redirects any other spelling
+    # (PyYAML, typing_extensions): ask under that name rather than pay a redirect for every such pin.
+    name = canonicalize_name(pin.name)
+    release = await _get_json(client, f"{base}/{name}/{pin.version}/json")
     if release is not None:
-        return list(release.get("vulnerabilities") or [])
-    project = await _get_json(client, f"{base}/{pin.name}/json")
+        return _vulnerabilities(release)
+    project = await _get_json(client, f"{base}/{name}/json")
     if project is None:
         return None
     # The project document's advisories are those of its latest release only.
-    if _same_version(str(project.get("info", {}).get("version", "")), pin.version):
-        return list(project.get("vulnerabilities") or [])
+    if _same_version(str(_object(project.get("info")).get("version", "")), pin.version):
+        return _vulnerabilities(project)
     return None
 
 
@@ -251,8 +268,13 @@ async def audit(
                 results[pin] = str(exc)
                 failures += 1
 
+    # Redirects are followed: a mirror or a renamed project may answer with one; an unfollowed 301
+    # would make that pin "unreachable", never checked, so the audit could never fail for it.
     async with httpx.AsyncClient(
-        transport=transport, timeout=settings.timeout_seconds, headers={"Accept": "application/json"}
+        transport=transport,
+        timeout=settings.timeout_seconds,
+        headers={"Accept": "application/json"},
+        follow_redirects=True,
     ) as client:
         tasks = [asyncio.ensure_future(one(client, pin)) for pin in pins]
         try:
