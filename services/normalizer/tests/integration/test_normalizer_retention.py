@@ -133,3 +133,20 @@ async def test_a_message_observed_after_now_does_not_hold_the_pass(pool, kit):
     report = await asyncio.wait_for(apply_retention(pool, NOW, batch_size=2), timeout=10)
     assert report.tombstoned == {}
     assert (await apply_retention(pool, ahead + timedelta(seconds=1))).tombstoned == {"ws1": 3}
+
+
+async def test_a_later_pull_does_not_bring_a_retention_tombstone_back(pool, kit):
+    """The provider still has the call: the next lookback or reconciliation delivers it again,
+    observed after the tombstone. It stays a tombstone, and nothing is announced."""
+    old = meeting(kit, 1, days_ago=40)
+    async with pool.acquire() as conn:
+        await store_batch(conn, [map_raw_call(kit.raw_call(old, workspace_id="ws1"))])
+    await set_retention(pool, "ws1", 30)
+    assert (await apply_retention(pool, NOW)).tombstoned == {"ws1": 1}
+    events_before = await pool.fetchval("select count(*) from outbox")
+    later = NOW + timedelta(hours=1)
+    async with pool.acquire() as conn:
+        written = await store_batch(conn, [map_raw_call(kit.raw_call(old, workspace_id="ws1", received_at=later))])
+    assert written == []
+    assert (await states(pool))[("ws1", "1")] == ("retention", "")
+    assert await pool.fetchval("select count(*) from outbox") == events_before

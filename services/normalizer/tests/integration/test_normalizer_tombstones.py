@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from callstream.contracts import CallsListed, MessageDeleted, TimeWindow
+from callstream.normalizer._mapped import METADATA_VERSION
 from callstream.normalizer._mapping import map_raw_call
 from callstream.normalizer._store import store_batch
 from callstream.normalizer._tombstones import apply_listing
@@ -84,7 +85,7 @@ async def test_a_call_no_longer_listed_becomes_a_tombstone(pool, kit):
     assert (row["title"], row["content"], row["metadata"], row["ai_insights"], row["customer_id"]) == (
         None,
         "",
-        "{}",
+        f'{{"metadata_version": {METADATA_VERSION}}}',  # of the current shape: rederive leaves it
         None,
         None,
     )
@@ -132,6 +133,11 @@ async def test_private_calls_calls_outside_the_window_and_newer_observations_are
     # nor one that starts exactly at it (the provider's filter may leave its ends out)
     on_start = TimeWindow(start=datetime(2026, 2, 25, 15, 54, 41, tzinfo=UTC), end=FATHOM_WINDOW.end)
     assert await apply(pool, listing("fathom", on_start, [])) == []
+    # nor one whose end falls in the second it was created: the gateway asked the provider up to
+    # that second only (whole seconds), so the listing could not have named it
+    assert await apply(pool, listing("fathom", FATHOM_WINDOW, [str(meeting["recording_id"])])) == []
+    on_end = TimeWindow(start=FATHOM_WINDOW.start, end=datetime(2026, 2, 25, 15, 54, 41, 500_000, tzinfo=UTC))
+    assert await apply(pool, listing("fathom", on_end, [])) == []
     # nor does a listing that began before the meeting was last observed
     assert await apply(pool, listing("fathom", FATHOM_WINDOW, [], listed_at=kit.T0 - timedelta(days=1))) == []
     assert (await message(pool, str(meeting["recording_id"])))["deleted_at"] is None

@@ -37,7 +37,7 @@ from callstream.contracts import (
 from callstream.runtime import Redelivery, ServiceRuntime, Unprocessable, consume, get_logger, wait_for_postgres
 
 from ._errors import is_poison
-from ._mapped import parse_time
+from ._mapped import METADATA_VERSION, parse_time
 from ._settings import Settings
 from ._store import OUTBOX_CHANNEL, OUTBOX_ORDER_LOCK
 
@@ -69,7 +69,7 @@ _CONTACTS = "select normalizer_store_contacts($1, '{}', '{}', '{}', '{}', '{}', 
 _ERASE = """
 update messages set
     title = null, content = '', author_name = null, author_id = null, author_email = null,
-    message_metadata = '{}'::jsonb, ai_insights = null, customer_id = null,
+    message_metadata = jsonb_build_object('metadata_version', $5::int), ai_insights = null, customer_id = null,
     content_hash = $4, source_updated_at = greatest(source_updated_at, $3), version = version + 1,
     deleted_at = $3, deleted_reason = $2, updated_at = now()
 where id = any($1::uuid[]) and deleted_at is null and (source_updated_at is null or source_updated_at < $3)
@@ -88,7 +88,9 @@ async def tombstone(
         return []
     ids = sorted(set(message_ids))  # the store's lock order
     async with conn.transaction():
-        gone = await conn.fetch(_ERASE, ids, reason, at, TOMBSTONE_HASH)
+        # The metadata keeps only its version: a tombstone is of the current shape, so rederive
+        # (which looks for rows without one) never picks it up again and again.
+        gone = await conn.fetch(_ERASE, ids, reason, at, TOMBSTONE_HASH, METADATA_VERSION)
         erased = [row["id"] for row in gone]
         if not erased:
             return []
@@ -122,9 +124,11 @@ async def tombstone(
 
 def _in_window(value: str | None, start: datetime, end: datetime) -> bool:
     """Strictly inside: whether a provider's filter includes its ends is not documented (Fathom's
-    ``created_after``/``created_before``), and a call on an end is judged by the next listing."""
+    ``created_after``/``created_before``), and a call on an end is judged by the next listing. The
+    gateway asks the provider for whole seconds (the end cut down to its second): a call in the
+    fraction of a second after that was not asked for, so the end judged is the one asked."""
     at = parse_time(value)
-    return at is not None and start < at < end
+    return at is not None and start < at < end.replace(microsecond=0)
 
 
 async def apply_listing(conn: asyncpg.Connection, listing: CallsListed) -> list[MessageDeleted]:
