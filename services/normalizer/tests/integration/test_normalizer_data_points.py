@@ -149,3 +149,16 @@ async def test_the_service_stores_data_points(pool: Any, nc: Any, database_url: 
             assert asyncio.get_running_loop().time() < deadline, "the data point was never stored"
             await asyncio.sleep(0.05)
     assert await _rows(pool) == [("mrr", None, "2", 42.0, None, None)]
+
+
+async def test_a_point_for_a_tombstone_is_dropped(pool: Any, nc: Any) -> None:
+    """A data point recorded just before its message became a tombstone and stored after (the
+    consumer lagging): its evidence is transcript text, so it is dropped, not stored on the
+    tombstone (whose points were erased) nor dead-lettered with its quote."""
+    message_id = await _message(pool)
+    await pool.execute(
+        "update messages set deleted_at = now(), deleted_reason = 'provider_deleted' where id = $1", message_id
+    )
+    await _handle_all(pool, nc.jetstream(), [_point(message_id, "1.0", 1200)])
+    assert await _rows(pool) == []
+    assert await entries(nc.jetstream()) == []

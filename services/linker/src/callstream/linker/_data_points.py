@@ -195,7 +195,7 @@ async def _feature_points(pool: asyncpg.Pool, workspace_id: str, feature_id: str
     rows: list[asyncpg.Record] = await pool.fetch(
         f"select {_COLUMNS}, m.id, m.source, m.external_id, m.version, {q.LINK_FIELDS}"
         " from data_points d join messages m on m.id = d.message_id"
-        " where d.workspace_id = $1 and d.feature_id = $2" + _where(flt, args),
+        " where d.workspace_id = $1 and d.feature_id = $2 and m.deleted_at is null" + _where(flt, args),
         *args,
     )
     return rows

@@ -43,7 +43,9 @@ DATA_POINTS = Counter(
     ["outcome"],
 )
 
-_MESSAGE = "select 1 from messages where id = $1 and workspace_id = $2"
+# ``for share``: a tombstone being made of the message (which deletes its data points) finishes
+# first or waits, so no point lands on a tombstone after its points were erased.
+_MESSAGE = "select deleted_at from messages where id = $1 and workspace_id = $2 for share"
 _FEATURE = "insert into features (workspace_id, id) values ($1, $2) on conflict do nothing"
 # Replaces only what a newer version (or the same version's later correction) wrote; returns the
 # row when it was written, nothing when the stored one stands.
@@ -82,8 +84,11 @@ async def store_data_point(conn: asyncpg.Connection, point: DataPointRecorded) -
     order = extractor_version_order(point.extractor.version)
     evidence = point.evidence
     async with conn.transaction():
-        if await conn.fetchval(_MESSAGE, message_id, point.workspace_id) is None:
+        message = await conn.fetchrow(_MESSAGE, message_id, point.workspace_id)
+        if message is None:
             raise Unprocessable("no message with that id in the workspace")
+        if message["deleted_at"] is not None:  # gone (its evidence would be transcript text): dropped
+            return "unchanged"
         if point.feature_id is not None:
             await conn.execute(_FEATURE, point.workspace_id, point.feature_id)
         row = await conn.fetchrow(
