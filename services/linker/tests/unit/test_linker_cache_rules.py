@@ -72,6 +72,19 @@ def test_a_version_older_than_an_announced_one_is_not_stored() -> None:
     assert c.by_id("m1") is not None
 
 
+def test_a_tombstone_is_forgotten_and_an_older_read_not_cached_again() -> None:
+    """A read replica lagging behind the tombstone still has the live version: a look-up after
+    the MessageDeleted must not put that version back in memory (it would be served for the
+    backstop age)."""
+    c = cache()
+    c.store(facts(1, version=1), c.epoch)
+    c.forget("m1", ("w", "fathom", "1"), 2)
+    assert c.by_id("m1") is None
+    assert c.by_ident("w", "fathom", "1") is None
+    c.store(facts(1, version=1), c.epoch)  # the replica's pre-tombstone row
+    assert c.by_id("m1") is None
+
+
 def test_nothing_is_served_or_stored_while_the_feed_is_down() -> None:
     feed = Feed()
     c = cache(feed=feed)

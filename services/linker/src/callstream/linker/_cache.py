@@ -158,10 +158,7 @@ class LinkCache:
     def invalidate(self, event: MessageUpserted) -> None:
         self.epoch += 1
         self._drop(event.message_id)
-        self._announced[event.message_id] = max(event.version, self._announced.get(event.message_id, 0))
-        self._announced.move_to_end(event.message_id)
-        while len(self._announced) > max(self._max, 1):
-            self._announced.popitem(last=False)
+        self._announce(event.message_id, event.version)
         ident_owner = self._by_ident.get((event.workspace_id, event.source, event.external_id))
         if ident_owner is not None:
             self._drop(ident_owner)
@@ -173,13 +170,21 @@ class LinkCache:
             # answered from memory instead of reading the row it was just told about.
             self.store(facts_from_event(event, event.link_sources), self.epoch)
 
-    def forget(self, message_id: str, ident: tuple[str, str, str]) -> None:
-        """A message became a tombstone: nothing of it is answered from memory any more."""
+    def forget(self, message_id: str, ident: tuple[str, str, str], version: int) -> None:
+        """A message became a tombstone: nothing of it is answered from memory any more, and a
+        read of an older version (a lagging read replica) is not cached again."""
         self.epoch += 1
         self._drop(message_id)
+        self._announce(message_id, version)
         ident_owner = self._by_ident.get(ident)
         if ident_owner is not None:
             self._drop(ident_owner)
+
+    def _announce(self, message_id: str, version: int) -> None:
+        self._announced[message_id] = max(version, self._announced.get(message_id, 0))
+        self._announced.move_to_end(message_id)
+        while len(self._announced) > max(self._max, 1):
+            self._announced.popitem(last=False)
 
     def _drop(self, message_id: str) -> None:
         self._resolved.pop(message_id, None)
@@ -242,7 +247,8 @@ class MessageEventFeed:
                 log.warning("undecodable message event ignored", subject=msg.subject)
                 return
             if self.cache is not None:  # the next look-up reads the tombstone: 410
-                self.cache.forget(deleted.message_id, (deleted.workspace_id, deleted.source, deleted.external_id))
+                ident = (deleted.workspace_id, deleted.source, deleted.external_id)
+                self.cache.forget(deleted.message_id, ident, deleted.version)
             return
         try:
             event = self._decoder.decode(msg.data)
