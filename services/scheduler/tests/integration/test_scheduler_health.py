@@ -34,6 +34,9 @@ async def client(
     monkeypatch.setenv("CALLSTREAM_SCHEDULER_ADMIN_TOKEN", TOKEN)
     monkeypatch.setenv("CALLSTREAM_SCHEDULER_LOOP_SECONDS", "0.2")
     monkeypatch.setenv("CALLSTREAM_SCHEDULER_HEALTH_STUCK_AFTER_SECONDS", "3600")
+    # The stale-run rule (10 min by default) would fail a run that has not moved for hours before the
+    # health check could be asked about it: here it waits longer, so the health check is what is seen.
+    monkeypatch.setenv("CALLSTREAM_SCHEDULER_STALE_AFTER_SECONDS", str(3 * 86400))
     app = build_app(Settings(), clock=clock)  # type: ignore[call-arg]
     async with serve(app) as c:
         yield c
@@ -94,6 +97,13 @@ async def test_health_through_an_integrations_life(
     assert checks["has_synced"][1] == "no run has succeeded yet"
     assert "scheduled pulls" in checks["webhook_registered"][1]
 
+    # A webhook secret given by hand at creation (the webhook registered outside callstream): no id, but
+    # the gateway verifies what Fathom sends.
+    await pool.execute("update integrations set webhook_secret = '\\x00'::bytea where id = $1", integration_id)
+    _, checks = await _health(client, integration_id)
+    assert checks["webhook_registered"][0], checks["webhook_registered"]
+    assert checks["webhook_registered"][1].startswith("a webhook secret was given")
+
     # A good run with calls, and a webhook the gateway registered: healthy.
     await pool.execute("update integrations set webhook_id = 'wh-1' where id = $1", integration_id)
     assert (
@@ -129,22 +139,30 @@ async def test_health_through_an_integrations_life(
 async def test_a_stuck_run_and_other_answers(client: httpx.AsyncClient, pool: asyncpg.Pool, clock: FakeClock) -> None:
     integration_id = await add_integration(pool, "gong", parked_until=clock.now() + DAY)
     run_id = uuid.uuid4()
-    # A backfill going for two hours, still moving (so the stale rule leaves it): stuck past the bound.
+    # A backfill going for three hours, still moving (a long backfill at a provider's rate limit): ready.
     await pool.execute(
         """insert into sync_runs (id, integration_id, workspace_id, provider, mode, trigger, status, created_at,
                                   started_at, last_progress_at)
            values ($1, $2, 'ws-1', 'gong', 'backfill', 'manual', 'running', $3, $3, $4)""",
         run_id,
         integration_id,
-        clock.now() - timedelta(hours=2),
-        clock.now(),
+        clock.now() - timedelta(hours=3),
+        clock.now() - timedelta(minutes=5),
     )
     _, checks = await _health(client, integration_id)
     assert "webhook_registered" not in checks  # Gong sends no webhooks
-    assert checks["sync_ready"] == (False, f"run {run_id} has been running for 2 h (more than 60 min)")
-    await pool.execute("update sync_runs set created_at = $2 where id = $1", run_id, clock.now() - timedelta(minutes=5))
+    assert checks["sync_ready"] == (True, f"run {run_id} is running since 3 h, last moved 5 min ago")
+    # No progress for two hours: stuck past the bound.
+    await pool.execute(
+        "update sync_runs set last_progress_at = $2 where id = $1", run_id, clock.now() - timedelta(hours=2)
+    )
     _, checks = await _health(client, integration_id)
-    assert checks["sync_ready"] == (True, f"run {run_id} is running since 5 min")
+    assert checks["sync_ready"] == (False, f"run {run_id} is running but has not moved for 2 h (more than 60 min)")
+    # A wait it announced (a spent quota) until later: not stuck.
+    resume = clock.now() + timedelta(hours=1)
+    await pool.execute("update sync_runs set resume_after = $2 where id = $1", run_id, resume)
+    _, checks = await _health(client, integration_id)
+    assert checks["sync_ready"] == (True, f"run {run_id} is running since 3 h, waiting until {resume.isoformat()}")
 
     assert (await client.get(f"/v1/integrations/{uuid.uuid4()}/health", headers=AUTH)).status_code == 404
     assert (await client.get(f"/v1/integrations/{integration_id}/health")).status_code == 401

@@ -29,13 +29,19 @@ _REFUSED = re.compile(r"refused the credentials|\(HTTP 40[13]\)")
 
 _READ = """
 select i.id, i.provider, i.status as integration_status, i.webhook_id is not null as webhook_registered,
+       i.webhook_secret is not null as has_webhook_secret,
        s.status as sync_status, s.next_due_at, s.last_synced_at, s.last_error,
        coalesce(s.items_synced_total, 0) as items_synced_total,
        a.id as active_id, a.status as active_status, a.created_at as active_created_at,
+       a.moved_at as active_moved_at,
        l.id as last_id, l.status as last_status, l.error as last_error_run, l.finished_at as last_finished_at
 from integrations i
 left join sync_state s on s.integration_id = i.id
-left join lateral (select id, status, created_at from sync_runs
+-- When the run last moved, as the stale-run rule counts it: queued (created), started, its last
+-- progress, or the end of a wait it announced (greatest skips a null resume_after).
+left join lateral (select id, status, created_at,
+                          greatest(coalesce(last_progress_at, started_at, created_at), resume_after) as moved_at
+                   from sync_runs
                    where integration_id = i.id and status in ('queued', 'running') limit 1) a on true
 left join lateral (select id, status, error, finished_at from sync_runs
                    where integration_id = i.id and status not in ('queued', 'running')
@@ -68,6 +74,46 @@ def _ago(delta: timedelta) -> str:
     return f"{seconds // 3600} h"
 
 
+def _sync_ready(row: Mapping[str, Any], *, now: datetime, stuck_after: timedelta) -> tuple[bool, str]:
+    """A run is stuck when it has not moved for longer than ``stuck_after``, not when it is old: a
+    healthy backfill of tens of thousands of meetings at a provider's rate limit runs for many hours.
+    A queued run last moved when it was queued."""
+    run_id, run_status, created_at, moved_at = (
+        row["active_id"], row["active_status"], row["active_created_at"], row["active_moved_at"]
+    )  # fmt: skip
+    if run_id is None:
+        return True, "no run is queued or running"
+    moved_at = moved_at or created_at
+    if run_status == "queued":
+        if now - moved_at > stuck_after:
+            return False, f"run {run_id} has been queued for {_ago(now - moved_at)} (more than {_ago(stuck_after)})"
+        return True, f"run {run_id} is queued since {_ago(now - moved_at)}"
+    if now - moved_at > stuck_after:
+        return (
+            False,
+            f"run {run_id} is {run_status} but has not moved for {_ago(now - moved_at)} (more than {_ago(stuck_after)})",
+        )
+    since = f"run {run_id} is {run_status} since {_ago(now - created_at)}"
+    if moved_at > now:  # a wait it announced (Retry-After, a spent quota)
+        return True, f"{since}, waiting until {moved_at.isoformat()}"
+    return True, f"{since}, last moved {_ago(now - moved_at)} ago"
+
+
+def _webhook(row: Mapping[str, Any]) -> tuple[bool, str]:
+    """Fathom can send new meetings when the gateway can verify them: it holds a webhook secret, either
+    from the webhook it registered (``webhook_id`` kept) or given by hand at creation (the webhook
+    registered outside callstream, so no id)."""
+    if row["webhook_registered"]:
+        return True, "the gateway registered a webhook with Fathom: new meetings arrive as they are ready"
+    if row["has_webhook_secret"]:
+        return (
+            True,
+            "a webhook secret was given (the webhook registered outside callstream): the gateway verifies"
+            " the new meetings Fathom sends",
+        )
+    return False, "no webhook secret and no registered webhook: new meetings arrive only with the scheduled pulls"
+
+
 def judge(row: Mapping[str, Any], *, now: datetime, stuck_after: timedelta) -> IntegrationHealth:
     status = row["integration_status"]
     provider = row["provider"]
@@ -90,18 +136,7 @@ def judge(row: Mapping[str, Any], *, now: datetime, stuck_after: timedelta) -> I
     else:
         check("credentials_valid", True, "no run was refused its credentials")
 
-    active_at = row["active_created_at"]
-    if active_at is not None and now - active_at > stuck_after:
-        check(
-            "sync_ready",
-            False,
-            f"run {row['active_id']} has been {row['active_status']} for {_ago(now - active_at)}"
-            f" (more than {_ago(stuck_after)})",
-        )
-    elif active_at is not None:
-        check("sync_ready", True, f"run {row['active_id']} is {row['active_status']} since {_ago(now - active_at)}")
-    else:
-        check("sync_ready", True, "no run is queued or running")
+    check("sync_ready", *_sync_ready(row, now=now, stuck_after=stuck_after))
 
     synced = row["last_synced_at"]
     check(
@@ -129,15 +164,7 @@ def judge(row: Mapping[str, Any], *, now: datetime, stuck_after: timedelta) -> I
         check("schedule_active", True, f"next run due {due.isoformat()}")
 
     if provider == "fathom":
-        # The gateway keeps the id Fathom gave the webhook it registered (integrations.webhook_id).
-        registered = bool(row["webhook_registered"])
-        check(
-            "webhook_registered",
-            registered,
-            "Fathom sends new meetings to the gateway's webhook"
-            if registered
-            else "no webhook registered: new meetings arrive only with the scheduled pulls",
-        )
+        check("webhook_registered", *_webhook(row))
     return IntegrationHealth(
         integration_id=str(row["id"]), provider=provider, healthy=all(c.ok for c in checks), checks=checks
     )

@@ -41,7 +41,8 @@ class Settings(ServiceSettings):
         1.0, gt=0, le=30, validation_alias="CALLSTREAM_SCHEDULER_PROGRESS_POLL_SECONDS"
     )
     progress_max_watchers: int = Field(1000, ge=1, validation_alias="CALLSTREAM_SCHEDULER_PROGRESS_MAX_WATCHERS")
-    # Health: a run queued or running longer than this is stuck (``sync_ready`` fails).
+    # Health: a run queued longer than this, or running without progress this long, is stuck
+    # (``sync_ready`` fails); a long backfill that keeps moving is not.
     health_stuck_after_seconds: int = Field(
         7200, ge=60, validation_alias="CALLSTREAM_SCHEDULER_HEALTH_STUCK_AFTER_SECONDS"
     )
