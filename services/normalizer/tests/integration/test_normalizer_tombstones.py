@@ -123,8 +123,10 @@ async def test_private_calls_calls_outside_the_window_and_newer_observations_are
     meeting = kit.fathom_meeting()
     await store(pool, kit.raw_call(shared), kit.raw_call(private), kit.raw_call(meeting))
 
-    # the private call is hidden, not deleted; the shared one is gone
-    [event] = await apply(pool, listing("gong", GONG_WINDOW, []))
+    # both listed once; then the private call is hidden, not deleted, and the shared one is gone
+    ids = [shared["call"]["metaData"]["id"], private["call"]["metaData"]["id"]]
+    assert await apply(pool, listing("gong", GONG_WINDOW, ids)) == []
+    [event] = await apply(pool, listing("gong", GONG_WINDOW, [], listed_at=datetime.now(UTC) + timedelta(seconds=2)))
     assert event.external_id == shared["call"]["metaData"]["id"]
     assert (await message(pool, private["call"]["metaData"]["id"]))["deleted_at"] is None
 
@@ -144,6 +146,8 @@ async def test_private_calls_calls_outside_the_window_and_newer_observations_are
 
 
 async def test_a_listed_call_whose_recording_is_gone_becomes_a_tombstone(pool, kit):
+    # Listed for the first time: the listing itself shows the call is this integration's, and the
+    # 404 says it is gone.
     meeting = kit.fathom_meeting()
     rid = str(meeting["recording_id"])
     await store(pool, kit.raw_call(meeting))
@@ -151,3 +155,67 @@ async def test_a_listed_call_whose_recording_is_gone_becomes_a_tombstone(pool, k
     [event] = await apply(pool, still_listed)
     assert (event.external_id, event.reason) == (rid, "provider_deleted")
     assert (await message(pool, rid))["deleted_reason"] == "provider_deleted"
+
+
+async def listed_at(pool, external_id):
+    return await pool.fetchval("select last_listed_at from messages where external_id = $1", external_id)
+
+
+async def test_only_a_call_listed_before_is_judged_by_a_listing_without_it(pool, kit):
+    """A deletion is a window that no longer lists a call it listed before. A call the listing never
+    named (a Fathom recording shared by someone outside the org arrives by webhook; the listing,
+    without ``recorded_by[]``, does not return it) is alive, whatever a listing leaves out."""
+    shared, ours = kit.fathom_meeting(recording_id=501), kit.fathom_meeting(recording_id=502)
+    await store(pool, kit.raw_call(shared), kit.raw_call(ours))
+
+    # the first complete listing names only ours: nothing is judged, ours is marked listed
+    first = datetime.now(UTC) + timedelta(seconds=1)
+    assert await apply(pool, listing("fathom", FATHOM_WINDOW, ["502"], listed_at=first)) == []
+    assert (await listed_at(pool, "501"), await listed_at(pool, "502")) == (None, first)
+    # a later one again without the shared recording leaves it alone; ours, listed before and now
+    # missing, is gone
+    [event] = await apply(pool, listing("fathom", FATHOM_WINDOW, [], listed_at=first + timedelta(seconds=1)))
+    assert (event.external_id, event.reason) == ("502", "provider_deleted")
+    assert (await message(pool, "501"))["deleted_at"] is None
+    assert (await message(pool, "501"))["content"]
+    assert [e.external_id for _, e in await deleted_events(pool)] == ["502"]
+
+
+async def test_a_listed_call_observed_after_the_listing_began_is_not_judged(pool, kit):
+    meeting = kit.fathom_meeting(recording_id=503)
+    await store(pool, kit.raw_call(meeting))
+    marked = datetime.now(UTC) + timedelta(seconds=1)
+    assert await apply(pool, listing("fathom", FATHOM_WINDOW, ["503"], listed_at=marked)) == []
+    # a new version observed after the next listing began (the listing's view of it is older)
+    renamed = kit.fathom_meeting(recording_id=503, title="Renamed")
+    assert await store(pool, kit.raw_call(renamed, received_at=marked + timedelta(hours=1)))
+    assert await apply(pool, listing("fathom", FATHOM_WINDOW, [], listed_at=marked + timedelta(seconds=1))) == []
+    assert (await message(pool, "503"))["deleted_at"] is None
+    # an older listing applied late (a redelivery) does not move the mark back
+    assert await apply(pool, listing("fathom", FATHOM_WINDOW, ["503"], listed_at=marked - timedelta(days=1))) == []
+    assert await listed_at(pool, "503") == marked
+
+
+async def test_a_call_another_integration_now_holds_was_not_listed_by_it(pool, kit):
+    """Two Fathom integrations of one workspace share a call: the message belongs to the one that
+    stored it last, and a mark set by the other's listing does not carry over to it."""
+    meeting = kit.fathom_meeting(recording_id=504)
+    await store(pool, kit.raw_call(meeting))
+    marked = datetime.now(UTC) + timedelta(seconds=1)
+    assert await apply(pool, listing("fathom", FATHOM_WINDOW, ["504"], listed_at=marked)) == []
+    assert await listed_at(pool, "504") == marked
+    # the other integration's webhook (a shared external recording) stores a newer version
+    other = msgspec.json.decode(kit.raw_call(meeting, received_at=marked + timedelta(hours=1)))
+    other["integration_id"] = "int-other"
+    other["payload"]["title"] = "Seen by the other org"
+    assert await store(pool, msgspec.json.encode(other))
+    row = await pool.fetchrow("select integration_id, last_listed_at from messages where external_id = '504'")
+    assert (row["integration_id"], row["last_listed_at"]) == ("int-other", None)
+    # its listing, which never named the call, judges nothing; nor does the first one's any more
+    later = marked + timedelta(hours=2)
+    other_listing = msgspec.structs.replace(
+        listing("fathom", FATHOM_WINDOW, [], listed_at=later), integration_id="int-other"
+    )
+    assert await apply(pool, other_listing) == []
+    assert await apply(pool, listing("fathom", FATHOM_WINDOW, [], listed_at=later)) == []
+    assert (await message(pool, "504"))["deleted_at"] is None

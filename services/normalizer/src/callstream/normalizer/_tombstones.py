@@ -1,7 +1,11 @@
 """Calls gone at the provider become tombstones: ``CallsListed`` (``calls.listed.>``) in, ``MessageDeleted`` out.
 
 A reconciling pull run that read its whole window publishes every id the provider listed in it.
-A stored message of that integration is judged by the listing only when all of this holds:
+A deletion is "a reconcile window that no longer lists a call it listed before" (issue #19): each
+listing marks the messages it names (``messages.last_listed_at``, ``migrations/0010_listed_before.sql``),
+and a stored message of that integration is judged by the listing only when all of this holds:
+- an earlier complete listing of its integration named it (a call stored by webhook that the listing
+  never returns, e.g. a Fathom recording shared from outside the org, is not the listing's to judge);
 - its provider list time (Fathom ``created_at``, Gong ``started``: what the provider's list filter
   reads) lies in the window;
 - it was stored, and last observed, before the listing began (a newer observation wins);
@@ -61,8 +65,22 @@ from messages
 where workspace_id = $1 and source = $2 and integration_id = $3
   and sent_at >= $4 and sent_at < $5
   and deleted_at is null and created_at < $6 and (source_updated_at is null or source_updated_at < $6)
-  and (not (external_id = any($8::text[])) or external_id = any($9::text[]))
+  and ((last_listed_at < $6 and not (external_id = any($8::text[]))) or external_id = any($9::text[]))
   and coalesce(message_metadata ->> 'private', '') <> 'true'
+"""
+# A listed recording that answered 404 needs no earlier listing: this listing names the call, so it
+# is one the integration's listing returns (not a shared external recording), and the 404 is the
+# provider saying it is gone, not an absence read into a listing.
+# The ids this listing names, of its integration, are marked listed (never moved back: a listing
+# applied late is older). Locked in the store's key order.
+_MARK = """
+update messages m set last_listed_at = $5
+from (select id from messages
+      where workspace_id = $1 and source = $2 and integration_id = $3 and external_id = any($4::text[])
+        and (last_listed_at is null or last_listed_at < $5)
+      order by external_id
+      for update) listed
+where m.id = listed.id
 """
 _CONTACTS = "select normalizer_store_contacts($1, '{}', '{}', '{}', '{}', '{}', '{}')"  # migrations/0004
 # Judged again under the row lock: a version stored meanwhile (observed after the listing) wins.
@@ -136,25 +154,35 @@ async def apply_listing(conn: asyncpg.Connection, listing: CallsListed) -> list[
     start, end = listing.window.start, listing.window.end
     if start is None or end is None:
         raise Unprocessable("a listing needs both ends of its window")
-    rows = await conn.fetch(
-        _CANDIDATES,
-        listing.workspace_id,
-        listing.source,
-        listing.integration_id,
-        start - SENT_BEFORE_LISTED,
-        end,
-        listing.listed_at,
-        LIST_TIME_KEY[listing.source],
-        listing.external_ids,
-        listing.gone_external_ids,
-    )
-    missing = [row["id"] for row in rows if _in_window(row["list_time"], start, end)]
-    events = await tombstone(conn, missing, "provider_deleted", listing.listed_at)
+    async with conn.transaction():  # judged by earlier listings, then marked by this one
+        rows = await conn.fetch(
+            _CANDIDATES,
+            listing.workspace_id,
+            listing.source,
+            listing.integration_id,
+            start - SENT_BEFORE_LISTED,
+            end,
+            listing.listed_at,
+            LIST_TIME_KEY[listing.source],
+            listing.external_ids,
+            listing.gone_external_ids,
+        )
+        missing = [row["id"] for row in rows if _in_window(row["list_time"], start, end)]
+        events = await tombstone(conn, missing, "provider_deleted", listing.listed_at)
+        marked = await conn.execute(
+            _MARK,
+            listing.workspace_id,
+            listing.source,
+            listing.integration_id,
+            listing.external_ids,
+            listing.listed_at,
+        )
     log.info(
         "provider listing applied",
         integration_id=listing.integration_id,
         run_id=listing.run_id,
         listed=len(listing.external_ids),
+        marked=int(marked.split()[-1]),
         tombstoned=len(events),
     )
     return events
