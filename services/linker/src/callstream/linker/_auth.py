@@ -116,7 +116,16 @@ class Authenticator:
             return _ADMIN
         token_hash = hash_api_token(token)
         client = None
-        if self._limit is not None and self._cached(token_hash, self._clock()) is _NOT_CACHED:
+        # Charged: a look-up this request would start. Not a token known before whose answer just
+        # expired, nor one a look-up is already under way for (when a known token's entry expires
+        # under load, every request in flight joins one query: charging each was a 429 for a
+        # legitimate client, bench/linker).
+        if (
+            self._limit is not None
+            and token_hash not in self._pending
+            and token_hash not in self._cache
+            and self._cached(token_hash, self._clock()) is _NOT_CACHED
+        ):
             client = request.client.host if request.client else ""
             wait = self._limit.take(client)
             if wait is not None:
@@ -211,6 +220,7 @@ class Authenticator:
         """Keep an answer until ``until``; each map drops its oldest entry when full (and the
         answers kept by header with a known one: nothing outlives the answer it was kept from)."""
         if access is None:
+            self._cache.pop(token_hash, None)  # revoked: no longer a token known before
             self._unknown.pop(token_hash, None)
             if len(self._unknown) >= _MAX_UNKNOWN_TOKENS:
                 del self._unknown[next(iter(self._unknown))]
