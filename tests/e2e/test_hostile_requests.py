@@ -150,6 +150,7 @@ async def test_a_wrong_bearer_token_is_401_everywhere(stack: Stack) -> None:
     for service, path in (
         ("gateway", "/v1/integrations"),
         ("linker", "/v1/messages?workspace_id=acme"),
+        ("normalizer", "/v1/workspaces/acme/retention"),
         ("scheduler", "/v1/sync-state?workspace_id=acme"),
     ):
         async with httpx.AsyncClient(base_url=stack.url(service)) as client:
@@ -161,6 +162,7 @@ async def test_a_wrong_bearer_token_is_401_everywhere(stack: Stack) -> None:
 ADMIN_ROUTES = {
     "gateway": "/v1/integrations",
     "linker": "/v1/messages?workspace_id=acme",
+    "normalizer": "/v1/workspaces/acme/retention",
     "scheduler": "/v1/sync-state?workspace_id=acme",
 }
 

@@ -337,7 +337,7 @@ async def test_poison_payload_goes_to_dlq_and_the_rest_is_stored(pool, nc, kit, 
     stored = [r["external_id"] for r in await pool.fetch("select external_id from messages order by external_id")]
     assert stored == ["1", "2", "3"]
     letters = [msgspec.json.decode(m.data, type=DeadLetter) for m in await stream_messages(js, DLQ)]
-    assert [(d.subject, d.delivery_count) for d in letters] == [(subject, 1), ("calls.raw.gong", 1)]
+    assert [(d.subject, d.delivery_count) for d in letters] == [(subject, 1), (kit.subject_of("gong"), 1)]
     assert letters[0].stream_sequence == poison_seq
     assert letters[0].error.startswith("unmappable: not a RawCall v1")
     assert letters[0].data == b'{"v":1,"source":"fathom","payload":'
