@@ -168,6 +168,17 @@ async def apply_listing(conn: asyncpg.Connection, listing: CallsListed) -> list[
             listing.gone_external_ids,
         )
         missing = [row["id"] for row in rows if _in_window(row["list_time"], start, end)]
+        if missing and not listing.external_ids:
+            # A provider that lists nothing at all where it listed calls before has far more likely
+            # stopped showing them to this integration (a Gong API user that lost its visibility, a
+            # filter gone wrong) than had every one deleted: nothing is judged, loudly.
+            log.warning(
+                "provider listing empty where calls were listed before: nothing judged",
+                integration_id=listing.integration_id,
+                run_id=listing.run_id,
+                listed_before=len(missing),
+            )
+            missing = []
         events = await tombstone(conn, missing, "provider_deleted", listing.listed_at)
         marked = await conn.execute(
             _MARK,
