@@ -300,6 +300,10 @@ async def test_a_paused_broker_is_survived(
         except AssertionError:
             info = await js.consumer_info(NORMALIZER_CONSUMER.stream, NORMALIZER_CONSUMER.durable)
             raise AssertionError(f"not stored; consumer {info}") from None
-        await eventually(lambda: _linked(database_url, "f-paused"), timeout=30)
+        # The link was published just before the pause: the server may have handed it to the
+        # consumer's pull request without getting it onto the socket, so it comes back only when its
+        # ack_wait runs out (counted from the pause). Late, never lost: wait for that, not less.
+        redelivered_by = NORMALIZER_FEATURES_CONSUMER.ack_wait_seconds + 15 - (time.monotonic() - started)
+        await eventually(lambda: _linked(database_url, "f-paused"), timeout=max(30.0, redelivered_by))
     finally:
         await nc.close()
