@@ -137,13 +137,17 @@ class MessageDeleted(msgspec.Struct, kw_only=True, frozen=True):
     """A message became a tombstone (``messages.deleted.<source>``): its content, metadata,
     participants and data points are erased; its id stays known (the linker answers 410 Gone
     with the reason). Subscribers forget what they kept of it. ``version`` is the tombstone's,
-    after every version ``MessageUpserted`` announced."""
+    after every version ``MessageUpserted`` announced.
+
+    An erasure (reason ``erased``) keeps nothing: the row is deleted (the linker answers 404) and
+    the event names the message by its callstream id only, ``external_id`` null, because the
+    provider's call id is among what was asked to be forgotten."""
 
     v: Literal[1] = 1
     message_id: str
     workspace_id: WorkspaceId
     source: Source
-    external_id: str
+    external_id: str | None
     reason: DeletionReason
     deleted_at: datetime
     version: int
@@ -207,6 +211,40 @@ class FeatureUnlinked(msgspec.Struct, kw_only=True, frozen=True):
     workspace_id: WorkspaceId
     feature_id: str
     message: MessageRef
+
+
+ErasureScope = Literal["integration", "workspace"]
+ErasureService = Literal["gateway", "normalizer", "scheduler"]
+
+
+class ErasureRequested(msgspec.Struct, kw_only=True, frozen=True):
+    """Erase everything of these integrations (``erasures.requested``; the gateway publishes it
+    for ``DELETE /v1/integrations/{id}?erase=true`` and ``DELETE /v1/workspaces/{id}``).
+
+    Each service erases what it keeps and answers with :class:`ErasureFinished`; the gateway keeps
+    the job's state (``GET /v1/erasures/{erasure_id}``). ``integration_ids`` are every integration
+    of the scope (a workspace's, disabled ones included); a ``workspace`` erasure also takes what
+    belongs to the workspace rather than to one integration (features, customers, settings,
+    tokens). Idempotent: the same request again erases what is left and reports the same counts."""
+
+    v: Literal[1] = 1
+    erasure_id: str
+    scope: ErasureScope
+    workspace_id: WorkspaceId
+    integration_ids: list[str]
+    requested_at: datetime
+
+
+class ErasureFinished(msgspec.Struct, kw_only=True, frozen=True):
+    """One service's part of an erasure is done (``erasures.finished.<service>``), with how many
+    of each kind it erased (``messages``, ``contacts``, ``raw_events``, ``sync_runs``, ...).
+    Counts only: never an id or a name of what was erased."""
+
+    v: Literal[1] = 1
+    erasure_id: str
+    service: ErasureService
+    counts: dict[str, int]
+    finished_at: datetime
 
 
 class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):

@@ -7,8 +7,9 @@ with it. No I/O here.
 
 Each service may publish to the streams it writes, pull from its own durable consumers (create,
 info, next, ack, dead-letter), read stream metadata, and use its own KV buckets. Nobody but the
-operator may purge or delete a stream, read another service's consumer, or subscribe to a stream's
-subjects directly. Replies come to a per-identity inbox prefix (``_INBOX_<identity>``), so one
+operator may delete a stream, read another service's consumer, or subscribe to a stream's subjects
+directly; the normalizer alone may purge ``CALLS_RAW`` by subject and delete single events from
+the streams that name messages, because it carries out erasures. Replies come to a per-identity inbox prefix (``_INBOX_<identity>``), so one
 service cannot listen to the replies (and pulled messages) of another.
 """
 
@@ -23,19 +24,24 @@ from ._subjects import (
     CALLS_RAW,
     DATAPOINTS,
     DLQ,
+    ERASURES_REQUESTED,
     FEATURES,
+    GATEWAY_ERASURES_CONSUMER,
     GATEWAY_PULL_CONSUMER,
     MESSAGES,
     NORMALIZER_CONSUMER,
     NORMALIZER_DATAPOINTS_CONSUMER,
+    NORMALIZER_ERASURES_CONSUMER,
     NORMALIZER_FEATURES_CONSUMER,
     NORMALIZER_LISTINGS_CONSUMER,
     SCHEDULER_CONSUMER,
+    SCHEDULER_ERASURES_CONSUMER,
     STREAMS,
     SYNC,
     SYNC_EVENTS,
     ConsumerSpec,
     dlq_subject,
+    erasures_finished_subject,
 )
 
 NATS_OPERATOR = "operator"
@@ -61,6 +67,7 @@ class _Needs(msgspec.Struct, frozen=True, kw_only=True):
     """What a service does on NATS, in the subject table's terms."""
 
     writes: tuple[str, ...] = ()  # streams it publishes to (every subject of the stream)
+    publishes: tuple[str, ...] = ()  # single subjects it publishes to (not the whole stream)
     consumes: tuple[ConsumerSpec, ...] = ()  # its durable pull consumers
     declares: tuple[str, ...] = ()  # streams it creates or updates at start
     ephemeral_on: tuple[str, ...] = ()  # streams it reads with short-lived consumers of its own
@@ -68,13 +75,16 @@ class _Needs(msgspec.Struct, frozen=True, kw_only=True):
     dead_letters: tuple[str, ...] = ()  # extra dlq.<name> subjects besides its consumers'
     get_from: tuple[str, ...] = ()  # streams it reads single messages from (by sequence)
     delete_from: tuple[str, ...] = ()  # streams it deletes single messages from
+    purge_from: tuple[str, ...] = ()  # streams it purges by subject filter
     kv_buckets: tuple[str, ...] = ()
 
 
 _NEEDS: dict[str, _Needs] = {
     "gateway": _Needs(
         writes=(CALLS_RAW, SYNC_EVENTS),
-        consumes=(GATEWAY_PULL_CONSUMER,),
+        # An erasure is asked for by the gateway's API; its own part is reported like the others'.
+        publishes=(ERASURES_REQUESTED, erasures_finished_subject("gateway")),
+        consumes=(GATEWAY_PULL_CONSUMER, GATEWAY_ERASURES_CONSUMER),
         get_from=(SYNC,),  # is a run's request still there? (withdrawn: the run was cancelled)
         kv_buckets=GATEWAY_KV_BUCKETS,
     ),
@@ -82,17 +92,22 @@ _NEEDS: dict[str, _Needs] = {
         # MESSAGES from its outbox; CALLS_RAW, FEATURES and DATAPOINTS only to redrive its own
         # dead letters to where they came from.
         writes=(MESSAGES, CALLS_RAW, FEATURES, DATAPOINTS),
+        publishes=(erasures_finished_subject("normalizer"),),
         consumes=(
             NORMALIZER_CONSUMER,
             NORMALIZER_LISTINGS_CONSUMER,
             NORMALIZER_FEATURES_CONSUMER,
             NORMALIZER_DATAPOINTS_CONSUMER,
+            NORMALIZER_ERASURES_CONSUMER,
         ),
         declares=(CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS, DLQ),
-        ephemeral_on=(CALLS_RAW,),  # replay
+        # replay (CALLS_RAW); an erasure reads every stream that names messages to find its events
+        ephemeral_on=(CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS, DLQ),
         dead_letters=(NORMALIZER_OUTBOX_DEAD_LETTERS,),
         get_from=(DLQ,),  # dlq list / show
-        delete_from=(DLQ,),  # dlq redrive / drop
+        # dlq redrive / drop; an erasure's events in the others
+        delete_from=(DLQ, CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS),
+        purge_from=(CALLS_RAW,),  # an erased integration's calls.raw.*.<id> and calls.listed.*.<id>
     ),
     "linker": _Needs(
         writes=(FEATURES, DATAPOINTS),
@@ -100,7 +115,8 @@ _NEEDS: dict[str, _Needs] = {
     ),
     "scheduler": _Needs(
         writes=(SYNC,),
-        consumes=(SCHEDULER_CONSUMER,),
+        publishes=(erasures_finished_subject("scheduler"),),
+        consumes=(SCHEDULER_CONSUMER, SCHEDULER_ERASURES_CONSUMER),
         delete_from=(SYNC,),  # a cancelled run's request leaves the work queue
     ),
 }
@@ -132,6 +148,7 @@ def nats_permissions(identity: str) -> NatsPermissions | None:
     pub += [f"{api}.STREAM.INFO.{s.name}" for s in STREAMS]  # metadata and counts, never contents
     for stream in needs.writes:
         pub += _stream_subjects(stream)
+    pub += needs.publishes
     for stream in needs.declares:
         pub += [f"{api}.STREAM.CREATE.{stream}", f"{api}.STREAM.UPDATE.{stream}"]
     for c in needs.consumes:
@@ -159,6 +176,7 @@ def nats_permissions(identity: str) -> NatsPermissions | None:
         pub += [f"{api}.CONSUMER.CREATE.{stream}", f"{api}.CONSUMER.CREATE.{stream}.>", f"$JS.FC.{stream}.>"]
     pub += [f"{api}.STREAM.MSG.GET.{s}" for s in needs.get_from]
     pub += [f"{api}.STREAM.MSG.DELETE.{s}" for s in needs.delete_from]
+    pub += [f"{api}.STREAM.PURGE.{s}" for s in needs.purge_from]
     for bucket in needs.kv_buckets:
         kv = f"KV_{bucket}"
         pub += [

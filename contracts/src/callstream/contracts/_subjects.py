@@ -15,10 +15,12 @@ MESSAGES = "MESSAGES"
 FEATURES = "FEATURES"
 DLQ = "DLQ"
 DATAPOINTS = "DATAPOINTS"
+ERASURES = "ERASURES"
 
 FEATURES_LINKED = "features.linked"
 FEATURES_UNLINKED = "features.unlinked"
 DATAPOINTS_RECORDED = "datapoints.recorded"
+ERASURES_REQUESTED = "erasures.requested"
 
 _DAY = 86_400.0
 
@@ -49,6 +51,10 @@ def messages_deleted_subject(source: Source) -> str:
 def calls_listed_subject(source: Source, integration_id: str) -> str:
     """Per integration, so that erasing one can purge its listings (they name its call ids)."""
     return f"calls.listed.{source}.{integration_id}"
+
+
+def erasures_finished_subject(service: str) -> str:
+    return f"erasures.finished.{service}"
 
 
 def dlq_subject(consumer: str) -> str:
@@ -123,6 +129,12 @@ STREAMS: tuple[StreamSpec, ...] = (
         max_age_seconds=30 * _DAY,
     ),
     StreamSpec(
+        name=ERASURES,
+        subjects=("erasures.>",),  # ERASURES_REQUESTED and erasures.finished.<service>
+        description="Erasures asked for and each service's part done (ids and counts, never what was erased)",
+        max_age_seconds=30 * _DAY,
+    ),
+    StreamSpec(
         name=DLQ,
         subjects=("dlq.>",),
         description="What a consumer could never process, with the error",
@@ -179,6 +191,29 @@ SCHEDULER_CONSUMER = ConsumerSpec(
     filter_subject="sync.events.>",
     description="scheduler: run progress and completion",
 )
+# An erasure's part may take minutes (50,000 messages): the handlers keep their lease with
+# in-progress acks, and a crash resumes the part from where it stopped (each part is idempotent).
+NORMALIZER_ERASURES_CONSUMER = ConsumerSpec(
+    stream=ERASURES,
+    durable="normalizer-erasures",
+    filter_subject=ERASURES_REQUESTED,
+    description="normalizer: erase messages, contacts, customers, links, data points and stream events",
+    max_deliver=1_000,
+)
+SCHEDULER_ERASURES_CONSUMER = ConsumerSpec(
+    stream=ERASURES,
+    durable="scheduler-erasures",
+    filter_subject=ERASURES_REQUESTED,
+    description="scheduler: erase sync state, runs and jobs",
+    max_deliver=1_000,
+)
+GATEWAY_ERASURES_CONSUMER = ConsumerSpec(
+    stream=ERASURES,
+    durable="gateway-erasures",
+    filter_subject="erasures.finished.>",
+    description="ingest-gateway: each service's part of an erasure into the job's state",
+    max_deliver=1_000,
+)
 
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     NORMALIZER_CONSUMER,
@@ -187,4 +222,7 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     NORMALIZER_DATAPOINTS_CONSUMER,
     GATEWAY_PULL_CONSUMER,
     SCHEDULER_CONSUMER,
+    NORMALIZER_ERASURES_CONSUMER,
+    SCHEDULER_ERASURES_CONSUMER,
+    GATEWAY_ERASURES_CONSUMER,
 )

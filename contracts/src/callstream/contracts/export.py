@@ -52,6 +52,18 @@ CHANNELS: tuple[tuple[type[msgspec.Struct], tuple[str, ...], str, str], ...] = (
         "ingest-gateway",
         "Every call a reconciling run listed in its window",
     ),
+    (
+        m.ErasureRequested,
+        ("erasures.requested",),
+        "ingest-gateway",
+        "Erase everything of an integration or a workspace",
+    ),
+    (
+        m.ErasureFinished,
+        ("erasures.finished.gateway", "erasures.finished.normalizer", "erasures.finished.scheduler"),
+        "each service",
+        "A service's part of an erasure is done, with counts",
+    ),
     (m.FeatureLinked, ("features.linked",), "internal services", "A feature names a message"),
     (
         m.FeatureUnlinked,

@@ -170,12 +170,15 @@ class LinkCache:
             # answered from memory instead of reading the row it was just told about.
             self.store(facts_from_event(event, event.link_sources), self.epoch)
 
-    def forget(self, message_id: str, ident: tuple[str, str, str], version: int) -> None:
-        """A message became a tombstone: nothing of it is answered from memory any more, and a
-        read of an older version (a lagging read replica) is not cached again."""
+    def forget(self, message_id: str, ident: tuple[str, str, str] | None, version: int) -> None:
+        """A message became a tombstone or was erased: nothing of it is answered from memory any
+        more, and a read of an older version (a lagging read replica) is not cached again. An
+        erased message's event has no provider identity: dropping it by id drops its ident too."""
         self.epoch += 1
         self._drop(message_id)
         self._announce(message_id, version)
+        if ident is None:
+            return
         ident_owner = self._by_ident.get(ident)
         if ident_owner is not None:
             self._drop(ident_owner)
@@ -246,8 +249,10 @@ class MessageEventFeed:
             except msgspec.DecodeError:
                 log.warning("undecodable message event ignored", subject=msg.subject)
                 return
-            if self.cache is not None:  # the next look-up reads the tombstone: 410
-                ident = (deleted.workspace_id, deleted.source, deleted.external_id)
+            if self.cache is not None:  # the next look-up reads the tombstone (410) or finds none (erased: 404)
+                ident = (
+                    None if deleted.external_id is None else (deleted.workspace_id, deleted.source, deleted.external_id)
+                )
                 self.cache.forget(deleted.message_id, ident, deleted.version)
             return
         try:
