@@ -1,4 +1,5 @@
-"""Wires the scheduler: admin routes, connections, the due loop and the sync-events consumer."""
+"""Wires the scheduler: admin routes, connections, the due loop, the sync-events consumer and its
+part of erasures."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from callstream.runtime import ServiceRuntime, create_app, get_logger, periodic
 
 from ._api import admin_router
 from ._clock import Clock, SystemClock
+from ._erasures import consume_erasures
 from ._events import consume_events
 from ._gauges import add_gauge_workers
 from ._health import health_router
@@ -40,10 +42,15 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         await rt.broker.wait_connected()
         await consume_events(scheduler, rt.broker.js, rt.stopping, rt.db)
 
+    async def erasures(rt: ServiceRuntime) -> None:
+        await rt.broker.wait_connected()
+        await consume_erasures(rt.db, rt.broker.js, scheduler.clock, rt.stopping)
+
     # A tick that fails (database or broker away) fails the worker: the supervisor restarts it
     # with backoff, and readiness names it while the failures last longer than the grace period.
     runtime.add_worker("due-loop", periodic(tick, settings.loop_seconds))
     runtime.add_worker("sync-events", sync_events)
+    runtime.add_worker("erasures", erasures)
     hub = ProgressHub(
         lambda: runtime.db, poll_seconds=settings.progress_poll_seconds, max_watchers=settings.progress_max_watchers
     )
