@@ -21,7 +21,7 @@ from ._cancel import RunNotActive, RunNotFound
 from ._policy import PlanError, RunPlan
 from ._presets import resolve
 from ._scheduler import Scheduler
-from ._store import IntegrationNotActive, IntegrationNotFound, RunActive
+from ._store import ERASED, IntegrationErased, IntegrationNotActive, IntegrationNotFound, RunActive
 
 MAX_PAGE = 200
 MAX_BODY_BYTES = 16 * 1024
@@ -131,6 +131,11 @@ def _state_view(row: Any) -> SyncStateView:
     )
 
 
+def erased_error() -> ApiError:
+    """What every route answers for an erased integration: its id is known, nothing of it is kept."""
+    return ApiError(404, "integration_erased", "the integration was erased; nothing of it is kept or synced")
+
+
 def _encode_cursor(run: Any) -> str:
     raw = f"{run['created_at'].isoformat()}|{run['id']}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -185,6 +190,8 @@ def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken) -> Ro
             raise ApiError(400, "bad_request", str(exc)) from None
         except IntegrationNotFound:
             raise ApiError(404, "integration_not_found", "no such integration") from None
+        except IntegrationErased:
+            raise erased_error() from None
         except IntegrationNotActive as exc:
             raise ApiError(409, "integration_not_active", f"the integration is {exc.status}") from None
         except RunActive:
@@ -213,8 +220,11 @@ def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken) -> Ro
         cursor: Annotated[str | None, QueryParameter()] = None,
     ) -> SyncRunPage:
         store = scheduler_of().store
-        if await store.integration(integration_id) is None:
+        integration = await store.integration(integration_id)
+        if integration is None:
             raise ApiError(404, "integration_not_found", "no such integration")
+        if integration["status"] == ERASED:
+            raise erased_error()
         after = _decode_cursor(cursor) if cursor else None
         runs = await store.runs_page(integration_id, limit + 1, after)
         more = len(runs) > limit
@@ -228,13 +238,16 @@ def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken) -> Ro
         rows = await scheduler_of().store.states(integration_id=integration_id)
         if not rows:
             raise ApiError(404, "integration_not_found", "no such integration")
+        if rows[0]["integration_status"] == ERASED:
+            raise erased_error()
         return _state_view(rows[0])
 
     @get("/sync-state")
     async def workspace_state(
         workspace_id: Annotated[str, QueryParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
     ) -> list[SyncStateView]:
-        return [_state_view(r) for r in await scheduler_of().store.states(workspace_id=workspace_id)]
+        rows = await scheduler_of().store.states(workspace_id=workspace_id)
+        return [_state_view(r) for r in rows if r["integration_status"] != ERASED]
 
     return Router(
         path="/v1",

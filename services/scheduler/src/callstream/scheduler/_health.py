@@ -21,7 +21,9 @@ from litestar.params import FromPath
 
 from callstream.runtime import AdminToken, ApiError
 
+from ._api import erased_error
 from ._clock import Clock
+from ._store import ERASED
 
 # How the gateway words a refused credential in a run's error (``AuthFailed``: "fathom refused the
 # credentials (HTTP 401)"). SyncFinished has no error code, so the text is what there is to read.
@@ -178,6 +180,8 @@ def health_router(pool: Callable[[], asyncpg.Pool], clock: Clock, stuck_after: t
         row = await pool().fetchrow(_READ, integration_id)
         if row is None:
             raise ApiError(404, "integration_not_found", "no such integration")
+        if row["integration_status"] == ERASED:
+            raise erased_error()
         return judge(row, now=clock.now(), stuck_after=stuck_after)
 
     return Router(path="/v1", guards=[admin], route_handlers=[integration_health])

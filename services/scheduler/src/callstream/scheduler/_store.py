@@ -20,6 +20,9 @@ from callstream.contracts import SyncFinished, SyncProgress, SyncRequested, Time
 from ._policy import Policy, RunPlan, StateBefore, next_on_grid, state_after_run
 
 ACTIVE = ("queued", "running")
+# The gateway's status of an integration whose data was erased (issue #19): its row stays so that its
+# id is known, and nothing of it is kept or made here again (no sync state, no run).
+ERASED = "erased"
 RETENTION_JOB = "retention"
 # A job row left 'running' this long by a replica that died may be taken over.
 JOB_TAKEOVER = timedelta(hours=1)
@@ -42,6 +45,10 @@ class RunActive(Exception):
 
 class IntegrationNotFound(Exception):
     pass
+
+
+class IntegrationErased(Exception):
+    """The integration was erased: nothing of it is kept, nothing is synced again."""
 
 
 class IntegrationNotActive(Exception):
@@ -87,7 +94,7 @@ class SyncStore:
 
     async def ensure_states(self, now: datetime) -> int:
         """A sync state for every integration that has none yet, due at once (first run within a loop),
-        its first reconciliation one period from now."""
+        its first reconciliation one period from now. None for an erased one: its erasure deleted it."""
         async with self._pool.acquire() as conn:
             result = await conn.execute(
                 """insert into sync_state (integration_id, workspace_id, provider, status, cadence_anchor, next_due_at,
@@ -95,11 +102,13 @@ class SyncStore:
                    select i.id, i.workspace_id, i.provider, 'pending', $1, $1,
                           case i.provider when 'gong' then $2::timestamptz when 'fathom' then $3::timestamptz end, $1, $1
                    from integrations i
-                   where not exists (select 1 from sync_state s where s.integration_id = i.id)
+                   where i.status <> $4
+                     and not exists (select 1 from sync_state s where s.integration_id = i.id)
                    on conflict (integration_id) do nothing""",
                 now,
                 self._policy.next_reconcile("gong", now),
                 self._policy.next_reconcile("fathom", now),
+                ERASED,
             )
             # States made before Fathom was reconciled have none planned: the first one period from now.
             await conn.execute(
@@ -342,6 +351,8 @@ class SyncStore:
             )
             if integration is None:
                 raise IntegrationNotFound
+            if integration["status"] == ERASED:
+                raise IntegrationErased
             if integration["status"] != "active":
                 raise IntegrationNotActive(integration["status"])
             await conn.execute(
