@@ -42,7 +42,7 @@ class IntegrationAccess:
     id: str
     workspace_id: str
     provider: str  # "fathom" | "gong"
-    status: str  # "active" | "disabled" | "reauth_required"
+    status: str  # "active" | "disabled" | "reauth_required" | "erased"
     auth_kind: str  # "api_key" | "basic" | "oauth"
     base_url: str | None  # provider API host override (Gong per-tenant host; fakes in tests)
     api_key: str | None = None  # Fathom API key
@@ -174,6 +174,14 @@ class IntegrationStore:
         except UrlNotAllowed as exc:
             return None, f"refresh kept the stored API host: {exc}"
 
+    async def status(self, integration_id: str) -> str | None:
+        """The integration's status alone (a pull run asks before each page), ``None`` if unknown."""
+        key = _as_uuid(integration_id)
+        if key is None:
+            return None
+        status: str | None = await self._pool.fetchval("select status from integrations where id = $1", key)
+        return status
+
     async def access(self, integration_id: str) -> IntegrationAccess | None:
         """The integration's credentials, ``None`` if there is no such integration. An active OAuth
         integration whose token expires within the margin is refreshed first. Raises
@@ -206,7 +214,7 @@ class IntegrationStore:
             if row is None:
                 raise UnknownIntegration(integration_id)
             current = self._access(row)
-            if current.auth_kind != "oauth" or current.status == "disabled":
+            if current.auth_kind != "oauth" or current.status in ("disabled", "erased"):
                 return current
             if current.status == "reauth_required":
                 raise ReauthRequired(integration_id, "the provider refused the last refresh; connect again")

@@ -64,6 +64,10 @@ class MemoryStore:
     async def access(self, integration_id: str) -> IntegrationAccess | None:
         return self.accesses.get(integration_id)
 
+    async def status(self, integration_id: str) -> str | None:
+        found = self.accesses.get(integration_id)
+        return None if found is None else found.status
+
     async def refreshed(self, integration_id: str, stale_access_token: str | None) -> IntegrationAccess:
         current = self.accesses[integration_id]
         if stale_access_token is not None and current.access_token != stale_access_token:

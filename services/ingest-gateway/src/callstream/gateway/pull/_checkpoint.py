@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import msgspec
@@ -50,6 +51,8 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     band: int = 0
     failures: int = 0  # deliveries that ended in a failure; the run gives up at the worker's limit
     candidates: list[LatestCandidate] = []
+    # Whose run this is: an erasure finds an integration's checkpoints by it (keys are per run).
+    integration_id: str | None = None
 
     def encode(self) -> str:
         return msgspec.json.encode(self).decode()
@@ -68,10 +71,19 @@ class Listing(msgspec.Struct, kw_only=True):
     paged: bool = False
     recheck_cursor: str | None = None
     rechecked: bool = False
+    integration_id: str | None = None  # whose listing: an erasure finds it by this (provider call ids)
+
+
+class _Owner(msgspec.Struct):
+    """What an erasure reads of any entry of the bucket (a checkpoint or a listing)."""
+
+    integration_id: str | None = None
 
 
 _decoder = msgspec.json.Decoder(Checkpoint)
 _listing = msgspec.json.Decoder(Listing)
+_owner = msgspec.json.Decoder(_Owner)
+SCAN_TIMEOUT_SECONDS = 5.0
 
 
 def checkpoint_key(run_id: str) -> str:
@@ -125,3 +137,39 @@ class CheckpointStore:
 
     async def save_listing(self, run_id: str, listing: Listing) -> None:
         await self._kv.put(checkpoint_key(run_id) + "-listed", msgspec.json.encode(listing))
+
+    async def forget(self, run_id: str) -> None:
+        """Purge a run's checkpoint and listing (its integration was erased while it ran)."""
+        key = checkpoint_key(run_id)
+        await self._kv.purge(key)
+        await self._kv.purge(key + "-listed")
+
+    async def forget_integrations(self, integration_ids: Iterable[str]) -> int:
+        """Purge every checkpoint and listing of these integrations (an erasure); how many keys.
+
+        Keys are per run, so the bucket is read once (the latest value of each key) and the
+        entries naming one of the integrations are purged. Entries written before checkpoints
+        named their integration are not found; they expire with the bucket's TTL."""
+        wanted = set(integration_ids)
+        if not wanted:
+            return 0
+        found: list[str] = []
+        watcher = await self._kv.watchall(ignore_deletes=True)
+        try:
+            while True:
+                entry = await watcher.updates(timeout=SCAN_TIMEOUT_SECONDS)  # type: ignore[no-untyped-call]
+                if entry is None:  # every key's latest value has been seen
+                    break
+                if not entry.value:
+                    continue
+                try:
+                    owner = _owner.decode(entry.value).integration_id
+                except msgspec.DecodeError:
+                    continue
+                if owner in wanted:
+                    found.append(entry.key)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        for key in found:
+            await self._kv.purge(key)
+        return len(found)

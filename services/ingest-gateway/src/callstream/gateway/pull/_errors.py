@@ -51,3 +51,8 @@ class CursorExpired(Exception):
 class RunWithdrawn(Exception):
     """The scheduler took the run's request out of the SYNC work queue (the run was cancelled, or
     failed as stale): stop at this page boundary, the checkpoint kept, and report nothing more."""
+
+
+class IntegrationErased(RunWithdrawn):
+    """The run's integration was erased (or deleted) while it ran: stop before publishing another
+    page, forget the run's checkpoint, and report nothing more (its history is being erased)."""

@@ -21,7 +21,7 @@ from callstream.contracts.providers import PayloadRejected
 from callstream.runtime import get_logger
 
 from ._checkpoint import Checkpoint, CheckpointStore, Listing
-from ._errors import CursorExpired, RunDeferred, RunFailed, RunPaused, RunWithdrawn
+from ._errors import CursorExpired, IntegrationErased, RunDeferred, RunFailed, RunPaused, RunWithdrawn
 from ._fathom import FathomClient, RecordingGone
 from ._gong import GongClient
 from ._mappable import check_gong_bundle, fathom_meeting_id, skipped
@@ -64,6 +64,10 @@ class Run:
     # Asked at each page boundary: did the scheduler withdraw the run's request (cancelled)? Then
     # the run stops there (``RunWithdrawn``). ``None``: never asked.
     withdrawn: Callable[[], Awaitable[bool]] | None = None
+    # Asked before each page (and listing) is published: the integration's status when it is no
+    # longer one to pull (``disabled``, ``erased``, ``None`` for a row that is gone), else
+    # ``active``. An erasure must not be followed by more of its calls. ``None``: never asked.
+    integration_status: Callable[[], Awaitable[str | None]] | None = None
 
     def listed(self, external_id: str | None) -> None:
         """A call the provider listed; ``None``: one whose id could not be read (the listing is then
@@ -87,7 +91,24 @@ class Run:
         limit = self.request.limit
         return None if limit is None else max(0, limit - self.checkpoint.calls_published)
 
+    async def check_integration(self) -> None:
+        """Stop at this page boundary if the integration was disabled or erased meanwhile: the
+        worker read its status once at the start, and a backfill runs for hours."""
+        if self.integration_status is None:
+            return
+        try:
+            status = await self.integration_status()
+        except Exception as exc:  # the database slow or away: go on, ask again next page
+            log.info("could not read the integration's status", error=type(exc).__name__)
+            return
+        if status in ("active", "reauth_required"):
+            return  # reauth_required: the next provider call fails the run as before
+        if status == "disabled":
+            raise RunFailed("the integration was disabled while the run went on")
+        raise IntegrationErased(self.request.run_id)
+
     async def publish_page(self, items: Sequence[Item], next_cursor: str | None) -> None:
+        await self.check_integration()
         req = self.request
         now = utcnow()
         fresh = [(eid, data) for eid, data in items if eid not in self.published]
@@ -134,6 +155,8 @@ class Run:
     async def publish_listing(self) -> None:
         """After the whole window was read: ``CallsListed``, when the listing is complete."""
         listing, req, cp = self.listing, self.request, self.checkpoint
+        if listing is not None:
+            await self.check_integration()
         if listing is None or not listing.complete or cp.window_start is None or cp.window_end is None:
             if listing is not None:
                 log.info("listing incomplete: no calls judged deleted", run_id=req.run_id)

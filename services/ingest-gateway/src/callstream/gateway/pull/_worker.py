@@ -14,6 +14,7 @@ import base64
 import contextlib
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -33,7 +34,15 @@ from callstream.runtime import SpanKind, ensure_consumer, get_logger, tracing
 from .._integrations import HostNotAllowed, IntegrationAccess, ReauthRequired, RefreshFailed
 from ._breaker import BreakerRegistry, host_of
 from ._checkpoint import Checkpoint, CheckpointStore, Listing
-from ._errors import ProviderUnavailable, ReauthNeeded, RunDeferred, RunFailed, RunPaused, RunWithdrawn
+from ._errors import (
+    IntegrationErased,
+    ProviderUnavailable,
+    ReauthNeeded,
+    RunDeferred,
+    RunFailed,
+    RunPaused,
+    RunWithdrawn,
+)
 from ._fair import FairShare, slots_per_host
 from ._fathom import FathomClient, fathom_api_root
 from ._gong import GongClient, gong_api_root
@@ -357,6 +366,12 @@ class PullWorker:
             try:
                 try:
                     finished = await self.run(request, msg.metadata.sequence.stream)
+                except IntegrationErased:  # nothing of it is kept or said any more
+                    log.info("pull run stopped: its integration was erased", run_id=request.run_id)
+                    with contextlib.suppress(Exception):  # a page saved after the erasure's purge
+                        await self.checkpoints.forget(request.run_id)
+                    await msg.term()
+                    return
                 except RunWithdrawn:  # cancelled: the request is gone already, nothing more to say
                     log.info("pull run withdrawn by the scheduler; stopped", run_id=request.run_id)
                     await msg.term()
@@ -410,7 +425,7 @@ class PullWorker:
         quota, a long Retry-After) is not taken for a dead worker. Best effort: the broker may be
         what the run waits for, and the scheduler's stale rule then retries the run as before."""
         try:
-            cp = await self.checkpoints.load(request.run_id) or Checkpoint()
+            cp = await self.checkpoints.load(request.run_id) or Checkpoint(integration_id=request.integration_id)
             now = utcnow()
             waiting = SyncProgress(
                 run_id=request.run_id,
@@ -445,7 +460,7 @@ class PullWorker:
         return cp.failures
 
     async def _gave_up(self, request: SyncRequested, deferred: RunDeferred, failures: int) -> SyncFinished:
-        checkpoint = await self._load(request.run_id) or Checkpoint()
+        checkpoint = await self._load(request.run_id) or Checkpoint(integration_id=request.integration_id)
         return self._finished(
             request, checkpoint, "error", f"gave up after {failures} deliveries, all failed: {deferred.detail}"
         )
@@ -483,7 +498,7 @@ class PullWorker:
 
     async def conclude(self, request: SyncRequested, finished: SyncFinished) -> None:
         """Mark the run finished in its checkpoint, then announce it (a redelivery re-announces)."""
-        cp = await self._load(request.run_id) or Checkpoint()
+        cp = await self._load(request.run_id) or Checkpoint(integration_id=request.integration_id)
         if not cp.finished:
             cp.pages, cp.calls_published = (
                 max(cp.pages, finished.pages),
@@ -515,11 +530,13 @@ class PullWorker:
             return self._finished(request, cp, cp.status or "success", cp.error)
         if cp is None:
             cp = self._new_checkpoint(request)
+        cp.integration_id = request.integration_id  # one written before they named it, too
         listing: Listing | None = None
         if request.reconcile and request.mode != "latest" and request.limit is None:
             listing = await self._listing(request.run_id)
             if listing is None:  # pages read before without a listing kept (an older gateway): unknown
                 listing = Listing(started_at=utcnow(), complete=cp.pages == 0)
+            listing.integration_id = request.integration_id
         run = Run(
             request=request,
             checkpoint=cp,
@@ -532,6 +549,7 @@ class PullWorker:
             traceparent=tracing.current_traceparent() if tracing.on else (request.traceparent or new_traceparent()),
             listing=listing,
             withdrawn=None if request_seq is None else partial(request_withdrawn, self.js, request_seq),
+            integration_status=self._status_of(request.integration_id),
         )
         log.info(
             "pull run started",
@@ -562,12 +580,17 @@ class PullWorker:
             return self._finished(request, cp, failed.status, failed.detail)
         return self._finished(request, cp, "success", None)
 
+    def _status_of(self, integration_id: str) -> Callable[[], Awaitable[str | None]] | None:
+        """How a run re-reads its integration's status (a store without ``status``: never)."""
+        status = getattr(self.store, "status", None)
+        return None if status is None else partial(status, integration_id)
+
     def _new_checkpoint(self, request: SyncRequested) -> Checkpoint:
         """A run's first checkpoint: its window, fixed now."""
         start, end = run_window(request, utcnow())
         if request.provider == "gong" and request.mode != "latest" and start is None:
             start = self.settings.gong_history_start
-        return Checkpoint(window_start=start, window_end=end)
+        return Checkpoint(window_start=start, window_end=end, integration_id=request.integration_id)
 
     async def _access(self, request: SyncRequested) -> IntegrationAccess:
         try:
