@@ -24,6 +24,7 @@ from ._subjects import (
     CALLS_RAW,
     DATAPOINTS,
     DLQ,
+    ERASURES,
     ERASURES_REQUESTED,
     FEATURES,
     GATEWAY_ERASURES_CONSUMER,
@@ -100,13 +101,14 @@ _NEEDS: dict[str, _Needs] = {
             NORMALIZER_DATAPOINTS_CONSUMER,
             NORMALIZER_ERASURES_CONSUMER,
         ),
-        declares=(CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS, DLQ),
-        # replay (CALLS_RAW); an erasure reads every stream that names messages to find its events
-        ephemeral_on=(CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS, DLQ),
+        # ERASURES: without it an erasure asked for before `setup` ran again would wait unseen
+        declares=(CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS, DLQ, ERASURES),
+        # replay (CALLS_RAW); an erasure reads every stream that names messages or integrations
+        ephemeral_on=(CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS, DLQ, SYNC_EVENTS),
         dead_letters=(NORMALIZER_OUTBOX_DEAD_LETTERS,),
         get_from=(DLQ,),  # dlq list / show
         # dlq redrive / drop; an erasure's events in the others
-        delete_from=(DLQ, CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS),
+        delete_from=(DLQ, CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS, SYNC_EVENTS),
         purge_from=(CALLS_RAW,),  # an erased integration's calls.raw.*.<id> and calls.listed.*.<id>
     ),
     "linker": _Needs(

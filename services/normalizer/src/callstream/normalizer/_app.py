@@ -13,6 +13,7 @@ from ._api import admin_router
 from ._backlog import add_backlog_workers
 from ._consumer import run_raw_call_consumer
 from ._data_points import run_data_point_consumer
+from ._erasure import run_erasure_consumer
 from ._features import run_feature_consumer, sweep_pending_links
 from ._outbox import run_outbox_relay
 from ._rederive import rederive_job
@@ -46,6 +47,7 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
     runtime.add_worker("feature-links", _after_topology(run_feature_consumer, settings))
     runtime.add_worker("data-points", _after_topology(run_data_point_consumer, settings))
     runtime.add_worker("listings", _after_topology(run_listing_consumer, settings))
+    runtime.add_worker("erasures", _after_topology(run_erasure_consumer, settings))
     runtime.add_worker("pending-link-sweep", periodic(sweep_pending_links, settings.link_sweep_seconds))
     if settings.rederive_seconds > 0:  # older-shape rows to the current shape (_rederive.py)
         runtime.add_worker("rederive", periodic(rederive_job(settings), settings.rederive_seconds), critical=False)

@@ -12,17 +12,21 @@ from callstream.contracts import (
     CALLS_RAW,
     DATAPOINTS,
     DLQ,
+    ERASURES,
     FEATURES,
     MESSAGES,
     NORMALIZER_CONSUMER,
     NORMALIZER_DATAPOINTS_CONSUMER,
+    NORMALIZER_ERASURES_CONSUMER,
     NORMALIZER_FEATURES_CONSUMER,
     NORMALIZER_LISTINGS_CONSUMER,
     STREAMS,
 )
 from callstream.runtime import ensure_consumer, ensure_stream
 
-_OWN_STREAMS = (CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS, DLQ)
+# ERASURES is the gateway's to publish to; declared here too, so an erasure asked for in a
+# deployment whose `setup` has not run again since is not left waiting unseen.
+_OWN_STREAMS = (CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS, DLQ, ERASURES)
 _lock = asyncio.Lock()  # the workers of one process declare one at a time
 
 
@@ -36,6 +40,7 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
             NORMALIZER_LISTINGS_CONSUMER,
             NORMALIZER_FEATURES_CONSUMER,
             NORMALIZER_DATAPOINTS_CONSUMER,
+            NORMALIZER_ERASURES_CONSUMER,
         ):
             try:
                 await js.consumer_info(consumer.stream, consumer.durable)
