@@ -169,8 +169,11 @@ async def test_erasing_one_of_two_integrations_leaves_nothing_of_it_and_all_of_t
                 assert text not in dump, (kind, text)
                 hits = [subject for subject, data in events if text.encode() in data]
                 assert not hits, (kind, text, hits)
+        # callstream's own message ids stay where they tell late data points to be dropped (the
+        # MessageDeleted events name them too): nowhere else
+        rest = [line for line in dump.splitlines() if "normalizer_erased_messages" not in line]
         for message_id in of_a["message_ids"]:
-            assert message_id not in dump
+            assert not [line for line in rest if message_id in line], message_id
             hits = [s for s, d in events if message_id.encode() in d and not s.startswith("messages.deleted.")]
             assert not hits, (message_id, hits)
         # ... all of B there: every call with its transcript and people, in the database and the streams.

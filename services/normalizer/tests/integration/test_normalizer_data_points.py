@@ -162,3 +162,19 @@ async def test_a_point_for_a_tombstone_is_dropped(pool: Any, nc: Any) -> None:
     await _handle_all(pool, nc.jetstream(), [_point(message_id, "1.0", 1200)])
     assert await _rows(pool) == []
     assert await entries(nc.jetstream()) == []
+
+
+async def test_a_point_for_an_erased_message_is_dropped(pool: Any, nc: Any) -> None:
+    """The same for a message erased (issue #19, section 2): its row is gone, and the point is
+    dropped rather than dead-lettered with its quote; a point for an id never stored is still
+    dead-lettered (bad input)."""
+    message_id = await _message(pool)
+    await pool.execute("delete from messages where id = $1", message_id)
+    await pool.execute(
+        "insert into normalizer_erased_messages (message_id, erasure_id) values ($1, 'er-1')", message_id
+    )
+    await _handle_all(pool, nc.jetstream(), [_point(message_id, "1.0", 1200)])
+    assert await _rows(pool) == []
+    assert await entries(nc.jetstream()) == []
+    await _handle_all(pool, nc.jetstream(), [_point(uuid.uuid4(), "1.0", 1200)])
+    assert len(await entries(nc.jetstream())) == 1

@@ -155,8 +155,11 @@ async def test_an_erased_integration_leaves_nothing_behind_and_its_neighbour_kee
         assert secret not in dump, secret
         for subject, data in events:
             assert secret.encode() not in data, (secret, subject)
+    # callstream's own message ids stay where they tell late data points to be dropped, as the
+    # MessageDeleted events name them: nowhere else
+    kept_ids = [line for line in dump.splitlines() if "normalizer_erased_messages" not in line]
     for message_id in secrets_of_a[-3:]:
-        assert message_id not in dump
+        assert not [line for line in kept_ids if message_id in line], message_id
         assert all(
             message_id.encode() not in data for subject, data in events if not subject.startswith("messages.deleted.")
         )

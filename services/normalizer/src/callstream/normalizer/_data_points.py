@@ -46,6 +46,7 @@ DATA_POINTS = Counter(
 # ``for share``: a tombstone being made of the message (which deletes its data points) finishes
 # first or waits, so no point lands on a tombstone after its points were erased.
 _MESSAGE = "select deleted_at from messages where id = $1 and workspace_id = $2 for share"
+_ERASED = "select true from normalizer_erased_messages where message_id = $1"  # migrations/0011
 _FEATURE = "insert into features (workspace_id, id) values ($1, $2) on conflict do nothing"
 # Replaces only what a newer version (or the same version's later correction) wrote; returns the
 # row when it was written, nothing when the stored one stands.
@@ -86,6 +87,8 @@ async def store_data_point(conn: asyncpg.Connection, point: DataPointRecorded) -
     async with conn.transaction():
         message = await conn.fetchrow(_MESSAGE, message_id, point.workspace_id)
         if message is None:
+            if await conn.fetchval(_ERASED, message_id):  # recorded just before its erasure: dropped
+                return "unchanged"
             raise Unprocessable("no message with that id in the workspace")
         if message["deleted_at"] is not None:  # gone (its evidence would be transcript text): dropped
             return "unchanged"

@@ -112,6 +112,10 @@ insert into normalizer_erasure_items (erasure_id, message_id, source, external_i
 select $1, * from unnest($2::uuid[], $3::text[], $4::text[], $5::uuid[])
 on conflict do nothing
 """
+_ERASED_MESSAGES = """
+insert into normalizer_erased_messages (message_id, erasure_id) select unnest($1::uuid[]), $2
+on conflict (message_id) do nothing
+"""
 _FINISH_BATCH = "select normalizer_finish_batch($1, $2, $3, $4, $5::text[], $6::text[], '{}', '{}', '{}')"
 _ORPHAN_CUSTOMERS = """
 delete from customers c
@@ -387,6 +391,7 @@ async def _erase_batch(conn: asyncpg.Connection, erasure_id: str, rows: list[asy
         [r["customer_id"] for r in rows],
     )
     _add(counts, "messages", await conn.execute("delete from messages where id = any($1)", ids))
+    await conn.execute(_ERASED_MESSAGES, ids, erasure_id)
     now = datetime.now(UTC)
     events = [
         MessageDeleted(

@@ -33,6 +33,14 @@ create table normalizer_erased_integrations (
     erased_at       timestamptz not null default now()
 );
 
+-- Messages erased, by callstream's own id (which the MessageDeleted events name anyway): a data
+-- point of one that arrives later (recorded just before the erasure) is dropped, not dead-lettered
+-- with its evidence quote, which is transcript text.
+create table normalizer_erased_messages (
+    message_id  uuid primary key,
+    erasure_id  text not null
+);
+
 -- A BEFORE INSERT trigger rather than a change to normalizer_store_batch: the store's statements
 -- stay as they are (an insert skipped here is simply not among the rows it returns, so nothing
 -- hangs off it and no event is announced). The job registers an integration while holding a lock
