@@ -62,3 +62,20 @@ async def test_a_disabled_integrations_run_stops_and_says_why(harness: Any) -> N
     assert finished.status == "error"
     assert "disabled" in (finished.error or "")
     assert len(await harness.raw_calls()) == finished.calls_published < 60
+
+
+async def test_a_request_queued_before_the_erasure_runs_nothing_and_leaves_nothing(harness: Any) -> None:
+    integration = harness.store.add("fathom", "api_key", "http://127.0.0.1:9/external/v1", api_key="fathom-test-key")
+    await _set_status(harness, integration, "erased")
+    worker = harness.start(harness.settings_with(limits_enabled=False))
+    run_id = await harness.request("fathom", integration, "backfill")
+    deadline = time.monotonic() + 10
+    while True:
+        info = await harness.js.consumer_info(GATEWAY_PULL_CONSUMER.stream, GATEWAY_PULL_CONSUMER.durable)
+        if info.num_pending == 0 and info.num_ack_pending == 0 and not worker.running:
+            break
+        assert time.monotonic() < deadline, "the request was not settled"
+        await asyncio.sleep(0.05)
+    assert await harness.events(run_id) == []  # no SyncFinished naming it
+    assert await harness.checkpoints.load(run_id) is None
+    assert await harness.raw_calls() == []

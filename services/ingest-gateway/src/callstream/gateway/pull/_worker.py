@@ -609,6 +609,8 @@ class PullWorker:
             raise RunFailed(f"unknown integration {request.integration_id}")
         if access.provider != request.provider or access.workspace_id != request.workspace_id:
             raise RunFailed("the request's provider or workspace does not match the integration")
+        if access.status == "erased":  # a request queued before the erasure: nothing to run or say
+            raise IntegrationErased(request.run_id)
         if access.status == "reauth_required":
             raise ReauthNeeded("the integration must be connected again")
         if access.status != "active":
