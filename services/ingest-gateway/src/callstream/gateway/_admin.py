@@ -1,4 +1,5 @@
-"""Admin API: integrations (create, read, list, disable) and API tokens for the linker.
+"""Admin API: integrations (create, read, list, disable, erase), workspaces (erase), erasure jobs,
+and API tokens for the linker.
 
 Every route needs ``Authorization: Bearer $CALLSTREAM_GATEWAY_ADMIN_TOKEN``. Secrets go in, never out.
 """
@@ -11,16 +12,18 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery
 
 from callstream.contracts import hash_api_token
 from callstream.runtime import ApiError, get_logger
+from callstream.runtime._http import ErrorBody
 
 from . import _fathom_api, _integration_db
 from ._context import GatewayContext, admin_guard, decode_body
 from ._credentials import BadWebhookSecret, Credentials, seal_credentials, seal_webhook_secret, webhook_key
+from ._erasures import ErasureAccepted, Erasures, ErasureView, deregister_webhook
 from ._integration_db import IntegrationView
-from ._integrations import HostNotAllowed
 from ._outbound import AllowedHost, UrlNotAllowed, check_api_url, check_public_url
 
 log = get_logger(__name__)
@@ -99,7 +102,7 @@ def _integration_id(value: str) -> uuid.UUID:
     return parsed
 
 
-def admin_router(ctx: GatewayContext) -> Router:
+def admin_router(ctx: GatewayContext, erasures: Erasures) -> Router:
     settings = ctx.settings
     allowed_hosts = settings.api_host_allow_list()
 
@@ -179,34 +182,49 @@ def admin_router(ctx: GatewayContext) -> Router:
     async def list_integrations(workspace_id: FromQuery[str | None] = None) -> list[IntegrationView]:
         return await _integration_db.views(ctx.db, workspace_id, settings.public_base_url)
 
-    @delete("/v1/integrations/{integration_id:str}", status_code=200, summary="Disable an integration")
-    async def disable_integration(integration_id: FromPath[str]) -> IntegrationView:
+    @delete(
+        "/v1/integrations/{integration_id:str}",
+        status_code=200,
+        summary="Disable an integration; with ?erase=true erase everything of it (202, a job)",
+        responses={
+            200: ResponseSpec(IntegrationView, description="disabled"),
+            202: ResponseSpec(ErasureAccepted, description="erase=true: the erasure job (the same on a repeat)"),
+            503: ResponseSpec(ErrorBody, description="erase=true: recorded, not yet announced; send it again"),
+        },
+    )
+    async def disable_integration(
+        integration_id: FromPath[str], erase: FromQuery[bool] = False
+    ) -> Response[IntegrationView | ErasureAccepted]:
         key = _integration_id(integration_id)
+        if erase:
+            return Response(await erasures.erase_integration(key), status_code=202)
         row = await _integration_db.disable(ctx.db, key)
         if row is None:
             raise ApiError(404, "unknown_integration", "no integration has this id")
         await ctx.changed(integration_id)
         log.info("integration disabled", integration_id=integration_id)
-        if row["webhook_id"] and row["provider"] == "fathom":
-            try:
-                try:
-                    access = await ctx.integrations.access(integration_id)
-                except HostNotAllowed as exc:  # stored before the allow-list, or the list has shrunk since
-                    raise _fathom_api.FathomApiError(str(exc)) from None
-                headers = _fathom_api.auth_headers(
-                    api_key=access.api_key if access else None, access_token=access.access_token if access else None
-                )
-                api_base = row["base_url"] or settings.fathom_api_url  # access() checked it against the list
-                await _fathom_api.delete_webhook(ctx.http, api_base, headers, row["webhook_id"])
-            except _fathom_api.FathomApiError as exc:
-                # Disabled anyway: the gateway refuses its deliveries; the webhook is kept on record to retry.
-                log.warning("fathom webhook not deleted", integration_id=integration_id, error=str(exc))
-                await _integration_db.record_error(ctx.db, key, f"webhook not deleted: {exc}")
-            else:
-                await _integration_db.forget_webhook(ctx.db, key, row["webhook_id"])
+        # Fathom unreachable: disabled anyway (the gateway refuses its deliveries); the webhook is
+        # kept on record to retry.
+        await deregister_webhook(ctx, key, row)
         view = await _integration_db.view(ctx.db, key, settings.public_base_url)
         assert view is not None
-        return view
+        return Response(view, status_code=200)
+
+    @delete(
+        "/v1/workspaces/{workspace_id:str}",
+        status_code=202,
+        summary="Erase everything of a workspace: every integration of it, its tokens' access to it (a job)",
+        responses={503: ResponseSpec(ErrorBody, description="recorded, not yet announced; send it again")},
+    )
+    async def erase_workspace(workspace_id: FromPath[str]) -> Response[ErasureAccepted]:
+        return Response(await erasures.erase_workspace(workspace_id), status_code=202)
+
+    @get("/v1/erasures/{erasure_id:str}", summary="An erasure job's state, each service's part and counts")
+    async def read_erasure(erasure_id: FromPath[str]) -> ErasureView:
+        job = await erasures.job(erasure_id)
+        if job is None:
+            raise ApiError(404, "unknown_erasure", "no erasure has this id")
+        return job
 
     @post("/v1/tokens", status_code=201, summary="Issue an API token for reads of named workspaces")
     async def create_token(request: Request[Any, Any, Any]) -> Response[CreatedToken]:
@@ -241,6 +259,8 @@ def admin_router(ctx: GatewayContext) -> Router:
             read_integration,
             list_integrations,
             disable_integration,
+            erase_workspace,
+            read_erasure,
             create_token,
             revoke_token,
         ],

@@ -13,6 +13,7 @@ from callstream.runtime import RequestMetrics, ServiceRuntime, create_app
 
 from ._admin import admin_router
 from ._context import GatewayContext
+from ._erasures import Erasures, erasure_worker
 from ._gauges import add_gauge_workers
 from ._hot import HotWebhooks
 from ._integrations import IntegrationStore
@@ -20,7 +21,7 @@ from ._oauth_routes import oauth_routers
 from ._secret_cache import WebhookSecretCache
 from ._settings import Settings
 from ._webhooks import FathomWebhooks, fathom_webhook_handler
-from .pull import pull_worker
+from .pull import load_pull_settings, pull_worker
 
 YOUNG_GC_THRESHOLD = 10_000  # allocations between collections of the youngest generation (default 700)
 
@@ -34,9 +35,15 @@ def build_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> L
     cache = WebhookSecretCache(cipher, settings.secret_cache_ttl_seconds)
     ctx = GatewayContext(settings, runtime, cipher, http, integrations, cache)
     webhooks = FathomWebhooks(settings, cache, runtime.broker)
+    pull_settings = load_pull_settings()
+    erasures = Erasures(ctx, pull_settings)
     runtime.add_worker("webhook-secrets", lambda rt: cache.run(rt.db, rt.stopping))
     # Webhooks do not need the pulls: a pull worker down is reported, not a reason to stop intake.
-    runtime.add_worker("pull", pull_worker(settings, store=integrations, http=http), critical=False)
+    runtime.add_worker(
+        "pull", pull_worker(settings, store=integrations, http=http, pull_settings=pull_settings), critical=False
+    )
+    # Nor the record of other services' parts of erasures: it catches up from its durable consumer.
+    runtime.add_worker("erasures", erasure_worker, critical=False)
     add_gauge_workers(runtime)
 
     @contextlib.asynccontextmanager
@@ -64,7 +71,7 @@ def build_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> L
         description="Fathom webhooks, integrations, OAuth connect, API tokens and provider pulls.",
         route_handlers=[
             fathom_webhook_handler(webhooks),
-            admin_router(ctx),
+            admin_router(ctx, erasures),
             *oauth_routers(ctx),
         ],
         checks=runtime.checks(),

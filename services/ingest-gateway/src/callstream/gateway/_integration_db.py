@@ -47,7 +47,7 @@ def parse_id(value: str) -> uuid.UUID | None:
 def _view(row: asyncpg.Record, public_base_url: str | None) -> IntegrationView:
     settings: dict[str, Any] = row["settings"] or {}
     webhook_url = None
-    if row["provider"] == "fathom":
+    if row["provider"] == "fathom" and row["status"] != "erased":  # an erased one has no webhook
         base = settings.get("public_base_url") or public_base_url or ""
         webhook_url = base.rstrip("/") + f"/v1/webhooks/fathom/{row['id']}"
     return IntegrationView(
@@ -116,7 +116,9 @@ async def disable(pool: asyncpg.Pool, integration_id: uuid.UUID) -> asyncpg.Reco
     """Mark the integration disabled (webhooks refused at once); returns what deleting its Fathom
     webhook needs."""
     return await pool.fetchrow(
-        """update integrations set status = 'disabled', disabled_at = coalesce(disabled_at, now()), updated_at = now()
+        # An erased integration stays erased (disabling it again changes nothing).
+        """update integrations set status = case when status = 'erased' then status else 'disabled' end,
+                  disabled_at = coalesce(disabled_at, now()), updated_at = now()
            where id = $1
            returning id::text, provider, auth_kind, base_url, credentials, webhook_id""",
         integration_id,

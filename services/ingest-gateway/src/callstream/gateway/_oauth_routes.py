@@ -68,7 +68,7 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
         if integration_id is not None:
             existing = _integration_db.parse_id(integration_id)
             row = existing and await ctx.db.fetchrow(
-                "select workspace_id, provider from integrations where id = $1", existing
+                "select workspace_id, provider from integrations where id = $1 and status <> 'erased'", existing
             )
             if not row or row["workspace_id"] != workspace_id or row["provider"] != provider:
                 raise ApiError(404, "unknown_integration", "no integration of this workspace and provider has this id")
@@ -146,19 +146,21 @@ async def _store(
     async with ctx.db.acquire() as conn, conn.transaction():
         target = integration_id or await conn.fetchval(
             """select id from integrations where workspace_id = $1 and provider = $2 and auth_kind = 'oauth'
-               and status <> 'disabled' order by created_at limit 1 for update""",
+               and status not in ('disabled', 'erased') order by created_at limit 1 for update""",
             workspace_id,
             provider,
         )
         if target is not None:
-            await conn.execute(
+            updated = await conn.execute(
                 """update integrations set credentials = $2, status = 'active', auth_kind = 'oauth',
                        base_url = coalesce($3, base_url), last_error = null, disabled_at = null, updated_at = now()
-                   where id = $1""",
+                   where id = $1 and status <> 'erased'""",
                 target,
                 seal_credentials(ctx.cipher, str(target), credentials),
                 tokens.api_base_url,
             )
+            if updated == "UPDATE 0":  # erased while its user was at the provider: never revived
+                raise ApiError(404, "unknown_integration", "the integration was erased")
             return uuid.UUID(str(target))
         new_id = uuid.uuid4()
         await _integration_db.insert(

@@ -149,7 +149,7 @@ class FathomWebhooks:
         if not self._cache.ready:
             raise ApiError(503, "not_ready", "integrations are not loaded yet; retry", self._unavailable)
         target = self._cache.get(integration_id)
-        if target is None or target.status == "disabled":
+        if target is None or target.status in ("disabled", "erased"):
             raise ApiError(404, "unknown_integration", "no active Fathom integration has this id")
         return target
 
