@@ -2,7 +2,8 @@
 NATS: of two integrations of one workspace, the erased one's runs and state go (and its queued
 request leaves the SYNC work queue), the other's stay; ``ErasureFinished`` reports the counts, and
 the same request again reports the same counts and touches nothing else. An unreadable request is
-dead-lettered."""
+dead-lettered. An erased integration (the gateway's status 'erased') is never scheduled again and
+the admin API answers 404 ``integration_erased`` for it."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
-from scheduler_kit import FakeClock, StandInWorker, add_integration, drain_events, runs_of
+from scheduler_kit import FakeClock, StandInWorker, add_integration, drain_events, runs_of, serve
 
 from callstream.contracts import (
     ERASURES_REQUESTED,
@@ -30,10 +31,12 @@ from callstream.contracts import (
     dlq_subject,
     erasures_finished_subject,
 )
-from callstream.scheduler import Scheduler
+from callstream.scheduler import Scheduler, Settings, build_app
 from callstream.scheduler._erasures import consume_erasures
 
 WAIT_SECONDS = 10.0
+TOKEN = "admin-token-for-tests-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @contextlib.asynccontextmanager
@@ -140,5 +143,112 @@ async def test_an_unreadable_erasure_request_is_dead_lettered(
         assert letter.error.startswith("Unprocessable")
         assert await pool.fetchval("select count(*) from sync_state where integration_id = $1", kept) == 1
         assert await pool.fetchval("select count(*) from scheduler_erasures") == 0
+    finally:
+        await nc.close()
+
+
+async def _eventually(check: Any, timeout: float = WAIT_SECONDS) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_an_erased_integration_is_never_scheduled_again_and_the_api_says_so(
+    database_url: str,
+    nats_url: str,
+    js: JetStreamContext,
+    pool: asyncpg.Pool,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CALLSTREAM_DATABASE_URL", database_url)
+    monkeypatch.setenv("CALLSTREAM_NATS_URL", nats_url)
+    monkeypatch.setenv("CALLSTREAM_SCHEDULER_ADMIN_TOKEN", TOKEN)
+    monkeypatch.setenv("CALLSTREAM_SCHEDULER_LOOP_SECONDS", "0.1")
+    erased = await add_integration(pool, "fathom", workspace_id="ws-erase")
+    kept = await add_integration(pool, "gong", workspace_id="ws-erase")
+    worker = StandInWorker(js, clock)
+    app = build_app(Settings(), clock=clock)  # type: ignore[call-arg]
+    async with serve(app) as client:
+
+        async def both_synced() -> bool:
+            await worker.work()
+            states = await pool.fetch("select status from sync_state where status = 'success'")
+            return len(states) == 2
+
+        await _eventually(both_synced)
+        # What the gateway does: the row says 'erased' (its secrets gone), then the request.
+        await pool.execute("update integrations set status = 'erased', updated_at = now() where id = $1", erased)
+        await _request(
+            js,
+            ErasureRequested(
+                erasure_id=str(uuid.uuid4()),
+                scope="integration",
+                workspace_id="ws-erase",
+                integration_ids=[str(erased)],
+                requested_at=clock.now(),
+            ),
+            "erase",
+        )
+
+        async def erasure_done() -> bool:
+            return bool(await pool.fetchval("select count(*) from scheduler_erasures"))
+
+        await _eventually(erasure_done)
+        # Days later, past every cadence and reconciliation: the kept one runs again, the erased never.
+        kept_runs = len(await runs_of(pool, kept))
+        clock.advance(days=8)
+
+        async def kept_ran_again() -> bool:
+            return len(await runs_of(pool, kept)) > kept_runs
+
+        await _eventually(kept_ran_again)
+        await asyncio.sleep(0.3)  # a few more ticks of the loop
+        assert await pool.fetchval("select count(*) from sync_state where integration_id = $1", erased) == 0
+        assert await runs_of(pool, erased) == []
+
+        for method, path, body in [
+            ("POST", f"/v1/integrations/{erased}/syncs", {"mode": "latest", "limit": 5}),
+            ("GET", f"/v1/integrations/{erased}/sync-state", None),
+            ("GET", f"/v1/integrations/{erased}/syncs", None),
+            ("GET", f"/v1/integrations/{erased}/health", None),
+        ]:
+            response = await client.request(method, path, json=body, headers=AUTH)
+            assert response.status_code == 404, (path, response.text)
+            assert response.json()["error"] == "integration_erased", path
+        assert await runs_of(pool, erased) == []
+        listed = (await client.get("/v1/sync-state", params={"workspace_id": "ws-erase"}, headers=AUTH)).json()
+        assert [s["integration_id"] for s in listed] == [str(kept)]
+        assert (await client.get(f"/v1/integrations/{kept}/sync-state", headers=AUTH)).status_code == 200
+
+
+async def test_a_workspace_erasure_also_takes_rows_of_integrations_no_longer_listed(
+    pool: asyncpg.Pool, js: JetStreamContext, clock: FakeClock, nats_url: str
+) -> None:
+    listed = await add_integration(pool, "fathom", workspace_id="ws-gone", parked_until=clock.now())
+    unlisted = await add_integration(pool, "gong", workspace_id="ws-gone", parked_until=clock.now())
+    other = await add_integration(pool, "fathom", workspace_id="ws-other", parked_until=clock.now())
+    request = ErasureRequested(
+        erasure_id=str(uuid.uuid4()),
+        scope="workspace",
+        workspace_id="ws-gone",
+        integration_ids=[str(listed)],
+        requested_at=clock.now(),
+    )
+    nc = await nats.connect(nats_url)
+    try:
+        reports = await nc.subscribe(erasures_finished_subject("scheduler"))
+        async with _erasure_worker(pool, js, clock):
+            await _request(js, request, "workspace")
+            finished = msgspec.json.decode((await reports.next_msg(timeout=WAIT_SECONDS)).data, type=ErasureFinished)
+        assert finished.counts == {"sync_runs": 0, "sync_state": 2}
+        for gone in (listed, unlisted):
+            assert await pool.fetchval("select count(*) from sync_state where integration_id = $1", gone) == 0
+        assert await pool.fetchval("select count(*) from sync_state where integration_id = $1", other) == 1
     finally:
         await nc.close()
