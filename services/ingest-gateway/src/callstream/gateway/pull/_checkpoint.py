@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 _KEY = re.compile(r"^[-_=A-Za-z0-9]{1,128}$")
@@ -83,7 +83,6 @@ class _Owner(msgspec.Struct):
 _decoder = msgspec.json.Decoder(Checkpoint)
 _listing = msgspec.json.Decoder(Listing)
 _owner = msgspec.json.Decoder(_Owner)
-SCAN_TIMEOUT_SECONDS = 5.0
 
 
 def checkpoint_key(run_id: str) -> str:
@@ -91,8 +90,10 @@ def checkpoint_key(run_id: str) -> str:
 
 
 class CheckpointStore:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext | None = None, bucket: str | None = None) -> None:
         self._kv = kv
+        self._js = js  # with the bucket's name: what an erasure lists the keys with
+        self._bucket = bucket
 
     @classmethod
     async def open(cls, js: JetStreamContext, bucket: str, *, ttl_seconds: float, replicas: int = 1) -> CheckpointStore:
@@ -108,7 +109,7 @@ class CheckpointStore:
                     description="ingest-gateway: where each pull run stopped",
                 )
             )
-        return cls(kv)
+        return cls(kv, js, bucket)
 
     async def load(self, run_id: str) -> Checkpoint | None:
         try:
@@ -147,29 +148,31 @@ class CheckpointStore:
     async def forget_integrations(self, integration_ids: Iterable[str]) -> int:
         """Purge every checkpoint and listing of these integrations (an erasure); how many keys.
 
-        Keys are per run, so the bucket is read once (the latest value of each key) and the
-        entries naming one of the integrations are purged. Entries written before checkpoints
-        named their integration are not found; they expire with the bucket's TTL."""
+        Keys are per run: the bucket's keys are listed (its stream's subjects: the gateway may read
+        stream metadata, not consume its buckets with a watcher) and each entry read, and those
+        naming one of the integrations are purged. Entries written before checkpoints named their
+        integration are not found; they expire with the bucket's TTL."""
         wanted = set(integration_ids)
         if not wanted:
             return 0
-        found: list[str] = []
-        watcher = await self._kv.watchall(ignore_deletes=True)
-        try:
-            while True:
-                entry = await watcher.updates(timeout=SCAN_TIMEOUT_SECONDS)  # type: ignore[no-untyped-call]
-                if entry is None:  # every key's latest value has been seen
-                    break
-                if not entry.value:
-                    continue
-                try:
-                    owner = _owner.decode(entry.value).integration_id
-                except msgspec.DecodeError:
-                    continue
-                if owner in wanted:
-                    found.append(entry.key)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        for key in found:
-            await self._kv.purge(key)
-        return len(found)
+        if self._js is None or self._bucket is None:
+            raise RuntimeError("forget_integrations needs a store made by CheckpointStore.open")
+        prefix = f"$KV.{self._bucket}."
+        info = await self._js.stream_info(f"KV_{self._bucket}", subjects_filter=prefix + ">")
+        keys = [subject[len(prefix) :] for subject in (info.state.subjects or {})]
+        forgotten = 0
+        for key in keys:
+            try:
+                entry = await self._kv.get(key)
+            except (KeyNotFoundError, KeyDeletedError):  # purged or deleted already, or expired
+                continue
+            if not entry.value:
+                continue
+            try:
+                owner = _owner.decode(entry.value).integration_id
+            except msgspec.DecodeError:
+                continue
+            if owner in wanted:
+                await self._kv.purge(key)
+                forgotten += 1
+        return forgotten
