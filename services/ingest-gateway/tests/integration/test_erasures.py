@@ -235,13 +235,13 @@ async def test_erasing_a_workspace_takes_every_integration_and_its_tokens(gatewa
     assert (await gw.client.delete("/v1/workspaces/ws-gone")).status_code == 401
 
 
-async def test_broker_down_is_503_and_the_same_delete_announces_the_job_later(
+async def test_broker_down_is_503_and_the_job_is_announced_once_it_is_back(
     database_url: str, own_nats: NatsServer
 ) -> None:
     nc = await nats.connect(own_nats.url)
     await ensure_all(nc.jetstream())
     await nc.close()
-    settings = make_settings(database_url, own_nats.url)
+    settings = make_settings(database_url, own_nats.url, CALLSTREAM_GATEWAY_ERASURE_RESUME_SECONDS=0.3)
     async for gw in start_gateway(settings, FakeProvider()):
         iid = (await gw.create_fathom("ws-outage"))["id"]
         own_nats.stop()
@@ -259,12 +259,20 @@ async def test_broker_down_is_503_and_the_same_delete_announces_the_job_later(
         while not broker.is_connected:
             assert time.monotonic() < deadline, "the gateway did not reconnect"
             await asyncio.sleep(0.1)
-        later = await gw.client.delete(f"/v1/integrations/{iid}", params={"erase": "true"}, headers=ADMIN)
-        assert later.status_code == 202, later.text
-        assert later.json()["erasure_id"] == row["id"]
         nc = await nats.connect(own_nats.url)
         try:
-            subjects = [s for s, _, _ in await _erasure_events(nc.jetstream())]
+            # Nobody sends the DELETE again: the gateway announces the job by itself ...
+            while len(events := await _erasure_events(nc.jetstream())) < 2:
+                assert time.monotonic() < deadline, "the job was not announced again"
+                await asyncio.sleep(0.05)
+            assert [(s, i) for s, _, i in events] == [
+                (ERASURES_REQUESTED, row["id"]),
+                (erasures_finished_subject("gateway"), f"{row['id']}:finished:gateway"),
+            ]
+            # ... and the same DELETE again answers with that job, announced once.
+            later = await gw.client.delete(f"/v1/integrations/{iid}", params={"erase": "true"}, headers=ADMIN)
+            assert later.status_code == 202, later.text
+            assert later.json()["erasure_id"] == row["id"]
+            assert len(await _erasure_events(nc.jetstream())) == 2
         finally:
             await nc.close()
-        assert subjects == [ERASURES_REQUESTED, erasures_finished_subject("gateway")]

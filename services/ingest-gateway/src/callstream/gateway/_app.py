@@ -44,6 +44,7 @@ def build_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> L
     )
     # Nor the record of other services' parts of erasures: it catches up from its durable consumer.
     runtime.add_worker("erasures", erasure_worker, critical=False)
+    runtime.add_worker("erasure-resume", lambda rt: erasures.resume(rt.stopping), critical=False)
     add_gauge_workers(runtime)
 
     @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ parts are in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import Sequence
@@ -394,6 +395,31 @@ class Erasures:
                 self._unavailable,
             ) from None
         return _accepted(job)
+
+    async def resume(self, stopping: asyncio.Event) -> None:
+        """The worker that makes erasures resumable: a job whose gateway part was never recorded
+        (the gateway died between its transaction and the publishes, or the broker refused them
+        and nobody sent the DELETE again) is announced again, its checkpoints purged first if that
+        step was not reached. Safe on every replica at once: the same ids, and every part is
+        idempotent."""
+        every = self._ctx.settings.erasure_resume_seconds
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), every)
+            if stopping.is_set():
+                return
+            await self._ctx.runtime.broker.wait_connected()
+            jobs = await self._db.fetch(
+                f"select {_JOB_COLUMNS} from erasure_jobs where status = 'running' and not parts ? 'gateway'"
+                " and requested_at < now() - make_interval(secs => $1) order by requested_at limit 100",
+                every,
+            )
+            for job in jobs:
+                try:
+                    await self._announce(job)
+                except ApiError:  # the broker again: the next round tries again
+                    break
+                log.info("erasure announced again", erasure_id=job["id"])
 
 
 async def record_part(pool: asyncpg.Pool, data: bytes) -> bool:

@@ -39,6 +39,13 @@ class Settings(ServiceSettings):
     publish_timeout_seconds: float = Field(5.0, gt=0, validation_alias=_gateway("PUBLISH_TIMEOUT_SECONDS"))
     retry_after_seconds: int = Field(5, ge=1, validation_alias=_gateway("RETRY_AFTER_SECONDS"))
     secret_cache_ttl_seconds: float = Field(30.0, gt=0, validation_alias=_gateway("SECRET_CACHE_TTL_SECONDS"))
+    erasure_resume_seconds: float = Field(
+        30.0,
+        gt=0,
+        validation_alias=_gateway("ERASURE_RESUME_SECONDS"),
+        description="an erasure job whose announcement did not complete (a crash, the broker away) is "
+        "announced again by the gateway after this long, and looked for this often",
+    )
 
     # Where providers reach us (webhook destinations, OAuth redirect URIs).
     public_base_url: str | None = Field(None, validation_alias=_gateway("PUBLIC_BASE_URL"))
