@@ -190,8 +190,8 @@ async def test_fathom_unreachable_is_reported_and_the_integration_erased_anyway(
 
 async def test_erasing_a_workspace_takes_every_integration_and_its_tokens(gateway: Gateway, jetstream: Any) -> None:
     gw = gateway
-    first = (await gw.create_fathom("ws-gone"))["id"]
-    second = (await gw.create_fathom("ws-gone"))["id"]
+    first = (await gw.create_fathom("ws-gone", webhook_secret=None, register_webhook=True))["id"]
+    second = (await gw.create_fathom("ws-gone", webhook_secret=None, register_webhook=True))["id"]
     other = (await gw.create_fathom("ws-stays"))["id"]
     assert (await gw.client.delete(f"/v1/integrations/{second}", headers=ADMIN)).status_code == 200  # disabled
     only = await gw.client.post("/v1/tokens", json={"workspace_ids": ["ws-gone"], "name": "only"}, headers=ADMIN)
@@ -224,6 +224,9 @@ async def test_erasing_a_workspace_takes_every_integration_and_its_tokens(gatewa
         type=ErasureFinished,
     )
     assert gateway_part.counts["integrations"] == 2
+    # The disabled one's webhook was deleted when it was disabled; the other's now.
+    assert gateway_part.counts["webhook_registrations"] == 1
+    assert gw.fake.webhooks == {}
     assert gateway_part.counts["api_tokens_deleted"] == 1
     assert gateway_part.counts["api_tokens_edited"] == 1
 
