@@ -26,6 +26,7 @@ from callstream.contracts import (
 )
 from callstream.devstack._servers import NatsServer
 from callstream.gateway.pull import Checkpoint, CheckpointStore
+from callstream.gateway.pull._checkpoint import Listing
 from callstream.runtime import ensure_all
 
 MEETING = b'{"recording_id": 777001, "title": "to be forgotten"}'
@@ -81,6 +82,8 @@ async def test_erasing_an_integration_wipes_it_deletes_its_webhook_and_checkpoin
     await jetstream.purge_stream(CALLS_RAW)
     checkpoints = await CheckpointStore.open(jetstream, BUCKET, ttl_seconds=3600)
     await checkpoints.save("run-erased", Checkpoint(pages=3, integration_id=iid))
+    listed = Listing(started_at=datetime.now(UTC), ids=["777001"], integration_id=iid)  # provider call ids
+    await checkpoints.save_listing("run-erased", listed)
     await checkpoints.save("run-kept", Checkpoint(pages=1, integration_id=kept["id"]))
 
     answer = await gw.client.delete(f"/v1/integrations/{iid}", params={"erase": "true"}, headers=ADMIN)
@@ -114,6 +117,7 @@ async def test_erasing_an_integration_wipes_it_deletes_its_webhook_and_checkpoin
     assert (await jetstream.stream_info(CALLS_RAW)).state.messages == 0
 
     assert await checkpoints.load("run-erased") is None
+    assert await checkpoints.load_listing("run-erased") is None
     assert await checkpoints.load("run-kept") is not None
 
     events = await _erasure_events(jetstream)
@@ -131,7 +135,7 @@ async def test_erasing_an_integration_wipes_it_deletes_its_webhook_and_checkpoin
         "webhook_registrations": 1,
         "webhook_registrations_not_deleted": 0,
         "oauth_states": 0,
-        "checkpoints": 1,
+        "checkpoints": 2,  # the run's checkpoint and its listing
     }
 
     again = await gw.client.delete(f"/v1/integrations/{iid}", params={"erase": "true"}, headers=ADMIN)
