@@ -10,6 +10,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import msgspec
@@ -283,3 +284,43 @@ async def test_broker_down_is_503_and_the_job_is_announced_once_it_is_back(
             assert len(await _erasure_events(nc.jetstream())) == 2
         finally:
             await nc.close()
+
+
+async def _oauth_state(gw: Gateway, **params: str) -> str:
+    answer = await gw.client.get(
+        "/v1/oauth/fathom/authorize",
+        params={"workspace_id": "ws-oauth", **params},
+        headers=ADMIN,
+        follow_redirects=False,
+    )
+    assert answer.status_code == 302, answer.text
+    return str(parse_qs(urlsplit(answer.headers["location"]).query)["state"][0])
+
+
+async def _callback(gw: Gateway, state: str) -> Any:
+    code = gw.fake.issue_code("fathom")
+    return await gw.client.get("/v1/oauth/fathom/callback", params={"code": code, "state": state})
+
+
+async def test_an_erased_oauth_integration_is_never_revived_by_connecting_again(gateway: Gateway) -> None:
+    gw = gateway
+    connected = await _callback(gw, await _oauth_state(gw))
+    assert connected.status_code == 200, connected.text
+    iid = connected.json()["id"]
+    pending = await _oauth_state(gw, integration_id=iid)  # a reconnect started before the erasure
+    assert (
+        await gw.client.delete(f"/v1/integrations/{iid}", params={"erase": "true"}, headers=ADMIN)
+    ).status_code == 202
+
+    assert (await _callback(gw, pending)).status_code == 400  # its state went with it
+    refused = await gw.client.get(
+        "/v1/oauth/fathom/authorize",
+        params={"workspace_id": "ws-oauth", "integration_id": iid},
+        headers=ADMIN,
+        follow_redirects=False,
+    )
+    assert refused.status_code == 404
+    again = await _callback(gw, await _oauth_state(gw))  # the workspace connects anew: a new integration
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] != iid
+    assert (await gw.client.get(f"/v1/integrations/{iid}", headers=ADMIN)).json()["status"] == "erased"
