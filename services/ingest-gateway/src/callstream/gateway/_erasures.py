@@ -330,14 +330,16 @@ class Erasures:
         provider call ids) of the job's integrations; the gateway's part is then finished."""
         runtime = self._ctx.runtime
         pull = self._pull
-        async with asyncio.timeout(self._ctx.settings.publish_timeout_seconds * 4):
-            store = await CheckpointStore.open(
-                runtime.broker.js,
-                pull.checkpoint_bucket,
-                ttl_seconds=pull.checkpoint_ttl_days * 86_400,
-                replicas=self._ctx.settings.stream_replicas,
-            )
-            forgotten = await store.forget_integrations(job["integration_ids"])
+        # No overall deadline: each request to the broker has its own timeout, so a broker away
+        # fails this at once, while a large bucket is read to its end (a deadline would fail it,
+        # and every retry, for ever).
+        store = await CheckpointStore.open(
+            runtime.broker.js,
+            pull.checkpoint_bucket,
+            ttl_seconds=pull.checkpoint_ttl_days * 86_400,
+            replicas=self._ctx.settings.stream_replicas,
+        )
+        forgotten = await store.forget_integrations(job["integration_ids"])
         row: asyncpg.Record = await self._db.fetchrow(
             f"""update erasure_jobs set gateway_counts = gateway_counts || jsonb_build_object('checkpoints',
                        coalesce((gateway_counts->>'checkpoints')::int, 0) + $2),
