@@ -17,7 +17,9 @@ processes (each with its own NATS identity, as deployed):
    /v1/erasures/{id}`` every 0.2 s until the job is ``done``, the load going on throughout.
 4. Afterwards: A's messages and raw events left (must be 0), B's intact (must be all).
 
-Prints one JSON object: messages_erased, erase_seconds, the job's counts (summed and per service),
+Prints one JSON object: messages_erased, erase_seconds (until the job is ``done``), when the
+erased integration's last message row and last raw event went (``gone_seconds``), each service's
+part (``part_seconds``), the job's counts (summed and per service),
 the linker's p50/p99 before and during, the seconds of the erasure whose p99 was more than twice
 the baseline's, requests failed (not 200, or no answer). No target yet (issue #19 asks for the report).
 
@@ -234,7 +236,7 @@ async def measure(chaos: Chaos, n: int, n_other: int, rate: float, baseline: flo
             await asyncio.sleep(baseline)
             t1 = t2 = time.perf_counter()
             try:
-                job = await erase(gateway, a, timeout, result)
+                job = await erase(gateway, db, js, a, timeout, result)
             except Exception as exc:  # reported with the figures measured so far
                 result["error"] = f"{type(exc).__name__}: {exc}"[:2000]
             t2 = time.perf_counter()
@@ -294,19 +296,40 @@ async def measure(chaos: Chaos, n: int, n_other: int, rate: float, baseline: flo
         await nc.close()
 
 
-async def erase(gateway: httpx.AsyncClient, integration_id: str, timeout: float, result: dict[str, Any]) -> Any:
-    """``DELETE ?erase=true``, then the job's state every POLL_SECONDS until it is done."""
+async def erase(
+    gateway: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    js: Any,
+    integration_id: str,
+    timeout: float,
+    result: dict[str, Any],
+) -> Any:
+    """``DELETE ?erase=true``, then the job's state every POLL_SECONDS until it is done. Once a
+    second it also looks whether any of the integration's messages (rows) and raw events are left,
+    to tell when each went (``gone_seconds``)."""
     started = time.perf_counter()
     r = await gateway.delete(f"/v1/integrations/{integration_id}", params={"erase": "true"}, timeout=DELETE_TIMEOUT)
     result["delete_answer_seconds"] = round(time.perf_counter() - started, 2)
     if r.status_code != 202:
         raise RuntimeError(f"DELETE ?erase=true answered {r.status_code}: {r.text[:500]}")
     erasure_id = r.json()["erasure_id"]
+    gone: dict[str, float] = {}
+    result["gone_seconds"] = gone
+    looked = 0.0
     while True:
         job = (await gateway.get(f"/v1/erasures/{erasure_id}")).raise_for_status().json()
+        now = time.perf_counter()
+        if now - looked >= 1.0 or job["status"] == "done":
+            looked = now
+            if "messages" not in gone and not await db.fetchval(
+                "select exists (select 1 from messages where integration_id = $1)", integration_id
+            ):
+                gone["messages"] = round(now - started, 1)
+            if "raw_events" not in gone and await raw_events(js, integration_id) == 0:
+                gone["raw_events"] = round(now - started, 1)
         if job["status"] == "done":
             return job
-        if time.perf_counter() - started > timeout:
+        if now - started > timeout:
             raise TimeoutError(f"erasure not done after {timeout:.0f}s: {json.dumps(job)[:1000]}")
         await asyncio.sleep(POLL_SECONDS)
 
