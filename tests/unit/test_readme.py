@@ -18,7 +18,7 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 import callstream.runtime
-from callstream.devstack import SERVICES
+from callstream.devstack import CONSOLE, SERVICES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # | `CALLSTREAM_NAME` | default | services | meaning |
@@ -34,7 +34,7 @@ def _import_all(package_name: str) -> None:
 
 def settings_classes() -> list[type[BaseSettings]]:
     _import_all(callstream.runtime.__name__)
-    for service in SERVICES:
+    for service in (*SERVICES, CONSOLE):
         _import_all(service.package)
     found: list[type[BaseSettings]] = []
     pending = list(BaseSettings.__subclasses__())

@@ -102,12 +102,19 @@ class ServiceInCode:
         return DEPLOY / "docker" / f"{self.name}.Dockerfile"
 
 
+# Services in the code that have no image and manifests yet, each with why: they are left out of these
+# checks until their deploy files exist (then remove them here and every check applies).
+NOT_DEPLOYED_YET = {
+    "callstream-console": "issue #18 item 3: the console's image, compose service and manifests are still to be written",
+}
+
+
 def discover_services() -> list[ServiceInCode]:
     found = []
     for pyproject in sorted((REPO / "services").glob("*/pyproject.toml")):
         project = tomllib.loads(pyproject.read_text())["project"]
         for script, target in project.get("scripts", {}).items():
-            if not script.startswith("callstream-"):
+            if not script.startswith("callstream-") or script in NOT_DEPLOYED_YET:
                 continue
             package = target.split(":")[0].removesuffix(".__main__")
             settings = importlib.import_module(f"{package}._settings").Settings

@@ -48,6 +48,20 @@ SERVICES: tuple[ServiceDef, ...] = (
     ServiceDef("normalizer", "callstream.normalizer", "callstream-normalizer", 8082),
     ServiceDef("scheduler", "callstream.scheduler", "callstream-scheduler", 8083),
 )
+# The operators' web pages: no tables, no streams, so not one of SERVICES (whose readiness follows
+# PostgreSQL and NATS); it calls the others' HTTP APIs with the URLs and tokens of console_env.
+# ``CALLSTREAM_CONSOLE_ADMIN_TOKEN`` is the operators' sign-in token.
+CONSOLE = ServiceDef("console", "callstream.console", "callstream-console", 8084)
+CONSOLE_ADMIN_TOKEN_ENV = "CALLSTREAM_CONSOLE_ADMIN_TOKEN"  # noqa: S105 - the name of a variable
+# What the console is never given: it reads no table and no stream, and encrypts nothing.
+_NOT_FOR_THE_CONSOLE = (
+    "CALLSTREAM_DATABASE_URL",
+    "CALLSTREAM_NATS_URL",
+    "CALLSTREAM_NATS_PASSWORD",
+    "CALLSTREAM_SECRET_KEY",
+)
+# The services the console calls, each with the admin token the console is given for it.
+CONSOLE_BACKENDS: tuple[str, ...] = ("gateway", "scheduler", "normalizer", "linker")
 
 # Migrations run in this order: the normalizer's tables exist before anything reads them.
 MIGRATION_ORDER: tuple[str, ...] = ("gateway", "normalizer", "scheduler", "linker")
@@ -68,6 +82,20 @@ def own_env(service: ServiceDef, env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in ADMIN_TOKEN_ENVS or k == service.admin_token_env}
 
 
+def console_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` as the console is started with it: without the services' admin tokens, but with each
+    backend's URL and admin token under the console's names (``CALLSTREAM_CONSOLE_<SERVICE>_URL`` /
+    ``_TOKEN``), which no other service is given; nor a database, NATS or encryption secret."""
+    out = {k: v for k, v in env.items() if k not in ADMIN_TOKEN_ENVS and k not in _NOT_FOR_THE_CONSOLE}
+    for name in CONSOLE_BACKENDS:
+        backend = by_name(name)
+        if backend.url_env in env:
+            out[f"CALLSTREAM_CONSOLE_{name.upper()}_URL"] = env[backend.url_env]
+        if backend.admin_token_env and backend.admin_token_env in env:
+            out[f"CALLSTREAM_CONSOLE_{name.upper()}_TOKEN"] = env[backend.admin_token_env]
+    return out
+
+
 def admin_headers(env: Mapping[str, str], service: str) -> dict[str, str]:
     """``Authorization`` with ``service``'s own admin token from ``env`` (tests, benchmarks)."""
     variable = by_name(service).admin_token_env
@@ -77,7 +105,7 @@ def admin_headers(env: Mapping[str, str], service: str) -> dict[str, str]:
 
 
 def by_name(name: str) -> ServiceDef:
-    for service in SERVICES:
+    for service in (*SERVICES, CONSOLE):
         if service.name == name:
             return service
     raise KeyError(name)

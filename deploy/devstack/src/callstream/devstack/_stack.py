@@ -21,7 +21,15 @@ import httpx
 
 from ._process import setup_services
 from ._servers import EmbeddedPostgres, NatsServer, free_port, port_is_free, service_nats_env, wait_port
-from ._services import ADMIN_TOKEN_ENVS, SERVICES, new_admin_token, own_env
+from ._services import (
+    ADMIN_TOKEN_ENVS,
+    CONSOLE,
+    CONSOLE_ADMIN_TOKEN_ENV,
+    SERVICES,
+    console_env,
+    new_admin_token,
+    own_env,
+)
 
 READY_TIMEOUT_SECONDS = 90.0
 JETSTREAM_READY_TIMEOUT_SECONDS = 60.0
@@ -81,6 +89,7 @@ class Stack:
         self.replicas = replicas
         self.state = StackState()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.console_secrets: dict[str, str] = {}
 
     # ---- start -------------------------------------------------------------------------------
     def up(self, *, detach: bool) -> int:
@@ -98,6 +107,12 @@ class Stack:
             if s.admin_token_env
         }
         (self.run / "admin_token").unlink(missing_ok=True)
+        # The console's sign-in token and cookie key: given to the console alone (never in the
+        # services' shared environment).
+        self.console_secrets = {
+            CONSOLE_ADMIN_TOKEN_ENV: _once(self.run / "console_admin_token", lambda: new_admin_token(CONSOLE)),
+            "CALLSTREAM_CONSOLE_SESSION_SECRET": _once(self.run / "console_session_secret", secrets.token_urlsafe),
+        }
         secret_key = _once(self.run / "secret_key", lambda: "k1:" + secrets.token_urlsafe(32))
         try:
             database_url = self._start_postgres(detach)
@@ -185,7 +200,7 @@ class Stack:
         )
         # A dev stack talks to the real providers or to the fakes (`python -m tests.fakes.*`) on loopback.
         env.setdefault("CALLSTREAM_GATEWAY_ALLOWED_API_HOSTS", DEV_ALLOWED_API_HOSTS)
-        for service in SERVICES:
+        for service in (*SERVICES, CONSOLE):
             port = service.default_port if port_is_free(service.default_port) else free_port()
             env[service.port_env] = str(port)
             env[service.url_env] = f"http://127.0.0.1:{port}"
@@ -205,19 +220,24 @@ class Stack:
                 if i > 0:
                     # Extra HTTP replicas listen on their own ports (a load balancer would front them).
                     penv[service.port_env] = str(free_port())
-                log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-                proc = subprocess.Popen(
-                    [_script(service.command), "serve"],
-                    env=penv,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-                log.close()
-                self.processes[name] = proc
-                self.state.pids[name] = proc.pid
-                self.state.urls[name] = f"http://127.0.0.1:{penv[service.port_env]}"
+                self._spawn(name, service.command, penv, service.port_env)
+        # The console calls the others over HTTP with their tokens under its own names.
+        self._spawn(CONSOLE.name, CONSOLE.command, {**console_env(env), **self.console_secrets}, CONSOLE.port_env)
+
+    def _spawn(self, name: str, command: str, penv: dict[str, str], port_env: str) -> None:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [_script(command), "serve"],
+            env=penv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self.processes[name] = proc
+        self.state.pids[name] = proc.pid
+        self.state.urls[name] = f"http://127.0.0.1:{penv[port_env]}"
 
     def _write_env(self, env: dict[str, str]) -> None:
         keys = [s.url_env for s in SERVICES] + [
@@ -227,6 +247,11 @@ class Stack:
             "CALLSTREAM_SECRET_KEY",
         ]
         lines = [f"{k}={env[k]}" for k in keys]
+        # The console's address and the operators' sign-in token (its page /login asks for it).
+        lines += [
+            f"{CONSOLE.url_env}={env[CONSOLE.url_env]}",
+            f"{CONSOLE_ADMIN_TOKEN_ENV}={self.console_secrets[CONSOLE_ADMIN_TOKEN_ENV]}",
+        ]
         if self.nats_operator_password_file.is_file():
             # CALLSTREAM_NATS_URL carries the operator identity (nats://operator:pw@...), which
             # nats-py and the services' command-line tools take as is; the password alone is here.

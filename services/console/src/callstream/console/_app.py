@@ -1,0 +1,551 @@
+"""The console's routes: sign-in, the pages, their forms (post, then 303 to a page) and the
+progress stream proxied from the scheduler (so a browser needs no service token).
+
+Sessions are litestar's cookie sessions (AES-GCM: the cookie is encrypted and authenticated, so it
+cannot be read or forged without the key), HttpOnly and SameSite=Lax; every form carries the CSRF
+token of litestar's ``CSRFConfig``. A request without a session is sent to ``/login``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
+
+from litestar import Litestar, Request, Response, Router, get, post
+from litestar.config.app import AppConfig
+from litestar.config.csrf import CSRFConfig
+from litestar.connection import ASGIConnection
+from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware.session.client_side import CookieBackendConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Redirect, Stream, Template
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from callstream.runtime import create_app, get_logger
+
+from . import _views as v
+from ._backend import Backend, BackendError
+from ._settings import Settings
+
+__all__ = ["build_app"]
+
+log = get_logger(__name__)
+HERE = Path(__file__).parent
+MAX_MESSAGE_WORKSPACES = 20  # /messages without a workspace merges the newest of this many
+MESSAGES_PER_PAGE = 50
+T = TypeVar("T")
+
+
+class SignInRequired(NotAuthorizedException):
+    """No session: the page handler's exception handler sends the browser to /login."""
+
+
+def _signed_in(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    session: Any = connection.scope.get("session")
+    if not isinstance(session, dict) or not session.get("signed_in"):
+        raise SignInRequired()
+
+
+def _local_path(value: str | None) -> str:
+    """Only a path of this site may be a ``next`` (never ``//evil.example`` or a URL)."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+def _flash(request: Request[Any, Any, Any], tone: str, text: str) -> None:
+    request.session["flash"] = {"tone": tone, "text": text}
+
+
+def _see(path: str) -> Redirect:
+    return Redirect(path, status_code=303)
+
+
+def _problem(exc: BackendError) -> str:
+    """What happened, what it means, what to do."""
+    if exc.unreachable:
+        return f"The {exc.service} could not be reached ({exc.detail}). Check that it runs: ./dev status."
+    if exc.status == 401:
+        return f"The {exc.service} refused the console's token: set CALLSTREAM_CONSOLE_{exc.service.upper()}_TOKEN."
+    return f"The {exc.service} answered {exc.status} {exc.code}: {exc.detail}"
+
+
+async def _maybe(call: Awaitable[T]) -> T | BackendError:
+    try:
+        return await call
+    except BackendError as exc:
+        return exc
+
+
+def _page(request: Request[Any, Any, Any], name: str, status_code: int = 200, **context: Any) -> Template:
+    flash = request.session.pop("flash", None) if request.scope.get("session") is not None else None
+    return Template(
+        template_name=name,
+        context={"flash": flash, "path": request.url.path, **context},
+        status_code=status_code,
+    )
+
+
+def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, SignInRequired):
+        wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return Redirect("/login?" + urlencode({"next": wanted}), status_code=303)
+    if isinstance(exc, BackendError):
+        status = 404 if exc.status == 404 else 502
+        title = "Not found" if status == 404 else "A service did not answer as expected"
+        text = _problem(exc)
+    elif isinstance(exc, HTTPException):
+        status = exc.status_code
+        title = "Not found" if status == 404 else f"Error {status}"
+        text = str(exc.detail)
+    else:
+        log.error("console page failed", path=request.url.path, error=type(exc).__name__, exc_info=exc)
+        status, title, text = 500, "Something went wrong", "An unexpected error occurred; see the console's log."
+    return _page(request, "error.html", status_code=status, title=title, text=text)
+
+
+def _date(value: str) -> date | None:
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        return None
+
+
+def _sync_body(form: dict[str, str]) -> dict[str, Any]:
+    preset = form.get("preset", "")
+    if preset in v.PRESETS:
+        return dict(v.PRESETS[preset])
+    if preset != "range":
+        raise ValueError("choose one of the sync buttons")
+    start = _date(form.get("from", ""))
+    if start is None:
+        raise ValueError("a custom range needs a start date (YYYY-MM-DD)")
+    body: dict[str, Any] = {"mode": "range", "from": f"{start.isoformat()}T00:00:00Z"}
+    if form.get("to", "").strip():
+        end = _date(form["to"])
+        if end is None or end < start:
+            raise ValueError("the end date must be a date on or after the start")
+        # The end day is included: the window ends at the next midnight (UTC), not after now.
+        until = min(datetime.combine(end + timedelta(days=1), datetime.min.time(), UTC), datetime.now(tz=UTC))
+        body["to"] = until.isoformat().replace("+00:00", "Z")
+    return body
+
+
+def _new_integration(form: dict[str, str]) -> dict[str, Any]:
+    provider = form.get("provider", "")
+    workspace = form.get("workspace_id", "").strip()
+    if not workspace:
+        raise ValueError("a workspace id is needed (letters, digits, '_' or '-')")
+    if provider == "fathom":
+        credentials = {"api_key": form.get("api_key", "").strip()}
+    elif provider == "gong":
+        credentials = {
+            "access_key": form.get("access_key", "").strip(),
+            "access_key_secret": form.get("access_key_secret", "").strip(),
+        }
+    else:
+        raise ValueError("choose Fathom or Gong")
+    if not all(credentials.values()):
+        raise ValueError(f"fill in every {provider.title()} credential")
+    body: dict[str, Any] = {"workspace_id": workspace, "provider": provider, "credentials": credentials}
+    if form.get("base_url", "").strip():
+        body["base_url"] = form["base_url"].strip()
+    return body
+
+
+async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
+    data = await request.form()
+    return {k: str(val) for k, val in data.items()}
+
+
+def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar:
+    key = settings.cookie_key()
+    operator = settings.admin()
+    holder: dict[str, Backend] = {}
+
+    def api() -> Backend:
+        return holder["backend"]
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        holder["backend"] = backend or Backend(settings)
+        try:
+            yield
+        finally:
+            if backend is None:
+                await holder["backend"].aclose()
+
+    session = CookieBackendConfig(
+        secret=key,
+        key="callstream_console",
+        max_age=int(settings.session_hours * 3600),
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
+        exclude=["/health", "/metrics", "/static", "/schema"],
+    )
+
+    def with_sessions(config: AppConfig) -> AppConfig:
+        # On the app, not a router: a router is deep-copied when registered, and the session
+        # middleware's cipher cannot be (create_app sets the app's own middleware list).
+        config.middleware.append(session.middleware)
+        return config
+
+    # ---- sign-in --------------------------------------------------------------------------------
+    @get("/login", name="login")
+    async def login_page(request: Request[Any, Any, Any], next: str | None = None) -> Template | Redirect:
+        if request.session.get("signed_in"):
+            return _see(_local_path(next))
+        return _page(request, "login.html", next=_local_path(next), closed=not operator.configured)
+
+    @post("/login")
+    async def login(request: Request[Any, Any, Any]) -> Redirect:
+        form = await _form(request)
+        wanted = _local_path(form.get("next"))
+        if not operator.accepts(form.get("token", "")):
+            log.info("console sign-in refused")
+            _flash(request, "bad", "That token is not the console's operator token.")
+            return _see("/login?" + urlencode({"next": wanted}))
+        request.set_session({"signed_in": True, "since": int(time.time())})
+        log.info("console sign-in")
+        return _see(wanted)
+
+    @post("/logout")
+    async def logout(request: Request[Any, Any, Any]) -> Redirect:
+        request.clear_session()
+        return _see("/login")
+
+    # ---- overview -------------------------------------------------------------------------------
+    async def _states(workspaces: list[str]) -> dict[str, dict[str, Any]]:
+        answers = await asyncio.gather(*(_maybe(api().sync_states(w)) for w in workspaces))
+        return {s["integration_id"]: s for a in answers if isinstance(a, list) for s in a}
+
+    @get("/", name="overview")
+    async def overview(request: Request[Any, Any, Any], sort: str = "status") -> Template:
+        integrations, readiness, dlq_depth = await asyncio.gather(
+            _maybe(api().integrations()), api().readiness_all(), api().dlq_depth()
+        )
+        problems: list[str] = []
+        if isinstance(integrations, BackendError):
+            problems.append(_problem(integrations))
+            integrations = []
+        states = await _states(sorted({i["workspace_id"] for i in integrations}))
+        rows: list[dict[str, Any]] = [
+            {"i": i, "s": states.get(i["id"]), "status": v.integration_status(i, states.get(i["id"]))}
+            for i in integrations
+        ]
+        # Stuck runs: only the syncing ones can be, so only they cost a health read.
+        syncing = [r for r in rows if r["status"].word == "syncing"]
+        healths = await asyncio.gather(*(_maybe(api().health(r["i"]["id"])) for r in syncing))
+        stuck = []
+        for row, health in zip(syncing, healths, strict=True):
+            if isinstance(health, dict):
+                for check in health.get("checks", []):
+                    if check["name"] == "sync_ready" and not check["ok"]:
+                        stuck.append({"row": row, "reason": check["reason"]})
+        order = {"bad": 0, "warn": 1, "busy": 2, "ok": 3, "off": 4}
+        if sort == "last_sync":
+            rows.sort(key=lambda r: (r["s"] or {}).get("last_synced_at") or "", reverse=True)
+        elif sort == "workspace":
+            rows.sort(key=lambda r: (r["i"]["workspace_id"], r["i"]["provider"]))
+        else:
+            sort = "status"
+            rows.sort(key=lambda r: (order.get(r["status"].tone, 5), r["i"]["workspace_id"]))
+        return _page(
+            request,
+            "overview.html",
+            rows=rows,
+            sort=sort,
+            failing=[r for r in rows if r["status"].word == "failing"],
+            reconnect=[r for r in rows if r["status"].word == "needs reconnect"],
+            stuck=stuck,
+            readiness=readiness,
+            not_ready=[r for r in readiness if not r.ready],
+            dlq_depth=dlq_depth,
+            problems=problems,
+        )
+
+    # ---- integrations -----------------------------------------------------------------------------
+    @get("/integrations", name="integrations")
+    async def integrations_page(request: Request[Any, Any, Any], workspace_id: str | None = None) -> Template:
+        everything = await api().integrations()
+        workspaces = sorted({i["workspace_id"] for i in everything})
+        shown = [i for i in everything if not workspace_id or i["workspace_id"] == workspace_id]
+        states = await _states(sorted({i["workspace_id"] for i in shown}))
+        rows: list[dict[str, Any]] = [
+            {"i": i, "s": states.get(i["id"]), "status": v.integration_status(i, states.get(i["id"]))} for i in shown
+        ]
+        rows.sort(key=lambda r: r["i"]["created_at"], reverse=True)
+        return _page(
+            request,
+            "integrations.html",
+            rows=rows,
+            workspaces=workspaces,
+            workspace_id=workspace_id or "",
+            total=len(everything),
+        )
+
+    @post("/integrations")
+    async def add_integration(request: Request[Any, Any, Any]) -> Redirect:
+        form = await _form(request)
+        try:
+            created = await api().create_integration(_new_integration(form))
+        except ValueError as exc:
+            _flash(request, "bad", str(exc))
+            return _see("/integrations#add")
+        except BackendError as exc:
+            _flash(request, "bad", _problem(exc))
+            return _see("/integrations#add")
+        _flash(
+            request,
+            "ok",
+            f"{created['provider'].title()} integration added to {created['workspace_id']}. Run Test sync (latest 5) to check it works.",
+        )
+        return _see(f"/integrations/{created['id']}")
+
+    @get("/integrations/{integration_id:uuid}", name="integration")
+    async def integration_page(request: Request[Any, Any, Any], integration_id: Any) -> Template:
+        key = str(integration_id)
+        integration = await api().integration(key)
+        state, health, runs = await asyncio.gather(
+            _maybe(api().sync_state(key)), _maybe(api().health(key)), _maybe(api().runs(key))
+        )
+        problems = [_problem(x) for x in (state, health, runs) if isinstance(x, BackendError) and x.status != 404]
+        runs_list = runs if isinstance(runs, list) else []
+        active = next((r for r in runs_list if r["status"] in ("queued", "running")), None)
+        state_value = state if isinstance(state, dict) else None
+        return _page(
+            request,
+            "integration.html",
+            i=integration,
+            s=state_value,
+            status=v.integration_status(integration, state_value),
+            health=health if isinstance(health, dict) else None,
+            runs=runs_list,
+            active=active,
+            problems=problems,
+            today=datetime.now(tz=UTC).date().isoformat(),
+        )
+
+    @post("/integrations/{integration_id:uuid}/syncs")
+    async def start_sync(request: Request[Any, Any, Any], integration_id: Any) -> Redirect:
+        key = str(integration_id)
+        form = await _form(request)
+        try:
+            await api().start_sync(key, _sync_body(form))
+        except ValueError as exc:
+            _flash(request, "bad", str(exc))
+        except BackendError as exc:
+            if exc.code == "run_active":
+                _flash(request, "warn", "A sync is already running: watch it below, or cancel it first.")
+            elif exc.code == "integration_not_active":
+                _flash(
+                    request,
+                    "bad",
+                    "This integration is not active (disabled, or it needs reconnecting): nothing was started.",
+                )
+            else:
+                _flash(request, "bad", _problem(exc))
+        else:
+            _flash(request, "ok", "Sync started.")
+        return _see(f"/integrations/{key}#run")
+
+    @post("/integrations/{integration_id:uuid}/runs/{run_id:uuid}/cancel")
+    async def cancel_run(request: Request[Any, Any, Any], integration_id: Any, run_id: Any) -> Redirect:
+        key = str(integration_id)
+        try:
+            await api().cancel(key, str(run_id))
+            _flash(request, "ok", "Run cancelled: it stops at its next page; what it stored stays.")
+        except BackendError as exc:
+            _flash(
+                request,
+                "warn" if exc.code == "run_finished" else "bad",
+                "The run had already finished." if exc.code == "run_finished" else _problem(exc),
+            )
+        return _see(f"/integrations/{key}#run")
+
+    @get("/integrations/{integration_id:uuid}/runs/{run_id:uuid}/events")
+    async def run_events(request: Request[Any, Any, Any], integration_id: Any, run_id: Any) -> Response[Any]:
+        """The scheduler's Server-Sent Events, passed through byte for byte (Last-Event-ID too)."""
+        upstream = await api().events(str(integration_id), str(run_id), request.headers.get("last-event-id"))
+        if upstream.status_code != 200:
+            await upstream.aread()
+            await upstream.aclose()
+            if upstream.status_code == 204:
+                return Response(b"", status_code=204)
+            return Response({"error": "upstream", "status": upstream.status_code}, status_code=502)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+            finally:
+                await upstream.aclose()
+
+        return Stream(
+            chunks(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @post("/integrations/{integration_id:uuid}/disable")
+    async def disable(request: Request[Any, Any, Any], integration_id: Any) -> Redirect:
+        key = str(integration_id)
+        try:
+            await api().disable_integration(key)
+            _flash(
+                request, "ok", "Integration disabled: webhooks are refused and nothing is synced. Its messages stay."
+            )
+        except BackendError as exc:
+            _flash(request, "bad", _problem(exc))
+        return _see(f"/integrations/{key}")
+
+    # ---- dead letters -------------------------------------------------------------------------------
+    @get("/dlq", name="dlq")
+    async def dlq_page(request: Request[Any, Any, Any]) -> Template:
+        letters, depth = await asyncio.gather(_maybe(api().dead_letters()), api().dlq_depth())
+        missing_api = isinstance(letters, BackendError) and letters.status in (404, 405)
+        problem = _problem(letters) if isinstance(letters, BackendError) and not missing_api else None
+        items = letters if isinstance(letters, list) else []
+        for item in items:
+            payload = item.get("payload", item.get("data"))
+            item["payload_text"] = payload if isinstance(payload, str) else json.dumps(payload, indent=2, default=str)
+        return _page(request, "dlq.html", items=items, depth=depth, missing_api=missing_api, problem=problem)
+
+    @post("/dlq/{seq:int}/redrive")
+    async def redrive(request: Request[Any, Any, Any], seq: int) -> Redirect:
+        try:
+            await api().redrive(seq)
+            _flash(request, "ok", f"Dead letter {seq} sent again to its subject.")
+        except BackendError as exc:
+            _flash(request, "bad", _problem(exc))
+        return _see("/dlq")
+
+    # ---- messages -------------------------------------------------------------------------------------
+    async def _customers(ids: set[str]) -> dict[str, str]:
+        async def one(cid: str) -> tuple[str, str | None]:
+            try:
+                answer = await api()._json(
+                    "linker", "GET", f"/v1/customers/{cid}", params={"contacts_limit": 1, "messages_limit": 1}
+                )
+            except BackendError:
+                return cid, None
+            return cid, answer.get("name") or answer.get("domain")
+
+        found = await asyncio.gather(*(one(c) for c in list(ids)[:MESSAGES_PER_PAGE]))
+        return {c: n for c, n in found if n}
+
+    @get("/messages", name="messages")
+    async def messages_page(
+        request: Request[Any, Any, Any],
+        workspace_id: str | None = None,
+        source: str | None = None,
+        customer_id: str | None = None,
+        cursor: str | None = None,
+    ) -> Template:
+        integrations = await api().integrations()
+        workspaces = sorted({i["workspace_id"] for i in integrations})
+        source = source if source in ("fathom", "gong") else None
+        next_cursor = None
+        problems: list[str] = []
+        if workspace_id:
+            page = await api().messages(
+                workspace_id, source=source, customer_id=customer_id, cursor=cursor, limit=MESSAGES_PER_PAGE
+            )
+            items, next_cursor = page["items"], page.get("next_cursor")
+        else:
+            pages = await asyncio.gather(
+                *(
+                    _maybe(api().messages(w, source=source, customer_id=customer_id, limit=MESSAGES_PER_PAGE))
+                    for w in workspaces[:MAX_MESSAGE_WORKSPACES]
+                )
+            )
+            problems = [_problem(p) for p in pages if isinstance(p, BackendError)]
+            items = [m for p in pages if isinstance(p, dict) for m in p["items"]]
+            items.sort(key=lambda m: m.get("sent_at") or "", reverse=True)
+            items = items[:MESSAGES_PER_PAGE]
+        names = await _customers({m["customer_id"] for m in items if m.get("customer_id")})
+        query = {
+            k: val
+            for k, val in {"workspace_id": workspace_id, "source": source, "customer_id": customer_id}.items()
+            if val
+        }
+        older = "/messages?" + urlencode({**query, "cursor": next_cursor}) if next_cursor else None
+        return _page(
+            request,
+            "messages.html",
+            items=items,
+            names=names,
+            workspaces=workspaces,
+            workspace_id=workspace_id or "",
+            source=source or "",
+            customer_id=customer_id or "",
+            older=older,
+            problems=problems,
+            has_integrations=bool(integrations),
+        )
+
+    @get("/messages/{message_id:uuid}", name="message")
+    async def message_page(request: Request[Any, Any, Any], message_id: Any) -> Template:
+        message = await api().message(str(message_id))
+        metadata = message.get("message_metadata") or {}
+        participants = metadata.get("participant_details") or metadata.get("invitees") or []
+        if not participants and metadata.get("participants"):
+            participants = [{"name": n} for n in metadata["participants"]]
+        return _page(
+            request,
+            "message.html",
+            m=message,
+            metadata_text=json.dumps(metadata, indent=2, sort_keys=True, default=str),
+            participants=[p for p in participants if isinstance(p, dict)],
+        )
+
+    pages = Router(
+        path="/",
+        guards=[_signed_in],
+        exception_handlers={HTTPException: _error_page, Exception: _error_page},
+        route_handlers=[
+            overview, integrations_page, add_integration, integration_page, start_sync, cancel_run, run_events,
+            disable, dlq_page, redrive, messages_page, message_page,
+        ],
+    )  # fmt: skip
+    public = Router(
+        path="/",
+        exception_handlers={HTTPException: _error_page, Exception: _error_page},
+        route_handlers=[login_page, login, logout],
+    )
+    static = create_static_files_router(path="/static", directories=[HERE / "static"], include_in_schema=False)
+
+    def _filters(engine: JinjaTemplateEngine) -> None:
+        engine.engine.filters.update(rel=v.relative, utc=v.absolute, duration=v.duration, urlq=quote)
+        engine.engine.globals.update(run_status=v.run_status)
+
+    async def backends_answer() -> str | None:
+        return None  # the console is ready when it serves; each page says which service is down
+
+    return create_app(
+        service="console",
+        title="callstream console",
+        route_handlers=[pages, public, static],
+        checks={"console": backends_answer},
+        lifespan=[lifespan],
+        on_app_init=[with_sessions],
+        template_config=TemplateConfig(
+            directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=_filters
+        ),
+        csrf_config=CSRFConfig(
+            secret=key.hex(),
+            cookie_name="callstream_csrf",
+            cookie_httponly=True,
+            cookie_secure=settings.secure_cookies,
+            cookie_samesite="lax",
+        ),
+    )

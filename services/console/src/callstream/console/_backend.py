@@ -1,0 +1,189 @@
+"""The four services' HTTP APIs as the console uses them: one ``httpx.AsyncClient`` per service,
+each with that service's admin token (from the console's own settings; never sent to a browser).
+
+Every call answers the service's JSON or raises :class:`BackendError`, which a page shows as what
+happened and what to do; a service that cannot be reached is ``status 0``."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from ._settings import Settings
+
+__all__ = ["SERVICE_NAMES", "Backend", "BackendError", "Readiness"]
+
+SERVICE_NAMES = ("gateway", "scheduler", "normalizer", "linker")
+READY_TIMEOUT_SECONDS = 3.0
+# Progress streams wait long between events (a run paced by its provider): no read timeout.
+STREAM_TIMEOUT = httpx.Timeout(10.0, read=None)
+_DLQ_METRIC = re.compile(r"^callstream_dlq_messages\{[^}]*\}\s+([0-9.eE+]+)\s*$", re.MULTILINE)
+
+
+class BackendError(Exception):
+    """A service answered an error (``status``, its ``error`` code and ``detail``), or could not be
+    reached (``status`` 0)."""
+
+    def __init__(self, service: str, status: int, code: str, detail: str) -> None:
+        super().__init__(f"{service}: {status} {code}: {detail}")
+        self.service = service
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+    @property
+    def unreachable(self) -> bool:
+        return self.status == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    service: str
+    ready: bool
+    checks: dict[str, str]  # name -> "ok" or the failing check's words (its admin sees them)
+    error: str | None = None  # the service could not be asked
+
+
+def _headers(token: SecretStr | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+
+
+def _error_of(service: str, response: httpx.Response) -> BackendError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "error" in body:
+        detail = body.get("detail")
+        return BackendError(service, response.status_code, str(body["error"]), str(detail) if detail else "")
+    return BackendError(service, response.status_code, f"http_{response.status_code}", response.text[:200])
+
+
+class Backend:
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        timeout = httpx.Timeout(settings.backend_timeout_seconds)
+        urls = {
+            "gateway": (settings.gateway_url, settings.gateway_token),
+            "scheduler": (settings.scheduler_url, settings.scheduler_token),
+            "normalizer": (settings.normalizer_url, settings.normalizer_token),
+            "linker": (settings.linker_url, settings.linker_token),
+        }
+        self.clients = {
+            name: httpx.AsyncClient(
+                base_url=url.rstrip("/"), headers=_headers(token), timeout=timeout, transport=transport
+            )
+            for name, (url, token) in urls.items()
+        }
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self.clients.values()))
+
+    async def _call(self, service: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self.clients[service].request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise BackendError(service, 0, "unreachable", f"{type(exc).__name__}: {exc}"[:200]) from None
+
+    async def _json(self, service: str, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
+        response = await self._call(service, method, path, **kwargs)
+        if response.status_code not in ok:
+            raise _error_of(service, response)
+        return response.json() if response.content else None
+
+    # ---- gateway ------------------------------------------------------------------------------
+    async def integrations(self, workspace_id: str | None = None) -> list[dict[str, Any]]:
+        params = {"workspace_id": workspace_id} if workspace_id else None
+        return list(await self._json("gateway", "GET", "/v1/integrations", params=params))
+
+    async def integration(self, integration_id: str) -> dict[str, Any]:
+        return dict(await self._json("gateway", "GET", f"/v1/integrations/{integration_id}"))
+
+    async def create_integration(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self._json("gateway", "POST", "/v1/integrations", ok=(201,), json=body))
+
+    async def disable_integration(self, integration_id: str) -> dict[str, Any]:
+        return dict(await self._json("gateway", "DELETE", f"/v1/integrations/{integration_id}"))
+
+    # ---- scheduler ----------------------------------------------------------------------------
+    async def sync_states(self, workspace_id: str) -> list[dict[str, Any]]:
+        return list(await self._json("scheduler", "GET", "/v1/sync-state", params={"workspace_id": workspace_id}))
+
+    async def sync_state(self, integration_id: str) -> dict[str, Any] | None:
+        try:
+            return dict(await self._json("scheduler", "GET", f"/v1/integrations/{integration_id}/sync-state"))
+        except BackendError as exc:
+            if exc.status == 404:  # not seen by the due loop yet
+                return None
+            raise
+
+    async def health(self, integration_id: str) -> dict[str, Any]:
+        return dict(await self._json("scheduler", "GET", f"/v1/integrations/{integration_id}/health"))
+
+    async def runs(self, integration_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        page = await self._json("scheduler", "GET", f"/v1/integrations/{integration_id}/syncs", params={"limit": limit})
+        return list(page["items"])
+
+    async def start_sync(self, integration_id: str, body: dict[str, Any]) -> str:
+        answer = await self._json("scheduler", "POST", f"/v1/integrations/{integration_id}/syncs", ok=(202,), json=body)
+        return str(answer["run_id"])
+
+    async def cancel(self, integration_id: str, run_id: str) -> dict[str, Any]:
+        return dict(await self._json("scheduler", "POST", f"/v1/integrations/{integration_id}/syncs/{run_id}/cancel"))
+
+    async def events(self, integration_id: str, run_id: str, last_event_id: str | None) -> httpx.Response:
+        """The scheduler's progress stream of a run, opened: the caller reads ``aiter_raw`` and
+        closes it (``aclose``) when done."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        client = self.clients["scheduler"]
+        request = client.build_request(
+            "GET", f"/v1/integrations/{integration_id}/syncs/{run_id}/events", headers=headers, timeout=STREAM_TIMEOUT
+        )
+        try:
+            return await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise BackendError("scheduler", 0, "unreachable", f"{type(exc).__name__}: {exc}"[:200]) from None
+
+    # ---- normalizer ---------------------------------------------------------------------------
+    async def dlq_depth(self) -> int | None:
+        """Dead letters the normalizer's backlog gauge last counted (its ``/metrics``); None when
+        it cannot be read."""
+        try:
+            response = await self._call("normalizer", "GET", "/metrics")
+        except BackendError:
+            return None
+        if response.status_code != 200:
+            return None
+        return int(sum(float(v) for v in _DLQ_METRIC.findall(response.text)))
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        answer = await self._json("normalizer", "GET", "/v1/dlq", params={"include": "payload"})
+        return list(answer["items"] if isinstance(answer, dict) else answer)
+
+    async def redrive(self, seq: int) -> None:
+        await self._json("normalizer", "POST", f"/v1/dlq/{seq}/redrive", ok=(200, 202, 204))
+
+    # ---- linker -------------------------------------------------------------------------------
+    async def messages(self, workspace_id: str, **params: Any) -> dict[str, Any]:
+        query = {"workspace_id": workspace_id, **{k: v for k, v in params.items() if v not in (None, "")}}
+        return dict(await self._json("linker", "GET", "/v1/messages", params=query))
+
+    async def message(self, message_id: str) -> dict[str, Any]:
+        return dict(await self._json("linker", "GET", f"/v1/messages/{message_id}"))
+
+    # ---- every service ------------------------------------------------------------------------
+    async def readiness(self, service: str) -> Readiness:
+        try:
+            response = await self.clients[service].get("/health/ready", timeout=READY_TIMEOUT_SECONDS)
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return Readiness(service, False, {}, f"not answering ({type(exc).__name__})")
+        checks = {str(k): str(v) for k, v in dict(body.get("checks", {})).items()}
+        return Readiness(service, response.status_code == 200, checks)
+
+    async def readiness_all(self) -> list[Readiness]:
+        return list(await asyncio.gather(*(self.readiness(s) for s in SERVICE_NAMES)))
