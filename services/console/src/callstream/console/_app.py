@@ -24,6 +24,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.session.client_side import CookieBackendConfig
+from litestar.params import FromPath, FromQuery
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Stream, Template
 from litestar.static_files import create_static_files_router
@@ -201,7 +202,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
 
     # ---- sign-in --------------------------------------------------------------------------------
     @get("/login", name="login")
-    async def login_page(request: Request[Any, Any, Any], next: str | None = None) -> Template | Redirect:
+    async def login_page(request: Request[Any, Any, Any], next: FromQuery[str | None] = None) -> Template | Redirect:
         if request.session.get("signed_in"):
             return _see(_local_path(next))
         return _page(request, "login.html", next=_local_path(next), closed=not operator.configured)
@@ -229,7 +230,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         return {s["integration_id"]: s for a in answers if isinstance(a, list) for s in a}
 
     @get("/", name="overview")
-    async def overview(request: Request[Any, Any, Any], sort: str = "status") -> Template:
+    async def overview(request: Request[Any, Any, Any], sort: FromQuery[str] = "status") -> Template:
         integrations, readiness, dlq_depth = await asyncio.gather(
             _maybe(api().integrations()), api().readiness_all(), api().dlq_depth()
         )
@@ -275,7 +276,9 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
 
     # ---- integrations -----------------------------------------------------------------------------
     @get("/integrations", name="integrations")
-    async def integrations_page(request: Request[Any, Any, Any], workspace_id: str | None = None) -> Template:
+    async def integrations_page(
+        request: Request[Any, Any, Any], workspace_id: FromQuery[str | None] = None
+    ) -> Template:
         everything = await api().integrations()
         workspaces = sorted({i["workspace_id"] for i in everything})
         shown = [i for i in everything if not workspace_id or i["workspace_id"] == workspace_id]
@@ -312,7 +315,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         return _see(f"/integrations/{created['id']}")
 
     @get("/integrations/{integration_id:uuid}", name="integration")
-    async def integration_page(request: Request[Any, Any, Any], integration_id: Any) -> Template:
+    async def integration_page(request: Request[Any, Any, Any], integration_id: FromPath[Any]) -> Template:
         key = str(integration_id)
         integration = await api().integration(key)
         state, health, runs = await asyncio.gather(
@@ -336,7 +339,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         )
 
     @post("/integrations/{integration_id:uuid}/syncs")
-    async def start_sync(request: Request[Any, Any, Any], integration_id: Any) -> Redirect:
+    async def start_sync(request: Request[Any, Any, Any], integration_id: FromPath[Any]) -> Redirect:
         key = str(integration_id)
         form = await _form(request)
         try:
@@ -359,7 +362,9 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         return _see(f"/integrations/{key}#run")
 
     @post("/integrations/{integration_id:uuid}/runs/{run_id:uuid}/cancel")
-    async def cancel_run(request: Request[Any, Any, Any], integration_id: Any, run_id: Any) -> Redirect:
+    async def cancel_run(
+        request: Request[Any, Any, Any], integration_id: FromPath[Any], run_id: FromPath[Any]
+    ) -> Redirect:
         key = str(integration_id)
         try:
             await api().cancel(key, str(run_id))
@@ -373,7 +378,9 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         return _see(f"/integrations/{key}#run")
 
     @get("/integrations/{integration_id:uuid}/runs/{run_id:uuid}/events")
-    async def run_events(request: Request[Any, Any, Any], integration_id: Any, run_id: Any) -> Response[Any]:
+    async def run_events(
+        request: Request[Any, Any, Any], integration_id: FromPath[Any], run_id: FromPath[Any]
+    ) -> Response[Any]:
         """The scheduler's Server-Sent Events, passed through byte for byte (Last-Event-ID too)."""
         upstream = await api().events(str(integration_id), str(run_id), request.headers.get("last-event-id"))
         if upstream.status_code != 200:
@@ -385,7 +392,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
 
         async def chunks() -> AsyncIterator[bytes]:
             try:
-                async for chunk in upstream.aiter_raw():
+                async for chunk in upstream.aiter_bytes():
                     yield chunk
             finally:
                 await upstream.aclose()
@@ -397,7 +404,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         )
 
     @post("/integrations/{integration_id:uuid}/disable")
-    async def disable(request: Request[Any, Any, Any], integration_id: Any) -> Redirect:
+    async def disable(request: Request[Any, Any, Any], integration_id: FromPath[Any]) -> Redirect:
         key = str(integration_id)
         try:
             await api().disable_integration(key)
@@ -421,7 +428,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         return _page(request, "dlq.html", items=items, depth=depth, missing_api=missing_api, problem=problem)
 
     @post("/dlq/{seq:int}/redrive")
-    async def redrive(request: Request[Any, Any, Any], seq: int) -> Redirect:
+    async def redrive(request: Request[Any, Any, Any], seq: FromPath[int]) -> Redirect:
         try:
             await api().redrive(seq)
             _flash(request, "ok", f"Dead letter {seq} sent again to its subject.")
@@ -446,10 +453,10 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     @get("/messages", name="messages")
     async def messages_page(
         request: Request[Any, Any, Any],
-        workspace_id: str | None = None,
-        source: str | None = None,
-        customer_id: str | None = None,
-        cursor: str | None = None,
+        workspace_id: FromQuery[str | None] = None,
+        source: FromQuery[str | None] = None,
+        customer_id: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
     ) -> Template:
         integrations = await api().integrations()
         workspaces = sorted({i["workspace_id"] for i in integrations})
@@ -494,7 +501,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         )
 
     @get("/messages/{message_id:uuid}", name="message")
-    async def message_page(request: Request[Any, Any, Any], message_id: Any) -> Template:
+    async def message_page(request: Request[Any, Any, Any], message_id: FromPath[Any]) -> Template:
         message = await api().message(str(message_id))
         metadata = message.get("message_metadata") or {}
         participants = metadata.get("participant_details") or metadata.get("invitees") or []

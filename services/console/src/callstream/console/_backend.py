@@ -136,7 +136,7 @@ class Backend:
         return dict(await self._json("scheduler", "POST", f"/v1/integrations/{integration_id}/syncs/{run_id}/cancel"))
 
     async def events(self, integration_id: str, run_id: str, last_event_id: str | None) -> httpx.Response:
-        """The scheduler's progress stream of a run, opened: the caller reads ``aiter_raw`` and
+        """The scheduler's progress stream of a run, opened: the caller reads ``aiter_bytes`` and
         closes it (``aclose``) when done."""
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         client = self.clients["scheduler"]

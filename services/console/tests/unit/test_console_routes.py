@@ -1,0 +1,213 @@
+"""The console's routes in process, its backends answered by ``httpx.MockTransport`` (the real
+services are in ../e2e and ../browser): sign-in, CSRF, what is never rendered, and how a page says a
+service is down."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from litestar.testing import AsyncTestClient
+from pydantic import SecretStr
+
+from callstream.console import Settings, build_app
+from callstream.console._backend import Backend
+
+TOKEN = "o" * 40
+GATEWAY_TOKEN = "cs_gateway_admin_" + "g" * 40
+INTEGRATION = "5b1e8c1e-4c1a-4a43-9d59-0d4d1f3b8a11"
+RUN = "0d6c1ad4-5f0c-4d0e-9a1a-2a9a7f0b3c11"
+VIEW = {
+    "id": INTEGRATION, "workspace_id": "acme", "provider": "gong", "status": "active", "auth_kind": "api_key",
+    "base_url": None, "webhook_url": None, "has_webhook_secret": False, "webhook_registered": False,
+    "last_error": None, "created_at": "2026-12-01T10:00:00Z", "updated_at": "2026-12-01T10:00:00Z", "disabled_at": None,
+}  # fmt: skip
+CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def backends(seen: list[httpx.Request], overrides: dict[str, Handler] | None = None) -> Handler:
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        key = f"{request.method} {request.url.path}"
+        if overrides and key in overrides:
+            return overrides[key](request)
+        path = request.url.path
+        if path == "/v1/integrations" and request.method == "GET":
+            return httpx.Response(200, json=[VIEW])
+        if path == "/v1/integrations" and request.method == "POST":
+            return httpx.Response(201, json={**VIEW, "webhook_url": None})
+        if path == f"/v1/integrations/{INTEGRATION}":
+            return httpx.Response(200, json=VIEW)
+        if path == "/v1/sync-state":
+            return httpx.Response(200, json=[])
+        if path == "/health/ready":
+            return httpx.Response(200, json={"status": "ready", "checks": {"database": "ok"}})
+        if path == "/metrics":
+            return httpx.Response(200, text='callstream_dlq_messages{subject="dlq.normalizer"} 3.0\n')
+        if path.endswith("/syncs") and request.method == "POST":
+            return httpx.Response(202, json={"run_id": RUN})
+        return httpx.Response(404, json={"error": "not_found", "detail": "nothing here"})
+
+    return handle
+
+
+def settings(**extra: Any) -> Settings:
+    return Settings(
+        CALLSTREAM_CONSOLE_ADMIN_TOKEN=TOKEN,  # type: ignore[call-arg]
+        CALLSTREAM_CONSOLE_GATEWAY_TOKEN=SecretStr(GATEWAY_TOKEN),
+        **extra,
+    )
+
+
+@pytest.fixture
+def seen() -> list[httpx.Request]:
+    return []
+
+
+@pytest.fixture
+def overrides() -> dict[str, Handler]:
+    return {}
+
+
+@pytest.fixture
+async def client(seen: list[httpx.Request], overrides: dict[str, Handler]) -> AsyncIterator[AsyncTestClient[Any]]:
+    config = settings()
+    app = build_app(config, backend=Backend(config, transport=httpx.MockTransport(backends(seen, overrides))))
+    async with AsyncTestClient(app) as test_client:
+        yield test_client
+
+
+async def sign_in(client: AsyncTestClient[Any], token: str = TOKEN, next_path: str = "/") -> httpx.Response:
+    page = await client.get("/login")
+    found = CSRF.search(page.text)
+    assert found
+    return await client.post(
+        "/login", data={"token": token, "_csrf_token": found.group(1), "next": next_path}, follow_redirects=False
+    )
+
+
+def csrf(html: str) -> str:
+    found = CSRF.search(html)
+    assert found
+    return found.group(1)
+
+
+async def test_every_page_needs_a_session_and_the_token_opens_one(client: AsyncTestClient[Any]) -> None:
+    for path in ("/", "/integrations", f"/integrations/{INTEGRATION}", "/dlq", "/messages"):
+        answer = await client.get(path, follow_redirects=False)
+        assert answer.status_code == 303, path
+        assert answer.headers["location"].startswith("/login?next=")
+    assert (await client.get("/health/live")).status_code == 200
+    assert (await client.get("/static/console.css")).status_code == 200
+
+    refused = await sign_in(client, token="x" * 40)
+    assert refused.headers["location"].startswith("/login")
+    assert (await client.get("/", follow_redirects=False)).status_code == 303
+
+    accepted = await sign_in(client, next_path="/dlq")
+    assert (accepted.status_code, accepted.headers["location"]) == (303, "/dlq")
+    cookie = next(h for h in accepted.headers.get_list("set-cookie") if h.startswith("callstream_console="))
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie or "samesite=lax" in cookie.lower()
+    overview = await client.get("/")
+    assert overview.status_code == 200
+    assert "DLQ 3" in overview.text
+
+
+async def test_a_form_without_its_csrf_token_is_refused(
+    client: AsyncTestClient[Any], seen: list[httpx.Request]
+) -> None:
+    await sign_in(client)
+    for path in (
+        "/integrations",
+        f"/integrations/{INTEGRATION}/syncs",
+        f"/integrations/{INTEGRATION}/disable",
+        "/logout",
+    ):
+        answer = await client.post(path, data={"preset": "test", "provider": "fathom"}, follow_redirects=False)
+        assert answer.status_code == 403, path
+    assert not [r for r in seen if r.method != "GET"]
+
+
+async def test_secrets_are_sent_to_the_services_and_never_rendered(
+    client: AsyncTestClient[Any], seen: list[httpx.Request]
+) -> None:
+    await sign_in(client)
+    page = await client.get("/integrations")
+    added = await client.post(
+        "/integrations",
+        data={
+            "_csrf_token": csrf(page.text),
+            "provider": "gong",
+            "workspace_id": "acme",
+            "access_key": "AK-visible-to-gong-only",
+            "access_key_secret": "SECRET-never-shown",
+        },
+        follow_redirects=False,
+    )
+    assert (added.status_code, added.headers["location"]) == (303, f"/integrations/{INTEGRATION}")
+    created = next(r for r in seen if r.method == "POST")
+    assert created.headers["authorization"] == f"Bearer {GATEWAY_TOKEN}"
+    assert b"SECRET-never-shown" in created.content
+    for path in ("/", "/integrations", f"/integrations/{INTEGRATION}", "/dlq", "/messages"):
+        html = (await client.get(path)).text
+        for secret in ("SECRET-never-shown", GATEWAY_TOKEN, TOKEN):
+            assert secret not in html, (path, secret)
+
+
+async def test_a_sync_button_posts_its_preset_and_comes_back_with_303(
+    client: AsyncTestClient[Any], seen: list[httpx.Request]
+) -> None:
+    await sign_in(client)
+    page = await client.get(f"/integrations/{INTEGRATION}")
+    assert "Test sync (latest 5)" in page.text
+    assert "Quick sync (30 days)" in page.text
+    answer = await client.post(
+        f"/integrations/{INTEGRATION}/syncs",
+        data={"_csrf_token": csrf(page.text), "preset": "test"},
+        follow_redirects=False,
+    )
+    assert (answer.status_code, answer.headers["location"]) == (303, f"/integrations/{INTEGRATION}#run")
+    posted = next(r for r in seen if r.method == "POST")
+    assert posted.url.path == f"/v1/integrations/{INTEGRATION}/syncs"
+    assert posted.content == b'{"mode":"latest","limit":5}'
+    assert "Sync started." in (await client.get(f"/integrations/{INTEGRATION}")).text
+
+
+async def test_a_page_says_which_service_is_down_and_what_to_do(
+    client: AsyncTestClient[Any], overrides: dict[str, Handler]
+) -> None:
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    overrides["GET /v1/integrations"] = unreachable
+    await sign_in(client)
+    page = await client.get("/")
+    assert page.status_code == 200
+    assert "The gateway could not be reached" in page.text
+    detail = await client.get("/integrations")
+    assert detail.status_code == 502
+    assert "./dev status" in detail.text
+
+
+async def test_the_progress_stream_is_passed_through(
+    client: AsyncTestClient[Any], overrides: dict[str, Handler]
+) -> None:
+    body = b'event: finished\nid: end\ndata: {"status":"success","pages":1,"calls_published":5}\n\n'
+    overrides[f"GET /v1/integrations/{INTEGRATION}/syncs/{RUN}/events"] = lambda request: httpx.Response(
+        200 if request.headers.get("last-event-id") != "end" else 204,
+        content=body if request.headers.get("last-event-id") != "end" else b"",
+        headers={"content-type": "text/event-stream"},
+    )
+    await sign_in(client)
+    events = f"/integrations/{INTEGRATION}/runs/{RUN}/events"
+    answer = await client.get(events)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    assert answer.content == body
+    assert (await client.get(events, headers={"Last-Event-ID": "end"})).status_code == 204
