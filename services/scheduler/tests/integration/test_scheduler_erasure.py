@@ -32,7 +32,7 @@ from callstream.contracts import (
     erasures_finished_subject,
 )
 from callstream.scheduler import Scheduler, Settings, build_app
-from callstream.scheduler._erasures import consume_erasures
+from callstream.scheduler._erasures import consume_erasures, erase
 
 WAIT_SECONDS = 10.0
 TOKEN = "admin-token-for-tests-0123456789"
@@ -252,3 +252,37 @@ async def test_a_workspace_erasure_also_takes_rows_of_integrations_no_longer_lis
         assert await pool.fetchval("select count(*) from sync_state where integration_id = $1", other) == 1
     finally:
         await nc.close()
+
+
+async def test_a_run_being_created_while_the_erasure_runs_is_erased_too(pool: asyncpg.Pool, clock: FakeClock) -> None:
+    """The due loop creates a run while it holds the state's row lock (``claim_due``); an erasure
+    at that moment waits for it and takes the run as well (it left the run behind before)."""
+    erased = await add_integration(pool, "fathom", workspace_id="ws-erase", parked_until=clock.now())
+    request = ErasureRequested(
+        erasure_id=str(uuid.uuid4()),
+        scope="integration",
+        workspace_id="ws-erase",
+        integration_ids=[str(erased)],
+        requested_at=clock.now(),
+    )
+    async with pool.acquire() as loop_conn:
+        claim = loop_conn.transaction()
+        await claim.start()
+        await loop_conn.execute("select 1 from sync_state where integration_id = $1 for update", erased)
+        erasing = asyncio.create_task(erase(pool, request, clock.now()))
+
+        async def erasure_waits() -> bool:
+            return bool(await pool.fetchval("select exists (select 1 from pg_locks where not granted)"))
+
+        await _eventually(erasure_waits)
+        await loop_conn.execute(
+            """insert into sync_runs (id, integration_id, workspace_id, provider, mode, trigger, status, created_at)
+               values ($1, $2, 'ws-erase', 'fathom', 'incremental', 'schedule', 'queued', $3)""",
+            uuid.uuid4(),
+            erased,
+            clock.now(),
+        )
+        await claim.commit()
+        done = await asyncio.wait_for(erasing, timeout=WAIT_SECONDS)
+    assert done.counts == {"sync_runs": 1, "sync_state": 1}
+    assert await runs_of(pool, erased) == []

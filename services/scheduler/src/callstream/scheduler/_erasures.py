@@ -110,7 +110,9 @@ async def erase(pool: asyncpg.Pool, request: ErasureRequested, now: datetime) ->
     out before reports the counts recorded then."""
     ids, workspace = _scope(request)
     async with pool.acquire() as conn, conn.transaction():
-        counts = {table: await _delete(conn, table, ids, workspace) for table in ("sync_runs", "sync_state")}
+        # The state first: the due loop creates a run while it holds its state's row lock, so this
+        # waits for a run being created now, and the runs' delete after it sees that run too.
+        counts = {table: await _delete(conn, table, ids, workspace) for table in ("sync_state", "sync_runs")}
         stored = await conn.fetchrow(
             """insert into scheduler_erasures (erasure_id, counts, finished_at) values ($1, $2, $3)
                on conflict (erasure_id) do nothing
