@@ -2,7 +2,8 @@
 Playwright's own browser download is never used) against the console and the four services as
 processes, with the fake Fathom. Sign in with the keyboard, the overview's empty state, add a Fathom
 integration, "Test sync (latest 5)" with its progress live until it finishes, the messages and
-their links, a message, the DLQ page, sign out. A screenshot of each page is saved under the test's
+their links, a message, an integration whose key the provider refuses (its health card red with
+the reason, the overview asking for a person), the DLQ page, sign out. A screenshot of each page is saved under the test's
 tmp dir (or ``CONSOLE_SCREENSHOTS_DIR``)."""
 
 from __future__ import annotations
@@ -121,13 +122,32 @@ async def test_an_operator_in_chromium(console_stack: ConsoleStack, screens: Pat
             await expect(page.get_by_role("heading", name="Transcript")).to_be_visible()
             await _shot(page, screens, "07-message")
 
-            await page.get_by_role("link", name="Dead letters").click()
-            await expect(page.get_by_role("heading", name=re.compile("Dead letters"))).to_be_visible()
-            await _shot(page, screens, "08-dlq")
+            # An API key the provider refuses (the fake answers 401): the health card says so in red,
+            # and the overview puts it under what needs a person.
+            await page.goto(stack.url + "/integrations")
+            await fathom.get_by_label("Workspace id").fill("revoked")
+            await fathom.get_by_label("API key").fill("revoked-api-key")
+            await fathom.get_by_text("Advanced").click()
+            await fathom.get_by_label("API base URL").fill(stack.fathom_url)
+            await fathom.get_by_role("button", name="Add Fathom").click()
+            await page.wait_for_url(re.compile(r".*/integrations/[0-9a-f-]{36}$"))
+            refused = page.locator(".checks li.bad", has_text="credentials valid")
+            for _ in range(60):
+                if await refused.count():
+                    break
+                await page.wait_for_timeout(500)
+                await page.reload()
+            await expect(refused).to_contain_text("401")
+            await expect(page.locator("h1 .badge")).to_have_text("needs reconnect")
+            await _shot(page, screens, "08-integration-refused")
 
             await page.get_by_role("navigation", name="Main").get_by_role("link", name="Overview").click()
-            await expect(page.locator("table tbody tr")).to_have_count(1)
+            await expect(page.locator(".alerts")).to_contain_text("needs reconnect")
             await _shot(page, screens, "09-overview")
+
+            await page.get_by_role("navigation", name="Main").get_by_role("link", name="Dead letters").click()
+            await expect(page.get_by_role("heading", name=re.compile("Dead letters"))).to_be_visible()
+            await _shot(page, screens, "10-dlq")
 
             await page.get_by_role("button", name="Sign out").click()
             await page.wait_for_url(stack.url + "/login")

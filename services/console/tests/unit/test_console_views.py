@@ -30,6 +30,14 @@ def test_an_integration_status_is_a_word_and_a_tone(gateway: str, sync: str | No
     assert status.hint
 
 
+def test_a_refused_credential_in_the_health_checks_asks_for_a_reconnect() -> None:
+    health = {"checks": [{"name": "credentials_valid", "ok": False, "reason": "the last run got HTTP 401"}]}
+    status = _views.integration_status({"status": "active"}, {"status": "error"}, health)
+    assert (status.word, status.tone) == ("needs reconnect", "bad")
+    assert "HTTP 401" in status.hint
+    assert _views.integration_status({"status": "active"}, {"status": "error"}, {"checks": []}).word == "failing"
+
+
 def test_times_are_relative_with_the_absolute_utc() -> None:
     assert _views.relative(NOW - timedelta(minutes=4), now=NOW) == "4 min ago"
     assert _views.relative((NOW + timedelta(hours=2)).isoformat(), now=NOW) == "in 2 h"

@@ -243,15 +243,18 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             {"i": i, "s": states.get(i["id"]), "status": v.integration_status(i, states.get(i["id"]))}
             for i in integrations
         ]
-        # Stuck runs: only the syncing ones can be, so only they cost a health read.
-        syncing = [r for r in rows if r["status"].word == "syncing"]
-        healths = await asyncio.gather(*(_maybe(api().health(r["i"]["id"])) for r in syncing))
+        # Only a syncing run can be stuck, and a failing one may be a refused credential: only those
+        # rows cost a health read each.
+        asked = [r for r in rows if r["status"].word in ("syncing", "failing")]
+        healths = await asyncio.gather(*(_maybe(api().health(r["i"]["id"])) for r in asked))
         stuck = []
-        for row, health in zip(syncing, healths, strict=True):
-            if isinstance(health, dict):
-                for check in health.get("checks", []):
-                    if check["name"] == "sync_ready" and not check["ok"]:
-                        stuck.append({"row": row, "reason": check["reason"]})
+        for row, health in zip(asked, healths, strict=True):
+            if not isinstance(health, dict):
+                continue
+            row["status"] = v.integration_status(row["i"], row["s"], health)
+            for check in health.get("checks", []):
+                if check["name"] == "sync_ready" and not check["ok"]:
+                    stuck.append({"row": row, "reason": check["reason"]})
         order = {"bad": 0, "warn": 1, "busy": 2, "ok": 3, "off": 4}
         if sort == "last_sync":
             rows.sort(key=lambda r: (r["s"] or {}).get("last_synced_at") or "", reverse=True)
@@ -330,7 +333,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             "integration.html",
             i=integration,
             s=state_value,
-            status=v.integration_status(integration, state_value),
+            status=v.integration_status(integration, state_value, health if isinstance(health, dict) else None),
             health=health if isinstance(health, dict) else None,
             runs=runs_list,
             active=active,

@@ -80,9 +80,20 @@ def duration(start: Any, end: Any, now: datetime | None = None) -> str:
 _RECONNECT = Status("needs reconnect", "bad", "the provider refused the credentials: add the integration again")
 
 
-def integration_status(integration: dict[str, Any], state: dict[str, Any] | None) -> Status:
+def _refused(health: dict[str, Any] | None) -> str | None:
+    """The reason of a failing ``credentials_valid`` check (the provider answered 401/403)."""
+    for check in (health or {}).get("checks", []):
+        if check.get("name") == "credentials_valid" and not check.get("ok"):
+            return str(check.get("reason") or "the provider refused the credentials")
+    return None
+
+
+def integration_status(
+    integration: dict[str, Any], state: dict[str, Any] | None, health: dict[str, Any] | None = None
+) -> Status:
     """The gateway's status first (it knows first when credentials stop working), then the
-    scheduler's view of its syncs."""
+    scheduler's health check of the credentials (a run refused with 401/403), then its view of the
+    syncs."""
     gateway = integration.get("status")
     if gateway in ("disabled", "erased"):
         return Status("disabled", "off", "no webhooks are taken and nothing is synced")
@@ -91,6 +102,9 @@ def integration_status(integration: dict[str, Any], state: dict[str, Any] | None
     sync = (state or {}).get("status")
     if sync == "reauth_required":
         return _RECONNECT
+    refused = _refused(health)
+    if refused and sync != "syncing":
+        return Status("needs reconnect", "bad", f"{refused}: add the integration again with valid credentials")
     if sync == "syncing":
         return Status("syncing", "busy", "a sync is running")
     if sync == "error":
