@@ -78,6 +78,22 @@ def test_up_detach_status_down(tmp_path: Path) -> None:
             environ = Path(f"/proc/{state['pids'][name]}/environ").read_bytes().split(b"\0")
             held = {e.split(b"=", 1)[0].decode() for e in environ if b"_ADMIN_TOKEN=" in e}
             assert held == ({ADMIN_TOKENS[name]} if name in ADMIN_TOKENS else set()), name
+        # The console: its address and sign-in token in stack.env, ready, and started with the others'
+        # tokens under its own names only (no service's own variable, no database or NATS secret).
+        console = values["CALLSTREAM_CONSOLE_URL"]
+        assert values["CALLSTREAM_CONSOLE_ADMIN_TOKEN"] == (root / ".run" / "console_admin_token").read_text().strip()
+        assert httpx.get(console + "/health/ready", timeout=5).status_code == 200
+        assert httpx.get(console + "/", timeout=5, follow_redirects=False).headers["location"].startswith("/login")
+        environ = dict(
+            e.decode().split("=", 1)
+            for e in Path(f"/proc/{state['pids']['console']}/environ").read_bytes().split(b"\0")
+            if b"=" in e
+        )
+        assert not set(environ) & set(ADMIN_TOKENS.values())
+        assert "CALLSTREAM_DATABASE_URL" not in environ
+        assert "CALLSTREAM_NATS_URL" not in environ
+        assert {name: environ[f"CALLSTREAM_CONSOLE_{name.upper()}_TOKEN"] for name in ADMIN_TOKENS} == tokens
+        assert environ["CALLSTREAM_CONSOLE_SCHEDULER_URL"] == urls["scheduler"]
         status = _dev(root, "status", env=env)
         assert status.returncode == 0
         assert status.stdout.count("ready") >= len(SERVICES)
