@@ -80,16 +80,18 @@ async def test_an_operator_adds_fathom_test_syncs_and_reads_the_messages(console
     assert "✓" in html
     assert "credentials valid" in html
 
+    console_stack.fathom.faults.delay_seconds = 0.6  # the run lasts long enough to be watched
     started = await client.post(path + "/syncs", data={"_csrf_token": csrf_of(html), "preset": "test"})
     assert (started.status_code, started.headers["location"]) == (303, path + "#run")
     running = (await client.get(path)).text
     found = re.search(r'data-events="([^"]+)"', running)
-    if found:  # a run of 5 may have finished before the page was read
-        async with client.stream("GET", found.group(1), timeout=httpx.Timeout(10.0, read=30.0)) as stream:
-            assert stream.headers["content-type"].startswith("text/event-stream")
-            seen = [event async for event in _events(stream)]
-        kind, final = seen[-1]
-        assert (kind, final["status"], final["calls_published"], final["error"]) == ("finished", "success", 5, None)
+    assert found, "the page shows no live run"
+    async with client.stream("GET", found.group(1), timeout=httpx.Timeout(10.0, read=30.0)) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        seen = [event async for event in _events(stream)]
+    console_stack.fathom.faults.delay_seconds = 0.0
+    kind, final = seen[-1]
+    assert (kind, final["status"], final["calls_published"], final["error"]) == ("finished", "success", 5, None)
     done = (await client.get(path)).text
     assert '<span class="badge ok">finished</span>' in done
     assert "latest 5" in done or "latest</td>" in done or "latest 5 " in done

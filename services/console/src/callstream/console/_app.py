@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -49,10 +49,18 @@ class SignInRequired(NotAuthorizedException):
     """No session: the page handler's exception handler sends the browser to /login."""
 
 
-def _signed_in(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    session: Any = connection.scope.get("session")
-    if not isinstance(session, dict) or not session.get("signed_in"):
-        raise SignInRequired()
+def _signed_in_guard(max_seconds: float) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+    """Pages need a session younger than ``max_seconds`` (the cookie's own expiry moves with each
+    write of the session; a sign-in does not)."""
+
+    def signed_in(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        session: Any = connection.scope.get("session")
+        if not isinstance(session, dict) or not session.get("signed_in"):
+            raise SignInRequired()
+        if time.time() - float(session.get("since", 0)) > max_seconds:
+            raise SignInRequired()
+
+    return signed_in
 
 
 def _local_path(value: str | None) -> str:
@@ -443,9 +451,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     async def _customers(ids: set[str]) -> dict[str, str]:
         async def one(cid: str) -> tuple[str, str | None]:
             try:
-                answer = await api()._json(
-                    "linker", "GET", f"/v1/customers/{cid}", params={"contacts_limit": 1, "messages_limit": 1}
-                )
+                answer = await api().customer(cid)
             except BackendError:
                 return cid, None
             return cid, answer.get("name") or answer.get("domain")
@@ -520,7 +526,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
 
     pages = Router(
         path="/",
-        guards=[_signed_in],
+        guards=[_signed_in_guard(settings.session_hours * 3600)],
         exception_handlers={HTTPException: _error_page, Exception: _error_page},
         route_handlers=[
             overview, integrations_page, add_integration, integration_page, start_sync, cancel_run, run_events,

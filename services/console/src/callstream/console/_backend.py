@@ -172,6 +172,10 @@ class Backend:
         query = {"workspace_id": workspace_id, **{k: v for k, v in params.items() if v not in (None, "")}}
         return dict(await self._json("linker", "GET", "/v1/messages", params=query))
 
+    async def customer(self, customer_id: str) -> dict[str, Any]:
+        params = {"contacts_limit": 1, "messages_limit": 1}
+        return dict(await self._json("linker", "GET", f"/v1/customers/{customer_id}", params=params))
+
     async def message(self, message_id: str) -> dict[str, Any]:
         return dict(await self._json("linker", "GET", f"/v1/messages/{message_id}"))
 
