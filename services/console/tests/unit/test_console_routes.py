@@ -211,3 +211,18 @@ async def test_the_progress_stream_is_passed_through(
     assert answer.headers["content-type"].startswith("text/event-stream")
     assert answer.content == body
     assert (await client.get(events, headers={"Last-Event-ID": "end"})).status_code == 204
+
+
+async def test_a_message_deleted_at_its_provider_is_gone_not_a_failure(
+    client: AsyncTestClient[Any], overrides: dict[str, Handler]
+) -> None:
+    message = "9a3c4b1e-0000-4000-8000-000000000001"
+    overrides[f"GET /v1/messages/{message}"] = lambda _: httpx.Response(
+        410, json={"error": "gone_provider_deleted", "detail": "deleted at its provider"}
+    )
+    await sign_in(client)
+    page = await client.get(f"/messages/{message}")
+    assert page.status_code == 410
+    assert "Gone" in page.text
+    assert "deleted at its provider" in page.text
+    assert (await client.get("/messages/not-a-uuid")).status_code == 404

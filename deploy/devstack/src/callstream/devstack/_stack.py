@@ -282,6 +282,7 @@ class Stack:
         for name, url in self.state.urls.items():
             print(f"  {name:<12} {url}")
         print(f"  environment  {self.run / 'stack.env'}")
+        print(f"  console sign-in token in {self.run / 'console_admin_token'}")
 
     def _follow_logs(self) -> int:
         """Stream every service's log with a prefix until Ctrl-C or SIGTERM, then stop everything."""

@@ -108,8 +108,10 @@ def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
         wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return Redirect("/login?" + urlencode({"next": wanted}), status_code=303)
     if isinstance(exc, BackendError):
-        status = 404 if exc.status == 404 else 502
-        title = "Not found" if status == 404 else "A service did not answer as expected"
+        # Not there (404) or deleted at its provider or by retention (410); anything else is the
+        # service failing the console.
+        status = exc.status if exc.status in (404, 410) else 502
+        title = {404: "Not found", 410: "Gone"}.get(status, "A service did not answer as expected")
         text = _problem(exc)
     elif isinstance(exc, HTTPException):
         status = exc.status_code
