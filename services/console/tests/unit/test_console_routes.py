@@ -226,3 +226,48 @@ async def test_a_message_deleted_at_its_provider_is_gone_not_a_failure(
     assert "Gone" in page.text
     assert "deleted at its provider" in page.text
     assert (await client.get("/messages/not-a-uuid")).status_code == 404
+
+
+async def test_the_overview_names_a_service_not_ready_and_its_failing_check(
+    client: AsyncTestClient[Any], overrides: dict[str, Handler]
+) -> None:
+    overrides["GET /health/ready"] = lambda request: (
+        httpx.Response(
+            503, json={"status": "not_ready", "checks": {"database": "ok", "workers": "relay: TimeoutError"}}
+        )
+        if request.url.port == 8082
+        else httpx.Response(200, json={"status": "ready", "checks": {"database": "ok"}})
+    )
+    await sign_in(client)
+    page = (await client.get("/")).text
+    assert "not ready</span> <strong>normalizer</strong>" in page
+    assert "workers: relay: TimeoutError" in page
+    assert "all clear" not in page
+
+
+async def test_dead_letters_show_the_error_first_and_redrive_after_a_confirmation(
+    client: AsyncTestClient[Any], overrides: dict[str, Handler], seen: list[httpx.Request]
+) -> None:
+    letter = {
+        "dlq_seq": 7, "consumer": "normalizer", "subject": "calls.raw.fathom.x", "stream_sequence": 12,
+        "delivery_count": 5, "failed_at": "2026-12-02T10:00:00Z", "error": "ValidationError: bad started_at",
+        "bytes": 20, "payload": {"recording_id": 1},
+    }  # fmt: skip
+    overrides["GET /v1/dlq"] = lambda _: httpx.Response(200, json={"items": [letter]})
+    overrides["POST /v1/dlq/7/redrive"] = lambda _: httpx.Response(202, json={"redriven": 7})
+    await sign_in(client)
+    page = (await client.get("/dlq")).text
+    assert page.index("ValidationError: bad started_at") < page.index("<summary>Payload</summary>")
+    assert "&#34;recording_id&#34;: 1" in page or '"recording_id": 1' in page
+    assert "<summary>Redrive…</summary>" in page
+    answer = await client.post("/dlq/7/redrive", data={"_csrf_token": csrf(page)}, follow_redirects=False)
+    assert (answer.status_code, answer.headers["location"]) == (303, "/dlq")
+    assert any(r.method == "POST" and r.url.path == "/v1/dlq/7/redrive" for r in seen)
+    assert "Dead letter 7 sent again" in (await client.get("/dlq")).text
+
+
+async def test_without_the_normalizers_dlq_api_the_page_says_how_to_do_it(client: AsyncTestClient[Any]) -> None:
+    await sign_in(client)
+    page = (await client.get("/dlq")).text
+    assert "does not serve its dead letters over HTTP yet" in page
+    assert "callstream-normalizer dlq list" in page
