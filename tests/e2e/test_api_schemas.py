@@ -1,9 +1,9 @@
 """schemathesis against the OpenAPI of the gateway and the scheduler, served by real processes: no
 5xx, and every response matches the schema. (The linker's own suite walks its schema the same way.)
 
-Two gateway operations are left out on purpose: creating and disabling an integration make the
+Three gateway operations are left out on purpose: creating and disabling an integration make the
 gateway call the integration's ``base_url`` (webhook registration, pulls), and generated URLs must
-never send traffic off this machine."""
+never send traffic off this machine; erasing a workspace is left out for the reason given below."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from callstream.devstack import walk_openapi
 from .conftest import Stack
 
 EXAMPLES_PER_OPERATION = 25
-NEVER_GENERATED = frozenset({"POST /v1/integrations", "DELETE /v1/integrations/{integration_id}"})
+# Erasing a workspace with generated ids could erase whatever the shared stack's other tests made.
+NEVER_GENERATED = frozenset(
+    {"POST /v1/integrations", "DELETE /v1/integrations/{integration_id}", "DELETE /v1/workspaces/{workspace_id}"}
+)
 
 
 @pytest.mark.parametrize(
