@@ -156,15 +156,24 @@ _ITEMS = "select message_id, source, external_id from normalizer_erasure_items w
 _DONE = "update normalizer_erasures set finished_at = coalesce(finished_at, now()) where erasure_id = $1"
 _FORGET_ITEMS = "delete from normalizer_erasure_items where erasure_id = $1"
 
-# (stream, subject filter, count name): where events name messages, integrations or workspaces.
-# ``calls.raw.*``: only the subjects without an integration token (the rest is purged by subject).
+# (stream, subject filter, count name, overwrite): where events name messages, integrations or
+# workspaces. ``calls.raw.*``: only the subjects without an integration token (the rest is purged).
+#
+# Overwrite: nats-server can overwrite a deleted message's bytes in its block file, at about 200
+# deletions a second on this machine (it rewrites the block) against 16,000 without (bench/README.md,
+# "erase"). Without it a deleted event is unreadable at once,
+# like a purged one (a purge does not overwrite either), and its bytes leave the disk when their
+# block ages out (every stream has an age limit). Events with transcript text (raw calls, data
+# points' evidence quotes, dead letters) are overwritten; those with ids and titles only
+# (MESSAGES, FEATURES, SYNC_EVENTS), usually the great majority, are not: 50,000 of them would
+# otherwise take four minutes.
 SCRUBBED = (
-    (CALLS_RAW, "calls.raw.*", "raw_events"),
-    (MESSAGES, "messages.>", "message_events"),
-    (FEATURES, "features.>", "feature_events"),
-    (DATAPOINTS, "datapoints.>", "data_point_events"),
-    (SYNC_EVENTS, "sync.events.>", "sync_events"),
-    (DLQ, "dlq.>", "dead_letters"),
+    (CALLS_RAW, "calls.raw.*", "raw_events", True),
+    (MESSAGES, "messages.>", "message_events", False),
+    (FEATURES, "features.>", "feature_events", False),
+    (DATAPOINTS, "datapoints.>", "data_point_events", True),
+    (SYNC_EVENTS, "sync.events.>", "sync_events", False),
+    (DLQ, "dlq.>", "dead_letters", True),
 )
 
 
@@ -422,8 +431,8 @@ async def _scrub_streams(js: JetStreamContext, erased: Erased, heartbeat: Heartb
     for integration_id in sorted(erased.integration_ids):
         for subject in (f"calls.raw.*.{integration_id}", f"calls.listed.*.{integration_id}"):
             counts["raw_events"] = counts.get("raw_events", 0) + await _purge(js, CALLS_RAW, subject)
-    for stream, subjects, kind in SCRUBBED:
-        counts[kind] = counts.get(kind, 0) + await _scrub(js, stream, subjects, erased, heartbeat)
+    for stream, subjects, kind, overwrite in SCRUBBED:
+        counts[kind] = counts.get(kind, 0) + await _scrub(js, stream, subjects, erased, heartbeat, overwrite)
     return counts
 
 
@@ -436,7 +445,9 @@ async def _purge(js: JetStreamContext, stream: str, subject: str) -> int:
     return int(answer.get("purged", 0))
 
 
-async def _scrub(js: JetStreamContext, stream: str, subjects: str, erased: Erased, heartbeat: Heartbeat) -> int:
+async def _scrub(
+    js: JetStreamContext, stream: str, subjects: str, erased: Erased, heartbeat: Heartbeat, overwrite: bool
+) -> int:
     """Delete every event of ``stream`` (under ``subjects``) that names what is erased."""
     try:
         info = await js.stream_info(stream)
@@ -469,19 +480,20 @@ async def _scrub(js: JetStreamContext, stream: str, subjects: str, erased: Erase
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
     for start in range(0, len(doomed), 64):
-        await asyncio.gather(*(_delete(js, stream, seq) for seq in doomed[start : start + 64]))
+        await asyncio.gather(*(_delete(js, stream, seq, overwrite) for seq in doomed[start : start + 64]))
         await heartbeat()
     return len(doomed)
 
 
-async def _delete(js: JetStreamContext, stream: str, seq: int) -> None:
-    try:
-        await js.delete_msg(stream, seq)
-    except NotFoundError:
-        pass  # gone already (a resumed job, or its age limit)
-    except APIError as exc:
-        if exc.err_code != 10057:  # "no message found": the same
-            raise
+async def _delete(js: JetStreamContext, stream: str, seq: int, overwrite: bool) -> None:
+    """Delete one event (nats-py's ``delete_msg`` cannot say ``no_erase``)."""
+    request = {"seq": seq} if overwrite else {"seq": seq, "no_erase": True}
+    reply = await js._nc.request(f"$JS.API.STREAM.MSG.DELETE.{stream}", json.dumps(request).encode(), timeout=30)
+    answer = json.loads(reply.data)
+    error = answer.get("error")
+    if error is None or error.get("err_code") == 10057:  # 10057 "no message found": gone already
+        return
+    APIError.from_error(error)  # raises the error's class
 
 
 async def _handle(runtime: ServiceRuntime, msg: Msg) -> None:
