@@ -1,5 +1,6 @@
 """The normalizer's admin API (``CALLSTREAM_NORMALIZER_ADMIN_TOKEN``; closed, 401, while unset):
-workspace retention, which the normalizer's own job carries out (``_retention.py``)."""
+workspace retention, which the normalizer's own job carries out (``_retention.py``), and its dead
+letters (list, show, redrive: what ``callstream-normalizer dlq`` does, for the console)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,24 @@ from typing import Annotated, Any
 
 import asyncpg
 import msgspec
-from litestar import Request, Router, get, put
-from litestar.params import FromPath
+from litestar import Request, Router, get, post, put
+from litestar.params import FromPath, FromQuery
+from nats.js import JetStreamContext
 
 from callstream.contracts import WorkspaceId
 from callstream.runtime import AdminToken, ApiError
 
+from . import _dlq
 from ._retention import Retention, get_retention, set_retention
 
 __all__ = ["admin_router"]
 
 MAX_BODY_BYTES = 1024
 MAX_RETENTION_DAYS = 36_500  # the migration's check
+MAX_DLQ_ITEMS = 200
+# A dead letter's bytes as text in a list (a raw call can be 15 MiB); one entry shows up to 1 MiB.
+LIST_PAYLOAD_BYTES = 16 * 1024
+SHOW_PAYLOAD_BYTES = 1024 * 1024
 
 
 class RetentionRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -32,6 +39,46 @@ class RetentionView(msgspec.Struct):
     workspace_id: str
     message_retention_days: int | None
     updated_at: datetime | None
+
+
+class DeadLetterView(msgspec.Struct, omit_defaults=True):
+    dlq_seq: int
+    consumer: str
+    subject: str
+    stream_sequence: int
+    failed_at: datetime
+    delivery_count: int
+    error: str
+    bytes: int
+    payload: str | None = None
+    payload_truncated: bool | None = None  # with the payload only
+
+
+class DeadLetters(msgspec.Struct):
+    items: list[DeadLetterView]
+    total: int
+
+
+class Redriven(msgspec.Struct):
+    redriven: int
+    subject: str
+
+
+def _dead_letter(seq: int, letter: Any, payload_bytes: int | None) -> DeadLetterView:
+    view = DeadLetterView(
+        dlq_seq=seq,
+        consumer=letter.consumer,
+        subject=letter.subject,
+        stream_sequence=letter.stream_sequence,
+        failed_at=letter.failed_at,
+        delivery_count=letter.delivery_count,
+        error=letter.error,
+        bytes=len(letter.data),
+    )
+    if payload_bytes is not None:
+        view.payload = letter.data[:payload_bytes].decode("utf-8", "replace")
+        view.payload_truncated = len(letter.data) > payload_bytes
+    return view
 
 
 _REQUEST = msgspec.json.Decoder(RetentionRequest)
@@ -49,7 +96,9 @@ def _view(retention: Retention) -> RetentionView:
     return RetentionView(retention.workspace_id, retention.message_retention_days, retention.updated_at)
 
 
-def admin_router(pool_of: Callable[[], asyncpg.Pool], admin: AdminToken) -> Router:
+def admin_router(
+    pool_of: Callable[[], asyncpg.Pool], admin: AdminToken, js_of: Callable[[], JetStreamContext]
+) -> Router:
     @get("/workspaces/{workspace_id:str}/retention")
     async def read_retention(workspace_id: FromPath[str]) -> RetentionView:
         return _view(await get_retention(pool_of(), _workspace(workspace_id)))
@@ -68,4 +117,46 @@ def admin_router(pool_of: Callable[[], asyncpg.Pool], admin: AdminToken) -> Rout
             raise ApiError(400, "bad_request", str(exc)) from None
         return _view(await set_retention(pool_of(), workspace, wanted.message_retention_days))
 
-    return Router(path="/v1", guards=[admin], route_handlers=[read_retention, write_retention])
+    async def _letters() -> list[tuple[int, Any]]:
+        try:
+            return await _dlq.entries(js_of())
+        except Exception as exc:  # the broker away or slow: say so, not 500
+            raise ApiError(503, "broker_unavailable", f"the DLQ cannot be read now ({type(exc).__name__})") from None
+
+    @get("/dlq")
+    async def list_dead_letters(include: FromQuery[str | None] = None, limit: FromQuery[int] = 50) -> DeadLetters:
+        """The normalizer's dead letters, newest first (``limit`` up to 200); ``include=payload``
+        adds each one's first 16 KiB as text."""
+        if not 1 <= limit <= MAX_DLQ_ITEMS:
+            raise ApiError(400, "bad_limit", f"limit is 1 to {MAX_DLQ_ITEMS}")
+        found = await _letters()
+        shown = list(reversed(found))[:limit]
+        payload = LIST_PAYLOAD_BYTES if include == "payload" else None
+        return DeadLetters(items=[_dead_letter(seq, letter, payload) for seq, letter in shown], total=len(found))
+
+    @get("/dlq/{seq:int}")
+    async def show_dead_letter(seq: FromPath[int]) -> DeadLetterView:
+        letter = dict(await _letters()).get(seq)
+        if letter is None:
+            raise ApiError(404, "unknown_dead_letter", "no dead letter of the normalizer has this sequence")
+        return _dead_letter(seq, letter, SHOW_PAYLOAD_BYTES)
+
+    @post("/dlq/{seq:int}/redrive", status_code=200)
+    async def redrive_dead_letter(seq: FromPath[int]) -> Redriven:
+        """Publish the original bytes to the original subject again, then drop the entry."""
+        letter = dict(await _letters()).get(seq)
+        if letter is None:
+            raise ApiError(404, "unknown_dead_letter", "no dead letter of the normalizer has this sequence")
+        if not letter.data:
+            raise ApiError(409, "no_bytes", "this dead letter was recorded without its bytes: nothing to redrive")
+        try:
+            await _dlq.redrive(js_of(), seq, letter)
+        except Exception as exc:
+            raise ApiError(503, "broker_unavailable", f"not redriven ({type(exc).__name__}); try again") from None
+        return Redriven(redriven=seq, subject=letter.subject)
+
+    return Router(
+        path="/v1",
+        guards=[admin],
+        route_handlers=[read_retention, write_retention, list_dead_letters, show_dead_letter, redrive_dead_letter],
+    )

@@ -64,7 +64,7 @@ def build_app(settings: Settings) -> Litestar:
         service=settings.service_name,
         title="callstream normalizer",
         description="raw calls to messages and customers, message events via an outbox.",
-        route_handlers=[admin_router(lambda: runtime.db, settings.admin())],
+        route_handlers=[admin_router(lambda: runtime.db, settings.admin(), lambda: runtime.broker.js)],
         checks=runtime.checks(),
         admin=settings.admin(),
         lifespan=[runtime.lifespan],
