@@ -282,6 +282,7 @@ async def erase(
     *,
     heartbeat: Heartbeat = _nothing,
     batch_size: int = BATCH,
+    pause_ratio: float = 0.0,
 ) -> ErasureReport:
     """Carry out (or resume) this service's part of ``request``; returns its counts."""
     erasure_id = request.erasure_id
@@ -302,7 +303,7 @@ async def erase(
             await conn.execute(_REGISTER_LOCK)
             await conn.execute(_REGISTER, sorted(request.integration_ids), erasure_id)
 
-    await _erase_messages(pool, request, heartbeat, batch_size)
+    await _erase_messages(pool, request, heartbeat, batch_size, pause_ratio)
     async with pool.acquire() as conn, conn.transaction():
         counts = await _counts(conn, erasure_id)
         customers = await conn.execute(_ORPHAN_CUSTOMERS, erasure_id)
@@ -365,10 +366,14 @@ def _plus(a: str, b: str) -> int:
     return _rows(a) + _rows(b)
 
 
-async def _erase_messages(pool: asyncpg.Pool, request: ErasureRequested, heartbeat: Heartbeat, batch_size: int) -> None:
+async def _erase_messages(
+    pool: asyncpg.Pool, request: ErasureRequested, heartbeat: Heartbeat, batch_size: int, pause_ratio: float
+) -> None:
     last = UUID(int=0)
     integrations = sorted(request.integration_ids)
+    loop = asyncio.get_running_loop()
     while True:
+        started = loop.time()
         async with pool.acquire() as conn, conn.transaction():
             if request.scope == "workspace":
                 rows = await conn.fetch(_NEXT_OF_WORKSPACE, last, request.workspace_id, batch_size)
@@ -379,6 +384,10 @@ async def _erase_messages(pool: asyncpg.Pool, request: ErasureRequested, heartbe
             await _erase_batch(conn, request.erasure_id, rows)
         last = rows[-1]["id"]
         await heartbeat()
+        if pause_ratio:
+            # Not as fast as the database allows: measured with bench/erase, 50,000 messages at
+            # full speed raised the linker's p99 for other tenants from 5 to 321 ms.
+            await asyncio.sleep((loop.time() - started) * pause_ratio)
 
 
 async def _erase_batch(conn: asyncpg.Connection, erasure_id: str, rows: list[asyncpg.Record]) -> None:
@@ -496,14 +505,16 @@ async def _delete(js: JetStreamContext, stream: str, seq: int, overwrite: bool) 
     APIError.from_error(error)  # raises the error's class
 
 
-async def _handle(runtime: ServiceRuntime, msg: Msg) -> None:
+async def _handle(runtime: ServiceRuntime, settings: Settings, msg: Msg) -> None:
     try:
         request = _DECODER.decode(msg.data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise Unprocessable(f"unusable erasure request: {exc}") from exc
     beat = _Heartbeat(msg)
     try:
-        report = await erase(runtime.db, runtime.broker.js, request, heartbeat=beat)
+        report = await erase(
+            runtime.db, runtime.broker.js, request, heartbeat=beat, pause_ratio=settings.erasure_pause_ratio
+        )
     except Exception as exc:
         if is_poison(exc):
             raise Unprocessable(f"rejected by the database: {type(exc).__name__}") from exc
@@ -538,7 +549,7 @@ async def run_erasure_consumer(runtime: ServiceRuntime, settings: Settings) -> N
     await consume(
         runtime.broker.js,
         NORMALIZER_ERASURES_CONSUMER,
-        lambda msg: _handle(runtime, msg),
+        lambda msg: _handle(runtime, settings, msg),
         runtime.stopping,
         batch=1,
         fetch_timeout=settings.fetch_timeout_seconds,

@@ -80,6 +80,14 @@ class Settings(ServiceSettings):
         validation_alias="CALLSTREAM_NORMALIZER_RETENTION_BATCH_SIZE",
         description="per transaction",
     )
+    erasure_pause_ratio: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        validation_alias="CALLSTREAM_NORMALIZER_ERASURE_PAUSE_RATIO",
+        description="after each batch of an erasure, pause this many times as long as the batch took:"
+        " one tenant's erasure leaves the database and the cores to the others' reads (0: no pause)",
+    )
     admin_token: AdminTokenSecret | None = Field(
         None,
         validation_alias=ADMIN_TOKEN_VARIABLE,
