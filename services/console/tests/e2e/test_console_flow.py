@@ -122,6 +122,24 @@ async def test_an_operator_adds_fathom_test_syncs_and_reads_the_messages(console
     assert '<span class="badge off"' in after
     assert ">disabled<" in after
 
+    # Erase, with its job followed until every service is done (issue #19, section 2).
+    erased = await client.post(path + "/erase", data={"_csrf_token": csrf_of(after)})
+    assert erased.status_code == 303
+    job_path = erased.headers["location"]
+    assert re.fullmatch(r"/erasures/[0-9a-f-]{36}", job_path)
+
+    async def erasure_done() -> str | None:
+        page = (await client.get(job_path)).text
+        return page if '<h1>Erasure <span class="badge ok">done</span>' in page else None
+
+    job_page = await eventually(erasure_done, timeout=60)
+    assert "messages" in job_page
+    assert 'http-equiv="refresh"' not in job_page  # a finished job's page stops refreshing
+    after = (await client.get(path)).text
+    assert ">erased<" in after
+    assert "Erase everything of this integration" not in after
+    assert "Open in Fathom" not in (await client.get("/messages")).text
+
     for page_path in ("/", "/integrations", path, "/messages", "/dlq"):
         assert API_KEY not in (await client.get(page_path)).text
         assert console_stack.env["CALLSTREAM_CONSOLE_GATEWAY_TOKEN"] not in (await client.get(page_path)).text

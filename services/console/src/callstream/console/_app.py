@@ -428,6 +428,22 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             _flash(request, "bad", _problem(exc))
         return _see(f"/integrations/{key}")
 
+    @post("/integrations/{integration_id:uuid}/erase")
+    async def erase(request: Request[Any, Any, Any], integration_id: FromPath[Any]) -> Redirect:
+        key = str(integration_id)
+        try:
+            job = await api().erase_integration(key)
+        except BackendError as exc:
+            _flash(request, "bad", _problem(exc))
+            return _see(f"/integrations/{key}")
+        _flash(request, "ok", "Erasure started: every service erases what it keeps of this integration.")
+        return _see(f"/erasures/{job['erasure_id']}")
+
+    @get("/erasures/{erasure_id:uuid}", name="erasure")
+    async def erasure_page(request: Request[Any, Any, Any], erasure_id: FromPath[Any]) -> Template:
+        job = await api().erasure(str(erasure_id))
+        return _page(request, "erasure.html", job=job, services=("gateway", "scheduler", "normalizer"))
+
     # ---- dead letters -------------------------------------------------------------------------------
     @get("/dlq", name="dlq")
     async def dlq_page(request: Request[Any, Any, Any]) -> Template:
@@ -532,7 +548,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         exception_handlers={HTTPException: _error_page, Exception: _error_page},
         route_handlers=[
             overview, integrations_page, add_integration, integration_page, start_sync, cancel_run, run_events,
-            disable, dlq_page, redrive, messages_page, message_page,
+            disable, erase, erasure_page, dlq_page, redrive, messages_page, message_page,
         ],
     )  # fmt: skip
     public = Router(

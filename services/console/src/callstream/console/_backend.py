@@ -109,6 +109,16 @@ class Backend:
     async def disable_integration(self, integration_id: str) -> dict[str, Any]:
         return dict(await self._json("gateway", "DELETE", f"/v1/integrations/{integration_id}"))
 
+    async def erase_integration(self, integration_id: str) -> dict[str, Any]:
+        return dict(
+            await self._json(
+                "gateway", "DELETE", f"/v1/integrations/{integration_id}", ok=(202,), params={"erase": "true"}
+            )
+        )
+
+    async def erasure(self, erasure_id: str) -> dict[str, Any]:
+        return dict(await self._json("gateway", "GET", f"/v1/erasures/{erasure_id}"))
+
     # ---- scheduler ----------------------------------------------------------------------------
     async def sync_states(self, workspace_id: str) -> list[dict[str, Any]]:
         return list(await self._json("scheduler", "GET", "/v1/sync-state", params={"workspace_id": workspace_id}))

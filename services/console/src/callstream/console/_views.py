@@ -95,7 +95,9 @@ def integration_status(
     scheduler's health check of the credentials (a run refused with 401/403), then its view of the
     syncs."""
     gateway = integration.get("status")
-    if gateway in ("disabled", "erased"):
+    if gateway == "erased":
+        return Status("erased", "off", "everything of it was erased; nothing is taken or synced")
+    if gateway == "disabled":
         return Status("disabled", "off", "no webhooks are taken and nothing is synced")
     if gateway == "reauth_required":
         return _RECONNECT
