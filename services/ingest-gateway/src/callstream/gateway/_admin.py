@@ -1,7 +1,10 @@
 """Admin API: integrations (create, read, list, disable, erase), workspaces (erase), erasure jobs,
-and API tokens for the linker.
+and API tokens for the linker and for products.
 
-Every route needs ``Authorization: Bearer $CALLSTREAM_GATEWAY_ADMIN_TOKEN``. Secrets go in, never out.
+The integration and erasure routes take ``Authorization: Bearer $CALLSTREAM_GATEWAY_ADMIN_TOKEN`` or
+an API token with the ``manage`` scope, which sees and changes only its own workspaces (another
+workspace's integration or erasure is a 404, a list shows only its own). Tokens and workspace
+erasure stay the admin token's. Secrets go in, never out.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from callstream.runtime import ApiError, get_logger
 from callstream.runtime._http import ErrorBody
 
 from . import _fathom_api, _integration_db
+from ._access import MANAGE, READ, Caller, manage_caller
 from ._context import GatewayContext, admin_guard, decode_body
 from ._credentials import BadWebhookSecret, Credentials, seal_credentials, seal_webhook_secret, webhook_key
 from ._erasures import ErasureAccepted, Erasures, ErasureView, deregister_webhook
@@ -54,14 +58,25 @@ class CreatedIntegration(msgspec.Struct):
     webhook_url: str | None
 
 
+Scope = Literal["read", "manage"]
+
+
+def _read_only() -> list[Scope]:
+    return ["read"]
+
+
 class CreateToken(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     workspace_ids: Annotated[list[WorkspaceId], msgspec.Meta(min_length=1, max_length=1000)]
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    # read: the linker's reads. manage: also the integration routes and connect sessions of these
+    # workspaces (a manage token reads too, so it always carries read).
+    scopes: Annotated[list[Scope], msgspec.Meta(min_length=1)] = msgspec.field(default_factory=_read_only)
 
 
 class CreatedToken(msgspec.Struct):
     id: str
     token: str
+    scopes: list[str]
 
 
 def _api_url(value: str | None, allowed: tuple[AllowedHost, ...]) -> str | None:
@@ -102,13 +117,33 @@ def _integration_id(value: str) -> uuid.UUID:
     return parsed
 
 
-def admin_router(ctx: GatewayContext, erasures: Erasures) -> Router:
+def _unknown_integration() -> ApiError:
+    return ApiError(404, "unknown_integration", "no integration has this id")
+
+
+def admin_router(ctx: GatewayContext, erasures: Erasures) -> list[Router]:
     settings = ctx.settings
     allowed_hosts = settings.api_host_allow_list()
+    admin = settings.admin()
 
-    @post("/v1/integrations", status_code=201, summary="Create an integration")
+    async def caller_of(request: Request[Any, Any, Any]) -> Caller:
+        return await manage_caller(request, admin, ctx.db)
+
+    async def require_integration(caller: Caller, key: uuid.UUID) -> None:
+        """404 for an integration outside a manage token's workspaces, as for one that does not exist."""
+        if caller.is_admin:
+            return
+        workspace_id = await ctx.db.fetchval("select workspace_id from integrations where id = $1", key)
+        if workspace_id is None or not caller.covers(workspace_id):
+            raise _unknown_integration()
+
+    @post("/v1/integrations", status_code=201, summary="Create an integration (admin, or manage token)")
     async def create_integration(request: Request[Any, Any, Any]) -> Response[CreatedIntegration]:
+        caller = await caller_of(request)
         body = await decode_body(request, CreateIntegration)
+        # 404, never 403, as everywhere: a token learns nothing of workspaces it does not cover.
+        if not caller.covers(body.workspace_id):
+            raise ApiError(404, "unknown_workspace", "this token covers no workspace of this id")
         credentials = _credentials(body)
         base_url = _api_url(body.base_url, allowed_hosts)
         public_base_url = _public_url(body.public_base_url, allowed_hosts) or settings.public_base_url
@@ -172,15 +207,19 @@ def admin_router(ctx: GatewayContext, erasures: Erasures) -> Router:
         )
 
     @get("/v1/integrations/{integration_id:str}", summary="Read an integration (no secrets)")
-    async def read_integration(integration_id: FromPath[str]) -> IntegrationView:
+    async def read_integration(request: Request[Any, Any, Any], integration_id: FromPath[str]) -> IntegrationView:
+        caller = await caller_of(request)
         view = await _integration_db.view(ctx.db, _integration_id(integration_id), settings.public_base_url)
-        if view is None:
-            raise ApiError(404, "unknown_integration", "no integration has this id")
+        if view is None or not caller.covers(view.workspace_id):
+            raise _unknown_integration()
         return view
 
-    @get("/v1/integrations", summary="List integrations, optionally of one workspace")
-    async def list_integrations(workspace_id: FromQuery[str | None] = None) -> list[IntegrationView]:
-        return await _integration_db.views(ctx.db, workspace_id, settings.public_base_url)
+    @get("/v1/integrations", summary="List integrations (a manage token's: its workspaces'), optionally of one")
+    async def list_integrations(
+        request: Request[Any, Any, Any], workspace_id: FromQuery[str | None] = None
+    ) -> list[IntegrationView]:
+        caller = await caller_of(request)
+        return await _integration_db.views(ctx.db, workspace_id, settings.public_base_url, caller.workspaces)
 
     @delete(
         "/v1/integrations/{integration_id:str}",
@@ -193,9 +232,11 @@ def admin_router(ctx: GatewayContext, erasures: Erasures) -> Router:
         },
     )
     async def disable_integration(
-        integration_id: FromPath[str], erase: FromQuery[bool] = False
+        request: Request[Any, Any, Any], integration_id: FromPath[str], erase: FromQuery[bool] = False
     ) -> Response[IntegrationView | ErasureAccepted]:
+        caller = await caller_of(request)
         key = _integration_id(integration_id)
+        await require_integration(caller, key)
         if erase:
             return Response(await erasures.erase_integration(key), status_code=202)
         row = await _integration_db.disable(ctx.db, key)
@@ -220,26 +261,29 @@ def admin_router(ctx: GatewayContext, erasures: Erasures) -> Router:
         return Response(await erasures.erase_workspace(workspace_id), status_code=202)
 
     @get("/v1/erasures/{erasure_id:str}", summary="An erasure job's state, each service's part and counts")
-    async def read_erasure(erasure_id: FromPath[str]) -> ErasureView:
+    async def read_erasure(request: Request[Any, Any, Any], erasure_id: FromPath[str]) -> ErasureView:
+        caller = await caller_of(request)
         job = await erasures.job(erasure_id)
-        if job is None:
+        if job is None or not caller.covers(job.workspace_id):
             raise ApiError(404, "unknown_erasure", "no erasure has this id")
         return job
 
-    @post("/v1/tokens", status_code=201, summary="Issue an API token for reads of named workspaces")
+    @post("/v1/tokens", status_code=201, summary="Issue an API token of named workspaces (scopes read, manage)")
     async def create_token(request: Request[Any, Any, Any]) -> Response[CreatedToken]:
         body = await decode_body(request, CreateToken)
+        scopes = [READ, MANAGE] if MANAGE in body.scopes else [READ]
         token = "cst_" + secrets.token_urlsafe(32)
         token_id = uuid.uuid4()
         await ctx.db.execute(
-            "insert into api_tokens (id, name, token_hash, workspace_ids) values ($1, $2, $3, $4)",
+            "insert into api_tokens (id, name, token_hash, workspace_ids, scopes) values ($1, $2, $3, $4, $5)",
             token_id,
             body.name,
             hash_api_token(token),
             sorted(set(body.workspace_ids)),
+            scopes,
         )
-        log.info("api token issued", token_id=str(token_id), workspaces=len(set(body.workspace_ids)))
-        return Response(CreatedToken(str(token_id), token), status_code=201)
+        log.info("api token issued", token_id=str(token_id), workspaces=len(set(body.workspace_ids)), scopes=scopes)
+        return Response(CreatedToken(str(token_id), token, scopes), status_code=201)
 
     @delete("/v1/tokens/{token_id:str}", status_code=204, summary="Revoke an API token")
     async def revoke_token(token_id: FromPath[str]) -> None:
@@ -251,21 +295,19 @@ def admin_router(ctx: GatewayContext, erasures: Erasures) -> Router:
             raise ApiError(404, "unknown_token", "no API token has this id")
         log.info("api token revoked", token_id=token_id)
 
-    return Router(
-        path="/",
-        guards=[admin_guard(settings)],
-        route_handlers=[
-            create_integration,
-            read_integration,
-            list_integrations,
-            disable_integration,
-            erase_workspace,
-            read_erasure,
-            create_token,
-            revoke_token,
-        ],
-        tags=["admin"],
-    )
+    return [
+        Router(
+            path="/",
+            route_handlers=[create_integration, read_integration, list_integrations, disable_integration, read_erasure],
+            tags=["admin"],
+        ),
+        Router(
+            path="/",
+            guards=[admin_guard(settings)],
+            route_handlers=[erase_workspace, create_token, revoke_token],
+            tags=["admin"],
+        ),
+    ]
 
 
 async def _delete_quietly(ctx: GatewayContext, base_url: str, headers: dict[str, str], webhook_id: str) -> None:

@@ -72,7 +72,7 @@ def build_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> L
         description="Fathom webhooks, integrations, OAuth connect, API tokens and provider pulls.",
         route_handlers=[
             fathom_webhook_handler(webhooks),
-            admin_router(ctx, erasures),
+            *admin_router(ctx, erasures),
             *oauth_routers(ctx),
         ],
         checks=runtime.checks(),

@@ -103,11 +103,18 @@ async def view(
     return None if row is None else _view(row, public_base_url)
 
 
-async def views(pool: asyncpg.Pool, workspace_id: str | None, public_base_url: str | None) -> list[IntegrationView]:
+async def views(
+    pool: asyncpg.Pool,
+    workspace_id: str | None,
+    public_base_url: str | None,
+    workspaces: frozenset[str] | None = None,
+) -> list[IntegrationView]:
+    """``workspaces``: only these (a manage token's); ``None``: every workspace."""
     rows = await pool.fetch(
         f"select {_VIEW_COLUMNS} from integrations where ($1::text is null or workspace_id = $1)"
-        " order by created_at, id limit 1000",
+        " and ($2::text[] is null or workspace_id = any($2)) order by created_at, id limit 1000",
         workspace_id,
+        None if workspaces is None else sorted(workspaces),
     )
     return [_view(row, public_base_url) for row in rows]
 
