@@ -84,6 +84,14 @@ class ServiceInCode:
         return {var for var, f in self.fields.items() if _is_secret(f)}
 
     @property
+    def keeps_data(self) -> bool:
+        """It has tables and streams: it needs PostgreSQL and NATS to run, and a setup step (its
+        migrations, its streams) before it starts. A service whose Settings do not require the
+        database URL (the console: it reads no table and no stream) keeps none, so the deploy gives it
+        neither a setup step nor the database's and broker's secrets."""
+        return f"{ENV_PREFIX}DATABASE_URL" in self.required
+
+    @property
     def port_variable(self) -> str:
         return f"{ENV_PREFIX}{self.name.upper()}_PORT"
 
@@ -104,9 +112,7 @@ class ServiceInCode:
 
 # Services in the code that have no image and manifests yet, each with why: they are left out of these
 # checks until their deploy files exist (then remove them here and every check applies).
-NOT_DEPLOYED_YET = {
-    "callstream-console": "issue #18 item 3: the console's image, compose service and manifests are still to be written",
-}
+NOT_DEPLOYED_YET: dict[str, str] = {}
 
 
 def discover_services() -> list[ServiceInCode]:

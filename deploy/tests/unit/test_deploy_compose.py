@@ -20,7 +20,10 @@ from deploy_checks import (
 
 from callstream.devstack import MIGRATION_ORDER
 
-PUBLISHED = {"gateway": 8080, "linker": 8081}  # the HTTP APIs reached from outside
+PUBLISHED = {"gateway": 8080, "linker": 8081, "console": 8084}  # the HTTP APIs reached from outside the network
+LOCAL_ONLY = {"console"}  # published on the host's loopback only: its cookies cannot be Secure over plain http
+# What a service that keeps no data is never given (the console: no database, no broker, no setup).
+DATA_VARIABLES = {"CALLSTREAM_DATABASE_URL", "CALLSTREAM_NATS_URL", "CALLSTREAM_NATS_USER", "CALLSTREAM_NATS_PASSWORD"}
 
 
 def services() -> dict[str, Any]:
@@ -69,7 +72,9 @@ def test_setup_runs_once_in_migration_order() -> None:
             assert job["depends_on"][dependency]["condition"] == "service_completed_successfully"
         name = previous[0] if previous else ""
     assert list(reversed(chain)) == list(MIGRATION_ORDER)
-    assert {s.name for s in SERVICES} == set(chain)
+    # A service without tables or streams (the console) has nothing to set up, so no setup job.
+    assert {s.name for s in SERVICES if s.keeps_data} == set(chain)
+    assert not {f"setup-{s.name}" for s in SERVICES if not s.keeps_data} & set(services())
 
 
 def test_service_is_built_checked_and_started_after_setup(service: ServiceInCode) -> None:
@@ -79,18 +84,27 @@ def test_service_is_built_checked_and_started_after_setup(service: ServiceInCode
     assert svc["image"].split(":")[0] == service.image
     assert svc["healthcheck"]["interval"], "the image's HEALTHCHECK runs on this schedule"
     conditions = {name: dep["condition"] for name, dep in svc["depends_on"].items()}
-    assert conditions == {
-        "nats": "service_healthy",
-        "postgres": "service_healthy",
-        "setup-linker": "service_completed_successfully",
-    }
+    if service.keeps_data:
+        assert conditions == {
+            "nats": "service_healthy",
+            "postgres": "service_healthy",
+            "setup-linker": "service_completed_successfully",
+        }
+    else:
+        # It calls the services' HTTP APIs only: it starts with them, and does not wait for them to be
+        # healthy (the console is where one sees that a service is not).
+        assert conditions == {s.name: "service_started" for s in SERVICES if s.keeps_data}
     published = {int(p["published"]) for p in svc.get("ports", [])}
     assert published == ({PUBLISHED[service.name]} if service.name in PUBLISHED else set())
+    if service.name in LOCAL_ONLY:
+        assert all(p.get("host_ip") == "127.0.0.1" for p in svc["ports"]), f"{service.name}: this host only"
     assert service.dockerfile.parent == DEPLOY / "docker"
 
 
 def test_service_and_its_setup_get_exactly_known_variables(service: ServiceInCode) -> None:
-    for name in (service.name, f"setup-{service.name}"):
+    if not service.keeps_data:
+        assert not DATA_VARIABLES & set(services()[service.name]["environment"])
+    for name in (service.name, f"setup-{service.name}") if service.keeps_data else (service.name,):
         env = services()[name]["environment"]
         unknown = set(env) - service.variables
         assert not unknown, f"{name}: {sorted(unknown)} are not settings of {service.script}"
