@@ -301,6 +301,8 @@ class Erasures:
             )
             counts["oauth_states"] = int(oauth)
             if scope == "workspace":
+                # Its connect sessions (hashed ids, return URLs) go with it.
+                await conn.execute("delete from connect_sessions where workspace_id = $1", workspace_id)
                 # A token that named only this workspace goes; the others forget it.
                 dropped = await conn.fetchval(
                     "with gone as (delete from api_tokens where $1 = any(workspace_ids)"

@@ -25,6 +25,7 @@ class IntegrationView(msgspec.Struct, kw_only=True):
     webhook_url: str | None
     has_webhook_secret: bool
     webhook_registered: bool
+    webhook_note: str | None = None  # why a Fathom OAuth integration has no webhook, when it has none
     last_error: str | None
     created_at: datetime
     updated_at: datetime
@@ -60,6 +61,7 @@ def _view(row: asyncpg.Record, public_base_url: str | None) -> IntegrationView:
         webhook_url=webhook_url,
         has_webhook_secret=row["has_webhook_secret"],
         webhook_registered=row["webhook_registered"],
+        webhook_note=settings.get("webhook_note"),
         last_error=row["last_error"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],

@@ -8,6 +8,9 @@ with HTTP Basic and takes ``grant_type`` and the rest on the query string, its d
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -43,8 +46,9 @@ class OAuthApp:
     authorize_url: str
     token_url: str
     scopes: str
+    pkce: bool = False  # send PKCE S256 (neither provider documents it: a setting turns it on)
 
-    def authorization_url(self, redirect_uri: str, state: str) -> str:
+    def authorization_url(self, redirect_uri: str, state: str, code_verifier: str | None = None) -> str:
         query = {
             "client_id": self.client_id,
             "redirect_uri": redirect_uri,
@@ -52,6 +56,9 @@ class OAuthApp:
             "scope": self.scopes,
             "state": state,
         }
+        if code_verifier is not None:
+            query["code_challenge"] = code_challenge(code_verifier)
+            query["code_challenge_method"] = "S256"
         sep = "&" if "?" in self.authorize_url else "?"
         return self.authorize_url + sep + urlencode(query)
 
@@ -75,13 +82,27 @@ class _ErrorResponse(msgspec.Struct):
     error: str | None = None
 
 
-async def exchange_code(http: httpx.AsyncClient, app: OAuthApp, code: str, redirect_uri: str) -> TokenSet:
+def new_code_verifier() -> str:
+    """RFC 7636: 43-128 characters of the unreserved set; 32 random bytes are 43 in base64url."""
+    return secrets.token_urlsafe(32)
+
+
+def code_challenge(code_verifier: str) -> str:
+    """RFC 7636 S256: base64url(SHA-256(verifier)) without padding."""
+    return base64.urlsafe_b64encode(hashlib.sha256(code_verifier.encode("ascii")).digest()).decode().rstrip("=")
+
+
+async def exchange_code(
+    http: httpx.AsyncClient, app: OAuthApp, code: str, redirect_uri: str, code_verifier: str | None = None
+) -> TokenSet:
     params = {
         "grant_type": "authorization_code",
         "code": code,
         "client_id": app.client_id,
         "redirect_uri": redirect_uri,
     }
+    if code_verifier is not None:
+        params["code_verifier"] = code_verifier
     return await _token_request(http, app, params)
 
 
@@ -137,6 +158,7 @@ def apps_from_settings(settings: Settings) -> dict[str, OAuthApp]:
             settings.fathom_authorize_url,
             settings.fathom_token_url,
             settings.fathom_scopes,
+            settings.fathom_pkce,
         )
     if settings.gong_client_id and settings.gong_client_secret:
         apps["gong"] = OAuthApp(
@@ -146,5 +168,6 @@ def apps_from_settings(settings: Settings) -> dict[str, OAuthApp]:
             settings.gong_authorize_url,
             settings.gong_token_url,
             settings.gong_scopes,
+            settings.gong_pkce,
         )
     return apps

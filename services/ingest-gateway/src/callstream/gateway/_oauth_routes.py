@@ -1,7 +1,15 @@
-"""OAuth connect: ``/v1/oauth/{provider}/authorize`` (admin) and ``/v1/oauth/{provider}/callback``.
+"""OAuth connect: ``/v1/oauth/{provider}/authorize`` (admin), connect sessions
+(``POST /v1/connect-sessions``, admin or a manage token; ``GET /v1/connect/{id}``, the browser) and
+``/v1/oauth/{provider}/callback``, where both end.
 
 The ``state`` is random, stored only as its SHA-256, valid for ten minutes and consumed by the first
 callback that presents it (``DELETE ... RETURNING``), so a reused, unknown or expired state is a 400.
+
+A connect session is what a product embeds: its URL, opened once within ten minutes, binds the
+browser that opens it with an HttpOnly cookie (only the cookie's SHA-256 is kept) and sends it to the
+provider; the callback completes only in that browser, and ends by redirecting to the session's
+allow-listed ``return_url`` with ``status=connected&integration_id=...`` or ``status=error&error=<code>``.
+PKCE S256 is used where a provider's app takes it (``CALLSTREAM_GATEWAY_{FATHOM,GONG}_PKCE``).
 """
 
 from __future__ import annotations
@@ -11,21 +19,42 @@ import secrets
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from litestar import Request, Response, Router, get
+import asyncpg
+import httpx
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.datastructures import Cookie
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
 
 from callstream.runtime import ApiError, get_logger
 
-from . import _integration_db, _oauth
-from ._context import GatewayContext, admin_guard
-from ._credentials import Credentials, seal_credentials
+from . import _fathom_api, _integration_db, _oauth
+from ._access import manage_caller
+from ._context import GatewayContext, admin_guard, decode_body
+from ._credentials import Credentials, seal_credentials, seal_webhook_secret
 from ._integration_db import IntegrationView
-from ._outbound import UrlNotAllowed, check_api_url
+from ._outbound import AllowedHost, UrlNotAllowed, check_api_url, check_return_url
 
 log = get_logger(__name__)
+
+
+CONNECT_SESSION_SECONDS = 600  # a session's URL must be opened within this, and its cookie lives as long
+COOKIE = "callstream_connect"
+COOKIE_PATH = "/v1/oauth/"
+
+
+class CreateConnectSession(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    workspace_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    provider: Literal["fathom", "gong"]
+    return_url: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+class ConnectSession(msgspec.Struct):
+    url: str
+    expires_at: datetime
 
 
 def _hash_state(state: str) -> str:
@@ -42,6 +71,8 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
     settings = ctx.settings
     apps = _oauth.apps_from_settings(settings)
     allowed_hosts = settings.api_host_allow_list()
+    return_hosts = settings.return_url_allow_list()
+    admin = settings.admin()
 
     def app_for(provider: str) -> _oauth.OAuthApp:
         if provider not in _oauth.PROVIDERS:
@@ -51,9 +82,39 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
             raise ApiError(400, "oauth_not_configured", f"no OAuth app is configured for {provider}")
         return app
 
+    def base_of(request: Request[Any, Any, Any]) -> str:
+        return (settings.public_base_url or str(request.base_url)).rstrip("/")
+
     def redirect_uri(request: Request[Any, Any, Any], provider: str) -> str:
-        base = settings.public_base_url or str(request.base_url)
-        return base.rstrip("/") + f"/v1/oauth/{provider}/callback"
+        return base_of(request) + f"/v1/oauth/{provider}/callback"
+
+    async def start(
+        request: Request[Any, Any, Any],
+        app: _oauth.OAuthApp,
+        workspace_id: str,
+        integration_id: uuid.UUID | None,
+        connect_session: str | None,
+    ) -> str:
+        """Store a one-time state (and PKCE verifier) and return the provider's authorize URL."""
+        state = secrets.token_urlsafe(32)
+        uri = redirect_uri(request, app.provider)
+        verifier = _oauth.new_code_verifier() if app.pkce else None
+        state_hash = _hash_state(state)
+        await ctx.db.execute("delete from oauth_states where expires_at < now() - interval '1 day'")
+        await ctx.db.execute(
+            """insert into oauth_states (state_hash, provider, workspace_id, integration_id, redirect_uri, expires_at,
+                                         connect_session, code_verifier)
+               values ($1, $2, $3, $4, $5, $6, $7, $8)""",
+            state_hash,
+            app.provider,
+            workspace_id,
+            integration_id,
+            uri,
+            datetime.now(UTC) + timedelta(seconds=settings.oauth_state_ttl_seconds),
+            connect_session,
+            None if verifier is None else ctx.cipher.encrypt(verifier.encode(), "pkce:" + state_hash),
+        )
+        return app.authorization_url(uri, state, verifier)
 
     @get("/v1/oauth/{provider:str}/authorize", summary="Start connecting a provider account (302)")
     async def authorize(
@@ -72,67 +133,251 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
             )
             if not row or row["workspace_id"] != workspace_id or row["provider"] != provider:
                 raise ApiError(404, "unknown_integration", "no integration of this workspace and provider has this id")
-        state = secrets.token_urlsafe(32)
-        uri = redirect_uri(request, provider)
-        await ctx.db.execute("delete from oauth_states where expires_at < now() - interval '1 day'")
+        return Redirect(await start(request, app, workspace_id, existing, None), status_code=302)
+
+    @post(
+        "/v1/connect-sessions",
+        status_code=201,
+        summary="A URL to send a user's browser to: it connects a provider by OAuth, then returns to return_url",
+    )
+    async def create_connect_session(request: Request[Any, Any, Any]) -> Response[ConnectSession]:
+        caller = await manage_caller(request, admin, ctx.db)
+        body = await decode_body(request, CreateConnectSession)
+        if not caller.covers(body.workspace_id):
+            raise ApiError(404, "unknown_workspace", "this token covers no workspace of this id")
+        app_for(body.provider)
+        try:
+            return_url = check_return_url(body.return_url, return_hosts)
+        except UrlNotAllowed as exc:
+            raise ApiError(400, "return_url_not_allowed", str(exc)) from None
+        session_id = secrets.token_urlsafe(32)
+        expires_at = datetime.now(UTC) + timedelta(seconds=CONNECT_SESSION_SECONDS)
+        await ctx.db.execute("delete from connect_sessions where expires_at < now() - interval '1 day'")
         await ctx.db.execute(
-            """insert into oauth_states (state_hash, provider, workspace_id, integration_id, redirect_uri, expires_at)
+            """insert into connect_sessions (id_hash, workspace_id, provider, return_url, token_id, expires_at)
                values ($1, $2, $3, $4, $5, $6)""",
-            _hash_state(state),
-            provider,
-            workspace_id,
-            existing,
-            uri,
-            datetime.now(UTC) + timedelta(seconds=settings.oauth_state_ttl_seconds),
+            _hash_state(session_id),
+            body.workspace_id,
+            body.provider,
+            return_url,
+            None if caller.token_id is None else uuid.UUID(caller.token_id),
+            expires_at,
         )
-        return Redirect(app.authorization_url(uri, state), status_code=302)
+        log.info("connect session created", provider=body.provider, workspace_id=body.workspace_id)
+        url = base_of(request) + f"/v1/connect/{session_id}"
+        return Response(ConnectSession(url, expires_at), status_code=201)
+
+    @get("/v1/connect/{session_id:str}", summary="A connect session's URL: binds this browser, then to the provider")
+    async def open_connect_session(request: Request[Any, Any, Any], session_id: FromPath[str]) -> Response[Any]:
+        id_hash = _hash_state(session_id)
+        nonce = secrets.token_urlsafe(32)
+        row = await ctx.db.fetchrow(
+            """update connect_sessions set opened_at = now(), browser_hash = $2
+               where id_hash = $1 and opened_at is null and expires_at > now()
+               returning workspace_id, provider, return_url""",
+            id_hash,
+            _hash_state(nonce),
+        )
+        if row is None:
+            seen = await ctx.db.fetchrow(
+                "select return_url, opened_at is not null as opened from connect_sessions where id_hash = $1", id_hash
+            )
+            if seen is None:
+                raise ApiError(404, "unknown_connect_session", "no connect session has this id")
+            return _outcome(seen["return_url"], error="session_used" if seen["opened"] else "session_expired")
+        try:
+            app = app_for(row["provider"])
+        except ApiError as exc:  # the app's settings went away since the session was made
+            return _outcome(row["return_url"], error=exc.error)
+        location = await start(request, app, row["workspace_id"], None, id_hash)
+        return Redirect(location, status_code=302, cookies=[_browser_cookie(request, nonce)])
 
     @get("/v1/oauth/{provider:str}/callback", summary="The provider sends the user back here")
-    async def callback(request: Request[Any, Any, Any], provider: FromPath[str]) -> Response[IntegrationView]:
+    async def callback(request: Request[Any, Any, Any], provider: FromPath[str]) -> Response[Any]:
         app = app_for(provider)
         query = request.query_params  # ``state`` is a reserved parameter name in litestar
         state, code, error = query.get("state"), query.get("code"), query.get("error")
+        cookie = request.cookies.get(COOKIE)
+        browser = _hash_state(cookie) if cookie else None
         if not state:
-            raise ApiError(400, "invalid_state", "state is missing")
+            return await _refuse(browser, ApiError(400, "invalid_state", "state is missing"))
+        state_hash = _hash_state(state)
+        # A connect session's state completes only in the browser that opened the session: from
+        # any other, it is refused and left for its own browser.
         row = await ctx.db.fetchrow(
-            """delete from oauth_states where state_hash = $1 and provider = $2
-               returning workspace_id, integration_id, redirect_uri, expires_at > now() as fresh""",
-            _hash_state(state),
+            """delete from oauth_states s where state_hash = $1 and provider = $2
+                 and (connect_session is null
+                      or exists (select from connect_sessions c where c.id_hash = s.connect_session
+                                 and c.browser_hash = $3))
+               returning workspace_id, integration_id, redirect_uri, expires_at > now() as fresh, code_verifier,
+                         (select return_url from connect_sessions c where c.id_hash = s.connect_session) as return_url""",
+            state_hash,
             provider,
+            browser,
         )
         if row is None:
-            raise ApiError(400, "invalid_state", "unknown or already used state; start again from authorize")
-        if not row["fresh"]:
-            raise ApiError(400, "expired_state", "the state expired; start again from authorize")
-        if error:
-            raise ApiError(400, "authorization_denied", f"{provider} answered {error[:100]}")
-        if not code:
-            raise ApiError(400, "invalid_request", "code is missing")
+            elsewhere = await ctx.db.fetchval(
+                """select c.return_url from oauth_states s join connect_sessions c on c.id_hash = s.connect_session
+                   where s.state_hash = $1 and s.provider = $2""",
+                state_hash,
+                provider,
+            )
+            if elsewhere is not None:
+                log.warning("connect callback from another browser", provider=provider)
+                return _outcome(elsewhere, error="browser_mismatch", clear=True)
+            return await _refuse(
+                browser, ApiError(400, "invalid_state", "unknown or already used state; start again from authorize")
+            )
+        return_url: str | None = row["return_url"]
         try:
-            tokens = await _oauth.exchange_code(ctx.http, app, code, row["redirect_uri"])
-        except _oauth.InvalidGrant as exc:
-            raise ApiError(400, "invalid_grant", exc.detail) from None
-        except _oauth.OAuthError as exc:
-            raise ApiError(502, "provider_error", exc.detail) from None
-        if tokens.api_base_url is not None:  # the host later calls go to, with these tokens
-            try:
-                tokens = replace(
-                    tokens, api_base_url=check_api_url(tokens.api_base_url, allowed_hosts, "api_base_url_for_customer")
-                )
-            except UrlNotAllowed as exc:
-                log.warning("oauth api host refused", provider=provider, workspace_id=row["workspace_id"])
-                raise ApiError(502, "base_url_not_allowed", f"{provider} answered with {exc}") from None
-        integration_id = await _store(ctx, provider, row["workspace_id"], row["integration_id"], tokens)
-        await ctx.changed(str(integration_id))
-        view = await _integration_db.view(ctx.db, integration_id, settings.public_base_url)
-        assert view is not None
-        log.info("oauth connected", integration_id=view.id, provider=provider, workspace_id=view.workspace_id)
-        return Response(view, status_code=200)
+            verifier = (
+                None
+                if row["code_verifier"] is None
+                else ctx.cipher.decrypt(row["code_verifier"], "pkce:" + state_hash).decode()
+            )
+            view = await _complete(ctx, app, row, code, error, verifier, allowed_hosts)
+        except ApiError as exc:
+            if return_url is None:
+                raise
+            return _outcome(return_url, error=exc.error, clear=True)
+        if return_url is None:
+            return Response(view, status_code=200)
+        return _outcome(return_url, integration_id=view.id, clear=True)
+
+    async def _refuse(browser: str | None, exc: ApiError) -> Response[Any]:
+        """A callback with no usable state: back to the connect session this browser opened, if
+        any (the cookie names it), else the error as JSON."""
+        if browser is not None:
+            return_url = await ctx.db.fetchval(
+                "select return_url from connect_sessions where browser_hash = $1", browser
+            )
+            if return_url is not None:
+                return _outcome(return_url, error=exc.error, clear=True)
+        raise exc
 
     return [
         Router(path="/", guards=[admin_guard(settings)], route_handlers=[authorize]),
-        Router(path="/", route_handlers=[callback]),
+        Router(path="/", route_handlers=[callback, create_connect_session, open_connect_session]),
     ]
+
+
+async def _complete(
+    ctx: GatewayContext,
+    app: _oauth.OAuthApp,
+    row: asyncpg.Record,
+    code: str | None,
+    error: str | None,
+    verifier: str | None,
+    allowed_hosts: tuple[AllowedHost, ...],
+) -> IntegrationView:
+    provider = app.provider
+    if not row["fresh"]:
+        raise ApiError(400, "expired_state", "the state expired; start again from authorize")
+    if error:
+        raise ApiError(400, "authorization_denied", f"{provider} answered {error[:100]}")
+    if not code:
+        raise ApiError(400, "invalid_request", "code is missing")
+    try:
+        tokens = await _oauth.exchange_code(ctx.http, app, code, row["redirect_uri"], verifier)
+    except _oauth.InvalidGrant as exc:
+        raise ApiError(400, "invalid_grant", exc.detail) from None
+    except _oauth.OAuthError as exc:
+        raise ApiError(502, "provider_error", exc.detail) from None
+    if tokens.api_base_url is not None:  # the host later calls go to, with these tokens
+        try:
+            tokens = replace(
+                tokens, api_base_url=check_api_url(tokens.api_base_url, allowed_hosts, "api_base_url_for_customer")
+            )
+        except UrlNotAllowed as exc:
+            log.warning("oauth api host refused", provider=provider, workspace_id=row["workspace_id"])
+            raise ApiError(502, "base_url_not_allowed", f"{provider} answered with {exc}") from None
+    integration_id = await _store(ctx, provider, row["workspace_id"], row["integration_id"], tokens)
+    if provider == "fathom":
+        await _register_webhook(ctx, integration_id, tokens.access_token)
+    await ctx.changed(str(integration_id))
+    view = await _integration_db.view(ctx.db, integration_id, ctx.settings.public_base_url)
+    assert view is not None
+    log.info("oauth connected", integration_id=view.id, provider=provider, workspace_id=view.workspace_id)
+    return view
+
+
+def _outcome(
+    return_url: str, *, integration_id: str | None = None, error: str | None = None, clear: bool = False
+) -> Response[Any]:
+    """The redirect a connect session ends with (its browser cookie cleared once it is spent)."""
+    params = (
+        {"status": "connected", "integration_id": integration_id}
+        if error is None
+        else {"status": "error", "error": error}
+    )
+    url = httpx.URL(return_url)
+    location = str(url.copy_merge_params(params))
+    cookies = (
+        [Cookie(key=COOKIE, value="", path=COOKIE_PATH, max_age=0, httponly=True, samesite="lax")] if clear else []
+    )
+    return Redirect(location, status_code=303, cookies=cookies)
+
+
+def _browser_cookie(request: Request[Any, Any, Any], nonce: str) -> Cookie:
+    # Secure everywhere but a developer's http://localhost (a Secure cookie is not set over http).
+    plain_local = request.url.scheme == "http" and (request.url.hostname or "") in ("localhost", "127.0.0.1", "::1")
+    return Cookie(
+        key=COOKIE,
+        value=nonce,
+        path=COOKIE_PATH,  # sent to the callbacks only
+        max_age=CONNECT_SESSION_SECONDS,
+        httponly=True,
+        secure=not plain_local,
+        samesite="lax",  # the provider's redirect back is a top-level GET: Lax sends it
+    )
+
+
+async def _register_webhook(ctx: GatewayContext, integration_id: uuid.UUID, access_token: str) -> None:
+    """Register a Fathom webhook for an OAuth integration that has none, as for an API-key one; the
+    outcome is noted in its settings (``webhook_note``) when it cannot be done, and the
+    integration is connected either way (it can still be pulled)."""
+    row = await ctx.db.fetchrow("select webhook_id, base_url, settings from integrations where id = $1", integration_id)
+    if row is None or row["webhook_id"] is not None:
+        return
+    stored: dict[str, Any] = dict(row["settings"] or {})
+    public_base_url = stored.get("public_base_url") or ctx.settings.public_base_url
+    note: str | None = None
+    if not public_base_url:
+        note = "no webhook registered: CALLSTREAM_GATEWAY_PUBLIC_BASE_URL is unset (pulls only)"
+    else:
+        key = str(integration_id)
+        destination = public_base_url.rstrip("/") + f"/v1/webhooks/fathom/{key}"
+        api_base = row["base_url"] or ctx.settings.fathom_api_url
+        triggers = list(stored.get("triggered_for") or ctx.settings.fathom_triggered_for.split(","))
+        try:
+            registered = await _fathom_api.create_webhook(
+                ctx.http, api_base, _fathom_api.auth_headers(access_token=access_token), destination, triggers
+            )
+        except _fathom_api.FathomApiError as exc:
+            note = f"no webhook registered: {exc}"
+        else:
+            updated = await ctx.db.execute(
+                """update integrations set webhook_id = $2, webhook_secret = $3, updated_at = now(),
+                       settings = settings - 'webhook_note'
+                   where id = $1 and webhook_id is null and status = 'active'""",
+                integration_id,
+                registered.id,
+                seal_webhook_secret(ctx.cipher, key, registered.secret),
+            )
+            if updated == "UPDATE 0":  # disabled or given one meanwhile: leave nothing behind
+                headers = _fathom_api.auth_headers(access_token=access_token)
+                try:
+                    await _fathom_api.delete_webhook(ctx.http, api_base, headers, registered.id)
+                except _fathom_api.FathomApiError:
+                    log.warning("fathom webhook left behind", integration_id=key)
+            return
+    log.warning("fathom oauth integration without webhook", integration_id=str(integration_id))
+    await ctx.db.execute(
+        """update integrations set settings = settings || jsonb_build_object('webhook_note', $2::text),
+               updated_at = now() where id = $1""",
+        integration_id,
+        note,
+    )
 
 
 async def _store(

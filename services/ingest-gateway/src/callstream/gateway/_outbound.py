@@ -86,7 +86,7 @@ class _Parsed:
     port: int | None
 
 
-def _parse(value: str, field: str) -> _Parsed:
+def _parse(value: str, field: str, *, query_ok: bool = False) -> _Parsed:
     try:
         url = httpx.URL(value)
     except (httpx.InvalidURL, TypeError) as exc:
@@ -95,8 +95,10 @@ def _parse(value: str, field: str) -> _Parsed:
         raise UrlNotAllowed(f"{field} must be an absolute https URL")
     if url.userinfo:
         raise UrlNotAllowed(f"{field} must not carry a user name or password")
-    if url.query or url.fragment or "?" in value or "#" in value:
-        raise UrlNotAllowed(f"{field} must not have a query or fragment")
+    if url.fragment or "#" in value:
+        raise UrlNotAllowed(f"{field} must not have a fragment")
+    if not query_ok and (url.query or "?" in value):
+        raise UrlNotAllowed(f"{field} must not have a query")
     if url.port is not None and not 1 <= url.port <= 65535:
         raise UrlNotAllowed(f"{field} has a port out of range")
     try:
@@ -169,3 +171,40 @@ def check_public_url(value: str, allowed: Sequence[AllowedHost], field: str = "p
             f"{field} must be https to a public DNS name (or a host of CALLSTREAM_GATEWAY_ALLOWED_API_HOSTS)"
         )
     return value.rstrip("/")
+
+
+_LOOPBACK_NAMES = ("localhost",)
+
+
+def _loopback(host: _Host) -> bool:
+    if host.is_ip:
+        return ipaddress.ip_address(host.name).is_loopback
+    return host.name in _LOOPBACK_NAMES or host.name.endswith(".localhost")
+
+
+def parse_return_hosts(value: str) -> tuple[AllowedHost, ...]:
+    """``CALLSTREAM_GATEWAY_RETURN_URL_ALLOW``: the entries of ``parse_allowed_hosts``, where plain
+    http is allowed only towards the loopback (a developer's own machine): a connect session ends by
+    sending its browser there with the outcome in the query, which must not travel in clear text."""
+    entries = parse_allowed_hosts(value)
+    for entry in entries:
+        if entry.plain_http and not (not entry.host.startswith("*.") and _loopback(_canonical_host(entry.host))):
+            raise ValueError(
+                f"return URL entry http://{entry.host}: plain http only to localhost or a loopback address"
+            )
+    return entries
+
+
+def check_return_url(value: str, allowed: Sequence[AllowedHost], field: str = "return_url") -> str:
+    """Where a connect session sends its browser at the end: a host of the allow-list (none when the
+    list is empty), https unless its entry says http:// to the loopback; a query is kept, a fragment
+    refused (the outcome is appended to the query)."""
+    if len(value) > 2000:
+        raise UrlNotAllowed(f"{field} is longer than 2000 characters")
+    parsed = _parse(value, field, query_ok=True)
+    if not _allowed(parsed, allowed):
+        raise UrlNotAllowed(
+            f"{field}: {parsed.scheme}://{parsed.host.name} is not an allowed return host"
+            " (CALLSTREAM_GATEWAY_RETURN_URL_ALLOW)"
+        )
+    return value

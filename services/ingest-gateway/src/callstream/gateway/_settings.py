@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from callstream.runtime import AdminToken, AdminTokenSecret, ServiceSettings, load_settings
 
 from ._crypto import Cipher, KeyRingError, parse_key_ring
-from ._outbound import DEFAULT_ALLOWED_API_HOSTS, AllowedHost, parse_allowed_hosts
+from ._outbound import DEFAULT_ALLOWED_API_HOSTS, AllowedHost, parse_allowed_hosts, parse_return_hosts
 
 DEFAULT_PORT = 8080
 MIB = 1024 * 1024
@@ -88,6 +88,22 @@ class Settings(ServiceSettings):
         "api:calls:read:basic api:calls:read:extensive api:calls:read:transcript",
         validation_alias=_gateway("GONG_SCOPES"),
     )
+    fathom_pkce: bool = Field(
+        False,
+        validation_alias=_gateway("FATHOM_PKCE"),
+        description="send PKCE S256 in Fathom's OAuth (its docs and SDKs do not use it; turn on if the app accepts it)",
+    )
+    gong_pkce: bool = Field(
+        False,
+        validation_alias=_gateway("GONG_PKCE"),
+        description="send PKCE S256 in Gong's OAuth (Gong's documented flow has none; Nango disables it)",
+    )
+    return_url_allow: str = Field(
+        "",
+        validation_alias=_gateway("RETURN_URL_ALLOW"),
+        description="hosts a connect session's return_url may name: host, *.suffix or IP, optional :port; "
+        "https only, http://localhost or http://127.0.0.1 for development; unset = no connect sessions",
+    )
     oauth_state_ttl_seconds: int = Field(600, ge=30, validation_alias=_gateway("OAUTH_STATE_TTL_SECONDS"))
     oauth_refresh_margin_seconds: int = Field(300, ge=0, validation_alias=_gateway("OAUTH_REFRESH_MARGIN_SECONDS"))
 
@@ -105,6 +121,15 @@ class Settings(ServiceSettings):
     def _allow_list_is_readable(cls, value: str) -> str:
         parse_allowed_hosts(value)  # a ValueError names the bad entry
         return value
+
+    @field_validator("return_url_allow")
+    @classmethod
+    def _return_list_is_readable(cls, value: str) -> str:
+        parse_return_hosts(value)
+        return value
+
+    def return_url_allow_list(self) -> tuple[AllowedHost, ...]:
+        return parse_return_hosts(self.return_url_allow)
 
     def api_host_allow_list(self) -> tuple[AllowedHost, ...]:
         return parse_allowed_hosts(self.allowed_api_hosts)
