@@ -234,3 +234,30 @@ async def test_a_session_url_opens_once_and_expires(gateway: Gateway) -> None:
     expired = await gateway.client.get(stale, follow_redirects=False)
     assert _query(expired.headers["location"])["error"] == "session_expired"
     assert (await gateway.client.get("/v1/connect/never-made", follow_redirects=False)).status_code == 404
+
+
+async def test_without_a_public_base_url_a_fathom_oauth_integration_says_why_it_has_no_webhook(
+    database_url: str, nats_url: str, jetstream: object, fake_provider: FakeProvider
+) -> None:
+    settings = make_settings(
+        database_url,
+        nats_url,
+        CALLSTREAM_GATEWAY_RETURN_URL_ALLOW=ALLOW,
+        CALLSTREAM_GATEWAY_PUBLIC_BASE_URL=None,
+    )
+    async for gateway in start_gateway(settings, fake_provider):
+        response = await gateway.client.post(
+            "/v1/connect-sessions",
+            json={"workspace_id": "ws-c", "provider": "fathom", "return_url": RETURN},
+            headers=ADMIN,
+        )
+        url = urlsplit(response.json()["url"])
+        nonce, state, authorize = await _open(gateway, url.path)
+        assert authorize["redirect_uri"] == f"{url.scheme}://{url.netloc}/v1/oauth/fathom/callback"
+        done = await _callback(gateway, "fathom", nonce, code=gateway.fake.issue_code("fathom"), state=state)
+        outcome = _query(done.headers["location"])
+        assert outcome["status"] == "connected"
+        view = (await gateway.client.get(f"/v1/integrations/{outcome['integration_id']}", headers=ADMIN)).json()
+        assert view["webhook_registered"] is False
+        assert "CALLSTREAM_GATEWAY_PUBLIC_BASE_URL" in view["webhook_note"]
+        assert gateway.fake.webhook_requests == []

@@ -221,3 +221,24 @@ async def test_invalid_grant_sets_reauth_required_without_retrying(
     assert again.status_code == 200
     assert again.json()["id"] == integration_id
     assert again.json()["status"] == "active"
+
+
+async def test_a_callback_for_a_disabled_integration_is_refused_and_leaves_it_disabled(gateway: Gateway) -> None:
+    integration_id = await _oauth_row(gateway)
+    state = await _authorize(gateway, "fathom", "ws-r", integration_id=integration_id)
+    # Disabled while its user was at the provider: connecting must not quietly re-enable it.
+    assert (await gateway.client.delete(f"/v1/integrations/{integration_id}", headers=ADMIN)).status_code == 200
+    code = gateway.fake.issue_code("fathom")
+    refused = await gateway.client.get("/v1/oauth/fathom/callback", params={"code": code, "state": state})
+    assert (refused.status_code, refused.json()["error"]) == (409, "integration_disabled")
+    read = await gateway.client.get(f"/v1/integrations/{integration_id}", headers=ADMIN)
+    assert read.json()["status"] == "disabled"
+    assert gateway.fake.token_requests == []  # the code was not even exchanged
+    # Nor does a new authorize name it.
+    again = await gateway.client.get(
+        "/v1/oauth/fathom/authorize",
+        params={"workspace_id": "ws-r", "integration_id": integration_id},
+        headers=ADMIN,
+        follow_redirects=False,
+    )
+    assert (again.status_code, again.json()["error"]) == (409, "integration_disabled")

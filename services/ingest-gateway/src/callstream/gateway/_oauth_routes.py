@@ -57,6 +57,12 @@ class ConnectSession(msgspec.Struct):
     expires_at: datetime
 
 
+def _disabled() -> ApiError:
+    return ApiError(
+        409, "integration_disabled", "the integration is disabled; connecting does not re-enable it (make a new one)"
+    )
+
+
 def _hash_state(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
 
@@ -129,10 +135,13 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
         if integration_id is not None:
             existing = _integration_db.parse_id(integration_id)
             row = existing and await ctx.db.fetchrow(
-                "select workspace_id, provider from integrations where id = $1 and status <> 'erased'", existing
+                "select workspace_id, provider, status from integrations where id = $1 and status <> 'erased'",
+                existing,
             )
             if not row or row["workspace_id"] != workspace_id or row["provider"] != provider:
                 raise ApiError(404, "unknown_integration", "no integration of this workspace and provider has this id")
+            if row["status"] == "disabled":
+                raise _disabled()
         return Redirect(await start(request, app, workspace_id, existing, None), status_code=302)
 
     @post(
@@ -277,6 +286,12 @@ async def _complete(
         raise ApiError(400, "authorization_denied", f"{provider} answered {error[:100]}")
     if not code:
         raise ApiError(400, "invalid_request", "code is missing")
+    if row["integration_id"] is not None:  # a reconnect: never of one disabled since its authorize
+        status = await ctx.db.fetchval("select status from integrations where id = $1", row["integration_id"])
+        if status is None or status == "erased":
+            raise ApiError(404, "unknown_integration", "the integration was erased")
+        if status == "disabled":
+            raise _disabled()
     try:
         tokens = await _oauth.exchange_code(ctx.http, app, code, row["redirect_uri"], verifier)
     except _oauth.InvalidGrant as exc:
@@ -396,16 +411,19 @@ async def _store(
             provider,
         )
         if target is not None:
-            updated = await conn.execute(
+            status = await conn.fetchval("select status from integrations where id = $1 for update", target)
+            if status is None or status == "erased":  # erased while its user was at the provider: never revived
+                raise ApiError(404, "unknown_integration", "the integration was erased")
+            if status == "disabled":  # disabled meanwhile: connecting does not quietly re-enable it
+                raise _disabled()
+            await conn.execute(
                 """update integrations set credentials = $2, status = 'active', auth_kind = 'oauth',
-                       base_url = coalesce($3, base_url), last_error = null, disabled_at = null, updated_at = now()
-                   where id = $1 and status <> 'erased'""",
+                       base_url = coalesce($3, base_url), last_error = null, updated_at = now()
+                   where id = $1""",
                 target,
                 seal_credentials(ctx.cipher, str(target), credentials),
                 tokens.api_base_url,
             )
-            if updated == "UPDATE 0":  # erased while its user was at the provider: never revived
-                raise ApiError(404, "unknown_integration", "the integration was erased")
             return uuid.UUID(str(target))
         new_id = uuid.uuid4()
         await _integration_db.insert(
