@@ -84,6 +84,14 @@ async def test_cancel_a_backfill_mid_stream_then_test_with_the_latest_5(stack: S
             return state["status"] in ("success", "error")
 
         await eventually(first_run_done, timeout=30)
+
+        # What the normalizer made of the first run's calls comes into the run (SyncStored): all new.
+        async def first_run_stored() -> dict[str, Any] | None:
+            [first] = (await scheduler.get(syncs)).json()["items"]
+            return first if first["calls_stored"] == first["calls_published"] > 0 else None
+
+        first = await eventually(first_run_stored, timeout=30)
+        assert (first["calls_created"], first["calls_updated"]) == (first["calls_published"], 0)
         requests_before = len(fathom.log.api())
 
         backfill = await scheduler.post(syncs, json={"mode": "backfill"})
@@ -115,6 +123,8 @@ async def test_cancel_a_backfill_mid_stream_then_test_with_the_latest_5(stack: S
         seen = await _stream_until_end(scheduler, f"{syncs}/{latest.json()['run_id']}/events")
         kind, _, final = seen[-1]
         assert (kind, final["status"], final["calls_published"], final["error"]) == ("finished", "success", 5, None)
+        # The five were stored by the first run already: the raw stream had them byte for byte.
+        assert (final["calls_stored"], final["calls_created"], final["complete"]) == (5, 0, True)
 
         health = (await scheduler.get(f"/v1/integrations/{integration_id}/health")).json()
         checks = {c["name"]: c["ok"] for c in health["checks"]}

@@ -46,6 +46,7 @@ from ._messages import (
     SyncMode,
     SyncProgress,
     SyncRequested,
+    SyncStored,
     TimeWindow,
     WorkspaceId,
 )
@@ -166,6 +167,7 @@ __all__ = [
     "SyncMode",
     "SyncProgress",
     "SyncRequested",
+    "SyncStored",
     "TextValue",
     "TimeWindow",
     "WorkspaceId",

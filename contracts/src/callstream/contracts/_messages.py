@@ -40,6 +40,9 @@ class RawCall(msgspec.Struct, kw_only=True, frozen=True):
     origin: Origin
     received_at: datetime
     traceparent: str | None = None
+    # The pull run that fetched it (absent for a webhook): the normalizer reports what it stored of
+    # each run (``SyncStored``), so a run's progress goes on past "published".
+    run_id: str | None = None
     payload: msgspec.Raw
 
 
@@ -88,6 +91,9 @@ class SyncProgress(msgspec.Struct, kw_only=True, frozen=True, tag="progress", ta
     integration_id: str
     page: int
     calls_published: int
+    # Of those, the calls CALLS_RAW already held byte for byte (a re-read of an unchanged call,
+    # deduplicated by Nats-Msg-Id): stored before, so the normalizer reports nothing for them.
+    calls_already_received: int = 0
     checkpoint: str | None = None
     resume_after: datetime | None = None
     waiting_for: str | None = None
@@ -101,13 +107,32 @@ class SyncFinished(msgspec.Struct, kw_only=True, frozen=True, tag="finished", ta
     status: Literal["success", "error", "reauth_required"]
     pages: int
     calls_published: int
+    calls_already_received: int = 0
     checkpoint: str | None = None
     watermark: datetime | None = None
     error: str | None = None
     at: datetime
 
 
-SyncEvent = SyncProgress | SyncFinished
+class SyncStored(msgspec.Struct, kw_only=True, frozen=True, tag="stored", tag_field="kind"):
+    """What the normalizer made of a batch of one run's raw calls (``sync.events.<provider>``,
+    published by the normalizer after the batch committed): messages ``created``, ``updated``, and
+    ``unchanged`` (already stored as they are). ``batch`` names the batch (its raw events' stream
+    sequences), so the scheduler adds each batch once however often it is delivered. A call
+    published twice within the raw stream's duplicate window (two runs reading the same meeting)
+    reaches the normalizer once: a run's counts may stay below its ``calls_published``."""
+
+    v: Literal[1] = 1
+    run_id: str
+    integration_id: str
+    batch: str
+    created: int
+    updated: int
+    unchanged: int
+    at: datetime
+
+
+SyncEvent = SyncProgress | SyncFinished | SyncStored
 
 
 class CallsListed(msgspec.Struct, kw_only=True, frozen=True):

@@ -93,7 +93,8 @@ _NEEDS: dict[str, _Needs] = {
         # MESSAGES from its outbox; CALLS_RAW, FEATURES and DATAPOINTS only to redrive its own
         # dead letters to where they came from.
         writes=(MESSAGES, CALLS_RAW, FEATURES, DATAPOINTS),
-        publishes=(erasures_finished_subject("normalizer"),),
+        # SyncStored: what it made of each pull run's calls, beside the gateway's progress events
+        publishes=(erasures_finished_subject("normalizer"), "sync.events.*"),
         consumes=(
             NORMALIZER_CONSUMER,
             NORMALIZER_LISTINGS_CONSUMER,

@@ -35,6 +35,12 @@ CHANNELS: tuple[tuple[type[msgspec.Struct], tuple[str, ...], str, str], ...] = (
     ),
     (m.SyncFinished, ("sync.events.fathom", "sync.events.gong"), "ingest-gateway", "A pull run ended"),
     (
+        m.SyncStored,
+        ("sync.events.fathom", "sync.events.gong"),
+        "normalizer",
+        "What a batch of a pull run's calls became: created, updated, unchanged",
+    ),
+    (
         m.MessageUpserted,
         ("messages.upserted.fathom", "messages.upserted.gong"),
         "normalizer",

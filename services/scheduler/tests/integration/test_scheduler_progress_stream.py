@@ -71,6 +71,8 @@ async def base(
     monkeypatch.setenv("CALLSTREAM_SCHEDULER_ADMIN_TOKEN", TOKEN)
     monkeypatch.setenv("CALLSTREAM_SCHEDULER_LOOP_SECONDS", "0.2")
     monkeypatch.setenv("CALLSTREAM_SCHEDULER_PROGRESS_POLL_SECONDS", "0.05")
+    # No normalizer here reports calls stored: a run's stream ends as soon as the run does.
+    monkeypatch.setenv("CALLSTREAM_SCHEDULER_PROGRESS_STORED_GRACE_SECONDS", "0")
     app = build_app(Settings(), clock=clock)  # type: ignore[call-arg]
     runtime = app.state.runtime
     await runtime.start()

@@ -13,17 +13,20 @@ commit, then ack.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
+import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from callstream.contracts import NORMALIZER_CONSUMER, MessageUpserted
+from callstream.contracts import NORMALIZER_CONSUMER, MessageUpserted, Source, SyncStored, sync_events_subject
 from callstream.runtime import (
     ServiceRuntime,
     SpanKind,
@@ -46,6 +49,8 @@ from ._settings import Settings
 from ._store import store_batch
 
 log = get_logger(__name__)
+_REPORT = msgspec.json.Encoder()
+REPORT_TIMEOUT_SECONDS = 2.0
 
 # Traced: the span of each message of the batch this task stores, by message key.
 _MESSAGE_SPANS: ContextVar[dict[tuple[str, str, str], Any] | None] = ContextVar("message_spans", default=None)
@@ -165,7 +170,7 @@ class RawCallProcessor:
         if not mappable:
             return BatchResult(dead_lettered=dead)
         try:
-            stored = await self._store([m for _, m in mappable])
+            events = await self._store([m for _, m in mappable])
         except Exception as exc:
             # Not an outage: one message's value, or a rule (a constraint, a trigger, a bug) one of
             # them breaks. Storing each alone keeps the rest from sharing its retries and its DLQ.
@@ -174,12 +179,14 @@ class RawCallProcessor:
                 return BatchResult(result.stored, result.unchanged, result.dead_lettered + dead, result.retried)
             retried, dead_now = await self._retry_later([msg for msg, _ in mappable], exc)
             return BatchResult(dead_lettered=dead + dead_now, retried=retried)
+        stored = len(events)
+        await self._report_runs(mappable, events)
         await self._ack([msg for msg, _ in mappable])
         RAW_CALLS.labels("stored").inc(stored)
         RAW_CALLS.labels("unchanged").inc(len(mappable) - stored)
         return BatchResult(stored=stored, unchanged=len(mappable) - stored, dead_lettered=dead)
 
-    async def _store(self, mapped: list[MappedMessage]) -> int:
+    async def _store(self, mapped: list[MappedMessage]) -> list[MessageUpserted]:
         started = time.perf_counter()
         async with self._pool.acquire() as conn:
             events = await store_batch(conn, mapped)
@@ -187,7 +194,23 @@ class RawCallProcessor:
         BATCH_MESSAGES.observe(len(mapped))
         if tracing.on:
             _annotate(events)
-        return len(events)
+        return events
+
+    async def _report_runs(self, stored: list[tuple[Msg, MappedMessage]], events: list[MessageUpserted]) -> None:
+        """``SyncStored`` for each pull run with calls in this committed batch (webhook calls have
+        none). Best effort: the messages are stored whatever happens here, and a report lost
+        leaves the run's stored counts short, never wrong (the scheduler adds a batch once)."""
+        runs = run_reports(stored, events)
+        for report in runs:
+            try:
+                await self._js.publish(
+                    sync_events_subject(report.source),
+                    _REPORT.encode(report.event),
+                    headers={"Nats-Msg-Id": f"stored-{report.event.run_id}-{report.event.batch}"},
+                    timeout=REPORT_TIMEOUT_SECONDS,
+                )
+            except Exception as exc:
+                log.warning("stored counts of a run not reported", run_id=report.event.run_id, error=type(exc).__name__)
 
     async def _one_by_one(self, mappable: list[tuple[Msg, MappedMessage]]) -> BatchResult:
         """A value in the batch was rejected: find which by storing each alone."""
@@ -202,8 +225,9 @@ class RawCallProcessor:
                     r, d = await self._retry_later([msg], exc)
                     retried, dead = retried + r, dead + d
                 continue
+            await self._report_runs([(msg, mapped)], written)
             await self._ack([msg])
-            stored, unchanged = stored + written, unchanged + (1 - written)
+            stored, unchanged = stored + len(written), unchanged + (1 - len(written))
         return BatchResult(stored, unchanged, dead, retried)
 
     async def _retry_later(self, msgs: list[Msg], exc: Exception) -> tuple[int, int]:
@@ -244,6 +268,46 @@ class RawCallProcessor:
                 failed += 1
         if failed:
             log.warning("ack failed", count=failed)
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    source: Source
+    event: SyncStored
+
+
+def run_reports(stored: Sequence[tuple[Msg, MappedMessage]], events: Sequence[MessageUpserted]) -> list[RunReport]:
+    """What a committed batch made of each pull run's calls. A call written is ``created`` or
+    ``updated`` as its event says; one the store left as it was, ``unchanged``. The batch is named
+    by its raw events' stream sequences, the same on every delivery of the same batch."""
+    changes: dict[tuple[str, str, str], str] = {(e.workspace_id, e.source, e.external_id): e.change for e in events}
+    counts: dict[str, list[int]] = {}
+    seqs: dict[str, list[int]] = {}
+    first: dict[str, MappedMessage] = {}
+    for msg, mapped in stored:
+        if mapped.run_id is None:
+            continue
+        tally = counts.setdefault(mapped.run_id, [0, 0, 0])
+        first.setdefault(mapped.run_id, mapped)
+        seqs.setdefault(mapped.run_id, []).append(msg.metadata.sequence.stream)
+        change = changes.pop(mapped.key, None)  # a key twice in one batch was written once
+        tally[0 if change == "created" else 1 if change == "updated" else 2] += 1
+    now = datetime.now(UTC)
+    reports = []
+    for run_id, (created, updated, unchanged) in counts.items():
+        batch = hashlib.blake2b(",".join(map(str, sorted(seqs[run_id]))).encode(), digest_size=8).hexdigest()
+        mapped = first[run_id]
+        event = SyncStored(
+            run_id=run_id,
+            integration_id=mapped.integration_id,
+            batch=batch,
+            created=created,
+            updated=updated,
+            unchanged=unchanged,
+            at=now,
+        )
+        reports.append(RunReport(mapped.source, event))
+    return reports
 
 
 def _annotate(events: list[MessageUpserted]) -> None:

@@ -70,6 +70,8 @@ class MappedMessage:
     # row so the MessageUpserted continues the call's trace.
     traceparent: str | None = None
     tracestate: str | None = None
+    # The pull run that fetched it (not content either): what was stored is reported per run.
+    run_id: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:

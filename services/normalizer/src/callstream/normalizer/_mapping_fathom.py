@@ -306,6 +306,7 @@ def map_fathom(raw: RawCall, links: HostAllowList = DEFAULT_LINK_ALLOW_LIST) -> 
         provider_host=https_host(link),
         observed_at=raw.received_at,
         traceparent=raw.traceparent,
+        run_id=raw.run_id,
         participants=_participants(meeting),
         customer=_customer(meeting),
     )

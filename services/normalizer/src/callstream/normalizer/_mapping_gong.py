@@ -448,6 +448,7 @@ def map_gong(raw: RawCall, links: HostAllowList = DEFAULT_LINK_ALLOW_LIST) -> Ma
         provider_host=host_name if host_name and host_name.endswith(".gong.io") else None,
         observed_at=raw.received_at,
         traceparent=raw.traceparent,
+        run_id=raw.run_id,
         participants=_participants(call),
         customer=_customer(call, context),
         withheld=private,

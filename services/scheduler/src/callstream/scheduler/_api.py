@@ -58,6 +58,11 @@ class SyncRunView(msgspec.Struct):
     finished_at: datetime | None
     pages: int
     calls_published: int
+    # What the normalizer made of them (issue #18): stored = created + updated + unchanged (calls
+    # the raw stream already held byte for byte count as unchanged).
+    calls_stored: int
+    calls_created: int
+    calls_updated: int
     checkpoint: str | None
     error: str | None
 
@@ -105,6 +110,12 @@ def _run_view(run: Any) -> SyncRunView:
         finished_at=run["finished_at"],
         pages=run["pages"],
         calls_published=run["calls_published"],
+        calls_stored=run["calls_created"]
+        + run["calls_updated"]
+        + run["calls_unchanged"]
+        + run["calls_already_received"],
+        calls_created=run["calls_created"],
+        calls_updated=run["calls_updated"],
         checkpoint=run["checkpoint"],
         error=run["error"],
     )

@@ -52,7 +52,10 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     runtime.add_worker("sync-events", sync_events)
     runtime.add_worker("erasures", erasures)
     hub = ProgressHub(
-        lambda: runtime.db, poll_seconds=settings.progress_poll_seconds, max_watchers=settings.progress_max_watchers
+        lambda: runtime.db,
+        poll_seconds=settings.progress_poll_seconds,
+        max_watchers=settings.progress_max_watchers,
+        stored_grace_seconds=settings.progress_stored_grace_seconds,
     )
     runtime.add_worker("progress", hub.serve, critical=False)  # without it streams just stop moving
     add_gauge_workers(runtime, scheduler.clock)

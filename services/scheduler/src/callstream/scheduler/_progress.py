@@ -11,12 +11,17 @@ consumer per process with the subject's whole traffic.
 
 Events:
 
-- ``progress`` (``id: <n>``): status, pages, calls published, and the wait a run announced
-  (``waiting_for``, ``resume_after``). ``n`` grows with the run: ``2 * pages`` (+1 while it waits).
-  Counts are cumulative, so pages that moved between two reads arrive as one event with the later
-  counts: nothing is lost, and nothing older than what a client saw is ever sent again.
+- ``progress`` (``id: <n>``): status, pages, calls published, calls stored (created, updated or
+  unchanged, as the normalizer reports them with ``SyncStored``), and the wait a run announced
+  (``waiting_for``, ``resume_after``). ``n`` grows with the run: ``2 * pages`` (+1 while it waits)
+  ``+ 2 * calls_stored``. Counts are cumulative, so pages that moved between two reads arrive as one
+  event with the later counts: nothing is lost, and nothing older than what a client saw is ever
+  sent again.
 - ``finished`` (``id: end``): status (success, error, reauth_required, cancelled), counts, error;
-  the stream then ends.
+  the stream then ends. It comes once the run has ended and the normalizer has reported every
+  published call stored, or ``CALLSTREAM_SCHEDULER_PROGRESS_STORED_GRACE_SECONDS`` after the run
+  ended if it never does (a call two runs published within the raw stream's duplicate window is
+  stored once); until then a run that ended sends ``progress`` events with its final status.
 
 Resuming: a client that reconnects with ``Last-Event-ID: <n>`` gets only states after ``n``; with
 ``Last-Event-ID: end`` it is answered 204, which tells an ``EventSource`` to stop reconnecting.
@@ -31,7 +36,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -51,8 +56,9 @@ END = "end"
 ACTIVE = ("queued", "running")
 
 _COLUMNS = (
-    "id, integration_id, status, pages, calls_published, waiting_for, resume_after, started_at,"
-    " last_progress_at, finished_at, error"
+    "id, integration_id, status, pages, calls_published, calls_created, calls_updated, calls_unchanged,"
+    " calls_already_received,"
+    " waiting_for, resume_after, started_at, last_progress_at, finished_at, error"
 )
 _TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -64,20 +70,30 @@ class RunProgress(msgspec.Struct):
     status: str
     pages: int
     calls_published: int
+    calls_stored: int
+    calls_created: int
+    calls_updated: int
     waiting_for: str | None
     resume_after: datetime | None
     started_at: datetime | None
     last_progress_at: datetime | None
     finished_at: datetime | None
     error: str | None
+    # Ended, and every published call reported stored (or the hub stopped waiting for them).
+    complete: bool = msgspec.field(default=False)
 
     @classmethod
     def of(cls, row: Any) -> RunProgress:
+        stored = row["calls_created"] + row["calls_updated"] + row["calls_unchanged"] + row["calls_already_received"]
         return cls(
             run_id=str(row["id"]),
             status=row["status"],
             pages=row["pages"],
             calls_published=row["calls_published"],
+            calls_stored=stored,
+            calls_created=row["calls_created"],
+            calls_updated=row["calls_updated"],
+            complete=row["status"] not in ACTIVE and stored >= row["calls_published"],
             waiting_for=row["waiting_for"],
             resume_after=row["resume_after"],
             started_at=row["started_at"],
@@ -88,11 +104,11 @@ class RunProgress(msgspec.Struct):
 
     @property
     def finished(self) -> bool:
-        return self.status not in ACTIVE
+        return self.complete
 
     @property
     def seq(self) -> int:
-        return 2 * self.pages + (1 if self.waiting_for else 0)
+        return 2 * self.pages + (1 if self.waiting_for else 0) + 2 * self.calls_stored
 
 
 def _message(state: RunProgress) -> ServerSentEventMessage:
@@ -115,10 +131,20 @@ class TooManyWatchers(Exception):
 class ProgressHub:
     """Every watched run of this process, read together each interval by :meth:`serve`."""
 
-    def __init__(self, pool: Callable[[], asyncpg.Pool], *, poll_seconds: float, max_watchers: int) -> None:
+    def __init__(
+        self,
+        pool: Callable[[], asyncpg.Pool],
+        *,
+        poll_seconds: float,
+        max_watchers: int,
+        stored_grace_seconds: float = 10.0,
+    ) -> None:
         self._pool = pool
         self.poll_seconds = poll_seconds
         self.max_watchers = max_watchers
+        self.stored_grace_seconds = stored_grace_seconds
+        # Runs seen ended but not every call reported stored, since when (this process's clock).
+        self._settling: dict[uuid.UUID, float] = {}
         self._watchers: dict[uuid.UUID, set[Watcher]] = {}
         self._last: dict[uuid.UUID, RunProgress] = {}
         self._wake = asyncio.Event()
@@ -143,6 +169,7 @@ class ProgressHub:
         if not watchers:
             del self._watchers[run_id]
             self._last.pop(run_id, None)
+            self._settling.pop(run_id, None)
 
     async def read(self, integration_id: uuid.UUID, run_id: uuid.UUID) -> RunProgress | None:
         row = await self._pool().fetchrow(
@@ -150,7 +177,23 @@ class ProgressHub:
             run_id,
             integration_id,
         )
-        return None if row is None else RunProgress.of(row)
+        return None if row is None else self._settled(run_id, RunProgress.of(row))
+
+    def _settled(self, run_id: uuid.UUID, state: RunProgress) -> RunProgress:
+        """A run that ended is complete once every call it published is reported stored, or once
+        the grace has passed since it ended (by its ``finished_at``, or since this hub first saw it
+        ended): a call published twice is stored once, and a report can be lost."""
+        if state.complete or state.status in ACTIVE:
+            self._settling.pop(run_id, None)
+            return state
+        now = asyncio.get_running_loop().time()
+        waited = now - self._settling.setdefault(run_id, now)
+        ended = state.finished_at
+        long_ago = ended is not None and (datetime.now(UTC) - ended).total_seconds() >= self.stored_grace_seconds
+        if waited >= self.stored_grace_seconds or long_ago:
+            self._settling.pop(run_id, None)
+            return msgspec.structs.replace(state, complete=True)
+        return state
 
     async def poll_once(self) -> None:
         ids = list(self._watchers)
@@ -162,7 +205,7 @@ class ProgressHub:
         )
         for row in rows:
             run_id = row["id"]
-            state = RunProgress.of(row)
+            state = self._settled(run_id, RunProgress.of(row))
             if self._last.get(run_id) == state:
                 continue
             self._last[run_id] = state

@@ -17,7 +17,7 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from callstream.contracts import SYNC, SyncEvent, SyncProgress, SyncRequested, sync_requested_subject
+from callstream.contracts import SYNC, SyncEvent, SyncProgress, SyncRequested, SyncStored, sync_requested_subject
 from callstream.runtime import SpanKind, get_logger, new_traceparent, tracing
 from callstream.runtime._tracing import NO_SPAN
 
@@ -157,9 +157,12 @@ class Scheduler:
         return True
 
     async def apply_event(self, data: bytes) -> bool:
-        """Apply one ``SyncProgress``/``SyncFinished``; False when it changed nothing (a redelivery,
-        a late event of a settled run, an unknown run). Raises msgspec errors for bad payloads."""
+        """Apply one ``SyncProgress``/``SyncFinished``/``SyncStored``; False when it changed nothing
+        (a redelivery, a late event of a settled run, an unknown run). Raises msgspec errors for bad
+        payloads."""
         event = self._event_decoder.decode(data)
         if isinstance(event, SyncProgress):
             return await self.store.apply_progress(event)
+        if isinstance(event, SyncStored):
+            return await self.store.apply_stored(event)
         return await self.store.apply_finished(event, self.clock.now())

@@ -41,6 +41,13 @@ class Settings(ServiceSettings):
         1.0, gt=0, le=30, validation_alias="CALLSTREAM_SCHEDULER_PROGRESS_POLL_SECONDS"
     )
     progress_max_watchers: int = Field(1000, ge=1, validation_alias="CALLSTREAM_SCHEDULER_PROGRESS_MAX_WATCHERS")
+    progress_stored_grace_seconds: float = Field(
+        10.0,
+        ge=0,
+        validation_alias="CALLSTREAM_SCHEDULER_PROGRESS_STORED_GRACE_SECONDS",
+        description="how long a run's progress stream waits after the run ended for the normalizer to"
+        " report every published call stored (a call published twice is stored once)",
+    )
     # Health: a run queued longer than this, or running without progress this long, is stuck
     # (``sync_ready`` fails); a long backfill that keeps moving is not.
     health_stuck_after_seconds: int = Field(

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from callstream.contracts import SyncFinished, SyncProgress, SyncRequested, TimeWindow
+from callstream.contracts import SyncFinished, SyncProgress, SyncRequested, SyncStored, TimeWindow
 
 from ._policy import Policy, RunPlan, StateBefore, next_on_grid, state_after_run
 
@@ -236,7 +236,8 @@ class SyncStore:
                       last_progress_at = greatest(coalesce(last_progress_at, $2), $2),
                       checkpoint = case when $3 >= pages then coalesce($5, checkpoint) else checkpoint end,
                       pages = greatest(pages, $3),
-                      calls_published = greatest(calls_published, $4)
+                      calls_published = greatest(calls_published, $4),
+                      calls_already_received = greatest(calls_already_received, $8)
                where id = $1 and status in ('queued', 'running', 'cancelled')""",
             _uuid(event.run_id),
             event.at,
@@ -245,6 +246,31 @@ class SyncStore:
             event.checkpoint,
             event.resume_after,
             event.waiting_for,
+            event.calls_already_received,
+        )
+        return str(status) != "UPDATE 0"
+
+    async def apply_stored(self, event: SyncStored) -> bool:
+        """Add a batch's counts to its run once (a redelivery finds the batch recorded). A run
+        settled already still takes them: the normalizer stores what a run published after it ends."""
+        run_id = _uuid(event.run_id)
+        if run_id is None:
+            return False
+        status = await self._pool.execute(
+            """with batch as (
+                   insert into sync_run_batches (run_id, batch)
+                   select id, $2 from sync_runs where id = $1
+                   on conflict do nothing
+                   returning run_id
+               )
+               update sync_runs set calls_created = calls_created + $3, calls_updated = calls_updated + $4,
+                      calls_unchanged = calls_unchanged + $5
+               where id = (select run_id from batch)""",
+            run_id,
+            event.batch,
+            event.created,
+            event.updated,
+            event.unchanged,
         )
         return str(status) != "UPDATE 0"
 
@@ -260,7 +286,8 @@ class SyncStore:
                           last_progress_at = greatest(coalesce(last_progress_at, $3), $3),
                           pages = greatest(pages, $4), calls_published = greatest(calls_published, $5),
                           checkpoint = coalesce($6, checkpoint), error = $7,
-                          resume_after = null, waiting_for = null
+                          resume_after = null, waiting_for = null,
+                          calls_already_received = greatest(calls_already_received, $8)
                    where id = $1 and status in ('queued', 'running')
                    returning *""",
                 run_id,
@@ -270,6 +297,7 @@ class SyncStore:
                 event.calls_published,
                 event.checkpoint,
                 event.error,
+                event.calls_already_received,
             )
             if run is None:
                 return False

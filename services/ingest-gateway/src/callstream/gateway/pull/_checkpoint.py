@@ -45,6 +45,7 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     cursor: str | None = None
     pages: int = 0
     calls_published: int = 0
+    calls_already_received: int = 0  # of calls_published: JetStream had them already (duplicates)
     restarts: int = 0
     finished: bool = False
     status: str | None = None

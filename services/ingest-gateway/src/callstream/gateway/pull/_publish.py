@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import msgspec
 from nats.js import JetStreamContext
@@ -46,6 +47,11 @@ def _max_payload(js: JetStreamContext) -> int | None:
     return nc.max_payload if nc is not None and nc.is_connected else None
 
 
+class PublishedCalls(NamedTuple):
+    published: int
+    already_received: int  # of those, JetStream held them already (an unchanged call read again)
+
+
 @dataclass
 class Publisher:
     js: JetStreamContext
@@ -53,7 +59,8 @@ class Publisher:
 
     async def _publish(
         self, subject: str, data: bytes, msg_id: str, stream: str, traceparent: str | None, call: RawCall | None = None
-    ) -> None:
+    ) -> bool:
+        """Published; True when JetStream had it already (its ``Nats-Msg-Id`` within the window)."""
         headers = {"Nats-Msg-Id": msg_id}
         if traceparent:
             headers["traceparent"] = traceparent
@@ -68,9 +75,10 @@ class Publisher:
         ):
             if tracing.on:
                 tracing.inject(headers)
-            await self.js.publish(subject, data, timeout=PUBLISH_TIMEOUT, stream=stream, headers=headers)
+            ack = await self.js.publish(subject, data, timeout=PUBLISH_TIMEOUT, stream=stream, headers=headers)
+        return bool(ack.duplicate)
 
-    async def calls(self, source: Source, calls: Sequence[RawCall]) -> int:
+    async def calls(self, source: Source, calls: Sequence[RawCall]) -> PublishedCalls:
         """Every call of a page, in parallel; returns, once JetStream has stored them all, how many
         went to ``CALLS_RAW`` (what the run reports as published). The runs hand over only calls
         the normalizer can map (``_mappable``).
@@ -83,7 +91,7 @@ class Publisher:
         encoded = [(c, msgspec.json.encode(c)) for c in calls]
         fits = [max_payload is None or dead_letter_size(len(data)) <= max_payload for _, data in encoded]
         try:
-            await asyncio.gather(
+            duplicates = await asyncio.gather(
                 *(
                     self._publish(
                         raw_calls_subject(source, c.integration_id), data, c.event_id, CALLS_RAW, c.traceparent, c
@@ -95,7 +103,7 @@ class Publisher:
             )
         except Exception as exc:  # any broker failure: the page is not done, come back later
             raise RunDeferred(f"could not publish to {CALLS_RAW}: {type(exc).__name__}", self.redeliver_delay) from None
-        return sum(fits)
+        return PublishedCalls(sum(fits), sum(1 for duplicate in duplicates if duplicate is True))
 
     async def _too_large(self, subject: str, call: RawCall, size: int, max_payload: int) -> None:
         error = (

@@ -124,14 +124,16 @@ class Run:
                 payload=data,
                 traceparent=self.traceparent,
                 received_at=now,
+                run_id=req.run_id,
             )
             for eid, data in fresh
         ]
-        stored = await self.publisher.calls(req.provider, calls)
+        stored, already_received = await self.publisher.calls(req.provider, calls)
         self.published.update(eid for eid, _ in fresh)
         cp = self.checkpoint
         cp.pages += 1
         cp.calls_published += stored
+        cp.calls_already_received += already_received
         cp.cursor = next_cursor
         await self.save()
         progress = SyncProgress(
@@ -139,6 +141,7 @@ class Run:
             integration_id=req.integration_id,
             page=cp.pages,
             calls_published=cp.calls_published,
+            calls_already_received=cp.calls_already_received,
             checkpoint=cp.encode(),
             at=utcnow(),
         )

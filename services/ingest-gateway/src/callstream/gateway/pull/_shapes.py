@@ -188,6 +188,7 @@ def raw_call(
     payload: bytes,
     traceparent: str | None,
     received_at: datetime,
+    run_id: str | None = None,
 ) -> RawCall:
     return RawCall(
         event_id=pull_event_id(integration_id, external_id, payload),
@@ -198,5 +199,6 @@ def raw_call(
         origin="pull",
         received_at=received_at,
         traceparent=traceparent,
+        run_id=run_id,
         payload=msgspec.Raw(payload),
     )

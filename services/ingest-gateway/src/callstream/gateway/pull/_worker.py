@@ -432,6 +432,7 @@ class PullWorker:
                 integration_id=request.integration_id,
                 page=cp.pages,
                 calls_published=cp.calls_published,
+                calls_already_received=cp.calls_already_received,
                 checkpoint=cp.encode(),
                 resume_after=now + timedelta(seconds=deferred.delay or 0),
                 waiting_for=deferred.detail[:200],
@@ -490,6 +491,7 @@ class PullWorker:
             status=status,  # type: ignore[arg-type]
             pages=cp.pages,
             calls_published=cp.calls_published,
+            calls_already_received=cp.calls_already_received,
             checkpoint=cp.encode(),
             watermark=watermark,
             error=error,
@@ -500,9 +502,10 @@ class PullWorker:
         """Mark the run finished in its checkpoint, then announce it (a redelivery re-announces)."""
         cp = await self._load(request.run_id) or Checkpoint(integration_id=request.integration_id)
         if not cp.finished:
-            cp.pages, cp.calls_published = (
+            cp.pages, cp.calls_published, cp.calls_already_received = (
                 max(cp.pages, finished.pages),
                 max(cp.calls_published, finished.calls_published),
+                max(cp.calls_already_received, finished.calls_already_received),
             )
             cp.finished, cp.status, cp.error = True, finished.status, finished.error
             try:
