@@ -2,6 +2,7 @@
 connections, migrations and the service command line. No business logic lives here."""
 
 from ._admin import ADMIN_TOKEN_MIN_LENGTH, AdminToken, AdminTokenSecret, bearer_token
+from ._api_tokens import MANAGE_SCOPE, READ_SCOPE, ManageAccess, ManageGuard, manage_access
 from ._backlog import backlog_worker
 from ._broker import Broker, NatsAuth, connect_nats
 from ._consume import (
@@ -37,6 +38,8 @@ __all__ = [
     "ADMIN_TOKEN_MIN_LENGTH",
     "DEAD_LETTERED",
     "HANDLED",
+    "MANAGE_SCOPE",
+    "READ_SCOPE",
     "REDACTED",
     "RETRY",
     "AdminToken",
@@ -49,6 +52,8 @@ __all__ = [
     "Command",
     "FirstAnswer",
     "HttpServer",
+    "ManageAccess",
+    "ManageGuard",
     "Migration",
     "MigrationError",
     "NatsAuth",
@@ -87,6 +92,7 @@ __all__ = [
     "get_logger",
     "give_up",
     "load_settings",
+    "manage_access",
     "migrate",
     "nak",
     "new_traceparent",

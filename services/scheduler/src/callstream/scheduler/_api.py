@@ -15,7 +15,7 @@ from litestar import Request, Router, get, post
 from litestar.params import FromPath, QueryParameter
 
 from callstream.contracts import Source, SyncMode, TimeWindow
-from callstream.runtime import AdminToken, ApiError
+from callstream.runtime import AdminToken, ApiError, ManageGuard
 
 from ._cancel import RunNotActive, RunNotFound
 from ._policy import PlanError, RunPlan
@@ -164,7 +164,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise ApiError(400, "bad_cursor", "the cursor is not one this API returned") from None
 
 
-def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken) -> Router:
+def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken | ManageGuard) -> Router:
     @post("/integrations/{integration_id:uuid}/syncs", status_code=202)
     async def trigger_sync(integration_id: FromPath[uuid.UUID], request: Request[Any, Any, Any]) -> RunAccepted:
         body = await request.body()

@@ -3,12 +3,14 @@ part of erasures."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
+import asyncpg
 from litestar import Litestar
 from nats.js import JetStreamContext
 
-from callstream.runtime import ServiceRuntime, create_app, get_logger, periodic
+from callstream.runtime import ApiError, ManageGuard, ServiceRuntime, create_app, get_logger, periodic
 
 from ._api import admin_router
 from ._clock import Clock, SystemClock
@@ -59,18 +61,18 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     )
     runtime.add_worker("progress", hub.serve, critical=False)  # without it streams just stop moving
     add_gauge_workers(runtime, scheduler.clock)
+    # The admin token, or a manage token for its own workspaces' integrations (#18): sync requests,
+    # cancel, run history and progress events, sync state and health (runtime's one rule).
+    access = ManageGuard(settings.admin(), lambda: runtime.db, _workspace_of, _no_such_integration)
     app = create_app(
         service=settings.service_name,
         title="callstream scheduler",
         description="when to pull, sync state and run history.",
         route_handlers=[
-            admin_router(lambda: scheduler, settings.admin()),
-            progress_router(hub, settings.admin()),
+            admin_router(lambda: scheduler, access),
+            progress_router(hub, access),
             health_router(
-                lambda: runtime.db,
-                scheduler.clock,
-                timedelta(seconds=settings.health_stuck_after_seconds),
-                settings.admin(),
+                lambda: runtime.db, scheduler.clock, timedelta(seconds=settings.health_stuck_after_seconds), access
             ),
         ],
         checks=runtime.checks(),
@@ -80,3 +82,14 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     app.state.runtime = runtime
     app.state.scheduler = scheduler
     return app
+
+
+async def _workspace_of(pool: asyncpg.Pool, integration_id: uuid.UUID) -> str | None:
+    workspace_id: str | None = await pool.fetchval(
+        "select workspace_id from integrations where id = $1", integration_id
+    )
+    return workspace_id
+
+
+def _no_such_integration() -> ApiError:
+    return ApiError(404, "integration_not_found", "no such integration")

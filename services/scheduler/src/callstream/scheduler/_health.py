@@ -19,7 +19,7 @@ import msgspec
 from litestar import Router, get
 from litestar.params import FromPath
 
-from callstream.runtime import AdminToken, ApiError
+from callstream.runtime import AdminToken, ApiError, ManageGuard
 
 from ._api import erased_error
 from ._clock import Clock
@@ -172,9 +172,11 @@ def judge(row: Mapping[str, Any], *, now: datetime, stuck_after: timedelta) -> I
     )
 
 
-def health_router(pool: Callable[[], asyncpg.Pool], clock: Clock, stuck_after: timedelta, admin: AdminToken) -> Router:
-    # Admin only today; a ``manage`` token scope (issue #18 item 1) would be a second guard here,
-    # limited to the integration's workspace (another workspace's integration a 404).
+def health_router(
+    pool: Callable[[], asyncpg.Pool], clock: Clock, stuck_after: timedelta, admin: AdminToken | ManageGuard
+) -> Router:
+    # ``admin``: the admin token, or (a ManageGuard) also a manage token of the integration's
+    # workspace; another workspace's integration is a 404 like one that does not exist.
     @get("/integrations/{integration_id:uuid}/health")
     async def integration_health(integration_id: FromPath[uuid.UUID]) -> IntegrationHealth:
         row = await pool().fetchrow(_READ, integration_id)

@@ -45,7 +45,7 @@ from litestar import Response, Router, get
 from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from callstream.runtime import AdminToken, ApiError, ServiceRuntime, get_logger
+from callstream.runtime import AdminToken, ApiError, ManageGuard, ServiceRuntime, get_logger
 
 log = get_logger(__name__)
 
@@ -280,9 +280,9 @@ def _after(last_event_id: str | None) -> int | None:
         return None  # not an id of ours: the stream starts from the current state
 
 
-def progress_router(hub: ProgressHub, admin: AdminToken) -> Router:
-    # A ``manage`` token scope (issue #18 item 1) would be a second guard here, limited to the
-    # integration's workspace; today only the admin token streams.
+def progress_router(hub: ProgressHub, admin: AdminToken | ManageGuard) -> Router:
+    # ``admin``: the admin token, or (a ManageGuard) also a manage token of the integration's
+    # workspace (issue #18 item 1); another workspace's integration is a 404.
     @get("/integrations/{integration_id:uuid}/syncs/{run_id:uuid}/events")
     async def run_events(
         integration_id: FromPath[uuid.UUID],
