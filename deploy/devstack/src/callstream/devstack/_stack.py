@@ -36,6 +36,7 @@ JETSTREAM_READY_TIMEOUT_SECONDS = 60.0
 DATABASE = "callstream"
 # The gateway's default provider hosts (its CALLSTREAM_GATEWAY_ALLOWED_API_HOSTS) plus the fakes on loopback.
 DEV_ALLOWED_API_HOSTS = "api.fathom.ai,api.gong.io,*.api.gong.io,http://127.0.0.1"
+DEV_RETURN_URL_ALLOW = "http://127.0.0.1,http://localhost"
 
 
 @dataclass
@@ -200,6 +201,8 @@ class Stack:
         )
         # A dev stack talks to the real providers or to the fakes (`python -m tests.fakes.*`) on loopback.
         env.setdefault("CALLSTREAM_GATEWAY_ALLOWED_API_HOSTS", DEV_ALLOWED_API_HOSTS)
+        # Connect sessions may end at the console or a product on this machine (plain http: loopback only).
+        env.setdefault("CALLSTREAM_GATEWAY_RETURN_URL_ALLOW", DEV_RETURN_URL_ALLOW)
         for service in (*SERVICES, CONSOLE):
             port = service.default_port if port_is_free(service.default_port) else free_port()
             env[service.port_env] = str(port)
