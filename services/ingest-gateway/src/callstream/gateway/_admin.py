@@ -117,6 +117,10 @@ def _integration_id(value: str) -> uuid.UUID:
     return parsed
 
 
+# What the routes open to manage tokens answer besides the usual 400/401/404.
+_MANAGE_RESPONSES = {403: ResponseSpec(ErrorBody, description="an API token without the manage scope")}
+
+
 def _unknown_integration() -> ApiError:
     return ApiError(404, "unknown_integration", "no integration has this id")
 
@@ -137,7 +141,12 @@ def admin_router(ctx: GatewayContext, erasures: Erasures) -> list[Router]:
         if workspace_id is None or not caller.covers(workspace_id):
             raise _unknown_integration()
 
-    @post("/v1/integrations", status_code=201, summary="Create an integration (admin, or manage token)")
+    @post(
+        "/v1/integrations",
+        status_code=201,
+        summary="Create an integration (admin, or manage token)",
+        responses=_MANAGE_RESPONSES,
+    )
     async def create_integration(request: Request[Any, Any, Any]) -> Response[CreatedIntegration]:
         caller = await caller_of(request)
         body = await decode_body(request, CreateIntegration)
@@ -206,7 +215,9 @@ def admin_router(ctx: GatewayContext, erasures: Erasures) -> list[Router]:
             status_code=201,
         )
 
-    @get("/v1/integrations/{integration_id:str}", summary="Read an integration (no secrets)")
+    @get(
+        "/v1/integrations/{integration_id:str}", summary="Read an integration (no secrets)", responses=_MANAGE_RESPONSES
+    )
     async def read_integration(request: Request[Any, Any, Any], integration_id: FromPath[str]) -> IntegrationView:
         caller = await caller_of(request)
         view = await _integration_db.view(ctx.db, _integration_id(integration_id), settings.public_base_url)
@@ -214,7 +225,11 @@ def admin_router(ctx: GatewayContext, erasures: Erasures) -> list[Router]:
             raise _unknown_integration()
         return view
 
-    @get("/v1/integrations", summary="List integrations (a manage token's: its workspaces'), optionally of one")
+    @get(
+        "/v1/integrations",
+        summary="List integrations (a manage token's: its workspaces'), optionally of one",
+        responses=_MANAGE_RESPONSES,
+    )
     async def list_integrations(
         request: Request[Any, Any, Any], workspace_id: FromQuery[str | None] = None
     ) -> list[IntegrationView]:
@@ -229,6 +244,7 @@ def admin_router(ctx: GatewayContext, erasures: Erasures) -> list[Router]:
             200: ResponseSpec(IntegrationView, description="disabled"),
             202: ResponseSpec(ErasureAccepted, description="erase=true: the erasure job (the same on a repeat)"),
             503: ResponseSpec(ErrorBody, description="erase=true: recorded, not yet announced; send it again"),
+            **_MANAGE_RESPONSES,
         },
     )
     async def disable_integration(
@@ -260,7 +276,11 @@ def admin_router(ctx: GatewayContext, erasures: Erasures) -> list[Router]:
     async def erase_workspace(workspace_id: FromPath[str]) -> Response[ErasureAccepted]:
         return Response(await erasures.erase_workspace(workspace_id), status_code=202)
 
-    @get("/v1/erasures/{erasure_id:str}", summary="An erasure job's state, each service's part and counts")
+    @get(
+        "/v1/erasures/{erasure_id:str}",
+        summary="An erasure job's state, each service's part and counts",
+        responses=_MANAGE_RESPONSES,
+    )
     async def read_erasure(request: Request[Any, Any, Any], erasure_id: FromPath[str]) -> ErasureView:
         caller = await caller_of(request)
         job = await erasures.job(erasure_id)

@@ -26,10 +26,12 @@ import httpx
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.datastructures import Cookie
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
 
 from callstream.runtime import ApiError, get_logger
+from callstream.runtime._http import ErrorBody
 
 from . import _fathom_api, _integration_db, _oauth
 from ._access import manage_caller
@@ -122,7 +124,11 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
         )
         return app.authorization_url(uri, state, verifier)
 
-    @get("/v1/oauth/{provider:str}/authorize", summary="Start connecting a provider account (302)")
+    @get(
+        "/v1/oauth/{provider:str}/authorize",
+        summary="Start connecting a provider account (302)",
+        responses={409: ResponseSpec(ErrorBody, description="the integration named is disabled")},
+    )
     async def authorize(
         request: Request[Any, Any, Any],
         provider: FromPath[str],
@@ -148,6 +154,7 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
         "/v1/connect-sessions",
         status_code=201,
         summary="A URL to send a user's browser to: it connects a provider by OAuth, then returns to return_url",
+        responses={403: ResponseSpec(ErrorBody, description="an API token without the manage scope")},
     )
     async def create_connect_session(request: Request[Any, Any, Any]) -> Response[ConnectSession]:
         caller = await manage_caller(request, admin, ctx.db)
@@ -176,7 +183,14 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
         url = base_of(request) + f"/v1/connect/{session_id}"
         return Response(ConnectSession(url, expires_at), status_code=201)
 
-    @get("/v1/connect/{session_id:str}", summary="A connect session's URL: binds this browser, then to the provider")
+    @get(
+        "/v1/connect/{session_id:str}",
+        summary="A connect session's URL: binds this browser, then to the provider",
+        responses={
+            302: ResponseSpec(None, description="to the provider's authorize page, with the browser's cookie"),
+            303: ResponseSpec(None, description="to return_url with status=error (session used or expired)"),
+        },
+    )
     async def open_connect_session(request: Request[Any, Any, Any], session_id: FromPath[str]) -> Response[Any]:
         id_hash = _hash_state(session_id)
         nonce = secrets.token_urlsafe(32)
@@ -201,7 +215,15 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
         location = await start(request, app, row["workspace_id"], None, id_hash)
         return Redirect(location, status_code=302, cookies=[_browser_cookie(request, nonce)])
 
-    @get("/v1/oauth/{provider:str}/callback", summary="The provider sends the user back here")
+    @get(
+        "/v1/oauth/{provider:str}/callback",
+        summary="The provider sends the user back here",
+        responses={
+            303: ResponseSpec(None, description="a connect session's end: to return_url with status and error"),
+            409: ResponseSpec(ErrorBody, description="the integration being reconnected was disabled meanwhile"),
+            502: ResponseSpec(ErrorBody, description="the provider's token endpoint failed"),
+        },
+    )
     async def callback(request: Request[Any, Any, Any], provider: FromPath[str]) -> Response[Any]:
         app = app_for(provider)
         query = request.query_params  # ``state`` is a reserved parameter name in litestar
