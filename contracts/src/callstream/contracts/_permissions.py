@@ -104,8 +104,10 @@ _NEEDS: dict[str, _Needs] = {
         ),
         # ERASURES: without it an erasure asked for before `setup` ran again would wait unseen
         declares=(CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS, DLQ, ERASURES),
-        # replay (CALLS_RAW); an erasure reads every stream that names messages or integrations
-        ephemeral_on=(CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS, DLQ, SYNC_EVENTS),
+        ephemeral_on=(CALLS_RAW,),  # replay
+        # an erasure reads every stream that names messages or integrations (create-only: no other
+        # consumer of those streams can be read, changed or deleted with it)
+        ordered_on=(CALLS_RAW, MESSAGES, FEATURES, DATAPOINTS, DLQ, SYNC_EVENTS),
         dead_letters=(NORMALIZER_OUTBOX_DEAD_LETTERS,),
         get_from=(DLQ,),  # dlq list / show
         # dlq redrive / drop; an erasure's events in the others

@@ -182,8 +182,12 @@ async def test_an_erased_integration_leaves_nothing_behind_and_its_neighbour_kee
     async def b_stored() -> bool:
         return await _count(pool, "select count(*) from messages where integration_id = 'int-b'") == 2
 
+    customers = await _count(pool, "select count(*) from customers")
     await wait_until(b_stored, timeout=30)
     assert await _count(pool, "select count(*) from messages where integration_id = 'int-a'") == 0
+    # ... nor is its customer, nor does its transcript stay in the raw stream
+    assert await _count(pool, "select count(*) from customers") == customers
+    assert not await stream_messages(js, "CALLS_RAW", raw_calls_subject("fathom", "int-a"))
 
     # The request again (a redelivery after a crash before the report): the same counts.
     again = await erase(pool, js, request)

@@ -26,7 +26,14 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from callstream.contracts import NORMALIZER_CONSUMER, MessageUpserted, Source, SyncStored, sync_events_subject
+from callstream.contracts import (
+    CALLS_RAW,
+    NORMALIZER_CONSUMER,
+    MessageUpserted,
+    Source,
+    SyncStored,
+    sync_events_subject,
+)
 from callstream.runtime import (
     ServiceRuntime,
     SpanKind,
@@ -40,6 +47,7 @@ from callstream.runtime import (
 )
 from callstream.runtime._tracing import mark_error
 
+from ._erasure import delete_event
 from ._errors import is_poison, is_transient
 from ._mapped import MappedMessage, UnmappableError
 from ._mapping import map_raw_call
@@ -97,6 +105,7 @@ class RawCallProcessor:
         delivery: that message goes to the DLQ with the error, and the rest of the batch goes on."""
         mappable: list[tuple[Msg, MappedMessage]] = []
         dead = 0
+        msgs = await self._without_erased(msgs)
         for msg in msgs:
             delivered = msg.metadata.num_delivered
             if delivered >= self._max_deliver:  # JetStream's last: it would drop the next silently
@@ -114,6 +123,31 @@ class RawCallProcessor:
                 log.error("mapping failed", subject=msg.subject, error=type(exc).__name__, exc_info=exc)
                 dead += await self._give_up(msg, f"unmappable: {type(exc).__name__}: {str(exc)[:300]}")
         return Prepared(mappable, dead)
+
+    async def _without_erased(self, msgs: Sequence[Msg]) -> Sequence[Msg]:
+        """Raw calls of an erased integration that arrive after its erasure (a pull page or a
+        webhook in flight) are deleted from the stream (their bytes overwritten) and acknowledged,
+        never mapped: the messages table's trigger would skip their rows, but not their customer,
+        their provider host, or their transcript left in CALLS_RAW. Found by the subject's
+        integration token: one look-up per batch."""
+        named = {token for msg in msgs if (token := _integration_of(msg.subject)) is not None}
+        if not named:
+            return msgs
+        try:
+            erased = set(await self._pool.fetchval(_ERASED, list(named)) or ())
+        except Exception:  # the database away: the store fails next and naks the batch, as before
+            return msgs
+        if not erased:
+            return msgs
+        kept = []
+        for msg in msgs:
+            if _integration_of(msg.subject) in erased:
+                await delete_event(self._js, CALLS_RAW, msg.metadata.sequence.stream, overwrite=True)
+                await msg.ack()
+                RAW_CALLS.labels("erased").inc()
+            else:
+                kept.append(msg)
+        return kept
 
     async def store(self, prepared: Prepared) -> BatchResult:
         if tracing.on and prepared.mappable:
@@ -268,6 +302,15 @@ class RawCallProcessor:
                 failed += 1
         if failed:
             log.warning("ack failed", count=failed)
+
+
+_ERASED = "select array_agg(integration_id) from normalizer_erased_integrations where integration_id = any($1::text[])"
+
+
+def _integration_of(subject: str) -> str | None:
+    """``calls.raw.<source>.<integration_id>``'s integration (None on the older three-token subject)."""
+    tokens = subject.split(".")
+    return tokens[3] if len(tokens) == 4 else None
 
 
 @dataclass(frozen=True, slots=True)

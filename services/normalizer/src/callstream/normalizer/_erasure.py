@@ -41,7 +41,7 @@ import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from callstream.contracts import (
@@ -66,12 +66,15 @@ from ._store import OUTBOX_CHANNEL, OUTBOX_ORDER_LOCK
 
 log = get_logger(__name__)
 
-__all__ = ["ErasureReport", "erase", "run_erasure_consumer"]
+__all__ = ["ErasureReport", "delete_event", "erase", "run_erasure_consumer"]
 
 _DECODER = msgspec.json.Decoder(ErasureRequested)
 _EVENT = msgspec.json.Encoder()
 REDELIVERY = Redelivery(first_delay=5.0, max_delay=120.0)
 BATCH = 500
+# A stream read that delivers nothing for this long, this many times in a row, has stalled.
+SCAN_WAIT_SECONDS = 5.0
+SCAN_STALLS = 3
 # Between two in-progress acks at most (the consumer's ack_wait is 60 s).
 HEARTBEAT_SECONDS = 15.0
 
@@ -83,6 +86,9 @@ on conflict (erasure_id) do nothing
 # SHARE ROW EXCLUSIVE waits for every transaction writing messages and keeps new ones out until
 # commit (a few milliseconds): afterwards the trigger sees the integrations in every statement.
 _REGISTER_LOCK = "lock table messages in share row exclusive mode"
+# Queued behind an autovacuum or an index build, the lock would hold every write to messages up
+# behind it: give up after a few seconds (a transient error: the job is tried again).
+_LOCK_TIMEOUT = "set local lock_timeout = '5s'"
 _REGISTER = """
 insert into normalizer_erased_integrations (integration_id, erasure_id)
 select unnest($1::text[]), $2
@@ -240,6 +246,10 @@ class Erased:
     def _names(self, n: _Named) -> bool:
         if n.integration_id is not None and n.integration_id in self.integration_ids:
             return True
+        if n.integration_id is not None and self.scope == "integration":
+            # Another integration's raw call or progress, even of a call both delivered (a Fathom
+            # recording shared into two accounts): the other keeps what it received.
+            return False
         if n.workspace_id is not None and n.workspace_id != self.workspace_id:
             return False
         if self.scope == "workspace" and n.workspace_id == self.workspace_id:
@@ -300,6 +310,7 @@ async def erase(
         if row["finished_at"] is not None:  # done before: the same counts again
             return ErasureReport(erasure_id, dict(row["counts"]))
         if request.integration_ids:
+            await conn.execute(_LOCK_TIMEOUT)
             await conn.execute(_REGISTER_LOCK)
             await conn.execute(_REGISTER, sorted(request.integration_ids), erasure_id)
 
@@ -440,6 +451,7 @@ async def _scrub_streams(js: JetStreamContext, erased: Erased, heartbeat: Heartb
     for integration_id in sorted(erased.integration_ids):
         for subject in (f"calls.raw.*.{integration_id}", f"calls.listed.*.{integration_id}"):
             counts["raw_events"] = counts.get("raw_events", 0) + await _purge(js, CALLS_RAW, subject)
+            await heartbeat()
     for stream, subjects, kind, overwrite in SCRUBBED:
         counts[kind] = counts.get(kind, 0) + await _scrub(js, stream, subjects, erased, heartbeat, overwrite)
     return counts
@@ -457,52 +469,64 @@ async def _purge(js: JetStreamContext, stream: str, subject: str) -> int:
 async def _scrub(
     js: JetStreamContext, stream: str, subjects: str, erased: Erased, heartbeat: Heartbeat, overwrite: bool
 ) -> int:
-    """Delete every event of ``stream`` (under ``subjects``) that names what is erased."""
+    """Delete every event of ``stream`` (under ``subjects``) that names what is erased; returns how
+    many this call deleted. Read with an ordered consumer (create-only permission, nothing to
+    settle); a read that stalls fails the step (retried with the job), it never ends it early."""
     try:
-        info = await js.stream_info(stream)
+        info = await js.stream_info(stream, subjects_filter=subjects)
     except NotFoundError:
         return 0
-    if info.state.messages == 0:
+    if not info.state.subjects:  # nothing under the filter
         return 0
     last_seq = info.state.last_seq
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.NONE,  # a read, nothing to settle
-        inactive_threshold=60.0,
-        mem_storage=True,
-    )
-    sub = await js.pull_subscribe(subjects, stream=stream, config=config)
+    sub = await js.subscribe(subjects, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
     doomed: list[int] = []
+    stalls = read = 0
     try:
         while True:
             try:
-                msgs = await sub.fetch(256, timeout=2.0)
+                msg = await sub.next_msg(timeout=SCAN_WAIT_SECONDS)
             except (nats.errors.TimeoutError, TimeoutError):
-                break  # nothing left under the filter
-            doomed += [m.metadata.sequence.stream for m in msgs if erased.names(m.subject, m.data)]
-            await heartbeat()
-            end = msgs[-1].metadata
-            if end.sequence.stream >= last_seq or end.num_pending == 0:
+                stalls += 1
+                if stalls >= SCAN_STALLS:
+                    raise TimeoutError(f"reading {stream} stalled: the erasure's scan is tried again") from None
+                await heartbeat()
+                continue
+            stalls = 0
+            meta = msg.metadata
+            if erased.names(msg.subject, msg.data):
+                doomed.append(meta.sequence.stream)
+            read += 1
+            if read % 256 == 0:
+                await heartbeat()
+            if meta.sequence.stream >= last_seq or meta.num_pending == 0:
                 break
     finally:
-        # The ephemeral consumer goes by itself after inactive_threshold if this fails.
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # an ordered consumer goes by itself when its reader does
             await sub.unsubscribe()
+    deleted = 0
     for start in range(0, len(doomed), 64):
-        await asyncio.gather(*(_delete(js, stream, seq, overwrite) for seq in doomed[start : start + 64]))
+        found = await asyncio.gather(
+            *(delete_event(js, stream, seq, overwrite=overwrite) for seq in doomed[start : start + 64])
+        )
+        deleted += sum(found)
         await heartbeat()
-    return len(doomed)
+    return deleted
 
 
-async def _delete(js: JetStreamContext, stream: str, seq: int, overwrite: bool) -> None:
-    """Delete one event (nats-py's ``delete_msg`` cannot say ``no_erase``)."""
+async def delete_event(js: JetStreamContext, stream: str, seq: int, *, overwrite: bool) -> bool:
+    """Delete one event (nats-py's ``delete_msg`` cannot say ``no_erase``); False when it was gone
+    already (a resumed job, or its age limit), so a step run twice counts each event once."""
     request = {"seq": seq} if overwrite else {"seq": seq, "no_erase": True}
     reply = await js._nc.request(f"$JS.API.STREAM.MSG.DELETE.{stream}", json.dumps(request).encode(), timeout=30)
     answer = json.loads(reply.data)
     error = answer.get("error")
-    if error is None or error.get("err_code") == 10057:  # 10057 "no message found": gone already
-        return
+    if error is None:
+        return True
+    if error.get("err_code") == 10057:  # "no message found"
+        return False
     APIError.from_error(error)  # raises the error's class
+    return False
 
 
 async def _handle(runtime: ServiceRuntime, settings: Settings, msg: Msg) -> None:

@@ -7,7 +7,7 @@ from prometheus_client import Counter, Histogram
 RAW_CALLS = Counter(
     "callstream_normalizer_raw_calls_total",
     "Raw calls handled, by outcome",
-    ["outcome"],  # stored (written), unchanged (nothing to write), dead_lettered, retried
+    ["outcome"],  # stored (written), unchanged (nothing to write), dead_lettered, retried, erased (dropped)
 )
 EVENTS_PUBLISHED = Counter("callstream_normalizer_events_published_total", "MessageUpserted events published")
 FEATURE_LINKS = Counter("callstream_normalizer_feature_links_total", "features.linked handled, by outcome", ["outcome"])
