@@ -20,6 +20,7 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -45,7 +46,6 @@ log = get_logger(__name__)
 
 CONNECT_SESSION_SECONDS = 600  # a session's URL must be opened within this, and its cookie lives as long
 COOKIE = "callstream_connect"
-COOKIE_PATH = "/v1/oauth/"
 
 
 class CreateConnectSession(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -81,6 +81,9 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
     allowed_hosts = settings.api_host_allow_list()
     return_hosts = settings.return_url_allow_list()
     admin = settings.admin()
+    # The cookie goes to the callbacks only, under the gateway's public path (it may sit under a prefix).
+    public_path = urlsplit(settings.public_base_url).path.rstrip("/") if settings.public_base_url else ""
+    cookie_path = public_path + "/v1/oauth/"
 
     def app_for(provider: str) -> _oauth.OAuthApp:
         if provider not in _oauth.PROVIDERS:
@@ -213,7 +216,7 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
         except ApiError as exc:  # the app's settings went away since the session was made
             return _outcome(row["return_url"], error=exc.error)
         location = await start(request, app, row["workspace_id"], None, id_hash)
-        return Redirect(location, status_code=302, cookies=[_browser_cookie(request, nonce)])
+        return Redirect(location, status_code=302, cookies=[_browser_cookie(request, nonce, cookie_path)])
 
     @get(
         "/v1/oauth/{provider:str}/callback",
@@ -255,7 +258,7 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
             )
             if elsewhere is not None:
                 log.warning("connect callback from another browser", provider=provider)
-                return _outcome(elsewhere, error="browser_mismatch", clear=True)
+                return _outcome(elsewhere, error="browser_mismatch", clear=cookie_path)
             return await _refuse(
                 browser, ApiError(400, "invalid_state", "unknown or already used state; start again from authorize")
             )
@@ -270,10 +273,10 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
         except ApiError as exc:
             if return_url is None:
                 raise
-            return _outcome(return_url, error=exc.error, clear=True)
+            return _outcome(return_url, error=exc.error, clear=cookie_path)
         if return_url is None:
             return Response(view, status_code=200)
-        return _outcome(return_url, integration_id=view.id, clear=True)
+        return _outcome(return_url, integration_id=view.id, clear=cookie_path)
 
     async def _refuse(browser: str | None, exc: ApiError) -> Response[Any]:
         """A callback with no usable state: back to the connect session this browser opened, if
@@ -283,7 +286,7 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
                 "select return_url from connect_sessions where browser_hash = $1", browser
             )
             if return_url is not None:
-                return _outcome(return_url, error=exc.error, clear=True)
+                return _outcome(return_url, error=exc.error, clear=cookie_path)
         raise exc
 
     return [
@@ -339,9 +342,9 @@ async def _complete(
 
 
 def _outcome(
-    return_url: str, *, integration_id: str | None = None, error: str | None = None, clear: bool = False
+    return_url: str, *, integration_id: str | None = None, error: str | None = None, clear: str | None = None
 ) -> Response[Any]:
-    """The redirect a connect session ends with (its browser cookie cleared once it is spent)."""
+    """The redirect a connect session ends with (``clear``: the path of its spent browser cookie, to clear)."""
     params = (
         {"status": "connected", "integration_id": integration_id}
         if error is None
@@ -349,19 +352,17 @@ def _outcome(
     )
     url = httpx.URL(return_url)
     location = str(url.copy_merge_params(params))
-    cookies = (
-        [Cookie(key=COOKIE, value="", path=COOKIE_PATH, max_age=0, httponly=True, samesite="lax")] if clear else []
-    )
+    cookies = [Cookie(key=COOKIE, value="", path=clear, max_age=0, httponly=True, samesite="lax")] if clear else []
     return Redirect(location, status_code=303, cookies=cookies)
 
 
-def _browser_cookie(request: Request[Any, Any, Any], nonce: str) -> Cookie:
+def _browser_cookie(request: Request[Any, Any, Any], nonce: str, path: str) -> Cookie:
     # Secure everywhere but a developer's http://localhost (a Secure cookie is not set over http).
     plain_local = request.url.scheme == "http" and (request.url.hostname or "") in ("localhost", "127.0.0.1", "::1")
     return Cookie(
         key=COOKIE,
         value=nonce,
-        path=COOKIE_PATH,  # sent to the callbacks only
+        path=path,  # sent to the callbacks only
         max_age=CONNECT_SESSION_SECONDS,
         httponly=True,
         secure=not plain_local,
