@@ -95,6 +95,8 @@ async def test_an_operator_adds_fathom_test_syncs_and_reads_the_messages(console
     done = (await client.get(path)).text
     assert '<span class="badge ok">finished</span>' in done
     assert "latest 5" in done or "latest</td>" in done or "latest 5 " in done
+    # what the normalizer made of the five: all stored (its stream ended once they were)
+    assert '<dd data-field="calls_stored">5</dd>' in done
 
     async def listed() -> str | None:
         answer = (await client.get("/messages", params={"workspace_id": "console"})).text

@@ -13,6 +13,7 @@ from callstream.contracts import (
     DLQ,
     NORMALIZER_CONSUMER,
     NORMALIZER_DATAPOINTS_CONSUMER,
+    NORMALIZER_ERASURES_CONSUMER,
     NORMALIZER_FEATURES_CONSUMER,
     NORMALIZER_LISTINGS_CONSUMER,
     DeadLetter,
@@ -29,6 +30,8 @@ DLQ_SUBJECTS = (
     dlq_subject(NORMALIZER_FEATURES_CONSUMER.durable),
     dlq_subject(NORMALIZER_DATAPOINTS_CONSUMER.durable),
     dlq_subject(NORMALIZER_LISTINGS_CONSUMER.durable),
+    # an erasure request it could never carry out: the job stays running until someone looks here
+    dlq_subject(NORMALIZER_ERASURES_CONSUMER.durable),
     dlq_subject(OUTBOX_DEAD_LETTERS),
 )
 _DECODER = msgspec.json.Decoder(DeadLetter)

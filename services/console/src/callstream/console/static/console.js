@@ -23,6 +23,10 @@
     var d = JSON.parse(event.data);
     set("pages", d.pages);
     set("calls_published", d.calls_published);
+    if (d.calls_stored !== undefined) {
+      set("calls_stored", d.calls_stored);
+      set("calls_new", d.calls_created + " · " + d.calls_updated);
+    }
     var word = words[d.status] || [d.status, "off"];
     var badge = set("status", word[0]);
     if (badge) badge.className = "badge " + word[1];
