@@ -56,13 +56,12 @@ from callstream.contracts import (
     ErasureRequested,
     MessageDeleted,
     erasures_finished_subject,
-    messages_deleted_subject,
 )
 from callstream.runtime import Redelivery, ServiceRuntime, Unprocessable, consume, get_logger, wait_for_postgres
 
 from ._errors import is_poison
 from ._settings import Settings
-from ._store import OUTBOX_CHANNEL, OUTBOX_ORDER_LOCK
+from ._tombstones import announce_deleted
 
 log = get_logger(__name__)
 
@@ -122,7 +121,6 @@ _ERASED_MESSAGES = """
 insert into normalizer_erased_messages (message_id, erasure_id) select unnest($1::uuid[]), $2
 on conflict (message_id) do nothing
 """
-_FINISH_BATCH = "select normalizer_finish_batch($1, $2, $3, $4, $5::text[], $6::text[], '{}', '{}', '{}')"
 _ORPHAN_CUSTOMERS = """
 delete from customers c
 where c.id in (select distinct customer_id from normalizer_erasure_items where erasure_id = $1 and customer_id is not null)
@@ -434,15 +432,7 @@ async def _erase_batch(conn: asyncpg.Connection, erasure_id: str, rows: list[asy
         )
         for r in rows
     ]
-    await conn.execute(
-        _FINISH_BATCH,
-        OUTBOX_ORDER_LOCK,
-        OUTBOX_CHANNEL,
-        [messages_deleted_subject(e.source) for e in events],
-        [_EVENT.encode(e) for e in events],
-        [None] * len(events),
-        [None] * len(events),
-    )
+    await announce_deleted(conn, events)
     await conn.execute(_SAVE_COUNTS, erasure_id, counts)
 
 

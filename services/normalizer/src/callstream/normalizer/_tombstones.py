@@ -47,7 +47,7 @@ from ._store import OUTBOX_CHANNEL, OUTBOX_ORDER_LOCK
 
 log = get_logger(__name__)
 
-__all__ = ["apply_listing", "run_listing_consumer", "tombstone"]
+__all__ = ["announce_deleted", "apply_listing", "run_listing_consumer", "tombstone"]
 
 _DECODER = msgspec.json.Decoder(CallsListed)
 _EVENT = msgspec.json.Encoder()
@@ -128,16 +128,21 @@ async def tombstone(
             )
             for row in gone
         ]
-        await conn.execute(
-            _FINISH,
-            OUTBOX_ORDER_LOCK,
-            OUTBOX_CHANNEL,
-            [messages_deleted_subject(e.source) for e in events],
-            [_EVENT.encode(e) for e in events],
-            [None] * len(events),
-            [None] * len(events),
-        )
+        await announce_deleted(conn, events)
     return events
+
+
+async def announce_deleted(conn: asyncpg.Connection, events: Sequence[MessageDeleted]) -> None:
+    """``MessageDeleted`` through the outbox, in the caller's transaction (tombstones, erasure)."""
+    await conn.execute(
+        _FINISH,
+        OUTBOX_ORDER_LOCK,
+        OUTBOX_CHANNEL,
+        [messages_deleted_subject(e.source) for e in events],
+        [_EVENT.encode(e) for e in events],
+        [None] * len(events),
+        [None] * len(events),
+    )
 
 
 def _in_window(value: str | None, start: datetime, end: datetime) -> bool:
