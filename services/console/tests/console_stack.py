@@ -66,15 +66,26 @@ async def _console_stack(
     service_env: dict[str, str], jetstream: object, start_service: Callable[..., ServiceProcess]
 ) -> AsyncIterator[ConsoleStack]:
     fathom = FathomState(FathomConfig(seed=84, meetings=12, span_days=10, page_size=5))
-    procs = {name: start_service(name, service_env, wait=False) for name in BACKENDS}
-    token = "cs_console_admin_" + secrets.token_urlsafe(32)
-    urls = {by_name(name).url_env: proc.url for name, proc in procs.items()}
-    env = {**console_env({**service_env, **urls}), CONSOLE_ADMIN_TOKEN_ENV: token}
-    procs["console"] = start_service("console", env, wait=False)
-    for proc in procs.values():
-        await asyncio.to_thread(proc.wait_ready)
     async with serve_in_process(fathom_app(fathom)) as fathom_url:
-        yield ConsoleStack(procs["console"].url, token, fathom_url + "/external/v1", fathom, procs, env)
+        api = fathom_url + "/external/v1"
+        # Connect sessions run the fake's OAuth and return to the console on loopback.
+        oauth = {
+            "CALLSTREAM_GATEWAY_FATHOM_CLIENT_ID": fathom.config.oauth_client_id,
+            "CALLSTREAM_GATEWAY_FATHOM_CLIENT_SECRET": fathom.config.oauth_client_secret,
+            "CALLSTREAM_GATEWAY_FATHOM_AUTHORIZE_URL": api + "/oauth2/authorize",
+            "CALLSTREAM_GATEWAY_FATHOM_TOKEN_URL": api + "/oauth2/token",
+            "CALLSTREAM_GATEWAY_FATHOM_API_URL": api,
+            "CALLSTREAM_GATEWAY_RETURN_URL_ALLOW": "http://127.0.0.1",
+        }
+        backend_env = {**service_env, **oauth}
+        procs = {name: start_service(name, backend_env, wait=False) for name in BACKENDS}
+        token = "cs_console_admin_" + secrets.token_urlsafe(32)
+        urls = {by_name(name).url_env: proc.url for name, proc in procs.items()}
+        env = {**console_env({**service_env, **urls}), CONSOLE_ADMIN_TOKEN_ENV: token}
+        procs["console"] = start_service("console", env, wait=False)
+        for proc in procs.values():
+            await asyncio.to_thread(proc.wait_ready)
+        yield ConsoleStack(procs["console"].url, token, api, fathom, procs, env)
 
 
 async def signed_in_client(stack: ConsoleStack) -> httpx.AsyncClient:

@@ -65,7 +65,7 @@ async def test_an_operator_in_chromium(console_stack: ConsoleStack, screens: Pat
 
             await page.get_by_role("link", name="Integrations").first.click()
             await _shot(page, screens, "03-integrations-empty")
-            fathom = page.locator("form", has=page.get_by_role("heading", name="Fathom"))
+            fathom = page.locator("form", has=page.get_by_role("heading", name="Fathom", exact=True))
             await fathom.get_by_label("Workspace id").fill("browser")
             await fathom.get_by_label("API key").fill(API_KEY)
             await fathom.get_by_text("Advanced").click()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -123,6 +124,14 @@ def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     return _page(request, "error.html", status_code=status, title=title, text=text)
 
 
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _date(value: str) -> date | None:
     try:
         return date.fromisoformat(value.strip())
@@ -170,6 +179,35 @@ def _new_integration(form: dict[str, str]) -> dict[str, Any]:
     if form.get("base_url", "").strip():
         body["base_url"] = form["base_url"].strip()
     return body
+
+
+# A connect session's ``error`` codes (the gateway's): what happened, what it means, what to do.
+CONNECT_ERRORS: dict[str, str] = {
+    "session_used": "This connect link was already opened once. Each link works once: press Connect again.",
+    "session_expired": "The connect link expired (it lasts 10 minutes). Press Connect again.",
+    "browser_mismatch": "The sign-in at the provider finished in another browser than the one that started it."
+    " Start again and finish in the same browser.",
+    "invalid_state": "The provider sent back an unknown or already used request (a reload or the back button?)."
+    " Press Connect again.",
+    "expired_state": "The sign-in at the provider took longer than 10 minutes. Press Connect again.",
+    "authorization_denied": "Access was not granted at the provider (cancelled, or the account may not"
+    " allow it). Press Connect again and allow access, or ask the account's admin.",
+    "invalid_grant": "The provider refused the sign-in's code (used or expired). Press Connect again.",
+    "provider_error": "The provider's token service failed. Try again in a few minutes.",
+    "base_url_not_allowed": "The provider named an API host the gateway may not call"
+    " (CALLSTREAM_GATEWAY_ALLOWED_API_HOSTS). Ask the operator to allow it.",
+    "oauth_not_configured": "No OAuth app is configured for this provider at the gateway"
+    " (CALLSTREAM_GATEWAY_<PROVIDER>_CLIENT_ID and _CLIENT_SECRET). Add by API key instead, or ask the operator.",
+    "integration_disabled": "The integration was disabled meanwhile; connecting does not re-enable it. Connect anew.",
+    "unknown_integration": "The integration was erased meanwhile. Connect anew.",
+}
+
+
+def _connect_error(code: str) -> str:
+    known = CONNECT_ERRORS.get(code)
+    if known:
+        return f"Connecting failed ({code}): {known}"
+    return f"Connecting failed ({code or 'no reason given'}). Press Connect again; if it keeps failing, see the gateway's log."
 
 
 async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
@@ -326,6 +364,57 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             f"{created['provider'].title()} integration added to {created['workspace_id']}. Run Test sync (latest 5) to check it works.",
         )
         return _see(f"/integrations/{created['id']}")
+
+    @post("/integrations/connect")
+    async def connect(request: Request[Any, Any, Any]) -> Redirect:
+        """A connect session at the gateway that returns here; the browser goes on to its URL."""
+        form = await _form(request)
+        provider, workspace = form.get("provider", ""), form.get("workspace_id", "").strip()
+        if provider not in ("fathom", "gong"):
+            _flash(request, "bad", "choose Fathom or Gong")
+            return _see("/integrations#connect")
+        if not workspace:
+            _flash(request, "bad", "a workspace id is needed (letters, digits, '_' or '-')")
+            return _see("/integrations#connect")
+        body = {
+            "workspace_id": workspace,
+            "provider": provider,
+            "return_url": settings.public_base() + "/integrations/connected",
+        }
+        try:
+            session = await api().connect_session(body)
+        except BackendError as exc:
+            if exc.code == "oauth_not_configured":
+                _flash(request, "bad", _connect_error(exc.code))
+            elif exc.code == "return_url_not_allowed":
+                _flash(
+                    request,
+                    "bad",
+                    f"The gateway may not send the browser back to {settings.public_base()}: add it to"
+                    " CALLSTREAM_GATEWAY_RETURN_URL_ALLOW, or set CALLSTREAM_CONSOLE_PUBLIC_URL to the console's address.",
+                )
+            else:
+                _flash(request, "bad", _problem(exc))
+            return _see("/integrations#connect")
+        return Redirect(str(session["url"]), status_code=303)
+
+    @get("/integrations/connected")
+    async def connected(
+        request: Request[Any, Any, Any],
+        status: FromQuery[str | None] = None,
+        integration_id: FromQuery[str | None] = None,
+        error: FromQuery[str | None] = None,
+    ) -> Redirect:
+        """Where a connect session ends: the integration's page, or what went wrong."""
+        if status == "connected" and integration_id and _is_uuid(integration_id):
+            _flash(
+                request,
+                "ok",
+                "Connected. Run Test sync (latest 5) to check it works; scheduled syncs start on their own.",
+            )
+            return _see(f"/integrations/{integration_id}")
+        _flash(request, "bad", _connect_error(error or ""))
+        return _see("/integrations#connect")
 
     @get("/integrations/{integration_id:uuid}", name="integration")
     async def integration_page(request: Request[Any, Any, Any], integration_id: FromPath[Any]) -> Template:
@@ -547,7 +636,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         guards=[_signed_in_guard(settings.session_hours * 3600)],
         exception_handlers={HTTPException: _error_page, Exception: _error_page},
         route_handlers=[
-            overview, integrations_page, add_integration, integration_page, start_sync, cancel_run, run_events,
+            overview, integrations_page, add_integration, connect, connected, integration_page, start_sync, cancel_run, run_events,
             disable, erase, erasure_page, dlq_page, redrive, messages_page, message_page,
         ],
     )  # fmt: skip

@@ -119,6 +119,9 @@ class Backend:
     async def erasure(self, erasure_id: str) -> dict[str, Any]:
         return dict(await self._json("gateway", "GET", f"/v1/erasures/{erasure_id}"))
 
+    async def connect_session(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self._json("gateway", "POST", "/v1/connect-sessions", ok=(201,), json=body))
+
     # ---- scheduler ----------------------------------------------------------------------------
     async def sync_states(self, workspace_id: str) -> list[dict[str, Any]]:
         return list(await self._json("scheduler", "GET", "/v1/sync-state", params={"workspace_id": workspace_id}))

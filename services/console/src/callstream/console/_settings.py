@@ -63,6 +63,12 @@ class Settings(ServiceSettings):
     scheduler_token: SecretStr | None = Field(None, validation_alias=_console("SCHEDULER_TOKEN"))
     normalizer_token: SecretStr | None = Field(None, validation_alias=_console("NORMALIZER_TOKEN"))
     linker_token: SecretStr | None = Field(None, validation_alias=_console("LINKER_TOKEN"))
+    public_url: str | None = Field(
+        None,
+        validation_alias=_console("PUBLIC_URL"),
+        description="the console's address as a browser reaches it (connect sessions return there);"
+        " unset, http://127.0.0.1:<port>",
+    )
     backend_timeout_seconds: float = Field(
         DEFAULT_BACKEND_TIMEOUT_SECONDS, gt=0, validation_alias=_console("BACKEND_TIMEOUT_SECONDS")
     )
@@ -74,6 +80,10 @@ class Settings(ServiceSettings):
     @property
     def port(self) -> int:
         return self.console_port
+
+    def public_base(self) -> str:
+        """Where a browser reaches the console (connect sessions end at its /integrations/connected)."""
+        return (self.public_url or f"http://127.0.0.1:{self.console_port}").rstrip("/")
 
     def admin(self) -> AdminToken:
         """The operators' sign-in token (``None``: sign-in is closed)."""
