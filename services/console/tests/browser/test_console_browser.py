@@ -52,7 +52,7 @@ async def test_an_operator_in_chromium(console_stack: ConsoleStack, screens: Pat
             await page.goto(stack.url + "/integrations")
             assert page.url.startswith(stack.url + "/login")
             await _shot(page, screens, "01-login")
-            token = page.get_by_label("Operator token")
+            token = page.get_by_label("Token", exact=True)
             await expect(token).to_be_focused()
             await token.fill(stack.token)
             await token.press("Enter")

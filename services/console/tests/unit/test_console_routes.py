@@ -37,6 +37,9 @@ def backends(seen: list[httpx.Request], overrides: dict[str, Handler] | None = N
         if overrides and key in overrides:
             return overrides[key](request)
         path = request.url.path
+        gateway = request.url.port == 8080  # the gateway (its default address)
+        if gateway and path.startswith("/v1/") and request.headers.get("authorization") != f"Bearer {GATEWAY_TOKEN}":
+            return httpx.Response(401, json={"error": "unauthorized", "detail": "unknown token"})
         if path == "/v1/integrations" and request.method == "GET":
             return httpx.Response(200, json=[VIEW])
         if path == "/v1/integrations" and request.method == "POST":
@@ -271,3 +274,42 @@ async def test_without_the_normalizers_dlq_api_the_page_says_how_to_do_it(client
     page = (await client.get("/dlq")).text
     assert "does not serve its dead letters over HTTP yet" in page
     assert "callstream-normalizer dlq list" in page
+
+
+MANAGE = "cs_ws_manage_" + "m" * 40
+
+
+async def test_a_manage_sign_in_calls_the_services_with_its_own_token(
+    client: AsyncTestClient[Any], seen: list[httpx.Request], overrides: dict[str, Handler]
+) -> None:
+    def integrations(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("authorization") in (f"Bearer {MANAGE}", f"Bearer {GATEWAY_TOKEN}"):
+            return httpx.Response(200, json=[VIEW])
+        return httpx.Response(401, json={"error": "unauthorized", "detail": "unknown token"})
+
+    overrides["GET /v1/integrations"] = integrations
+    signed = await sign_in(client, token=MANAGE)
+    assert (signed.status_code, signed.headers["location"]) == (303, "/")
+    seen.clear()
+    overview = await client.get("/")
+    assert overview.status_code == 200
+    assert "shown to the console" in overview.text
+    dlq = await client.get("/dlq")
+    assert "Dead letters are the operator" in dlq.text
+    assert seen, "no service was called"
+    for request in seen:
+        assert request.url.port != 8082, f"a manage sign-in called the normalizer: {request.url}"
+        assert request.url.path != "/health/ready"
+        assert request.headers["authorization"] == f"Bearer {MANAGE}", request.url
+    for page in (overview.text, dlq.text):
+        assert MANAGE not in page
+
+
+async def test_a_read_token_cannot_sign_in(client: AsyncTestClient[Any], overrides: dict[str, Handler]) -> None:
+    overrides["GET /v1/integrations"] = lambda _: httpx.Response(
+        403, json={"error": "insufficient_scope", "detail": "this token may read, not manage"}
+    )
+    refused = await sign_in(client, token=MANAGE)
+    assert refused.headers["location"].startswith("/login")
+    assert "manage scope" in (await client.get("/login")).text
+    assert (await client.get("/", follow_redirects=False)).status_code == 303

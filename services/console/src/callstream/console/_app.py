@@ -43,6 +43,7 @@ log = get_logger(__name__)
 HERE = Path(__file__).parent
 MAX_MESSAGE_WORKSPACES = 20  # /messages without a workspace merges the newest of this many
 MESSAGES_PER_PAGE = 50
+MAX_TOKEN_LENGTH = 512  # longer is no token of ours: not sent to the gateway at all
 T = TypeVar("T")
 
 
@@ -81,11 +82,19 @@ def _see(path: str) -> Redirect:
 
 def _problem(exc: BackendError) -> str:
     """What happened, what it means, what to do."""
+    if exc.code == "token_refused":
+        return f"The {exc.service} refused your sign-in token (revoked?): sign out and sign in again."
+    if exc.code == "operator_only":
+        return f"Only the operator's sign-in may use the {exc.service}'s admin API."
     if exc.unreachable:
         return f"The {exc.service} could not be reached ({exc.detail}). Check that it runs: ./dev status."
     if exc.status == 401:
         return f"The {exc.service} refused the console's token: set CALLSTREAM_CONSOLE_{exc.service.upper()}_TOKEN."
     return f"The {exc.service} answered {exc.status} {exc.code}: {exc.detail}"
+
+
+async def _nothing() -> list[Any]:
+    return []
 
 
 async def _maybe(call: Awaitable[T]) -> T | BackendError:
@@ -95,11 +104,16 @@ async def _maybe(call: Awaitable[T]) -> T | BackendError:
         return exc
 
 
+def _operator(request: Request[Any, Any, Any]) -> bool:
+    """Signed in with the console's operator token (not a workspace's manage token)."""
+    return request.scope.get("session") is None or not request.session.get("token")
+
+
 def _page(request: Request[Any, Any, Any], name: str, status_code: int = 200, **context: Any) -> Template:
     flash = request.session.pop("flash", None) if request.scope.get("session") is not None else None
     return Template(
         template_name=name,
-        context={"flash": flash, "path": request.url.path, **context},
+        context={"flash": flash, "path": request.url.path, "operator": _operator(request), **context},
         status_code=status_code,
     )
 
@@ -220,8 +234,11 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     operator = settings.admin()
     holder: dict[str, Backend] = {}
 
-    def api() -> Backend:
-        return holder["backend"]
+    def api(request: Request[Any, Any, Any]) -> Backend:
+        """The backend as the signed-in token may use it: the service tokens for the operator, the
+        workspace's own token for a manage sign-in (the services then scope every answer)."""
+        token = request.session.get("token") if request.scope.get("session") is not None else None
+        return holder["backend"].scoped(str(token)) if token else holder["backend"]
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -259,13 +276,35 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     async def login(request: Request[Any, Any, Any]) -> Redirect:
         form = await _form(request)
         wanted = _local_path(form.get("next"))
-        if not operator.accepts(form.get("token", "")):
+        token = form.get("token", "").strip()
+        if operator.accepts(token):
+            request.set_session({"signed_in": True, "since": int(time.time())})
+            log.info("console sign-in", kind="operator")
+            return _see(wanted)
+        refusal = await _workspace_token_refusal(token)
+        if refusal:
             log.info("console sign-in refused")
-            _flash(request, "bad", "That token is not the console's operator token.")
+            _flash(request, "bad", refusal)
             return _see("/login?" + urlencode({"next": wanted}))
-        request.set_session({"signed_in": True, "since": int(time.time())})
-        log.info("console sign-in")
+        # Kept only in the encrypted session cookie (AES-GCM): never rendered, never logged.
+        request.set_session({"signed_in": True, "since": int(time.time()), "token": token})
+        log.info("console sign-in", kind="manage")
         return _see(wanted)
+
+    async def _workspace_token_refusal(token: str) -> str | None:
+        """None when ``token`` is a workspace API token with the manage scope (the gateway's answer to
+        listing integrations with it), else why it cannot sign in."""
+        if not (20 <= len(token) <= MAX_TOKEN_LENGTH) or not token.isascii() or not token.isprintable():
+            return "That token is neither the console's operator token nor a workspace API token."
+        try:
+            await holder["backend"].scoped(token).integrations()
+        except BackendError as exc:
+            if exc.code == "insufficient_scope":
+                return "That workspace token may only read: sign in with a token that has the manage scope."
+            if exc.status in (401, 403):
+                return "That token is neither the console's operator token nor a workspace API token with manage."
+            return _problem(exc)
+        return None
 
     @post("/logout")
     async def logout(request: Request[Any, Any, Any]) -> Redirect:
@@ -273,20 +312,23 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         return _see("/login")
 
     # ---- overview -------------------------------------------------------------------------------
-    async def _states(workspaces: list[str]) -> dict[str, dict[str, Any]]:
-        answers = await asyncio.gather(*(_maybe(api().sync_states(w)) for w in workspaces))
+    async def _states(request: Request[Any, Any, Any], workspaces: list[str]) -> dict[str, dict[str, Any]]:
+        answers = await asyncio.gather(*(_maybe(api(request).sync_states(w)) for w in workspaces))
         return {s["integration_id"]: s for a in answers if isinstance(a, list) for s in a}
 
     @get("/", name="overview")
     async def overview(request: Request[Any, Any, Any], sort: FromQuery[str] = "status") -> Template:
+        # Readiness detail is the operator's (a workspace's sign-in sees its integrations only).
         integrations, readiness, dlq_depth = await asyncio.gather(
-            _maybe(api().integrations()), api().readiness_all(), api().dlq_depth()
+            _maybe(api(request).integrations()),
+            api(request).readiness_all() if _operator(request) else _nothing(),
+            api(request).dlq_depth(),
         )
         problems: list[str] = []
         if isinstance(integrations, BackendError):
             problems.append(_problem(integrations))
             integrations = []
-        states = await _states(sorted({i["workspace_id"] for i in integrations}))
+        states = await _states(request, sorted({i["workspace_id"] for i in integrations}))
         rows: list[dict[str, Any]] = [
             {"i": i, "s": states.get(i["id"]), "status": v.integration_status(i, states.get(i["id"]))}
             for i in integrations
@@ -294,7 +336,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         # Only a syncing run can be stuck, and a failing one may be a refused credential: only those
         # rows cost a health read each.
         asked = [r for r in rows if r["status"].word in ("syncing", "failing")]
-        healths = await asyncio.gather(*(_maybe(api().health(r["i"]["id"])) for r in asked))
+        healths = await asyncio.gather(*(_maybe(api(request).health(r["i"]["id"])) for r in asked))
         stuck = []
         for row, health in zip(asked, healths, strict=True):
             if not isinstance(health, dict):
@@ -330,10 +372,10 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     async def integrations_page(
         request: Request[Any, Any, Any], workspace_id: FromQuery[str | None] = None
     ) -> Template:
-        everything = await api().integrations()
+        everything = await api(request).integrations()
         workspaces = sorted({i["workspace_id"] for i in everything})
         shown = [i for i in everything if not workspace_id or i["workspace_id"] == workspace_id]
-        states = await _states(sorted({i["workspace_id"] for i in shown}))
+        states = await _states(request, sorted({i["workspace_id"] for i in shown}))
         rows: list[dict[str, Any]] = [
             {"i": i, "s": states.get(i["id"]), "status": v.integration_status(i, states.get(i["id"]))} for i in shown
         ]
@@ -351,7 +393,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     async def add_integration(request: Request[Any, Any, Any]) -> Redirect:
         form = await _form(request)
         try:
-            created = await api().create_integration(_new_integration(form))
+            created = await api(request).create_integration(_new_integration(form))
         except ValueError as exc:
             _flash(request, "bad", str(exc))
             return _see("/integrations#add")
@@ -382,7 +424,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             "return_url": settings.public_base() + "/integrations/connected",
         }
         try:
-            session = await api().connect_session(body)
+            session = await api(request).connect_session(body)
         except BackendError as exc:
             if exc.code == "oauth_not_configured":
                 _flash(request, "bad", _connect_error(exc.code))
@@ -419,9 +461,9 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     @get("/integrations/{integration_id:uuid}", name="integration")
     async def integration_page(request: Request[Any, Any, Any], integration_id: FromPath[Any]) -> Template:
         key = str(integration_id)
-        integration = await api().integration(key)
+        integration = await api(request).integration(key)
         state, health, runs = await asyncio.gather(
-            _maybe(api().sync_state(key)), _maybe(api().health(key)), _maybe(api().runs(key))
+            _maybe(api(request).sync_state(key)), _maybe(api(request).health(key)), _maybe(api(request).runs(key))
         )
         problems = [_problem(x) for x in (state, health, runs) if isinstance(x, BackendError) and x.status != 404]
         runs_list = runs if isinstance(runs, list) else []
@@ -445,7 +487,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         key = str(integration_id)
         form = await _form(request)
         try:
-            await api().start_sync(key, _sync_body(form))
+            await api(request).start_sync(key, _sync_body(form))
         except ValueError as exc:
             _flash(request, "bad", str(exc))
         except BackendError as exc:
@@ -469,7 +511,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     ) -> Redirect:
         key = str(integration_id)
         try:
-            await api().cancel(key, str(run_id))
+            await api(request).cancel(key, str(run_id))
             _flash(request, "ok", "Run cancelled: it stops at its next page; what it stored stays.")
         except BackendError as exc:
             _flash(
@@ -484,7 +526,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         request: Request[Any, Any, Any], integration_id: FromPath[Any], run_id: FromPath[Any]
     ) -> Response[Any]:
         """The scheduler's Server-Sent Events, passed through byte for byte (Last-Event-ID too)."""
-        upstream = await api().events(str(integration_id), str(run_id), request.headers.get("last-event-id"))
+        upstream = await api(request).events(str(integration_id), str(run_id), request.headers.get("last-event-id"))
         if upstream.status_code != 200:
             await upstream.aread()
             await upstream.aclose()
@@ -509,7 +551,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     async def disable(request: Request[Any, Any, Any], integration_id: FromPath[Any]) -> Redirect:
         key = str(integration_id)
         try:
-            await api().disable_integration(key)
+            await api(request).disable_integration(key)
             _flash(
                 request, "ok", "Integration disabled: webhooks are refused and nothing is synced. Its messages stay."
             )
@@ -521,7 +563,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     async def erase(request: Request[Any, Any, Any], integration_id: FromPath[Any]) -> Redirect:
         key = str(integration_id)
         try:
-            job = await api().erase_integration(key)
+            job = await api(request).erase_integration(key)
         except BackendError as exc:
             _flash(request, "bad", _problem(exc))
             return _see(f"/integrations/{key}")
@@ -530,13 +572,15 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
 
     @get("/erasures/{erasure_id:uuid}", name="erasure")
     async def erasure_page(request: Request[Any, Any, Any], erasure_id: FromPath[Any]) -> Template:
-        job = await api().erasure(str(erasure_id))
+        job = await api(request).erasure(str(erasure_id))
         return _page(request, "erasure.html", job=job, services=("gateway", "scheduler", "normalizer"))
 
     # ---- dead letters -------------------------------------------------------------------------------
     @get("/dlq", name="dlq")
     async def dlq_page(request: Request[Any, Any, Any]) -> Template:
-        letters, depth = await asyncio.gather(_maybe(api().dead_letters()), api().dlq_depth())
+        if not _operator(request):
+            return _page(request, "dlq.html", items=[], depth=None, missing_api=False, problem=None)
+        letters, depth = await asyncio.gather(_maybe(api(request).dead_letters()), api(request).dlq_depth())
         missing_api = isinstance(letters, BackendError) and letters.status in (404, 405)
         problem = _problem(letters) if isinstance(letters, BackendError) and not missing_api else None
         items = letters if isinstance(letters, list) else []
@@ -548,17 +592,17 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     @post("/dlq/{seq:int}/redrive")
     async def redrive(request: Request[Any, Any, Any], seq: FromPath[int]) -> Redirect:
         try:
-            await api().redrive(seq)
+            await api(request).redrive(seq)
             _flash(request, "ok", f"Dead letter {seq} sent again to its subject.")
         except BackendError as exc:
             _flash(request, "bad", _problem(exc))
         return _see("/dlq")
 
     # ---- messages -------------------------------------------------------------------------------------
-    async def _customers(ids: set[str]) -> dict[str, str]:
+    async def _customers(request: Request[Any, Any, Any], ids: set[str]) -> dict[str, str]:
         async def one(cid: str) -> tuple[str, str | None]:
             try:
-                answer = await api().customer(cid)
+                answer = await api(request).customer(cid)
             except BackendError:
                 return cid, None
             return cid, answer.get("name") or answer.get("domain")
@@ -574,20 +618,20 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         customer_id: FromQuery[str | None] = None,
         cursor: FromQuery[str | None] = None,
     ) -> Template:
-        integrations = await api().integrations()
+        integrations = await api(request).integrations()
         workspaces = sorted({i["workspace_id"] for i in integrations})
         source = source if source in ("fathom", "gong") else None
         next_cursor = None
         problems: list[str] = []
         if workspace_id:
-            page = await api().messages(
+            page = await api(request).messages(
                 workspace_id, source=source, customer_id=customer_id, cursor=cursor, limit=MESSAGES_PER_PAGE
             )
             items, next_cursor = page["items"], page.get("next_cursor")
         else:
             pages = await asyncio.gather(
                 *(
-                    _maybe(api().messages(w, source=source, customer_id=customer_id, limit=MESSAGES_PER_PAGE))
+                    _maybe(api(request).messages(w, source=source, customer_id=customer_id, limit=MESSAGES_PER_PAGE))
                     for w in workspaces[:MAX_MESSAGE_WORKSPACES]
                 )
             )
@@ -595,7 +639,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             items = [m for p in pages if isinstance(p, dict) for m in p["items"]]
             items.sort(key=lambda m: m.get("sent_at") or "", reverse=True)
             items = items[:MESSAGES_PER_PAGE]
-        names = await _customers({m["customer_id"] for m in items if m.get("customer_id")})
+        names = await _customers(request, {m["customer_id"] for m in items if m.get("customer_id")})
         query = {
             k: val
             for k, val in {"workspace_id": workspace_id, "source": source, "customer_id": customer_id}.items()
@@ -618,7 +662,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
 
     @get("/messages/{message_id:uuid}", name="message")
     async def message_page(request: Request[Any, Any, Any], message_id: FromPath[Any]) -> Template:
-        message = await api().message(str(message_id))
+        message = await api(request).message(str(message_id))
         metadata = message.get("message_metadata") or {}
         participants = metadata.get("participant_details") or metadata.get("invitees") or []
         if not participants and metadata.get("participants"):

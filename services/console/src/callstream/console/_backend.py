@@ -7,6 +7,7 @@ happened and what to do; a service that cannot be reached is ``status 0``."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -80,18 +81,44 @@ class Backend:
             for name, (url, token) in urls.items()
         }
 
+        self.token: str | None = None  # a workspace's manage token: every call made with it
+
+    def scoped(self, token: str) -> Backend:
+        """The same clients, calling with a workspace's ``manage`` token instead of the admin tokens:
+        each service then answers for that token's workspaces only (the normalizer's admin API
+        takes no such token: its calls fail as ``operator_only`` without being made)."""
+        view = copy.copy(self)
+        view.token = token
+        return view
+
+    @property
+    def operator(self) -> bool:
+        return self.token is None
+
+    def _auth(self, service: str) -> dict[str, str]:
+        if self.token is None:
+            return {}
+        if service == "normalizer":
+            raise BackendError(
+                service, 403, "operator_only", "the normalizer's admin API takes the operator's token only"
+            )
+        return {"Authorization": f"Bearer {self.token}"}
+
     async def aclose(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self.clients.values()))
 
     async def _call(self, service: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {**kwargs.pop("headers", {}), **self._auth(service)}
         try:
-            return await self.clients[service].request(method, path, **kwargs)
+            return await self.clients[service].request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             raise BackendError(service, 0, "unreachable", f"{type(exc).__name__}: {exc}"[:200]) from None
 
     async def _json(self, service: str, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
         response = await self._call(service, method, path, **kwargs)
         if response.status_code not in ok:
+            if response.status_code == 401 and self.token is not None:
+                raise BackendError(service, 401, "token_refused", "the sign-in token was refused (revoked?)")
             raise _error_of(service, response)
         return response.json() if response.content else None
 
@@ -152,6 +179,7 @@ class Backend:
         """The scheduler's progress stream of a run, opened: the caller reads ``aiter_bytes`` and
         closes it (``aclose``) when done."""
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        headers.update(self._auth("scheduler"))
         client = self.clients["scheduler"]
         request = client.build_request(
             "GET", f"/v1/integrations/{integration_id}/syncs/{run_id}/events", headers=headers, timeout=STREAM_TIMEOUT
@@ -164,7 +192,9 @@ class Backend:
     # ---- normalizer ---------------------------------------------------------------------------
     async def dlq_depth(self) -> int | None:
         """Dead letters the normalizer's backlog gauge last counted (its ``/metrics``); None when
-        it cannot be read."""
+        it cannot be read (or the sign-in is a workspace's, which may not read it)."""
+        if self.token is not None:
+            return None
         try:
             response = await self._call("normalizer", "GET", "/metrics")
         except BackendError:
