@@ -3,7 +3,8 @@ Playwright's own browser download is never used) against the console and the fou
 processes, with the fake Fathom. Sign in with the keyboard, the overview's empty state, add a Fathom
 integration, "Test sync (latest 5)" with its progress live until it finishes, the messages and
 their links, a message, an integration whose key the provider refuses (its health card red with
-the reason, the overview asking for a person), the DLQ page, sign out. A screenshot of each page is saved under the test's
+the reason, the overview asking for a person), the DLQ page, "Connect Fathom" through the fake's
+OAuth, sign out. A screenshot of each page is saved under the test's
 tmp dir (or ``CONSOLE_SCREENSHOTS_DIR``)."""
 
 from __future__ import annotations
@@ -148,6 +149,17 @@ async def test_an_operator_in_chromium(console_stack: ConsoleStack, screens: Pat
             await page.get_by_role("navigation", name="Main").get_by_role("link", name="Dead letters").click()
             await expect(page.get_by_role("heading", name=re.compile("Dead letters"))).to_be_visible()
             await _shot(page, screens, "10-dlq")
+
+            # "Connect Fathom": the browser goes through the gateway and the fake Fathom's OAuth
+            # (the gateway's cookie binds it) and comes back to the new integration's page.
+            await page.goto(stack.url + "/integrations")
+            connect = page.locator("form", has=page.get_by_role("heading", name="Fathom account"))
+            await connect.get_by_label("Workspace id").fill("oauth")
+            await connect.get_by_role("button", name="Connect Fathom").click()
+            await page.wait_for_url(re.compile(re.escape(stack.url) + r"/integrations/[0-9a-f-]{36}$"))
+            await expect(page.get_by_role("status")).to_contain_text("Connected.")
+            await expect(page.locator("h1")).to_contain_text("Fathom")
+            await _shot(page, screens, "11-connected")
 
             await page.get_by_role("button", name="Sign out").click()
             await page.wait_for_url(stack.url + "/login")
