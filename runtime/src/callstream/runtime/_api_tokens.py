@@ -119,7 +119,12 @@ class ManageGuard:
             if workspace_id is None or not access.covers(workspace_id):
                 raise self._not_found()
             return
-        workspace_id = connection.query_params.get("workspace_id")
+        named = connection.query_params.getall("workspace_id", [])
+        if len(named) > 1:
+            # The route reads one of them, and which one is the framework's choice: the one this
+            # guard checked might not be the one served.
+            raise ApiError(400, "bad_workspace_id", "name one workspace_id")
+        workspace_id = named[0] if named else None
         if workspace_id is not None:
             if not access.covers(workspace_id):
                 raise ApiError(404, "workspace_not_found", "no such workspace")

@@ -82,6 +82,9 @@ async def test_a_manage_token_runs_its_workspaces_syncs_only(
             assert (response.status_code, response.json()["error"]) == (404, "integration_not_found"), path
     other = await client.get("/v1/sync-state", params={"workspace_id": "ws-x"}, headers=manager)
     assert other.status_code == 404
+    # its own workspace named first and the other's after it: refused, not the other's rows (review)
+    both = await client.get("/v1/sync-state?workspace_id=ws-m&workspace_id=ws-x", headers=manager)
+    assert (both.status_code, both.json()["error"]) == (400, "bad_workspace_id")
     # Nothing was asked of the other workspace's integration.
     assert await pool.fetchval("select count(*) from sync_runs where integration_id = $1", theirs) == 0
     # The admin token keeps every power.
