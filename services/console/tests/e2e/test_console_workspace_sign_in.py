@@ -49,6 +49,7 @@ async def test_a_manage_token_sees_its_workspaces_only(console_stack: ConsoleSta
     assert (answer.status_code, answer.headers["location"]) == (303, "/"), answer.text
     assert all(manage_a not in (c.value or "") for c in client.cookies.jar)  # encrypted in the cookie
     listed = (await client.get("/integrations")).text
+    assert '<span class="muted who">a workspace&#39;s token</span>' in listed
     assert f"/integrations/{made['ws-a']}" in listed
     assert f"/integrations/{made['ws-b']}" not in listed
     assert "ws-b" not in listed
