@@ -44,7 +44,7 @@ class Settings(ServiceSettings):
     admin_token: AdminTokenSecret | None = Field(
         None,
         validation_alias=_console("ADMIN_TOKEN"),
-        description="the operators' sign-in token (at least 32 characters); unset, nobody can sign in",
+        description="the operators' sign-in token (at least 32 characters); unset, only workspace manage tokens sign in",
     )
     session_secret: SessionSecret | None = Field(
         None,
