@@ -100,6 +100,7 @@ from ._subjects import (
     raw_calls_subject,
     sync_events_subject,
     sync_requested_subject,
+    sync_stored_subject,
 )
 
 __all__ = [
@@ -192,6 +193,7 @@ __all__ = [
     "raw_calls_subject",
     "sync_events_subject",
     "sync_requested_subject",
+    "sync_stored_subject",
     "value_count",
     "vet_url",
     "webhook_event_id",

@@ -115,7 +115,7 @@ class SyncFinished(msgspec.Struct, kw_only=True, frozen=True, tag="finished", ta
 
 
 class SyncStored(msgspec.Struct, kw_only=True, frozen=True, tag="stored", tag_field="kind"):
-    """What the normalizer made of a batch of one run's raw calls (``sync.events.<provider>``,
+    """What the normalizer made of a batch of one run's raw calls (``sync.events.stored.<provider>``,
     published by the normalizer after the batch committed): messages ``created``, ``updated``, and
     ``unchanged`` (already stored as they are). ``batch`` names the batch (its raw events' stream
     sequences), so the scheduler adds each batch once however often it is delivered. A call

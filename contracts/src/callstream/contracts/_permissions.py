@@ -94,7 +94,7 @@ _NEEDS: dict[str, _Needs] = {
         # dead letters to where they came from.
         writes=(MESSAGES, CALLS_RAW, FEATURES, DATAPOINTS),
         # SyncStored: what it made of each pull run's calls, beside the gateway's progress events
-        publishes=(erasures_finished_subject("normalizer"), "sync.events.*"),
+        publishes=(erasures_finished_subject("normalizer"), "sync.events.stored.*"),
         consumes=(
             NORMALIZER_CONSUMER,
             NORMALIZER_LISTINGS_CONSUMER,

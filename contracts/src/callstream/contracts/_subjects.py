@@ -40,6 +40,13 @@ def sync_events_subject(provider: Source) -> str:
     return f"sync.events.{provider}"
 
 
+def sync_stored_subject(provider: Source) -> str:
+    """``SyncStored`` (the normalizer): inside ``sync.events.>``, so the scheduler's one consumer
+    reads it in order with the rest, but a subject of its own, so the normalizer may publish this
+    and never a run's progress or end."""
+    return f"sync.events.stored.{provider}"
+
+
 def messages_upserted_subject(source: Source) -> str:
     return f"messages.upserted.{source}"
 

@@ -36,7 +36,7 @@ CHANNELS: tuple[tuple[type[msgspec.Struct], tuple[str, ...], str, str], ...] = (
     (m.SyncFinished, ("sync.events.fathom", "sync.events.gong"), "ingest-gateway", "A pull run ended"),
     (
         m.SyncStored,
-        ("sync.events.fathom", "sync.events.gong"),
+        ("sync.events.stored.fathom", "sync.events.stored.gong"),
         "normalizer",
         "What a batch of a pull run's calls became: created, updated, unchanged",
     ),

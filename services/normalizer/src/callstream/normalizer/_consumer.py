@@ -32,7 +32,7 @@ from callstream.contracts import (
     MessageUpserted,
     Source,
     SyncStored,
-    sync_events_subject,
+    sync_stored_subject,
 )
 from callstream.runtime import (
     ServiceRuntime,
@@ -238,7 +238,7 @@ class RawCallProcessor:
         for report in runs:
             try:
                 await self._js.publish(
-                    sync_events_subject(report.source),
+                    sync_stored_subject(report.source),
                     _REPORT.encode(report.event),
                     headers={"Nats-Msg-Id": f"stored-{report.event.run_id}-{report.event.batch}"},
                     timeout=REPORT_TIMEOUT_SECONDS,

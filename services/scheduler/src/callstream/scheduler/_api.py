@@ -110,10 +110,10 @@ def _run_view(run: Any) -> SyncRunView:
         finished_at=run["finished_at"],
         pages=run["pages"],
         calls_published=run["calls_published"],
-        calls_stored=run["calls_created"]
-        + run["calls_updated"]
-        + run["calls_unchanged"]
-        + run["calls_already_received"],
+        calls_stored=min(  # at most what was published (_progress.RunProgress.of says why)
+            run["calls_published"],
+            run["calls_created"] + run["calls_updated"] + run["calls_unchanged"] + run["calls_already_received"],
+        ),
         calls_created=run["calls_created"],
         calls_updated=run["calls_updated"],
         checkpoint=run["checkpoint"],

@@ -84,7 +84,12 @@ class RunProgress(msgspec.Struct):
 
     @classmethod
     def of(cls, row: Any) -> RunProgress:
-        stored = row["calls_created"] + row["calls_updated"] + row["calls_unchanged"] + row["calls_already_received"]
+        # At most what was published: a batch the normalizer stored again after a lost ack (as
+        # unchanged, in another batch) is counted twice.
+        stored = min(
+            row["calls_published"],
+            row["calls_created"] + row["calls_updated"] + row["calls_unchanged"] + row["calls_already_received"],
+        )
         return cls(
             run_id=str(row["id"]),
             status=row["status"],
@@ -143,8 +148,9 @@ class ProgressHub:
         self.poll_seconds = poll_seconds
         self.max_watchers = max_watchers
         self.stored_grace_seconds = stored_grace_seconds
-        # Runs seen ended but not every call reported stored, since when (this process's clock).
-        self._settling: dict[uuid.UUID, float] = {}
+        # Runs seen ended but not every call reported stored: since when their stored count last
+        # moved (this process's clock), and that count.
+        self._settling: dict[uuid.UUID, tuple[float, int]] = {}
         self._watchers: dict[uuid.UUID, set[Watcher]] = {}
         self._last: dict[uuid.UUID, RunProgress] = {}
         self._wake = asyncio.Event()
@@ -181,13 +187,17 @@ class ProgressHub:
 
     def _settled(self, run_id: uuid.UUID, state: RunProgress) -> RunProgress:
         """A run that ended is complete once every call it published is reported stored, or once
-        the grace has passed since it ended (by its ``finished_at``, or since this hub first saw it
-        ended): a call published twice is stored once, and a report can be lost."""
+        no report has moved its stored count for the grace (a report can be lost), or, read by a
+        late client, once it ended longer ago than the grace."""
         if state.complete or state.status in ACTIVE:
             self._settling.pop(run_id, None)
             return state
         now = asyncio.get_running_loop().time()
-        waited = now - self._settling.setdefault(run_id, now)
+        since, seen = self._settling.get(run_id, (now, -1))
+        if state.calls_stored != seen:  # the normalizer is still reporting: wait on from now
+            since = now
+            self._settling[run_id] = (since, state.calls_stored)
+        waited = now - since
         ended = state.finished_at
         long_ago = ended is not None and (datetime.now(UTC) - ended).total_seconds() >= self.stored_grace_seconds
         if waited >= self.stored_grace_seconds or long_ago:
