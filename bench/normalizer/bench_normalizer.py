@@ -140,7 +140,10 @@ async def preload(nats_url: str, n: int) -> float:
     started = time.perf_counter()
     futures = []
     for i, (source, data) in enumerate(raw_events(n), 1):
-        futures.append(await js.publish_async(f"calls.raw.{source}", data, headers={"Nats-Msg-Id": f"bench-{i}"}))
+        # The subject a gateway publishes to (with the integration's token), so the normalizer does
+        # what it does in production for it (its per-batch look-up of erased integrations).
+        subject = f"calls.raw.{source}.int-{source}"
+        futures.append(await js.publish_async(subject, data, headers={"Nats-Msg-Id": f"bench-{i}"}))
         if len(futures) >= 500:
             await asyncio.gather(*futures)
             futures = []
