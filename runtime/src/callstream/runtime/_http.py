@@ -7,8 +7,10 @@ on ``error`` without parsing prose.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -18,6 +20,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusController
+from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from ._logging import get_logger
@@ -155,6 +158,28 @@ def health_handlers(checks: Mapping[str, Check], admin: AdminToken | None = None
     return [live, ready]
 
 
+# Swagger UI's page loads its script and styles from a CDN by default: blank on a machine without internet
+# access, and a third party told of every visit. The swagger-ui-py distribution ships Swagger UI 5 (the
+# first to render the OpenAPI 3.1 documents litestar writes); its static folder is served as it is.
+# find_spec locates the folder without importing the package (which would import its framework glue).
+SWAGGER_ASSETS_PATH = "/schema/assets"
+
+
+def _swagger_ui() -> tuple[SwaggerRenderPlugin, ControllerRouterHandler]:
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("swagger-ui-py is not installed: the runtime depends on it for /schema/swagger")
+    static = Path(next(iter(spec.submodule_search_locations))) / "static"
+    assets = create_static_files_router(path=SWAGGER_ASSETS_PATH, directories=[static], include_in_schema=False)
+    plugin = SwaggerRenderPlugin(
+        js_url=f"{SWAGGER_ASSETS_PATH}/swagger-ui-bundle.js",
+        css_url=f"{SWAGGER_ASSETS_PATH}/swagger-ui.css",
+        standalone_preset_js_url=f"{SWAGGER_ASSETS_PATH}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{SWAGGER_ASSETS_PATH}/favicon-32x32.png'>",
+    )
+    return plugin, assets
+
+
 def create_app(
     *,
     service: str,
@@ -174,8 +199,9 @@ def create_app(
         path = "/metrics"
         include_in_schema = False
 
+    swagger, swagger_assets = _swagger_ui()
     app = Litestar(
-        route_handlers=[*route_handlers, *health_handlers(checks, admin), Metrics],
+        route_handlers=[*route_handlers, *health_handlers(checks, admin), Metrics, swagger_assets],
         middleware=[observe_middleware_factory(service)],
         exception_handlers={HTTPException: _http_exception_handler, Exception: _unhandled_exception_handler},
         lifespan=list(lifespan),
@@ -184,7 +210,7 @@ def create_app(
             version=version,
             description=description,
             path="/schema",
-            render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
+            render_plugins=[JsonRenderPlugin(), swagger],
         ),
         logging_config=None,
         **kwargs,
