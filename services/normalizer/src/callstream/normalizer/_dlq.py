@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
+from nats.js.errors import APIError, NotFoundError
 
 from callstream.contracts import (
     DLQ,
@@ -78,10 +79,35 @@ def summary_lines(found: list[tuple[int, DeadLetter]]) -> Iterator[str]:
         ).decode()
 
 
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject filter semantics: ``*`` is one token, a final ``>`` one or more."""
+    wanted, tokens = pattern.split("."), subject.split(".")
+    for i, part in enumerate(wanted):
+        if part == ">":
+            return len(tokens) > i
+        if i >= len(tokens) or part not in ("*", tokens[i]):
+            return False
+    return len(tokens) == len(wanted)
+
+
+def valid_subject_filter(pattern: str) -> bool:
+    parts = pattern.split(".")
+    return all(parts) and ">" not in parts[:-1] and all(t in ("*", ">") or not set(t) & {"*", ">", " "} for t in parts)
+
+
 async def redrive(js: JetStreamContext, seq: int, letter: DeadLetter) -> None:
     """Publish the original bytes to the original subject again, then drop the DLQ entry.
-    A fresh ``Nats-Msg-Id``: the original one may still be inside the duplicate window."""
+    A fresh ``Nats-Msg-Id``: the original one may still be inside the duplicate window. The id is
+    the DLQ entry's, so a redrive repeated (its answer lost, two operators at once) is one publish
+    within the duplicate window, and an entry someone else already dropped is not an error."""
     headers = {k: v for k, v in letter.headers.items() if k.lower() not in {"nats-msg-id", "nats-expected-stream"}}
     headers["Nats-Msg-Id"] = f"redrive-{letter.consumer}-{seq}"
     await js.publish(letter.subject, letter.data, headers=headers)
-    await js.delete_msg(DLQ, seq)
+    try:
+        await js.delete_msg(DLQ, seq)
+    except APIError:
+        try:  # the server says "no message found" as a generic delete failure: look
+            await js.get_msg(DLQ, seq)
+        except NotFoundError:
+            return
+        raise
