@@ -261,3 +261,83 @@ async def test_without_a_public_base_url_a_fathom_oauth_integration_says_why_it_
         assert view["webhook_registered"] is False
         assert "CALLSTREAM_GATEWAY_PUBLIC_BASE_URL" in view["webhook_note"]
         assert gateway.fake.webhook_requests == []
+
+
+async def _connect(gateway: Gateway, headers: dict[str, str], **extra: str) -> dict[str, str]:
+    response = await gateway.client.post(
+        "/v1/connect-sessions",
+        json={"workspace_id": "ws-c", "provider": "fathom", "return_url": RETURN, **extra},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    path = str(response.json()["url"]).removeprefix("https://gateway.example.test")
+    nonce, state, _ = await _open(gateway, path)
+    done = await _callback(gateway, "fathom", nonce, code=gateway.fake.issue_code("fathom"), state=state)
+    assert done.status_code == 303, done.text
+    return _query(done.headers["location"])
+
+
+async def test_a_second_person_connecting_gets_an_integration_of_their_own(gateway: Gateway) -> None:
+    """Two people of one workspace each connect their own Fathom account: two integrations, the
+    first one's credentials untouched. Naming an integration reconnects that one."""
+    manager = await _manage_token(gateway, ["ws-c"])
+    first = (await _connect(gateway, manager))["integration_id"]
+    sealed = "select credentials from integrations where id = '{}'"
+    before = await _count_bytes(gateway, sealed.format(first))
+    second = (await _connect(gateway, manager))["integration_id"]
+    assert second != first
+    assert await _count_bytes(gateway, sealed.format(first)) == before
+
+    again = await _connect(gateway, manager, integration_id=first)
+    assert again == {"tab": "calls", "status": "connected", "integration_id": first}
+    assert await _count_bytes(gateway, sealed.format(first)) != before
+    assert await _count(gateway, "select count(*) from integrations where workspace_id = 'ws-c'") == 2
+
+    # An integration of another workspace, another provider or one disabled cannot be named.
+    other = await _manage_token(gateway, ["ws-other"])
+    for headers, body, status in (
+        (other, {"workspace_id": "ws-other", "provider": "fathom", "integration_id": first}, 404),
+        (manager, {"workspace_id": "ws-c", "provider": "gong", "integration_id": first}, 404),
+        (manager, {"workspace_id": "ws-c", "provider": "fathom", "integration_id": "not-a-uuid"}, 404),
+    ):
+        refused = await gateway.client.post(
+            "/v1/connect-sessions", json={**body, "return_url": RETURN}, headers=headers
+        )
+        assert refused.status_code == status, refused.text
+    disabled = await gateway.client.delete(f"/v1/integrations/{second}", headers=manager)
+    assert disabled.status_code == 200, disabled.text
+    refused = await gateway.client.post(
+        "/v1/connect-sessions",
+        json={"workspace_id": "ws-c", "provider": "fathom", "return_url": RETURN, "integration_id": second},
+        headers=manager,
+    )
+    assert (refused.status_code, refused.json()["error"]) == (409, "integration_disabled")
+
+
+async def test_a_session_of_a_token_revoked_meanwhile_stores_nothing(gateway: Gateway) -> None:
+    created = await gateway.client.post(
+        "/v1/tokens", json={"workspace_ids": ["ws-c"], "name": "product", "scopes": ["manage"]}, headers=ADMIN
+    )
+    manager = {"Authorization": f"Bearer {created.json()['token']}"}
+    opened_first = await _session(gateway, manager)
+    nonce, state, _ = await _open(gateway, await _session(gateway, manager))
+    revoked = await gateway.client.delete(f"/v1/tokens/{created.json()['id']}", headers=ADMIN)
+    assert revoked.status_code in (200, 204), revoked.text
+
+    done = await _callback(gateway, "fathom", nonce, code=gateway.fake.issue_code("fathom"), state=state)
+    assert done.status_code == 303, done.text
+    assert _query(done.headers["location"])["status"] == "error"
+    assert _query(done.headers["location"])["error"] == "token_revoked"
+    opened = await gateway.client.get(opened_first, follow_redirects=False)
+    assert opened.status_code == 303, opened.text
+    assert _query(opened.headers["location"])["error"] == "token_revoked"
+    assert gateway.fake.token_requests == []  # the code was never exchanged
+    assert await _count(gateway, "select count(*) from integrations where workspace_id = 'ws-c'") == 0
+
+
+async def _count_bytes(gateway: Gateway, sql: str) -> bytes:
+    conn = await asyncpg.connect(gateway.settings.database_url.get_secret_value())
+    try:
+        return bytes(await conn.fetchval(sql))
+    finally:
+        await conn.close()

@@ -52,11 +52,38 @@ class CreateConnectSession(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
     workspace_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     provider: Literal["fathom", "gong"]
     return_url: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+    # Reconnect this integration (of the same workspace and provider); without it, a new one.
+    integration_id: str | None = None
 
 
 class ConnectSession(msgspec.Struct):
     url: str
     expires_at: datetime
+
+
+# A connect session asked by a manage token completes only while that token is still good: revoking
+# a token stops what it started. (Null token_id: the admin token asked.)
+_ASKER_STILL_MANAGES = """(c.token_id is null or exists (
+    select from api_tokens t where t.id = c.token_id and t.revoked_at is null
+    and 'manage' = any (t.scopes) and c.workspace_id = any (t.workspace_ids)))"""
+
+
+async def _reconnectable(ctx: GatewayContext, body: CreateConnectSession) -> uuid.UUID:
+    """The integration a connect session names: of its workspace and provider, and not disabled or
+    erased (404 for any other, like every integration a caller may not see)."""
+    key = _integration_db.parse_id(body.integration_id or "")
+    row = key and await ctx.db.fetchrow(
+        "select status from integrations where id = $1 and workspace_id = $2 and provider = $3",
+        key,
+        body.workspace_id,
+        body.provider,
+    )
+    if not row or row["status"] == "erased":
+        raise ApiError(404, "unknown_integration", "no integration of this workspace and provider has this id")
+    if row["status"] == "disabled":
+        raise _disabled()
+    assert key is not None
+    return key
 
 
 def _disabled() -> ApiError:
@@ -169,18 +196,21 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
             return_url = check_return_url(body.return_url, return_hosts)
         except UrlNotAllowed as exc:
             raise ApiError(400, "return_url_not_allowed", str(exc)) from None
+        reconnect = await _reconnectable(ctx, body) if body.integration_id is not None else None
         session_id = secrets.token_urlsafe(32)
         expires_at = datetime.now(UTC) + timedelta(seconds=CONNECT_SESSION_SECONDS)
         await ctx.db.execute("delete from connect_sessions where expires_at < now() - interval '1 day'")
         await ctx.db.execute(
-            """insert into connect_sessions (id_hash, workspace_id, provider, return_url, token_id, expires_at)
-               values ($1, $2, $3, $4, $5, $6)""",
+            """insert into connect_sessions (id_hash, workspace_id, provider, return_url, token_id, expires_at,
+                                             integration_id)
+               values ($1, $2, $3, $4, $5, $6, $7)""",
             _hash_state(session_id),
             body.workspace_id,
             body.provider,
             return_url,
             None if caller.token_id is None else uuid.UUID(caller.token_id),
             expires_at,
+            reconnect,
         )
         log.info("connect session created", provider=body.provider, workspace_id=body.workspace_id)
         url = base_of(request) + f"/v1/connect/{session_id}"
@@ -198,24 +228,28 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
         id_hash = _hash_state(session_id)
         nonce = secrets.token_urlsafe(32)
         row = await ctx.db.fetchrow(
-            """update connect_sessions set opened_at = now(), browser_hash = $2
-               where id_hash = $1 and opened_at is null and expires_at > now()
-               returning workspace_id, provider, return_url""",
+            f"""update connect_sessions c set opened_at = now(), browser_hash = $2
+               where id_hash = $1 and opened_at is null and expires_at > now() and {_ASKER_STILL_MANAGES}
+               returning workspace_id, provider, return_url, integration_id""",
             id_hash,
             _hash_state(nonce),
         )
         if row is None:
             seen = await ctx.db.fetchrow(
-                "select return_url, opened_at is not null as opened from connect_sessions where id_hash = $1", id_hash
+                f"""select return_url, opened_at is not null as opened, {_ASKER_STILL_MANAGES} as token_valid
+                   from connect_sessions c where id_hash = $1""",
+                id_hash,
             )
             if seen is None:
                 raise ApiError(404, "unknown_connect_session", "no connect session has this id")
+            if not seen["token_valid"]:
+                return _outcome(seen["return_url"], error="token_revoked")
             return _outcome(seen["return_url"], error="session_used" if seen["opened"] else "session_expired")
         try:
             app = app_for(row["provider"])
         except ApiError as exc:  # the app's settings went away since the session was made
             return _outcome(row["return_url"], error=exc.error)
-        location = await start(request, app, row["workspace_id"], None, id_hash)
+        location = await start(request, app, row["workspace_id"], row["integration_id"], id_hash)
         return Redirect(location, status_code=302, cookies=[_browser_cookie(request, nonce, cookie_path)])
 
     @get(
@@ -239,12 +273,14 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
         # A connect session's state completes only in the browser that opened the session: from
         # any other, it is refused and left for its own browser.
         row = await ctx.db.fetchrow(
-            """delete from oauth_states s where state_hash = $1 and provider = $2
+            f"""delete from oauth_states s where state_hash = $1 and provider = $2
                  and (connect_session is null
                       or exists (select from connect_sessions c where c.id_hash = s.connect_session
                                  and c.browser_hash = $3))
                returning workspace_id, integration_id, redirect_uri, expires_at > now() as fresh, code_verifier,
-                         (select return_url from connect_sessions c where c.id_hash = s.connect_session) as return_url""",
+                         (select return_url from connect_sessions c where c.id_hash = s.connect_session) as return_url,
+                         (select {_ASKER_STILL_MANAGES} from connect_sessions c
+                          where c.id_hash = s.connect_session) as token_valid""",
             state_hash,
             provider,
             browser,
@@ -263,6 +299,9 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
                 browser, ApiError(400, "invalid_state", "unknown or already used state; start again from authorize")
             )
         return_url: str | None = row["return_url"]
+        if row["token_valid"] is False:  # the manage token that asked was revoked since
+            log.warning("connect session of a revoked token", provider=provider)
+            return _outcome(str(return_url), error="token_revoked", clear=cookie_path)
         try:
             verifier = (
                 None
@@ -331,7 +370,10 @@ async def _complete(
         except UrlNotAllowed as exc:
             log.warning("oauth api host refused", provider=provider, workspace_id=row["workspace_id"])
             raise ApiError(502, "base_url_not_allowed", f"{provider} answered with {exc}") from None
-    integration_id = await _store(ctx, provider, row["workspace_id"], row["integration_id"], tokens)
+    # The admin's authorize without an integration id keeps its rule (the workspace's OAuth
+    # integration of this provider is reconnected); a connect session makes its own unless it named one.
+    adopt = row["return_url"] is None
+    integration_id = await _store(ctx, provider, row["workspace_id"], row["integration_id"], tokens, adopt=adopt)
     if provider == "fathom":
         await _register_webhook(ctx, integration_id, tokens.access_token)
     await ctx.changed(str(integration_id))
@@ -419,20 +461,28 @@ async def _register_webhook(ctx: GatewayContext, integration_id: uuid.UUID, acce
 
 
 async def _store(
-    ctx: GatewayContext, provider: str, workspace_id: str, integration_id: uuid.UUID | None, tokens: _oauth.TokenSet
+    ctx: GatewayContext,
+    provider: str,
+    workspace_id: str,
+    integration_id: uuid.UUID | None,
+    tokens: _oauth.TokenSet,
+    *,
+    adopt: bool,
 ) -> uuid.UUID:
-    """Create the OAuth integration, or update the one being reconnected (or the workspace's
-    existing OAuth integration of this provider)."""
+    """Create the OAuth integration, or update the one being reconnected (or, with ``adopt``, the
+    workspace's existing OAuth integration of this provider)."""
     credentials = Credentials(
         access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_at=tokens.expires_at
     )
     async with ctx.db.acquire() as conn, conn.transaction():
-        target = integration_id or await conn.fetchval(
-            """select id from integrations where workspace_id = $1 and provider = $2 and auth_kind = 'oauth'
-               and status not in ('disabled', 'erased') order by created_at limit 1 for update""",
-            workspace_id,
-            provider,
-        )
+        target = integration_id
+        if target is None and adopt:
+            target = await conn.fetchval(
+                """select id from integrations where workspace_id = $1 and provider = $2 and auth_kind = 'oauth'
+                   and status not in ('disabled', 'erased') order by created_at limit 1 for update""",
+                workspace_id,
+                provider,
+            )
         if target is not None:
             status = await conn.fetchval("select status from integrations where id = $1 for update", target)
             if status is None or status == "erased":  # erased while its user was at the provider: never revived
