@@ -269,11 +269,60 @@ async def test_dead_letters_show_the_error_first_and_redrive_after_a_confirmatio
     assert "Dead letter 7 sent again" in (await client.get("/dlq")).text
 
 
-async def test_without_the_normalizers_dlq_api_the_page_says_how_to_do_it(client: AsyncTestClient[Any]) -> None:
+async def test_redrive_all_after_a_confirmation_goes_up_to_the_newest_shown_and_says_how_many(
+    client: AsyncTestClient[Any], overrides: dict[str, Handler], seen: list[httpx.Request]
+) -> None:
+    letters = [
+        {
+            "dlq_seq": seq, "consumer": "normalizer", "subject": "calls.raw.fathom.x", "stream_sequence": seq,
+            "delivery_count": 5, "failed_at": "2026-12-02T10:00:00Z", "error": "ValidationError", "bytes": 20,
+            "payload": "{}",
+        }
+        for seq in (9, 8)
+    ]  # fmt: skip
+    answers = iter(
+        [
+            {"redriven": 2, "failed": 0, "remaining": 0, "up_to": 9, "failures": []},
+            {"redriven": 100, "failed": 2, "remaining": 40, "up_to": 9, "failures": [
+                {"dlq_seq": 3, "error": "no_bytes"}, {"dlq_seq": 120, "error": "broker_unavailable"}]},
+        ]
+    )  # fmt: skip
+    overrides["GET /v1/dlq"] = lambda _: httpx.Response(200, json={"items": letters, "total": 2})
+    overrides["POST /v1/dlq/redrive"] = lambda _: httpx.Response(200, json=next(answers))
     await sign_in(client)
     page = (await client.get("/dlq")).text
-    assert "does not serve its dead letters over HTTP yet" in page
-    assert "callstream-normalizer dlq list" in page
+    assert "<summary>Redrive all…</summary>" in page
+    assert '<input type="hidden" name="up_to" value="9">' in page
+    answer = await client.post("/dlq/redrive", data={"_csrf_token": csrf(page), "up_to": "9"}, follow_redirects=False)
+    assert (answer.status_code, answer.headers["location"]) == (303, "/dlq")
+    sent = [r for r in seen if r.method == "POST"]
+    assert [(r.url.path, dict(r.url.params)) for r in sent] == [("/v1/dlq/redrive", {"up_to": "9"})]
+    assert "Redrive all: 2 dead letters sent again to their subject." in (await client.get("/dlq")).text
+
+    await client.post("/dlq/redrive", data={"_csrf_token": csrf(page), "up_to": "9"}, follow_redirects=False)
+    shown = (await client.get("/dlq")).text
+    assert 'class="flash bad"' in shown
+    assert "1 recorded without their bytes cannot be and stay" in shown
+    assert "the broker did not take one" in shown
+    assert "40 more to go: redrive all again" in shown
+    # Without its CSRF token nothing is sent.
+    seen.clear()
+    assert (await client.post("/dlq/redrive", data={"up_to": "9"}, follow_redirects=False)).status_code == 403
+    assert not [r for r in seen if r.method == "POST"]
+
+
+async def test_a_normalizer_that_cannot_list_its_dead_letters_is_named_with_what_to_do(
+    client: AsyncTestClient[Any], overrides: dict[str, Handler]
+) -> None:
+    overrides["GET /v1/dlq"] = lambda _: httpx.Response(503, json={"error": "broker_unavailable", "detail": "later"})
+    overrides["POST /v1/dlq/redrive"] = lambda _: httpx.Response(503, json={"error": "broker_unavailable"})
+    await sign_in(client)
+    page = (await client.get("/dlq")).text
+    assert "The normalizer answered 503 broker_unavailable: later" in page
+    assert "No dead letters" not in page
+    assert "Redrive all" not in page
+    await client.post("/dlq/redrive", data={"_csrf_token": csrf(page)}, follow_redirects=False)
+    assert "The normalizer answered 503 broker_unavailable" in (await client.get("/dlq")).text
 
 
 MANAGE = "cs_ws_manage_" + "m" * 40

@@ -579,15 +579,14 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     @get("/dlq", name="dlq")
     async def dlq_page(request: Request[Any, Any, Any]) -> Template:
         if not _operator(request):
-            return _page(request, "dlq.html", items=[], depth=None, missing_api=False, problem=None)
+            return _page(request, "dlq.html", items=[], depth=None, problem=None)
         letters, depth = await asyncio.gather(_maybe(api(request).dead_letters()), api(request).dlq_depth())
-        missing_api = isinstance(letters, BackendError) and letters.status in (404, 405)
-        problem = _problem(letters) if isinstance(letters, BackendError) and not missing_api else None
+        problem = _problem(letters) if isinstance(letters, BackendError) else None
         items = letters if isinstance(letters, list) else []
         for item in items:
             payload = item.get("payload", item.get("data"))
             item["payload_text"] = payload if isinstance(payload, str) else json.dumps(payload, indent=2, default=str)
-        return _page(request, "dlq.html", items=items, depth=depth, missing_api=missing_api, problem=problem)
+        return _page(request, "dlq.html", items=items, depth=depth, problem=problem)
 
     @post("/dlq/{seq:int}/redrive")
     async def redrive(request: Request[Any, Any, Any], seq: FromPath[int]) -> Redirect:
@@ -596,6 +595,31 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             _flash(request, "ok", f"Dead letter {seq} sent again to its subject.")
         except BackendError as exc:
             _flash(request, "bad", _problem(exc))
+        return _see("/dlq")
+
+    @post("/dlq/redrive")
+    async def redrive_all(request: Request[Any, Any, Any]) -> Redirect:
+        """One batch (the normalizer's bound) of the dead letters up to the newest the page showed:
+        those arriving after it, or coming back because their cause is not fixed, stay for a look."""
+        up_to = (await _form(request)).get("up_to", "")
+        try:
+            done = await api(request).redrive_all(int(up_to) if up_to.isdigit() else None)
+        except BackendError as exc:
+            _flash(request, "bad", _problem(exc))
+            return _see("/dlq")
+        n = int(done["redriven"])
+        text = (
+            f"Redrive all: {n} dead letter{'' if n == 1 else 's'} sent again to {'its' if n == 1 else 'their'} subject"
+        )
+        broker = any(f["error"] != "no_bytes" for f in done["failures"])
+        if hollow := int(done["failed"]) - broker:
+            # only their count: the normalizer lists the last few, and the operator reads them on this page
+            text += f"; {hollow} recorded without their bytes cannot be and stay"
+        if broker:
+            text += "; the broker did not take one, so it stopped there: try again in a moment"
+        if done["remaining"]:
+            text += f"; {done['remaining']} more to go: redrive all again"
+        _flash(request, "bad" if done["failed"] else "ok", text + ".")
         return _see("/dlq")
 
     # ---- messages -------------------------------------------------------------------------------------
@@ -681,7 +705,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         exception_handlers={HTTPException: _error_page, Exception: _error_page},
         route_handlers=[
             overview, integrations_page, add_integration, connect, connected, integration_page, start_sync, cancel_run, run_events,
-            disable, erase, erasure_page, dlq_page, redrive, messages_page, message_page,
+            disable, erase, erasure_page, dlq_page, redrive, redrive_all, messages_page, message_page,
         ],
     )  # fmt: skip
     public = Router(

@@ -210,6 +210,12 @@ class Backend:
     async def redrive(self, seq: int) -> None:
         await self._json("normalizer", "POST", f"/v1/dlq/{seq}/redrive", ok=(200, 202, 204))
 
+    async def redrive_all(self, up_to: int | None) -> dict[str, Any]:
+        """One batch of the normalizer's "redrive all" (``redriven``, ``failed``, ``remaining``),
+        never past ``up_to``, the newest dead letter the operator saw."""
+        params = {"up_to": up_to} if up_to is not None else None
+        return dict(await self._json("normalizer", "POST", "/v1/dlq/redrive", params=params))
+
     # ---- linker -------------------------------------------------------------------------------
     async def messages(self, workspace_id: str, **params: Any) -> dict[str, Any]:
         query = {"workspace_id": workspace_id, **{k: v for k, v in params.items() if v not in (None, "")}}
