@@ -167,6 +167,73 @@ async def test_list_filters_and_bad_cursor(linker: Client, seed: Seed, admin_tok
     assert r.status_code == 400
 
 
+# What a list item carried before #18 (readers parse these): new fields are added, none changed.
+SUMMARY_FIELDS = {"id", "workspace_id", "source", "external_id", "title", "sent_at", "channel_name", "author"}
+SUMMARY_FIELDS |= {"customer_id", "link"}
+
+
+async def test_list_by_integration_with_duration_and_scoped_to_the_tokens_workspaces(
+    linker: Client, seed: Seed, admin_token: str
+) -> None:
+    one, two, foreign = (str(uuid.uuid4()) for _ in range(3))
+    customer = await seed.customer("acme", "quillmere.com", "Quillmere Systems")
+    # The normalizer keeps the length of a call as metadata.duration_seconds (Fathom: from the
+    # recording's start and end; Gong: metaData.duration, sent as a float).
+    a = await seed.message(
+        "acme", "fathom", "1", {"recording_url": SHARE, "duration_seconds": 2520, **HEAVY},
+        sent_at=T0, integration_id=one, customer_id=customer,
+    )  # fmt: skip
+    b = await seed.message(
+        "acme", "gong", "2", {"call_id": "2", "duration_seconds": 1834.6},
+        sent_at=T0 + timedelta(hours=1), integration_id=two,
+    )  # fmt: skip
+    c = await seed.message(
+        "acme", "fathom", "3", {"recording_url": SHARE, "duration_seconds": None},
+        sent_at=T0 + timedelta(hours=2), integration_id=one,
+    )  # fmt: skip
+    await seed.message("globex", "gong", "4", {"duration_seconds": 60}, sent_at=T0, integration_id=foreign)
+
+    async def page(token: str, **params: Any) -> Any:
+        return await linker.get("/v1/messages", params=params, headers=bearer(token))
+
+    answer = await page(admin_token, workspace_id="acme", integration_id=one)
+    assert answer.status_code == 200, answer.text
+    items = answer.json()["items"]
+    assert [i["id"] for i in items] == [str(c), str(a)]
+    for item in items:
+        assert set(item) == SUMMARY_FIELDS | {"integration_id", "duration_seconds"}
+    assert [(i["integration_id"], i["duration_seconds"]) for i in items] == [(one, None), (one, 2520)]
+    assert items[1]["customer_id"] == str(customer)
+    assert items[1]["link"]["url"] == SHARE
+
+    every = (await page(admin_token, workspace_id="acme")).json()["items"]
+    assert [(i["id"], i["integration_id"], i["duration_seconds"]) for i in every] == [
+        (str(c), one, None),
+        (str(b), two, 1835),
+        (str(a), one, 2520),
+    ]
+    # With the other filters, in any spelling of the id, and page by page with the filter kept.
+    both = {"workspace_id": "acme", "integration_id": one.upper(), "source": "fathom"}
+    assert [i["id"] for i in (await page(admin_token, **both, customer_id=str(customer))).json()["items"]] == [str(a)]
+    first = (await page(admin_token, **both, limit=1)).json()
+    assert [i["id"] for i in first["items"]] == [str(c)]
+    second = (await page(admin_token, **both, limit=1, cursor=first["next_cursor"])).json()
+    assert ([i["id"] for i in second["items"]], second["next_cursor"]) == ([str(a)], None)
+    assert (await page(admin_token, workspace_id="acme", integration_id=foreign)).json()["items"] == []
+
+    bad = await page(admin_token, workspace_id="acme", integration_id="not-an-id")
+    assert (bad.status_code, bad.json()["error"]) == (400, "invalid_integration_id")
+    assert set(bad.json()) == {"error", "detail"}
+
+    # A read token of another workspace sees nothing of acme's, filtered or not.
+    globex = await seed.token("globex")
+    hidden = await page(globex, workspace_id="acme", integration_id=one)
+    assert (hidden.status_code, hidden.json()["error"]) == (404, "not_found")
+    assert (await page(globex, workspace_id="globex", integration_id=one)).json()["items"] == []
+    own = (await page(globex, workspace_id="globex", integration_id=foreign)).json()["items"]
+    assert [(i["workspace_id"], i["duration_seconds"]) for i in own] == [("globex", 60)]
+
+
 # The old MessageResponse, field by field: what existing clients of the features endpoint parse.
 OLD_MESSAGE_RESPONSE = {
     "id": str,

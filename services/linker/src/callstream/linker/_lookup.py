@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 
@@ -16,6 +17,14 @@ from ._links import HostAllowList, Link, LinkFacts, needs_gong_host, resolve_lin
 from ._schemas import Author, LinkRecord, MessageSummary, link_record
 
 _encode = msgspec.json.Encoder().encode
+
+
+def seconds_of(value: object) -> int | None:
+    """A stored ``duration_seconds`` as whole seconds (Gong sends a float), or None for anything
+    that is not a non-negative finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return None
+    return round(value)
 
 
 class RenderedLink(msgspec.Struct, frozen=True, gc=False):
@@ -188,6 +197,8 @@ class LinkLookup:
                 author=Author(name=r["author_name"], email=r["author_email"], id=r["author_id"]),
                 customer_id=None if r["customer_id"] is None else str(r["customer_id"]),
                 link=self.link(f, hosts.get(f.workspace_id)),
+                integration_id=r["integration_id"],
+                duration_seconds=seconds_of(r["link_fields"].get("duration_seconds")),
             )
             for r, f in zip(page, facts, strict=True)
         ]

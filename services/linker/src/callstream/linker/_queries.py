@@ -22,12 +22,22 @@ from callstream.contracts import Source
 from ._links import LinkFacts
 
 HEAVY_METADATA_KEYS = ("raw_call_data", "transcript_data", "raw_session_data")
-_LINK_KEYS = "('recording_url', 'share_url', 'url', 'call_id', 'link_refused')"
+_LINK_KEYS = ("recording_url", "share_url", "url", "call_id", "link_refused")
+
+
+def _metadata_fields(keys: tuple[str, ...], name: str) -> str:
+    """Some keys of a message's metadata as one small jsonb object, in one pass over it."""
+    listed = ", ".join(f"'{k}'" for k in keys)
+    return (
+        "(select coalesce(jsonb_object_agg(key, value), '{}'::jsonb) from jsonb_each(m.message_metadata)"
+        f" where key in ({listed})) as {name}"
+    )
+
+
 # The link-bearing keys of a message as ``link_fields``: the one way every linker query reads them.
-LINK_FIELDS = (
-    "(select coalesce(jsonb_object_agg(key, value), '{}'::jsonb) from jsonb_each(m.message_metadata)"
-    f" where key in {_LINK_KEYS}) as link_fields"
-)
+LINK_FIELDS = _metadata_fields(_LINK_KEYS, "link_fields")
+# A list item's: the same, and the length of the call the normalizer keeps (``duration_seconds``).
+SUMMARY_FIELDS = _metadata_fields((*_LINK_KEYS, "duration_seconds"), "link_fields")
 _FACTS_COLUMNS = f"m.id, m.workspace_id, m.source, m.external_id, m.version, m.deleted_reason, {LINK_FIELDS}"
 _LIGHT_METADATA = "m.message_metadata - " + " - ".join(f"'{k}'" for k in HEAVY_METADATA_KEYS)
 
@@ -125,6 +135,7 @@ class MessageFilter:
     workspace_id: str
     source: Source | None = None
     customer_id: uuid.UUID | None = None
+    integration_id: uuid.UUID | None = None
     since: datetime | None = None
     until: datetime | None = None
 
@@ -143,6 +154,8 @@ async def list_messages(
         where.append(f"m.source = {arg(flt.source)}")
     if flt.customer_id is not None:
         where.append(f"m.customer_id = {arg(flt.customer_id)}")
+    if flt.integration_id is not None:  # stored as the gateway's text form of its uuid
+        where.append(f"m.integration_id = {arg(str(flt.integration_id))}")
     if flt.since is not None:
         where.append(f"m.sent_at >= {arg(flt.since)}")
     if flt.until is not None:
@@ -154,7 +167,8 @@ async def list_messages(
             where.append(f"(m.sent_at, m.id) < ({arg(cursor.sent_at)}, {arg(cursor.id)})")
     rows: list[asyncpg.Record] = await pool.fetch(
         "select m.id, m.workspace_id, m.source, m.external_id, m.title, m.sent_at, m.channel_name,"
-        f" m.author_name, m.author_email, m.author_id, m.customer_id, m.version, {LINK_FIELDS}"
+        " m.author_name, m.author_email, m.author_id, m.customer_id, m.integration_id, m.version,"
+        f" {SUMMARY_FIELDS}"
         f" from messages m where {' and '.join(where)}"
         f" order by m.sent_at desc, m.id desc limit {arg(limit)}",
         *args,

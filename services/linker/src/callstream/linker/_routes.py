@@ -208,6 +208,9 @@ def build_router(
         workspace_id: WorkspaceQuery,
         source: FromQuery[Source | None] = None,
         customer_id: Annotated[str | None, Parameter(max_length=64)] = None,
+        integration_id: Annotated[
+            str | None, Parameter(max_length=64, description="only messages this integration (a uuid) brought")
+        ] = None,
         since: Annotated[datetime | None, Parameter(description="sent at or after")] = None,
         until: Annotated[datetime | None, Parameter(description="sent before")] = None,
         limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 50,
@@ -220,11 +223,23 @@ def build_router(
             customer = q.parse_uuid(customer_id)
             if customer is None:
                 return MessagePage(items=[], next_cursor=None)
+        integration = None
+        if integration_id is not None:
+            integration = q.parse_uuid(integration_id)
+            if integration is None:
+                raise ApiError(400, "invalid_integration_id", "integration_id is not a uuid")
         try:
             after = None if cursor is None else q.decode_cursor(cursor)
         except q.BadCursor as exc:
             raise ApiError(400, "invalid_cursor", str(exc)) from None
-        flt = q.MessageFilter(workspace_id=workspace_id, source=source, customer_id=customer, since=since, until=until)
+        flt = q.MessageFilter(
+            workspace_id=workspace_id,
+            source=source,
+            customer_id=customer,
+            integration_id=integration,
+            since=since,
+            until=until,
+        )
         items, next_cursor = await lookup.message_page(flt, after, limit)
         return MessagePage(items=items, next_cursor=next_cursor)
 
