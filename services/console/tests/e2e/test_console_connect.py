@@ -55,6 +55,31 @@ async def test_connect_fathom_by_oauth_ends_on_the_new_integration(console_stack
     listed = (await client.get("/integrations")).text
     assert f"/integrations/{integration_id}" in listed
 
+    # "Reconnect Fathom" on its page: new tokens for the same integration, never a second one.
+    own = (await client.get(f"/integrations/{integration_id}")).text
+    assert ">Reconnect Fathom</button>" in own
+    redo = await client.post(
+        "/integrations/connect",
+        data={
+            "_csrf_token": csrf_of(own),
+            "provider": "fathom",
+            "workspace_id": "oauth-ws",
+            "integration_id": integration_id,
+        },
+    )
+    assert redo.status_code == 303, redo.text
+    location, hops = redo.headers["location"], []
+    for _ in range(6):
+        answer = await browser.get(location, follow_redirects=False)
+        if answer.status_code not in (302, 303):
+            break
+        location = str(answer.url.join(answer.headers["location"]))
+        hops.append(urlsplit(location).path)
+    assert hops[-1] == f"/integrations/{integration_id}", hops
+    assert (await client.get("/integrations")).text.count('href="/integrations/') == listed.count(
+        'href="/integrations/'
+    )
+
     # The same link again: the gateway refuses it and the console says what to do.
     again = await browser.get(started.headers["location"], follow_redirects=False)
     assert again.status_code == 303

@@ -423,6 +423,9 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             "provider": provider,
             "return_url": settings.public_base() + "/integrations/connected",
         }
+        reconnect = form.get("integration_id", "")
+        if _is_uuid(reconnect):  # "Reconnect" on an integration's page: the same integration, new tokens
+            body["integration_id"] = reconnect
         try:
             session = await api(request).connect_session(body)
         except BackendError as exc:
