@@ -201,9 +201,10 @@ async def test_list_by_integration_with_duration_and_scoped_to_the_tokens_worksp
     items = answer.json()["items"]
     assert [i["id"] for i in items] == [str(c), str(a)]
     for item in items:
-        assert set(item) == SUMMARY_FIELDS | {"integration_id", "duration_seconds"}
+        assert set(item) == SUMMARY_FIELDS | {"integration_id", "duration_seconds", "customer_name"}
     assert [(i["integration_id"], i["duration_seconds"]) for i in items] == [(one, None), (one, 2520)]
-    assert items[1]["customer_id"] == str(customer)
+    assert (items[1]["customer_id"], items[1]["customer_name"]) == (str(customer), "Quillmere Systems")
+    assert items[0]["customer_name"] is None
     assert items[1]["link"]["url"] == SHARE
 
     every = (await page(admin_token, workspace_id="acme")).json()["items"]
@@ -230,7 +231,11 @@ async def test_list_by_integration_with_duration_and_scoped_to_the_tokens_worksp
     hidden = await page(globex, workspace_id="acme", integration_id=one)
     assert (hidden.status_code, hidden.json()["error"]) == (404, "not_found")
     assert (await page(globex, workspace_id="globex", integration_id=one)).json()["items"] == []
+    # A customer without a name is named by its domain (what it was recognised by).
+    unnamed = await seed.customer("globex", "initech.example")
+    await seed.conn.execute("update messages set customer_id = $1 where workspace_id = 'globex'", unnamed)
     own = (await page(globex, workspace_id="globex", integration_id=foreign)).json()["items"]
+    assert [i["customer_name"] for i in own] == ["initech.example"]
     assert [(i["workspace_id"], i["duration_seconds"]) for i in own] == [("globex", 60)]
 
 

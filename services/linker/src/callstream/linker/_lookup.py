@@ -197,6 +197,7 @@ class LinkLookup:
                 author=Author(name=r["author_name"], email=r["author_email"], id=r["author_id"]),
                 customer_id=None if r["customer_id"] is None else str(r["customer_id"]),
                 link=self.link(f, hosts.get(f.workspace_id)),
+                customer_name=r["customer_name"],
                 integration_id=r["integration_id"],
                 duration_seconds=seconds_of(r["link_fields"].get("duration_seconds")),
             )

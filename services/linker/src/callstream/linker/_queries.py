@@ -168,8 +168,9 @@ async def list_messages(
     rows: list[asyncpg.Record] = await pool.fetch(
         "select m.id, m.workspace_id, m.source, m.external_id, m.title, m.sent_at, m.channel_name,"
         " m.author_name, m.author_email, m.author_id, m.customer_id, m.integration_id, m.version,"
-        f" {SUMMARY_FIELDS}"
-        f" from messages m where {' and '.join(where)}"
+        f" coalesce(c.name, c.domain) as customer_name, {SUMMARY_FIELDS}"
+        " from messages m left join customers c on c.id = m.customer_id"
+        f" where {' and '.join(where)}"
         f" order by m.sent_at desc, m.id desc limit {arg(limit)}",
         *args,
     )

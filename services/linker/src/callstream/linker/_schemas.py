@@ -90,9 +90,10 @@ MESSAGE_FIELDS = frozenset(f for f in MessageOut.__struct_fields__ if f != "id")
 
 
 class MessageSummary(msgspec.Struct, kw_only=True):
-    """One message of a list. ``integration_id``: the integration that brought it (null for rows
-    stored before integrations were recorded); ``duration_seconds``: the call's length in whole
-    seconds, null when the provider did not say (Fathom: from the recording's start and end)."""
+    """One message of a list. ``customer_name``: the customer's name, else the domain it was
+    recognised by (null without a customer); ``integration_id``: the integration that brought it;
+    ``duration_seconds``: the call's length in whole seconds, null when the provider did not say
+    (Fathom: from the recording's start and end)."""
 
     id: str
     workspace_id: str
@@ -104,6 +105,7 @@ class MessageSummary(msgspec.Struct, kw_only=True):
     author: Author
     customer_id: str | None
     link: Link
+    customer_name: str | None
     integration_id: str | None
     duration_seconds: int | None
 
