@@ -191,5 +191,5 @@ async def test_sync_state_of_a_workspace(client: httpx.AsyncClient, pool: asyncp
     assert set(by_id) == {str(seen), str(reauth)}
     assert (by_id[str(seen)]["status"], by_id[str(seen)]["items_synced_total"]) == ("success", 42)
     assert by_id[str(reauth)]["status"] == "reauth_required"
-    missing = await client.get("/v1/sync-state", headers=AUTH)
-    assert missing.status_code == 400
+    bad = await client.get("/v1/sync-state", params={"workspace_id": "not a workspace"}, headers=AUTH)
+    assert bad.status_code == 400

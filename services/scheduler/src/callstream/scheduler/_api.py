@@ -255,8 +255,11 @@ def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken | Mana
 
     @get("/sync-state")
     async def workspace_state(
-        workspace_id: Annotated[str, QueryParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
+        workspace_id: Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
     ) -> list[SyncStateView]:
+        """One workspace's integrations, or (the admin token only: the guard refuses a manage token
+        that names no workspace) every integration's, in one answer: the console's overview of a
+        thousand integrations asks once instead of once per workspace (issue #18's bench/console)."""
         rows = await scheduler_of().store.states(workspace_id=workspace_id)
         return [_state_view(r) for r in rows if r["integration_status"] != ERASED]
 
