@@ -313,8 +313,26 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
 
     # ---- overview -------------------------------------------------------------------------------
     async def _states(request: Request[Any, Any, Any], workspaces: list[str]) -> dict[str, dict[str, Any]]:
+        """The sync state of every integration of ``workspaces``. The operator's come in one answer
+        whatever their number (a request per workspace made a page of a thousand integrations wait
+        for hundreds of them: bench/console); a workspace's sign-in asks for each of its few."""
+        if _operator(request) and len(workspaces) > 1:
+            everything = await _maybe(api(request).all_sync_states())
+            if isinstance(everything, list):
+                wanted = set(workspaces)
+                return {s["integration_id"]: s for s in everything if s["workspace_id"] in wanted}
         answers = await asyncio.gather(*(_maybe(api(request).sync_states(w)) for w in workspaces))
         return {s["integration_id"]: s for a in answers if isinstance(a, list) for s in a}
+
+    async def _healths(request: Request[Any, Any, Any], ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The health of ``ids``: the operator's in batches, a workspace's sign-in one by one (its
+        token may read its own integrations' health, not the batch)."""
+        if _operator(request) and len(ids) > 1:
+            batch = await _maybe(api(request).healths(ids))
+            if isinstance(batch, list):
+                return {h["integration_id"]: h for h in batch}
+        answers = await asyncio.gather(*(_maybe(api(request).health(i)) for i in ids))
+        return {i: h for i, h in zip(ids, answers, strict=True) if isinstance(h, dict)}
 
     @get("/", name="overview")
     async def overview(request: Request[Any, Any, Any], sort: FromQuery[str] = "status") -> Template:
@@ -336,10 +354,11 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         # Only a syncing run can be stuck, and a failing one may be a refused credential: only those
         # rows cost a health read each.
         asked = [r for r in rows if r["status"].word in ("syncing", "failing")]
-        healths = await asyncio.gather(*(_maybe(api(request).health(r["i"]["id"])) for r in asked))
+        healths = await _healths(request, [r["i"]["id"] for r in asked])
         stuck = []
-        for row, health in zip(asked, healths, strict=True):
-            if not isinstance(health, dict):
+        for row in asked:
+            health = healths.get(row["i"]["id"])
+            if health is None:
                 continue
             row["status"] = v.integration_status(row["i"], row["s"], health)
             for check in health.get("checks", []):

@@ -21,6 +21,7 @@ __all__ = ["SERVICE_NAMES", "Backend", "BackendError", "Readiness"]
 
 SERVICE_NAMES = ("gateway", "scheduler", "normalizer", "linker")
 READY_TIMEOUT_SECONDS = 3.0
+HEALTH_BATCH = 200  # integrations per batch health request (the scheduler takes up to 500; a URL stays short)
 # Progress streams wait long between events (a run paced by its provider): no read timeout.
 STREAM_TIMEOUT = httpx.Timeout(10.0, read=None)
 _DLQ_METRIC = re.compile(r"^callstream_dlq_messages\{[^}]*\}\s+([0-9.eE+]+)\s*$", re.MULTILINE)
@@ -152,6 +153,23 @@ class Backend:
     # ---- scheduler ----------------------------------------------------------------------------
     async def sync_states(self, workspace_id: str) -> list[dict[str, Any]]:
         return list(await self._json("scheduler", "GET", "/v1/sync-state", params={"workspace_id": workspace_id}))
+
+    async def all_sync_states(self) -> list[dict[str, Any]]:
+        """Every integration's sync state in one answer (the operator's alone: a manage token must
+        name its workspaces, one call each)."""
+        return list(await self._json("scheduler", "GET", "/v1/sync-state"))
+
+    async def healths(self, integration_ids: list[str]) -> list[dict[str, Any]]:
+        """Many integrations' health, a request per HEALTH_BATCH (the operator's alone; an unknown
+        or erased integration is left out)."""
+        batches = [integration_ids[k : k + HEALTH_BATCH] for k in range(0, len(integration_ids), HEALTH_BATCH)]
+        pages = await asyncio.gather(
+            *(
+                self._json("scheduler", "GET", "/v1/health", params=[("integration_id", i) for i in batch])
+                for batch in batches
+            )
+        )
+        return [item for page in pages for item in page["items"]]
 
     async def sync_state(self, integration_id: str) -> dict[str, Any] | None:
         try:
