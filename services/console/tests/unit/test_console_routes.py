@@ -291,6 +291,7 @@ async def test_redrive_all_after_a_confirmation_goes_up_to_the_newest_shown_and_
     overrides["POST /v1/dlq/redrive"] = lambda _: httpx.Response(200, json=next(answers))
     await sign_in(client)
     page = (await client.get("/dlq")).text
+    assert '<span class="badge warn">2</span>' in page  # the list's count, not the lagging gauge's 3
     assert "<summary>Redrive all…</summary>" in page
     assert '<input type="hidden" name="up_to" value="9">' in page
     answer = await client.post("/dlq/redrive", data={"_csrf_token": csrf(page), "up_to": "9"}, follow_redirects=False)

@@ -604,7 +604,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             return _page(request, "dlq.html", items=[], depth=None, problem=None)
         letters, depth = await asyncio.gather(_maybe(api(request).dead_letters()), api(request).dlq_depth())
         problem = _problem(letters) if isinstance(letters, BackendError) else None
-        items = letters if isinstance(letters, list) else []
+        items, depth = letters if isinstance(letters, tuple) else ([], depth)  # the list's count is the newer
         for item in items:
             payload = item.get("payload", item.get("data"))
             item["payload_text"] = payload if isinstance(payload, str) else json.dumps(payload, indent=2, default=str)

@@ -221,9 +221,12 @@ class Backend:
             return None
         return int(sum(float(v) for v in _DLQ_METRIC.findall(response.text)))
 
-    async def dead_letters(self) -> list[dict[str, Any]]:
+    async def dead_letters(self) -> tuple[list[dict[str, Any]], int]:
+        """The newest dead letters (with their payload's start) and how many there are now (the
+        metrics' gauge lags behind by up to its interval)."""
         answer = await self._json("normalizer", "GET", "/v1/dlq", params={"include": "payload"})
-        return list(answer["items"] if isinstance(answer, dict) else answer)
+        items = list(answer["items"])
+        return items, int(answer.get("total", len(items)))
 
     async def redrive(self, seq: int) -> None:
         await self._json("normalizer", "POST", f"/v1/dlq/{seq}/redrive", ok=(200, 202, 204))
