@@ -33,6 +33,7 @@ from litestar.template.config import TemplateConfig
 
 from callstream.runtime import create_app, get_logger
 
+from . import _rows
 from . import _views as v
 from ._backend import Backend, BackendError
 from ._settings import Settings
@@ -372,10 +373,12 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         else:
             sort = "status"
             rows.sort(key=lambda r: (order.get(r["status"].tone, 5), r["i"]["workspace_id"]))
+        now = datetime.now(tz=UTC)
         return _page(
             request,
             "overview.html",
             rows=rows,
+            table=[_rows.row(r["i"], r["s"], r["status"], now) for r in rows],
             sort=sort,
             failing=[r for r in rows if r["status"].word == "failing"],
             reconnect=[r for r in rows if r["status"].word == "needs reconnect"],
@@ -399,10 +402,11 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             {"i": i, "s": states.get(i["id"]), "status": v.integration_status(i, states.get(i["id"]))} for i in shown
         ]
         rows.sort(key=lambda r: r["i"]["created_at"], reverse=True)
+        now = datetime.now(tz=UTC)
         return _page(
             request,
             "integrations.html",
-            rows=rows,
+            rows=[_rows.row(r["i"], r["s"], r["status"], now) for r in rows],
             workspaces=workspaces,
             workspace_id=workspace_id or "",
             total=len(everything),
