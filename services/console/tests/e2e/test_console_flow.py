@@ -107,6 +107,17 @@ async def test_an_operator_adds_fathom_test_syncs_and_reads_the_messages(console
     assert re.search(
         r'href="https://fathom\.video/share/[0-9a-f]+" target="_blank" rel="noopener noreferrer"', messages
     )
+    # One integration's messages (its workspace picked from it), each with the call's length.
+    own = await client.get("/messages", params={"integration_id": integration_id, "source": "fathom"})
+    assert own.status_code == 200
+    rows = own.text.count('target="_blank" rel="noopener noreferrer"')
+    assert rows >= 5
+    assert len(re.findall(r'<span title="\d+ s">\d+ (?:h|min|s)[^<]*</span>', own.text)) == rows
+    other = await client.get("/messages", params={"integration_id": integration_id, "source": "gong"})
+    assert "No messages match these filters" in other.text
+    bad = await client.get("/messages", params={"integration_id": "x"})
+    assert bad.status_code == 400
+    assert "is not an integration" in bad.text
     message_path = re.search(r'href="(/messages/[0-9a-f-]{36})"', messages)
     assert message_path
     message = await client.get(message_path.group(1))

@@ -649,7 +649,12 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         return _see("/dlq")
 
     # ---- messages -------------------------------------------------------------------------------------
-    async def _customers(request: Request[Any, Any, Any], ids: set[str]) -> dict[str, str]:
+    async def _customers(request: Request[Any, Any, Any], items: list[dict[str, Any]]) -> dict[str, str]:
+        """Customers' names by id: the linker's list names them (``customer_name``); a linker too
+        old to do so is asked for each customer on the page."""
+        names = {m["customer_id"]: m["customer_name"] for m in items if m.get("customer_id") and m.get("customer_name")}
+        unnamed = {m["customer_id"] for m in items if m.get("customer_id") and "customer_name" not in m}
+
         async def one(cid: str) -> tuple[str, str | None]:
             try:
                 answer = await api(request).customer(cid)
@@ -657,55 +662,85 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
                 return cid, None
             return cid, answer.get("name") or answer.get("domain")
 
-        found = await asyncio.gather(*(one(c) for c in list(ids)[:MESSAGES_PER_PAGE]))
-        return {c: n for c, n in found if n}
+        found = await asyncio.gather(*(one(c) for c in list(unnamed)[:MESSAGES_PER_PAGE]))
+        return names | {c: n for c, n in found if n}
 
     @get("/messages", name="messages")
     async def messages_page(
         request: Request[Any, Any, Any],
         workspace_id: FromQuery[str | None] = None,
+        integration_id: FromQuery[str | None] = None,
         source: FromQuery[str | None] = None,
         customer_id: FromQuery[str | None] = None,
         cursor: FromQuery[str | None] = None,
     ) -> Template:
+        given = {"workspace_id": workspace_id, "integration_id": integration_id, "source": source}
+        filters = {k: (val or "").strip() for k, val in (given | {"customer_id": customer_id}).items()}
         integrations = await api(request).integrations()
         workspaces = sorted({i["workspace_id"] for i in integrations})
-        source = source if source in ("fathom", "gong") else None
+        items: list[dict[str, Any]] = []
         next_cursor = None
         problems: list[str] = []
-        if workspace_id:
-            page = await api(request).messages(
-                workspace_id, source=source, customer_id=customer_id, cursor=cursor, limit=MESSAGES_PER_PAGE
-            )
-            items, next_cursor = page["items"], page.get("next_cursor")
-        else:
+        status = 200
+        # Checked here, before any service is asked, so that a typo reads as what it is.
+        if filters["integration_id"] and not _is_uuid(filters["integration_id"]):
+            problems.append(f"integration_id {filters['integration_id']!r} is not an integration's id (a uuid).")
+        if filters["customer_id"] and not _is_uuid(filters["customer_id"]):
+            problems.append(f"customer_id {filters['customer_id']!r} is not a customer's id (a uuid).")
+        if filters["source"] and filters["source"] not in ("fathom", "gong"):
+            problems.append(f"source {filters['source']!r} is not one of fathom, gong.")
+        integration = None
+        if problems:
+            status = 400
+        elif filters["integration_id"]:
+            wanted = str(uuid.UUID(filters["integration_id"]))
+            integration = next((i for i in integrations if i["id"] == wanted), None)
+            if integration is None:
+                status = 404
+                problems.append(f"No integration {wanted} (or not one your sign-in may read).")
+            else:  # an integration is in one workspace: its messages page by page
+                filters["integration_id"] = wanted
+                filters["workspace_id"] = integration["workspace_id"]
+        wanted_filters = {k: val for k, val in filters.items() if k != "workspace_id"}
+        merged = False
+        if problems:
+            pass
+        elif filters["workspace_id"]:
+            try:
+                page = await api(request).messages(
+                    filters["workspace_id"], **wanted_filters, cursor=cursor, limit=MESSAGES_PER_PAGE
+                )
+                items, next_cursor = page["items"], page.get("next_cursor")
+            except BackendError as exc:  # a cursor or filter the linker refuses, or the linker down
+                status = exc.status if exc.status in (400, 404) else 502
+                problems.append(_problem(exc))
+        else:  # every workspace: the newest of each, merged (one page; a keyset needs one workspace)
             pages = await asyncio.gather(
                 *(
-                    _maybe(api(request).messages(w, source=source, customer_id=customer_id, limit=MESSAGES_PER_PAGE))
+                    _maybe(api(request).messages(w, **wanted_filters, limit=MESSAGES_PER_PAGE))
                     for w in workspaces[:MAX_MESSAGE_WORKSPACES]
                 )
             )
             problems = [_problem(p) for p in pages if isinstance(p, BackendError)]
-            items = [m for p in pages if isinstance(p, dict) for m in p["items"]]
-            items.sort(key=lambda m: m.get("sent_at") or "", reverse=True)
+            found = [p for p in pages if isinstance(p, dict)]
+            items = sorted((m for p in found for m in p["items"]), key=lambda m: m.get("sent_at") or "", reverse=True)
+            merged = len(items) > MESSAGES_PER_PAGE or any(p.get("next_cursor") for p in found)
             items = items[:MESSAGES_PER_PAGE]
-        names = await _customers(request, {m["customer_id"] for m in items if m.get("customer_id")})
-        query = {
-            k: val
-            for k, val in {"workspace_id": workspace_id, "source": source, "customer_id": customer_id}.items()
-            if val
-        }
+        names = await _customers(request, items)
+        query = {k: val for k, val in filters.items() if val}
         older = "/messages?" + urlencode({**query, "cursor": next_cursor}) if next_cursor else None
         return _page(
             request,
             "messages.html",
-            items=items,
+            status_code=status,
+            items=[m | {"length": v.call_length(m.get("duration_seconds"))} for m in items],
             names=names,
             workspaces=workspaces,
-            workspace_id=workspace_id or "",
-            source=source or "",
-            customer_id=customer_id or "",
+            integrations=sorted(integrations, key=lambda i: (i["workspace_id"], i["provider"], i["id"])),
+            integration=integration,
+            filters=filters,
             older=older,
+            more_elsewhere=merged,
             problems=problems,
             has_integrations=bool(integrations),
         )

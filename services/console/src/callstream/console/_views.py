@@ -3,6 +3,7 @@ relative with their absolute UTC, the sync presets' request bodies, a run's dura
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ __all__ = [
     "Status",
     "absolute",
     "as_datetime",
+    "call_length",
     "duration",
     "integration_status",
     "relative",
@@ -75,6 +77,18 @@ def duration(start: Any, end: Any, now: datetime | None = None) -> str:
         return f"{seconds:.1f} s" if seconds < 10 else f"{int(seconds)} s"
     minutes, rest = divmod(int(seconds), 60)
     return f"{minutes} min {rest} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def call_length(seconds: Any) -> str:
+    """A call's length as people say it: ``45 s``, ``42 min``, ``1 h 5 min``; empty when unknown."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < math.inf:
+        return ""
+    if seconds < 60:
+        return f"{int(seconds)} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h" + (f" {minutes % 60} min" if minutes % 60 else "")
 
 
 _RECONNECT = Status("needs reconnect", "bad", "the provider refused the credentials: add the integration again")
