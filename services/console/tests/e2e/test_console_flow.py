@@ -108,6 +108,7 @@ async def test_an_operator_adds_fathom_test_syncs_and_reads_the_messages(console
         r'href="https://fathom\.video/share/[0-9a-f]+" target="_blank" rel="noopener noreferrer"', messages
     )
     # One integration's messages (its workspace picked from it), each with the call's length.
+    assert f'href="/messages?integration_id={integration_id}"' in done
     own = await client.get("/messages", params={"integration_id": integration_id, "source": "fathom"})
     assert own.status_code == 200
     rows = own.text.count('target="_blank" rel="noopener noreferrer"')
