@@ -55,6 +55,12 @@ def linker_calls() -> list[httpx.Request]:
 
 
 @pytest.fixture
+def views() -> list[dict[str, Any]]:
+    """The integrations the gateway lists (a test may change them)."""
+    return [view(INTEGRATION, "acme", "fathom"), view(OTHER, "globex", "gong")]
+
+
+@pytest.fixture
 def answers() -> dict[str, Handler]:
     """What the linker's GET /v1/messages answers (a test may replace it)."""
     page = {
@@ -68,11 +74,13 @@ def answers() -> dict[str, Handler]:
 
 
 @pytest.fixture
-async def client(linker_calls: list[httpx.Request], answers: dict[str, Handler]) -> AsyncIterator[AsyncTestClient[Any]]:
+async def client(
+    linker_calls: list[httpx.Request], answers: dict[str, Handler], views: list[dict[str, Any]]
+) -> AsyncIterator[AsyncTestClient[Any]]:
     def handle(request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/v1/integrations":
-            return httpx.Response(200, json=[view(INTEGRATION, "acme", "fathom"), view(OTHER, "globex", "gong")])
+            return httpx.Response(200, json=views)
         if path == "/v1/messages":
             linker_calls.append(request)
             return answers["messages"](request)
@@ -144,6 +152,25 @@ async def test_without_a_filter_every_workspace_is_listed_and_paging_needs_one(
     assert "42 min" in html
     assert "Older" not in html  # several workspaces merged: no keyset to follow
     assert "choose a workspace or an integration" in html
+
+
+async def test_one_workspace_pages_without_a_filter(
+    client: AsyncTestClient[Any], linker_calls: list[httpx.Request], views: list[dict[str, Any]]
+) -> None:
+    views[:] = [view(INTEGRATION, "acme", "fathom")]  # e.g. a workspace's own sign-in
+    html = (await client.get("/messages")).text
+    assert [sent(r) for r in linker_calls] == [{"workspace_id": "acme", "limit": "50"}]
+    assert parse_qs(urlsplit(older_link(html)).query) == {"workspace_id": ["acme"], "cursor": [CURSOR]}
+    assert "Clear filters" not in html
+
+
+async def test_with_nothing_stored_the_page_says_what_to_do(
+    client: AsyncTestClient[Any], answers: dict[str, Handler], views: list[dict[str, Any]]
+) -> None:
+    answers["messages"] = lambda _: httpx.Response(200, json={"items": [], "next_cursor": None})
+    views[:] = [view(INTEGRATION, "acme", "fathom")]
+    assert "No messages yet." in (await client.get("/messages")).text
+    assert "No messages match these filters" in (await client.get("/messages", params={"source": "gong"})).text
 
 
 @pytest.mark.parametrize(

@@ -676,6 +676,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     ) -> Template:
         given = {"workspace_id": workspace_id, "integration_id": integration_id, "source": source}
         filters = {k: (val or "").strip() for k, val in (given | {"customer_id": customer_id}).items()}
+        filtered = any(filters.values())
         integrations = await api(request).integrations()
         workspaces = sorted({i["workspace_id"] for i in integrations})
         items: list[dict[str, Any]] = []
@@ -701,6 +702,8 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             else:  # an integration is in one workspace: its messages page by page
                 filters["integration_id"] = wanted
                 filters["workspace_id"] = integration["workspace_id"]
+        if not filters["workspace_id"] and len(workspaces) == 1:  # nothing to merge: page it
+            filters["workspace_id"] = workspaces[0]
         wanted_filters = {k: val for k, val in filters.items() if k != "workspace_id"}
         merged = False
         if problems:
@@ -739,6 +742,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             integrations=sorted(integrations, key=lambda i: (i["workspace_id"], i["provider"], i["id"])),
             integration=integration,
             filters=filters,
+            filtered=filtered,
             older=older,
             more_elsewhere=merged,
             problems=problems,
