@@ -80,8 +80,9 @@ class ManageGuard:
     """Litestar guard of a router whose routes name an integration (path ``integration_id``) or a
     workspace (query ``workspace_id``): the admin token passes; a manage token passes for its own
     workspaces, and an integration of another workspace (or none) is ``not_found()``, another
-    workspace ``404 workspace_not_found``. A route naming neither stays the admin token's. No token,
-    or one the service does not know, is answered as the admin guard answers it."""
+    workspace ``404 workspace_not_found``. A route naming neither, or whose handler takes no
+    ``workspace_id`` (a query naming one would not scope what it serves), stays the admin token's.
+    No token, or one the service does not know, is answered as the admin guard answers it."""
 
     __slots__ = ("_admin", "_not_found", "_pool", "_workspace_of")
 
@@ -125,7 +126,9 @@ class ManageGuard:
             # guard checked might not be the one served.
             raise ApiError(400, "bad_workspace_id", "name one workspace_id")
         workspace_id = named[0] if named else None
-        if workspace_id is not None:
+        # Only a route that reads ``workspace_id`` is scoped by it: on any other (a batch of
+        # integration ids, everything), the workspace named is not the one served.
+        if workspace_id is not None and "workspace_id" in handler.parsed_fn_signature.parameters:
             if not access.covers(workspace_id):
                 raise ApiError(404, "workspace_not_found", "no such workspace")
             return

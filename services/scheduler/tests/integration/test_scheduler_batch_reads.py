@@ -104,3 +104,11 @@ async def test_many_integrations_health_in_one_answer(
     manager = await _manager(pool, ["ws-a"])
     refused = await client.get("/v1/health", params={"integration_id": str(fathom)}, headers=manager)
     assert (refused.status_code, refused.json()["error"]) == (403, "admin_only")
+    # Naming its own workspace beside the ids does not open it: this route reads no workspace, so
+    # the one named was never the one served (the guard passed it, and ws-b's health leaked).
+    for params in (
+        [("integration_id", str(gong)), ("workspace_id", "ws-a")],
+        [("integration_id", str(fathom)), ("workspace_id", "ws-a")],
+    ):
+        leaked = await client.get("/v1/health", params=params, headers=manager)
+        assert (leaked.status_code, leaked.json()["error"]) == (403, "admin_only"), leaked.text
