@@ -293,9 +293,12 @@ async def test_a_second_person_connecting_gets_an_integration_of_their_own(gatew
     assert await _count_bytes(gateway, sealed.format(first)) != before
     assert await _count(gateway, "select count(*) from integrations where workspace_id = 'ws-c'") == 2
 
-    # An integration of another workspace, another provider or one disabled cannot be named.
+    # An integration of another workspace, another provider, an API-key one (it would become an
+    # OAuth one, its key's webhook left at Fathom) or one disabled cannot be named.
     other = await _manage_token(gateway, ["ws-other"])
+    by_key = (await gateway.create_fathom("ws-c"))["id"]
     for headers, body, status in (
+        (manager, {"workspace_id": "ws-c", "provider": "fathom", "integration_id": by_key}, 404),
         (other, {"workspace_id": "ws-other", "provider": "fathom", "integration_id": first}, 404),
         (manager, {"workspace_id": "ws-c", "provider": "gong", "integration_id": first}, 404),
         (manager, {"workspace_id": "ws-c", "provider": "fathom", "integration_id": "not-a-uuid"}, 404),

@@ -68,18 +68,21 @@ _ASKER_STILL_MANAGES = """(c.token_id is null or exists (
     and 'manage' = any (t.scopes) and c.workspace_id = any (t.workspace_ids)))"""
 
 
-async def _reconnectable(ctx: GatewayContext, body: CreateConnectSession) -> uuid.UUID:
-    """The integration a connect session names: of its workspace and provider, and not disabled or
-    erased (404 for any other, like every integration a caller may not see)."""
-    key = _integration_db.parse_id(body.integration_id or "")
+async def _reconnectable(ctx: GatewayContext, workspace_id: str, provider: str, integration_id: str) -> uuid.UUID:
+    """The integration an OAuth connect names to reconnect: an OAuth one of that workspace and
+    provider, not disabled or erased (404 for any other, like every integration a caller may not
+    see). An API-key integration is never turned into an OAuth one: its webhook, registered with
+    the key and signed with its secret, would be left behind at the provider."""
+    key = _integration_db.parse_id(integration_id)
     row = key and await ctx.db.fetchrow(
-        "select status from integrations where id = $1 and workspace_id = $2 and provider = $3",
+        """select status from integrations
+           where id = $1 and workspace_id = $2 and provider = $3 and auth_kind = 'oauth'""",
         key,
-        body.workspace_id,
-        body.provider,
+        workspace_id,
+        provider,
     )
     if not row or row["status"] == "erased":
-        raise ApiError(404, "unknown_integration", "no integration of this workspace and provider has this id")
+        raise ApiError(404, "unknown_integration", "no OAuth integration of this workspace and provider has this id")
     if row["status"] == "disabled":
         raise _disabled()
     assert key is not None
@@ -167,17 +170,7 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
     ) -> Redirect:
         app = app_for(provider)
         _check_workspace(workspace_id)
-        existing: uuid.UUID | None = None
-        if integration_id is not None:
-            existing = _integration_db.parse_id(integration_id)
-            row = existing and await ctx.db.fetchrow(
-                "select workspace_id, provider, status from integrations where id = $1 and status <> 'erased'",
-                existing,
-            )
-            if not row or row["workspace_id"] != workspace_id or row["provider"] != provider:
-                raise ApiError(404, "unknown_integration", "no integration of this workspace and provider has this id")
-            if row["status"] == "disabled":
-                raise _disabled()
+        existing = None if integration_id is None else await _reconnectable(ctx, workspace_id, provider, integration_id)
         return Redirect(await start(request, app, workspace_id, existing, None), status_code=302)
 
     @post(
@@ -196,7 +189,11 @@ def oauth_routers(ctx: GatewayContext) -> list[Router]:
             return_url = check_return_url(body.return_url, return_hosts)
         except UrlNotAllowed as exc:
             raise ApiError(400, "return_url_not_allowed", str(exc)) from None
-        reconnect = await _reconnectable(ctx, body) if body.integration_id is not None else None
+        reconnect = (
+            None
+            if body.integration_id is None
+            else await _reconnectable(ctx, body.workspace_id, body.provider, body.integration_id)
+        )
         session_id = secrets.token_urlsafe(32)
         expires_at = datetime.now(UTC) + timedelta(seconds=CONNECT_SESSION_SECONDS)
         await ctx.db.execute("delete from connect_sessions where expires_at < now() - interval '1 day'")
