@@ -322,8 +322,15 @@ async def test_a_normalizer_that_cannot_list_its_dead_letters_is_named_with_what
     assert "The normalizer answered 503 broker_unavailable: later" in page
     assert "No dead letters" not in page
     assert "Redrive all" not in page
-    await client.post("/dlq/redrive", data={"_csrf_token": csrf(page)}, follow_redirects=False)
-    assert "The normalizer answered 503 broker_unavailable" in (await client.get("/dlq")).text
+    overrides["POST /v1/dlq/redrive"] = lambda _: httpx.Response(
+        503, json={"error": "broker_unavailable", "detail": "the broker took no publish"}
+    )
+    sent = await client.post("/dlq/redrive", data={"_csrf_token": csrf(page)}, follow_redirects=False)
+    assert (sent.status_code, sent.headers["location"]) == (303, "/dlq")
+    # The list answers again: the redrive's failure can only be on the page as its flash.
+    overrides["GET /v1/dlq"] = lambda _: httpx.Response(200, json={"items": [], "next_cursor": None})
+    after = (await client.get("/dlq")).text
+    assert "The normalizer answered 503 broker_unavailable: the broker took no publish" in after
 
 
 MANAGE = "cs_ws_manage_" + "m" * 40
