@@ -211,6 +211,7 @@ async def test_an_unknown_integration_and_a_linker_refusal_are_said(
 @pytest.mark.parametrize(
     ("seconds", "said"),
     [(2520, "42 min"), (1835, "31 min"), (45, "45 s"), (0, "0 s"), (3600, "1 h"), (3900, "1 h 5 min"),
+     (150, "3 min"), (1890, "32 min"), (90, "2 min"),
      (None, ""), (-1, ""), (float("nan"), ""), ("60", ""), (True, "")],
 )  # fmt: skip
 def test_a_calls_length_as_people_say_it(seconds: object, said: str) -> None:

@@ -85,7 +85,7 @@ def call_length(seconds: Any) -> str:
         return ""
     if seconds < 60:
         return f"{int(seconds)} s"
-    minutes = round(seconds / 60)
+    minutes = math.floor(seconds / 60 + 0.5)  # half up: 150 s is 3 min (round() says 2, half to even)
     if minutes < 60:
         return f"{minutes} min"
     return f"{minutes // 60} h" + (f" {minutes % 60} min" if minutes % 60 else "")

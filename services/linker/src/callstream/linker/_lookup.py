@@ -24,7 +24,7 @@ def seconds_of(value: object) -> int | None:
     that is not a non-negative finite number."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         return None
-    return round(value)
+    return math.floor(value + 0.5)  # half up, as people round (round() goes half to even: 2.5 -> 2)
 
 
 class RenderedLink(msgspec.Struct, frozen=True, gc=False):
