@@ -2,7 +2,7 @@
 connections, migrations and the service command line. No business logic lives here."""
 
 from ._admin import ADMIN_TOKEN_MIN_LENGTH, AdminToken, AdminTokenSecret, bearer_token
-from ._api_tokens import MANAGE_SCOPE, READ_SCOPE, ManageAccess, ManageGuard, manage_access
+from ._api_tokens import MANAGE_SCOPE, READ_SCOPE, ManageAccess, ManageGuard, manage_access, still_manages_sql
 from ._backlog import backlog_worker
 from ._broker import Broker, NatsAuth, connect_nats
 from ._consume import (
@@ -104,6 +104,7 @@ __all__ = [
     "service_main",
     "settle",
     "setup_streams",
+    "still_manages_sql",
     "stream_config",
     "tracing",
     "wait_for_postgres",

@@ -73,6 +73,16 @@ async def manage_access(
     return ManageAccess(frozenset(row["workspace_ids"]), row["id"])
 
 
+def still_manages_sql(token_id: str, workspace_id: str) -> str:
+    """A SQL condition, true while the API token whose id is ``token_id`` (a column or parameter)
+    is not revoked, has the manage scope and covers ``workspace_id``: :func:`manage_access`'s rule,
+    for work a token started and a later request completes (a connect session's callback)."""
+    return (
+        f"exists (select from api_tokens t where t.id = {token_id} and t.revoked_at is null"
+        f" and '{MANAGE_SCOPE}' = any (t.scopes) and {workspace_id} = any (t.workspace_ids))"
+    )
+
+
 WorkspaceOf = Callable[[asyncpg.Pool, uuid.UUID], Awaitable[str | None]]
 
 

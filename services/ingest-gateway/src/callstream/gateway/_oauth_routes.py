@@ -31,7 +31,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
 
-from callstream.runtime import ApiError, get_logger
+from callstream.runtime import ApiError, get_logger, still_manages_sql
 from callstream.runtime._http import ErrorBody
 
 from . import _fathom_api, _integration_db, _oauth
@@ -61,11 +61,9 @@ class ConnectSession(msgspec.Struct):
     expires_at: datetime
 
 
-# A connect session asked by a manage token completes only while that token is still good: revoking
-# a token stops what it started. (Null token_id: the admin token asked.)
-_ASKER_STILL_MANAGES = """(c.token_id is null or exists (
-    select from api_tokens t where t.id = c.token_id and t.revoked_at is null
-    and 'manage' = any (t.scopes) and c.workspace_id = any (t.workspace_ids)))"""
+# A connect session asked by a manage token completes only while that token still manages the
+# session's workspace: revoking a token stops what it started. (Null token_id: the admin token asked.)
+_ASKER_STILL_MANAGES = f"(c.token_id is null or {still_manages_sql('c.token_id', 'c.workspace_id')})"
 
 
 async def _reconnectable(ctx: GatewayContext, workspace_id: str, provider: str, integration_id: str) -> uuid.UUID:
