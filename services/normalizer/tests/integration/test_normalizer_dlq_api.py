@@ -89,6 +89,10 @@ async def test_dead_letters_are_listed_shown_and_redriven_over_http(
     good = kit.raw_call(kit.fathom_meeting(recording_id=424242), external_id="424242")
     await js.publish(dlq_subject(NORMALIZER_CONSUMER.durable), letter(b""))
     await js.publish(dlq_subject(NORMALIZER_CONSUMER.durable), letter(good))
+    # Another service's dead letter in the same stream is not the normalizer's to show or redrive.
+    theirs = await js.publish(dlq_subject("scheduler-sync-events"), letter(good))
+    assert call(process.port, "GET", f"/v1/dlq/{theirs.seq}")[0] == 404
+    assert call(process.port, "POST", f"/v1/dlq/{theirs.seq}/redrive")[0] == 404
     assert call(process.port, "GET", "/v1/dlq")[1]["total"] == 4
     assert call(process.port, "GET", "/v1/dlq", subject="calls.raw.fathom.*")[1]["total"] == 4
     assert call(process.port, "GET", "/v1/dlq", subject="calls.raw.gong.>", consumer="normalizer")[1]["total"] == 0

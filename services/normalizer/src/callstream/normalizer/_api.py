@@ -171,9 +171,15 @@ def admin_router(
         payload = LIST_PAYLOAD_BYTES if include == "payload" else None
         return DeadLetters(items=[_dead_letter(seq, letter, payload) for seq, letter in shown], total=len(found))
 
+    async def _letter(seq: int) -> Any:
+        try:
+            return await _dlq.entry(js_of(), seq)
+        except Exception as exc:  # the broker away or slow: say so, not 500
+            raise ApiError(503, "broker_unavailable", f"the DLQ cannot be read now ({type(exc).__name__})") from None
+
     @get("/dlq/{seq:int}")
     async def show_dead_letter(seq: FromPath[int]) -> DeadLetterView:
-        letter = dict(await _letters()).get(seq)
+        letter = await _letter(seq)
         if letter is None:
             raise ApiError(404, "unknown_dead_letter", "no dead letter of the normalizer has this sequence")
         return _dead_letter(seq, letter, SHOW_PAYLOAD_BYTES)
@@ -181,7 +187,7 @@ def admin_router(
     @post("/dlq/{seq:int}/redrive", status_code=200)
     async def redrive_dead_letter(seq: FromPath[int]) -> Redriven:
         """Publish the original bytes to the original subject again, then drop the entry."""
-        letter = dict(await _letters()).get(seq)
+        letter = await _letter(seq)
         if letter is None:
             raise ApiError(404, "unknown_dead_letter", "no dead letter of the normalizer has this sequence")
         if not letter.data:

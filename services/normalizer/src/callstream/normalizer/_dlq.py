@@ -42,6 +42,16 @@ def decode(raw: RawStreamMsg) -> DeadLetter:
     return _DECODER.decode(raw.data or b"")
 
 
+async def entry(js: JetStreamContext, seq: int) -> DeadLetter | None:
+    """One dead letter of the normalizer by its DLQ sequence (None: no such entry, or another
+    service's): one read, not a walk of the whole DLQ."""
+    try:
+        raw = await js.get_msg(DLQ, seq=seq)
+    except NotFoundError:
+        return None
+    return decode(raw) if raw.subject in DLQ_SUBJECTS else None
+
+
 async def entries(js: JetStreamContext) -> list[tuple[int, DeadLetter]]:
     """Every entry still in the DLQ stream for the normalizer's consumers, oldest first, by DLQ
     sequence."""
