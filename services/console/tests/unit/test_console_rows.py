@@ -45,9 +45,13 @@ def test_badge_and_provider_cells_are_the_macros(macros: object) -> None:
         assert _rows._provider(name) == str(macros.provider(name))  # type: ignore[attr-defined]
 
 
-def test_a_row_of_a_disabled_integration_has_no_next_due() -> None:
-    integration = {"id": "i-1", "workspace_id": "acme", "provider": "gong", "created_at": NOW.isoformat()}
+def test_a_disabled_integrations_row_has_no_next_due_and_values_are_escaped() -> None:
+    integration = {"id": "i-1", "workspace_id": "a<b>", "provider": "gong", "created_at": NOW.isoformat()}
     state = {"last_synced_at": None, "next_due_at": NOW.isoformat(), "items_synced_last_run": 0}
-    row = _rows.row(integration, state, v.Status("disabled", "off"), NOW)
-    assert (row.next_due, row.items_last_run, row.last_sync) == ("—", "0", '<span class="muted">—</span>')
-    assert _rows.row(integration, None, v.Status("healthy", "ok"), NOW).items_last_run == "—"
+    disabled = {"i": integration, "s": state, "status": v.Status("disabled", "off")}
+    row = _rows.overview_table([disabled], NOW)
+    assert '<td class="num">0</td><td>—</td>' in row
+    assert "<td>a&lt;b&gt;</td>" in row
+    assert "a<b>" not in row
+    listed = _rows.list_table([{"i": integration, "s": None, "status": v.Status("healthy", "ok")}], NOW)
+    assert '<td><span class="muted">—</span></td><td><time' in listed

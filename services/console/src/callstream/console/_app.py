@@ -313,12 +313,18 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         return _see("/login")
 
     # ---- overview -------------------------------------------------------------------------------
-    async def _states(request: Request[Any, Any, Any], workspaces: list[str]) -> dict[str, dict[str, Any]]:
+    def _all_states(request: Request[Any, Any, Any]) -> asyncio.Future[Any] | None:
+        """The operator's every sync state, asked at once (alongside the gateway's list, not after it)."""
+        return asyncio.ensure_future(_maybe(api(request).all_sync_states())) if _operator(request) else None
+
+    async def _states(
+        request: Request[Any, Any, Any], workspaces: list[str], everything: asyncio.Future[Any] | None = None
+    ) -> dict[str, dict[str, Any]]:
         """The sync state of every integration of ``workspaces``. The operator's come in one answer
         whatever their number (a request per workspace made a page of a thousand integrations wait
         for hundreds of them: bench/console); a workspace's sign-in asks for each of its few."""
-        if _operator(request) and len(workspaces) > 1:
-            everything = await _maybe(api(request).all_sync_states())
+        if everything is not None:
+            everything = await everything
             if isinstance(everything, list):
                 wanted = set(workspaces)
                 return {s["integration_id"]: s for s in everything if s["workspace_id"] in wanted}
@@ -338,6 +344,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     @get("/", name="overview")
     async def overview(request: Request[Any, Any, Any], sort: FromQuery[str] = "status") -> Template:
         # Readiness detail is the operator's (a workspace's sign-in sees its integrations only).
+        everything = _all_states(request)
         integrations, readiness, dlq_depth = await asyncio.gather(
             _maybe(api(request).integrations()),
             api(request).readiness_all() if _operator(request) else _nothing(),
@@ -347,7 +354,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         if isinstance(integrations, BackendError):
             problems.append(_problem(integrations))
             integrations = []
-        states = await _states(request, sorted({i["workspace_id"] for i in integrations}))
+        states = await _states(request, sorted({i["workspace_id"] for i in integrations}), everything)
         rows: list[dict[str, Any]] = [
             {"i": i, "s": states.get(i["id"]), "status": v.integration_status(i, states.get(i["id"]))}
             for i in integrations
@@ -378,7 +385,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             request,
             "overview.html",
             rows=rows,
-            table=[_rows.row(r["i"], r["s"], r["status"], now) for r in rows],
+            table=_rows.overview_table(rows, now),
             sort=sort,
             failing=[r for r in rows if r["status"].word == "failing"],
             reconnect=[r for r in rows if r["status"].word == "needs reconnect"],
@@ -394,10 +401,11 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     async def integrations_page(
         request: Request[Any, Any, Any], workspace_id: FromQuery[str | None] = None
     ) -> Template:
+        every_state = None if workspace_id else _all_states(request)
         everything = await api(request).integrations()
         workspaces = sorted({i["workspace_id"] for i in everything})
         shown = [i for i in everything if not workspace_id or i["workspace_id"] == workspace_id]
-        states = await _states(request, sorted({i["workspace_id"] for i in shown}))
+        states = await _states(request, sorted({i["workspace_id"] for i in shown}), every_state)
         rows: list[dict[str, Any]] = [
             {"i": i, "s": states.get(i["id"]), "status": v.integration_status(i, states.get(i["id"]))} for i in shown
         ]
@@ -406,7 +414,8 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         return _page(
             request,
             "integrations.html",
-            rows=[_rows.row(r["i"], r["s"], r["status"], now) for r in rows],
+            rows=rows,
+            table=_rows.list_table(rows, now),
             workspaces=workspaces,
             workspace_id=workspace_id or "",
             total=len(everything),
