@@ -53,7 +53,8 @@ async def test_every_integrations_sync_state_in_one_answer(
     client: httpx.AsyncClient, pool: asyncpg.Pool, clock: FakeClock
 ) -> None:
     a = await add_integration(pool, "gong", workspace_id="ws-a", parked_until=clock.now() + DAY)
-    b = await add_integration(pool, "fathom", workspace_id="ws-b", status="reauth_required")
+    # Each with a state already (parked): the due loop running alongside makes none between two reads.
+    b = await add_integration(pool, "fathom", workspace_id="ws-b", status="reauth_required", parked_until=clock.now())
     await add_integration(pool, "fathom", workspace_id="ws-b", status="erased")
 
     everything = await client.get("/v1/sync-state", headers=ADMIN)
@@ -78,7 +79,7 @@ async def test_many_integrations_health_in_one_answer(
     client: httpx.AsyncClient, pool: asyncpg.Pool, clock: FakeClock
 ) -> None:
     fathom = await add_integration(pool, "fathom", workspace_id="ws-a", parked_until=clock.now() + DAY)
-    gong = await add_integration(pool, "gong", workspace_id="ws-b", status="reauth_required")
+    gong = await add_integration(pool, "gong", workspace_id="ws-b", status="reauth_required", parked_until=clock.now())
     erased = await add_integration(pool, "gong", workspace_id="ws-b", status="erased")
     unknown = uuid.uuid4()
 
