@@ -370,3 +370,34 @@ async def test_a_read_token_cannot_sign_in(client: AsyncTestClient[Any], overrid
     assert refused.headers["location"].startswith("/login")
     assert "manage scope" in (await client.get("/login")).text
     assert (await client.get("/", follow_redirects=False)).status_code == 303
+
+
+async def test_the_integrations_list_filters_by_workspace_provider_and_status(
+    client: AsyncTestClient[Any], overrides: dict[str, Handler]
+) -> None:
+    disabled = {**VIEW, "id": "7c1e8c1e-4c1a-4a43-9d59-0d4d1f3b8a22", "provider": "fathom", "status": "disabled"}
+    elsewhere = {**VIEW, "id": "8d1e8c1e-4c1a-4a43-9d59-0d4d1f3b8a33", "workspace_id": "globex"}
+    overrides["GET /v1/integrations"] = lambda _: httpx.Response(200, json=[VIEW, disabled, elsewhere])
+    await sign_in(client)
+
+    def listed(page: str) -> set[str]:
+        return set(re.findall(r'href="/integrations/([0-9a-f-]{36})"', page))
+
+    every = (await client.get("/integrations")).text
+    assert listed(every) == {INTEGRATION, disabled["id"], elsewhere["id"]}
+    assert '<label for="pv">Provider</label>' in every
+    assert '<label for="st">Status</label>' in every
+    assert "Clear filters" not in every
+    cases = [
+        ({"provider": "fathom"}, {disabled["id"]}),
+        ({"provider": "gong", "workspace_id": "acme"}, {INTEGRATION}),
+        ({"status": "disabled"}, {disabled["id"]}),
+        ({"status": "not synced yet", "provider": "gong"}, {INTEGRATION, elsewhere["id"]}),
+    ]
+    for params, wanted in cases:
+        page = (await client.get("/integrations", params=params)).text
+        assert listed(page) == wanted, params
+        assert f"{len(wanted)} of 3" in page
+    none = (await client.get("/integrations", params={"status": "failing"})).text
+    assert listed(none) == set()
+    assert "No integration matches these filters." in none

@@ -399,16 +399,25 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     # ---- integrations -----------------------------------------------------------------------------
     @get("/integrations", name="integrations")
     async def integrations_page(
-        request: Request[Any, Any, Any], workspace_id: FromQuery[str | None] = None
+        request: Request[Any, Any, Any],
+        workspace_id: FromQuery[str | None] = None,
+        provider: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
     ) -> Template:
         every_state = None if workspace_id else _all_states(request)
         everything = await api(request).integrations()
         workspaces = sorted({i["workspace_id"] for i in everything})
-        shown = [i for i in everything if not workspace_id or i["workspace_id"] == workspace_id]
+        shown = [
+            i
+            for i in everything
+            if (not workspace_id or i["workspace_id"] == workspace_id) and (not provider or i["provider"] == provider)
+        ]
         states = await _states(request, sorted({i["workspace_id"] for i in shown}), every_state)
         rows: list[dict[str, Any]] = [
             {"i": i, "s": states.get(i["id"]), "status": v.integration_status(i, states.get(i["id"]))} for i in shown
         ]
+        if status:  # the status as the list shows it (a word), not the gateway's column
+            rows = [r for r in rows if r["status"].word == status]
         rows.sort(key=lambda r: r["i"]["created_at"], reverse=True)
         now = datetime.now(tz=UTC)
         return _page(
@@ -418,6 +427,10 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             table=_rows.list_table(rows, now),
             workspaces=workspaces,
             workspace_id=workspace_id or "",
+            provider=provider or "",
+            status=status or "",
+            statuses=v.LIST_STATUSES,
+            filtered=bool(workspace_id or provider or status),
             total=len(everything),
         )
 

@@ -91,6 +91,9 @@ def call_length(seconds: Any) -> str:
     return f"{minutes // 60} h" + (f" {minutes % 60} min" if minutes % 60 else "")
 
 
+# The words an integration's status can be, for the integrations list's filter.
+LIST_STATUSES = ("healthy", "syncing", "failing", "needs reconnect", "not synced yet", "disabled", "erased")
+
 _RECONNECT = Status("needs reconnect", "bad", "the provider refused the credentials: add the integration again")
 
 
