@@ -229,6 +229,15 @@ async def test_an_operator_in_chromium(console_stack: ConsoleStack, screens: Pat
             await expect(page.locator(".alerts")).to_contain_text("needs reconnect")
             await _shot(page, screens, "09-overview")
 
+            # The list's filters, by their labels: the refused one picked out by its status, the same
+            # word as on the overview.
+            await page.goto(stack.url + "/integrations")
+            await page.get_by_label("Status").select_option("needs reconnect")
+            await page.get_by_role("button", name="Filter").click()
+            await expect(page.locator("tbody tr")).to_have_count(1)
+            await expect(page.locator("tbody")).to_contain_text("revoked")
+            await _shot(page, screens, "14-integrations-filtered")
+
             await page.get_by_role("navigation", name="Main").get_by_role("link", name="Dead letters").click()
             await expect(page.get_by_role("heading", name=re.compile("Dead letters"))).to_be_visible()
             await _shot(page, screens, "10-dlq")

@@ -135,7 +135,8 @@ async def test_the_operators_pages_ask_the_scheduler_once_whatever_the_number_of
     seen.clear()
     listed = await client.get("/integrations")
     assert listed.status_code == 200
-    assert scheduler_calls(seen) == ["/v1/sync-state"]
+    # As the overview: one batch of health for the syncing and failing rows (their status word).
+    assert scheduler_calls(seen) == ["/v1/health", "/v1/sync-state"]
     assert all(v["id"] in listed.text for v in VIEWS)
     # One workspace named: that workspace's states alone.
     seen.clear()

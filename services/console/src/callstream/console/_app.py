@@ -341,6 +341,22 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         answers = await asyncio.gather(*(_maybe(api(request).health(i)) for i in ids))
         return {i: h for i, h in zip(ids, answers, strict=True) if isinstance(h, dict)}
 
+    async def _with_health(
+        request: Request[Any, Any, Any], rows: list[dict[str, Any]]
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Each row's status made with its health where that can change it: only a syncing run can
+        be stuck, and a failing one may be a refused credential ("needs reconnect"), so only those
+        rows cost a health read. The same status on the overview and the list."""
+        asked = [r for r in rows if r["status"].word in ("syncing", "failing")]
+        healths = await _healths(request, [r["i"]["id"] for r in asked])
+        judged = []
+        for row in asked:
+            health = healths.get(row["i"]["id"])
+            if health is not None:
+                row["status"] = v.integration_status(row["i"], row["s"], health)
+                judged.append((row, health))
+        return judged
+
     @get("/", name="overview")
     async def overview(request: Request[Any, Any, Any], sort: FromQuery[str] = "status") -> Template:
         # Readiness detail is the operator's (a workspace's sign-in sees its integrations only).
@@ -359,16 +375,8 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             {"i": i, "s": states.get(i["id"]), "status": v.integration_status(i, states.get(i["id"]))}
             for i in integrations
         ]
-        # Only a syncing run can be stuck, and a failing one may be a refused credential: only those
-        # rows cost a health read each.
-        asked = [r for r in rows if r["status"].word in ("syncing", "failing")]
-        healths = await _healths(request, [r["i"]["id"] for r in asked])
         stuck = []
-        for row in asked:
-            health = healths.get(row["i"]["id"])
-            if health is None:
-                continue
-            row["status"] = v.integration_status(row["i"], row["s"], health)
+        for row, health in await _with_health(request, rows):
             for check in health.get("checks", []):
                 if check["name"] == "sync_ready" and not check["ok"]:
                     stuck.append({"row": row, "reason": check["reason"]})
@@ -416,6 +424,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         rows: list[dict[str, Any]] = [
             {"i": i, "s": states.get(i["id"]), "status": v.integration_status(i, states.get(i["id"]))} for i in shown
         ]
+        await _with_health(request, rows)
         if status:  # the status as the list shows it (a word), not the gateway's column
             rows = [r for r in rows if r["status"].word == status]
         rows.sort(key=lambda r: r["i"]["created_at"], reverse=True)
