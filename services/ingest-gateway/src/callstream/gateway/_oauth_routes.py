@@ -479,7 +479,11 @@ async def _store(
                 provider,
             )
         if target is not None:
-            status = await conn.fetchval("select status from integrations where id = $1 for update", target)
+            # auth_kind again: a state made before an API-key integration could not be named must not
+            # turn it into an OAuth one now.
+            status = await conn.fetchval(
+                "select status from integrations where id = $1 and auth_kind = 'oauth' for update", target
+            )
             if status is None or status == "erased":  # erased while its user was at the provider: never revived
                 raise ApiError(404, "unknown_integration", "the integration was erased")
             if status == "disabled":  # disabled meanwhile: connecting does not quietly re-enable it

@@ -45,6 +45,8 @@ def decode(raw: RawStreamMsg) -> DeadLetter:
 async def entry(js: JetStreamContext, seq: int) -> DeadLetter | None:
     """One dead letter of the normalizer by its DLQ sequence (None: no such entry, or another
     service's): one read, not a walk of the whole DLQ."""
+    if not 1 <= seq < 2**64:  # no stream sequence (NATS answers these 400, not 404; 0 means "none")
+        return None
     try:
         raw = await js.get_msg(DLQ, seq=seq)
     except NotFoundError:
