@@ -449,11 +449,17 @@ async def timed(
     return size
 
 
+PROBLEM = 'class="flash bad"'  # how a console page says a service failed it
+
+
 def page_call(client: httpx.AsyncClient, path: str) -> Callable[[], Awaitable[int]]:
     async def call() -> int:
         r = await client.get(path)
         if r.status_code != 200:
             raise RuntimeError(f"GET {path} answered {r.status_code}: {r.text[:200]}")
+        problem = r.text.find(PROBLEM)  # a backend failed: the page answers 200 and shows less
+        if problem >= 0:
+            raise RuntimeError(f"GET {path} named a problem: {r.text[problem : problem + 240]}")
         return len(r.content)
 
     return call
@@ -595,7 +601,11 @@ def main() -> int:
     if args.smoke:
         result["smoke"] = True
     print(json.dumps(result))
-    return 0 if result.get("ok") or (args.smoke and "pages" in result) else 1
+    # A smoke measures nothing, but every page and every ceiling must have answered in full.
+    answered = "pages" in result and all(
+        page["failed"] == 0 and page["ceiling"]["failed"] == 0 for page in result["pages"].values()
+    )
+    return 0 if result.get("ok") or (args.smoke and answered) else 1
 
 
 if __name__ == "__main__":
