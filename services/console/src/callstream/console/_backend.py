@@ -21,7 +21,9 @@ __all__ = ["SERVICE_NAMES", "Backend", "BackendError", "Readiness"]
 
 SERVICE_NAMES = ("gateway", "scheduler", "normalizer", "linker")
 READY_TIMEOUT_SECONDS = 3.0
-HEALTH_BATCH = 200  # integrations per batch health request (the scheduler takes up to 500; a URL stays short)
+# Integrations per batch health request (the scheduler takes up to 500): 100 ids are ~5 KB of query,
+# under the 8 KB request line common proxies allow (nginx answers 414 past it).
+HEALTH_BATCH = 100
 # Progress streams wait long between events (a run paced by its provider): no read timeout.
 STREAM_TIMEOUT = httpx.Timeout(10.0, read=None)
 _DLQ_METRIC = re.compile(r"^callstream_dlq_messages\{[^}]*\}\s+([0-9.eE+]+)\s*$", re.MULTILINE)
