@@ -342,12 +342,12 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         return {i: h for i, h in zip(ids, answers, strict=True) if isinstance(h, dict)}
 
     async def _with_health(
-        request: Request[Any, Any, Any], rows: list[dict[str, Any]]
+        request: Request[Any, Any, Any], rows: list[dict[str, Any]], words: tuple[str, ...] = ("syncing", "failing")
     ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """Each row's status made with its health where that can change it: only a syncing run can
-        be stuck, and a failing one may be a refused credential ("needs reconnect"), so only those
-        rows cost a health read. The same status on the overview and the list."""
-        asked = [r for r in rows if r["status"].word in ("syncing", "failing")]
+        """Each row's status made with its health where that can change it, for rows whose status
+        is one of ``words``: a failing one may be a refused credential ("needs reconnect"; the same
+        word on the overview and the list), and only a syncing run can be stuck (the overview's)."""
+        asked = [r for r in rows if r["status"].word in words]
         healths = await _healths(request, [r["i"]["id"] for r in asked])
         judged = []
         for row in asked:
@@ -424,7 +424,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         rows: list[dict[str, Any]] = [
             {"i": i, "s": states.get(i["id"]), "status": v.integration_status(i, states.get(i["id"]))} for i in shown
         ]
-        await _with_health(request, rows)
+        await _with_health(request, rows, ("failing",))  # only those can change word
         if status:  # the status as the list shows it (a word), not the gateway's column
             rows = [r for r in rows if r["status"].word == status]
         rows.sort(key=lambda r: r["i"]["created_at"], reverse=True)
