@@ -30,6 +30,9 @@ from callstream.scheduler._events import handle_message
 START = datetime(2026, 3, 2, 0, 0, 30, tzinfo=UTC)
 
 
+ADMIN_TOKEN = "admin-token-for-tests-0123456789"  # the admin token of the ``client`` fixture
+
+
 class FakeClock:
     """A clock that moves only when the test says so; shared by every scheduler of a test."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -14,27 +13,13 @@ import httpx
 import msgspec
 import pytest
 from nats.js import JetStreamContext
-from scheduler_kit import FakeClock, StandInWorker, add_integration, serve
+from scheduler_kit import ADMIN_TOKEN, FakeClock, StandInWorker, add_integration
 
 from callstream.contracts import SYNC, SyncRequested
-from callstream.scheduler import Settings, build_app
 
-TOKEN = "admin-token-for-tests-0123456789"
+TOKEN = ADMIN_TOKEN
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-async def client(
-    database_url: str, nats_url: str, jetstream: JetStreamContext, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[httpx.AsyncClient]:
-    monkeypatch.setenv("CALLSTREAM_DATABASE_URL", database_url)
-    monkeypatch.setenv("CALLSTREAM_NATS_URL", nats_url)
-    monkeypatch.setenv("CALLSTREAM_SCHEDULER_ADMIN_TOKEN", TOKEN)
-    monkeypatch.setenv("CALLSTREAM_SCHEDULER_LOOP_SECONDS", "0.2")
-    app = build_app(Settings(), clock=clock)  # type: ignore[call-arg]
-    async with serve(app) as c:
-        yield c
 
 
 async def _eventually(check: Any, timeout: float = 10.0) -> Any:

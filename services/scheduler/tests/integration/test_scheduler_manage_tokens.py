@@ -6,33 +6,16 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
 import httpx
-import pytest
-from nats.js import JetStreamContext
-from scheduler_kit import FakeClock, add_integration, serve
+from scheduler_kit import ADMIN_TOKEN, FakeClock, add_integration
 
 from callstream.contracts import hash_api_token
-from callstream.scheduler import Settings, build_app
 
-TOKEN = "admin-token-for-tests-0123456789"
+TOKEN = ADMIN_TOKEN
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-async def client(
-    database_url: str, nats_url: str, jetstream: JetStreamContext, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[httpx.AsyncClient]:
-    monkeypatch.setenv("CALLSTREAM_DATABASE_URL", database_url)
-    monkeypatch.setenv("CALLSTREAM_NATS_URL", nats_url)
-    monkeypatch.setenv("CALLSTREAM_SCHEDULER_ADMIN_TOKEN", TOKEN)
-    monkeypatch.setenv("CALLSTREAM_SCHEDULER_LOOP_SECONDS", "0.2")
-    app = build_app(Settings(), clock=clock)  # type: ignore[call-arg]
-    async with serve(app) as c:
-        yield c
 
 
 async def _token(pool: asyncpg.Pool, workspaces: list[str], scopes: list[str]) -> dict[str, str]:

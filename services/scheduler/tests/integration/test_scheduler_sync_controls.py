@@ -4,7 +4,6 @@ admin HTTP API of a scheduler running its real workers against PostgreSQL and NA
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,27 +13,14 @@ import msgspec
 import pytest
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
-from scheduler_kit import FakeClock, StandInWorker, add_integration, serve, state_of
+from scheduler_kit import ADMIN_TOKEN, FakeClock, StandInWorker, add_integration, state_of
 
 from callstream.contracts import SYNC, SyncRequested
-from callstream.scheduler import Policy, RunPlan, Scheduler, Settings, SyncStore, build_app
+from callstream.scheduler import Policy, RunPlan, Scheduler, SyncStore
 
-TOKEN = "admin-token-for-tests-0123456789"
+TOKEN = ADMIN_TOKEN
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-async def client(
-    database_url: str, nats_url: str, jetstream: JetStreamContext, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[httpx.AsyncClient]:
-    monkeypatch.setenv("CALLSTREAM_DATABASE_URL", database_url)
-    monkeypatch.setenv("CALLSTREAM_NATS_URL", nats_url)
-    monkeypatch.setenv("CALLSTREAM_SCHEDULER_ADMIN_TOKEN", TOKEN)
-    monkeypatch.setenv("CALLSTREAM_SCHEDULER_LOOP_SECONDS", "0.2")
-    app = build_app(Settings(), clock=clock)  # type: ignore[call-arg]
-    async with serve(app) as c:
-        yield c
 
 
 async def _sync(client: httpx.AsyncClient, integration_id: uuid.UUID, body: dict[str, object]) -> httpx.Response:

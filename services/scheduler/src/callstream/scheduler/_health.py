@@ -45,11 +45,17 @@ left join lateral (select id, status, created_at,
                           greatest(coalesce(last_progress_at, started_at, created_at), resume_after) as moved_at
                    from sync_runs
                    where integration_id = i.id and status in ('queued', 'running') limit 1) a on true
-left join lateral (select id, status, error, finished_at from sync_runs
-                   where integration_id = i.id and status not in ('queued', 'running')
-                   -- the state's last settled run first: finish times can tie
-                   order by id = s.last_run_id desc nulls last, finished_at desc nulls last, created_at desc
-                   limit 1) l on true
+-- The state's last settled run first (finish times can tie), else the last finished: two index
+-- reads (its key; sync_runs_settled) rather than sorting every run of the integration.
+left join lateral (select id, status, error, finished_at
+                   from ((select id, status, error, finished_at, 0 as rank from sync_runs
+                          where id = s.last_run_id and integration_id = i.id and status not in ('queued', 'running'))
+                         union all
+                         (select id, status, error, finished_at, 1 from sync_runs
+                          where integration_id = i.id and status not in ('queued', 'running')
+                          order by finished_at desc nulls last, created_at desc
+                          limit 1)) settled
+                   order by rank limit 1) l on true
 where i.id = any($1::uuid[])
 """
 # One batch answer's most integrations (the console asks for the rows of its overview that need it).
