@@ -252,6 +252,12 @@ async def test_an_operator_in_chromium(console_stack: ConsoleStack, screens: Pat
             await expect(page.get_by_role("status")).to_contain_text("Connected.")
             await expect(page.locator("h1")).to_contain_text("Fathom")
             await _shot(page, screens, "11-connected")
+            # "Reconnect Fathom" on its page: the OAuth again, back on the same integration.
+            connected_url = page.url
+            await page.get_by_role("button", name="Reconnect Fathom").click()
+            await page.wait_for_url(re.compile(re.escape(stack.url) + r"/integrations/[0-9a-f-]{36}$"))
+            assert page.url == connected_url
+            await expect(page.get_by_role("status")).to_contain_text("Connected.")
 
             # A workspace's token, signed in from a browser of its own, cannot open another
             # workspace's integration.

@@ -315,7 +315,13 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     # ---- overview -------------------------------------------------------------------------------
     def _all_states(request: Request[Any, Any, Any]) -> asyncio.Future[Any] | None:
         """The operator's every sync state, asked at once (alongside the gateway's list, not after it)."""
-        return asyncio.ensure_future(_maybe(api(request).all_sync_states())) if _operator(request) else None
+        if not _operator(request):
+            return None
+
+        async def every_state() -> Any:  # the request made inside: a cancelled future leaves none unawaited
+            return await _maybe(api(request).all_sync_states())
+
+        return asyncio.ensure_future(every_state())
 
     async def _states(
         request: Request[Any, Any, Any], workspaces: list[str], everything: asyncio.Future[Any] | None = None
@@ -413,7 +419,12 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         status: FromQuery[str | None] = None,
     ) -> Template:
         every_state = None if workspace_id else _all_states(request)
-        everything = await api(request).integrations()
+        try:
+            everything = await api(request).integrations()
+        except BaseException:  # the error page answers; the states asked alongside are not needed
+            if every_state is not None:
+                every_state.cancel()
+            raise
         workspaces = sorted({i["workspace_id"] for i in everything})
         shown = [
             i
