@@ -96,3 +96,90 @@ async def test_many_integrations_health_in_one_answer(
     ):
         leaked = await client.get("/v1/health", params=params, headers=manager)
         assert (leaked.status_code, leaked.json()["error"]) == (403, "admin_only"), leaked.text
+
+
+async def _set_state(pool: asyncpg.Pool, integration_id: uuid.UUID, status: str, failures: int = 0) -> None:
+    await pool.execute(
+        "update sync_state set status = $2, consecutive_failures = $3 where integration_id = $1",
+        integration_id,
+        status,
+        failures,
+    )
+
+
+async def test_a_page_of_integrations_sync_states_by_id(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, clock: FakeClock
+) -> None:
+    """The console's list asks for the states of the page it shows, not every state."""
+    later = clock.now() + DAY
+    a = await add_integration(pool, "gong", workspace_id="ws-a", parked_until=later)
+    b = await add_integration(pool, "fathom", workspace_id="ws-b", parked_until=later)
+    c = await add_integration(pool, "fathom", workspace_id="ws-b", parked_until=later)
+    erased = await add_integration(pool, "gong", workspace_id="ws-b", status="erased")
+
+    asked = [("integration_id", str(i)) for i in (c, a, erased, uuid.uuid4())]
+    answer = await client.get("/v1/sync-state", params=asked, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    assert {s["integration_id"] for s in answer.json()} == {str(a), str(c)}
+    # With a workspace too, both apply: what a manage token of ws-a may ask names its own only.
+    manager = await _manager(pool, ["ws-a"])
+    scoped = await client.get("/v1/sync-state", params=[*asked, ("workspace_id", "ws-a")], headers=manager)
+    assert scoped.status_code == 200, scoped.text
+    assert [s["integration_id"] for s in scoped.json()] == [str(a)]
+    refused = await client.get("/v1/sync-state", params=[("integration_id", str(b))], headers=manager)
+    assert (refused.status_code, refused.json()["error"]) == (403, "admin_only")
+    too_many = await client.get("/v1/sync-state", params=[("integration_id", str(a))] * 501, headers=ADMIN)
+    assert too_many.status_code == 400
+    bad = await client.get("/v1/sync-state", params={"integration_id": "nope"}, headers=ADMIN)
+    assert bad.status_code == 400
+
+
+async def test_the_summary_counts_every_integration_and_lists_those_that_need_a_person(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, clock: FakeClock
+) -> None:
+    later = clock.now() + DAY
+    healthy = [await add_integration(pool, "fathom", workspace_id=f"ws-{k}", parked_until=later) for k in range(3)]
+    for key in healthy:
+        await _set_state(pool, key, "success")
+    failing = await add_integration(pool, "gong", workspace_id="ws-f", parked_until=later)
+    await _set_state(pool, failing, "error", failures=3)
+    failing_once = await add_integration(pool, "gong", workspace_id="ws-f", parked_until=later)
+    await _set_state(pool, failing_once, "error", failures=1)
+    syncing = await add_integration(pool, "fathom", workspace_id="ws-s", parked_until=later)
+    await _set_state(pool, syncing, "syncing")
+    refused = await add_integration(pool, "fathom", workspace_id="ws-r", status="reauth_required", parked_until=later)
+    await _set_state(pool, refused, "success")
+    disabled = await add_integration(pool, "gong", workspace_id="ws-d", status="disabled", parked_until=later)
+    await _set_state(pool, disabled, "error", failures=2)  # disabled: nobody needs to look at its runs
+    await add_integration(pool, "gong", workspace_id="ws-e", status="erased")
+    await add_integration(pool, "fathom", workspace_id="ws-n", parked_until=later)  # never synced
+
+    answer = await client.get("/v1/sync-summary", headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    counts = {(c["provider"], c["integration_status"], c["status"]): c["count"] for c in body["counts"]}
+    assert counts == {
+        ("fathom", "active", "success"): 3,
+        ("fathom", "active", "syncing"): 1,
+        ("fathom", "active", "pending"): 1,
+        ("fathom", "reauth_required", "reauth_required"): 1,
+        ("gong", "active", "error"): 2,
+        ("gong", "disabled", "error"): 1,
+    }
+    listed = [s["integration_id"] for s in body["attention"]]
+    assert listed[:2] == [str(failing), str(failing_once)]  # the most failures first
+    assert set(listed) == {str(failing), str(failing_once), str(syncing), str(refused)}
+    assert body["attention_total"] == 4
+    # Each listed state is the one the state routes answer.
+    one = await client.get(f"/v1/integrations/{failing}/sync-state", headers=ADMIN)
+    assert body["attention"][0] == one.json()
+
+    limited = (await client.get("/v1/sync-summary", params={"attention_limit": 1}, headers=ADMIN)).json()
+    assert [s["integration_id"] for s in limited["attention"]] == [str(failing)]
+    assert limited["attention_total"] == 4
+
+    manager = await _manager(pool, ["ws-f"])
+    denied = await client.get("/v1/sync-summary", headers=manager)
+    assert (denied.status_code, denied.json()["error"]) == (403, "admin_only")
+    leaked = await client.get("/v1/sync-summary", params={"workspace_id": "ws-f"}, headers=manager)
+    assert (leaked.status_code, leaked.json()["error"]) == (403, "admin_only")

@@ -24,6 +24,8 @@ from ._scheduler import Scheduler
 from ._store import ERASED, IntegrationErased, IntegrationNotActive, IntegrationNotFound, RunActive
 
 MAX_PAGE = 200
+MAX_STATES = 500  # integration ids one sync-state read may name; attention states one summary lists
+DEFAULT_ATTENTION = 200
 MAX_BODY_BYTES = 16 * 1024
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -87,6 +89,19 @@ class SyncStateView(msgspec.Struct):
     items_synced_last_run: int | None
     last_error: str | None
     consecutive_failures: int
+
+
+class StatusCount(msgspec.Struct):
+    provider: str
+    integration_status: str  # the gateway's: active, disabled, reauth_required
+    status: str  # the sync state's as a state view words it (pending when never synced)
+    count: int
+
+
+class SyncSummary(msgspec.Struct):
+    counts: list[StatusCount]
+    attention: list[SyncStateView]
+    attention_total: int  # may be more than the states listed (``attention_limit``)
 
 
 _body_decoder = msgspec.json.Decoder(SyncRequestBody)
@@ -256,15 +271,33 @@ def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken | Mana
     @get("/sync-state")
     async def workspace_state(
         workspace_id: Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
+        integration_id: Annotated[list[uuid.UUID] | None, QueryParameter(max_items=MAX_STATES)] = None,
     ) -> list[SyncStateView]:
         """One workspace's integrations, or (the admin token only: the guard refuses a manage token
         that names no workspace) every integration's, in one answer: the console's overview of a
-        thousand integrations asks once instead of once per workspace (issue #18's bench/console)."""
-        rows = await scheduler_of().store.states(workspace_id=workspace_id)
+        thousand integrations asks once instead of once per workspace (issue #18's bench/console).
+        ``integration_id`` (repeated, at most 500): only these (the console's page of a list); with
+        ``workspace_id`` too, only those of that workspace."""
+        rows = await scheduler_of().store.states(workspace_id=workspace_id, integration_ids=integration_id)
         return [_state_view(r) for r in rows if r["integration_status"] != ERASED]
+
+    @get("/sync-summary")
+    async def sync_summary(
+        attention_limit: Annotated[int, QueryParameter(ge=0, le=MAX_STATES)] = DEFAULT_ATTENTION,
+    ) -> SyncSummary:
+        """Every integration counted by provider, status at the gateway and sync status, and the
+        states of those that may need a person (reconnect, failing, a run going that may be stuck),
+        the most failures first: the console's overview, without reading every state (issue #18's
+        bench/console: a thousand states were ~450 KB a page). The admin token's."""
+        counts, rows, total = await scheduler_of().store.summary(attention_limit)
+        return SyncSummary(
+            counts=[StatusCount(**dict(c)) for c in counts],
+            attention=[_state_view(r) for r in rows],
+            attention_total=total,
+        )
 
     return Router(
         path="/v1",
         guards=[admin],
-        route_handlers=[trigger_sync, cancel_sync, list_syncs, integration_state, workspace_state],
+        route_handlers=[trigger_sync, cancel_sync, list_syncs, integration_state, workspace_state, sync_summary],
     )

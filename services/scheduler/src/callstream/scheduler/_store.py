@@ -23,6 +23,12 @@ ACTIVE = ("queued", "running")
 # The gateway's status of an integration whose data was erased (issue #19): its row stays so that its
 # id is known, and nothing of it is kept or made here again (no sync state, no run).
 ERASED = "erased"
+# A sync state as the API answers it: the integration's (the gateway's table) and its state's columns.
+_STATE_COLUMNS = """i.id as integration_id, i.workspace_id, i.provider, i.status as integration_status,
+    s.status, s.watermark, s.next_due_at, s.last_synced_at, s.last_run_id,
+    coalesce(s.items_synced_total, 0) as items_synced_total, s.items_synced_last_run,
+    s.last_error, coalesce(s.consecutive_failures, 0) as consecutive_failures, s.next_reconcile_at"""
+
 RETENTION_JOB = "retention"
 # A job row left 'running' this long by a replica that died may be taken over.
 JOB_TAKEOVER = timedelta(hours=1)
@@ -446,22 +452,53 @@ class SyncStore:
         )
 
     async def states(
-        self, *, integration_id: uuid.UUID | None = None, workspace_id: str | None = None
+        self,
+        *,
+        integration_id: uuid.UUID | None = None,
+        workspace_id: str | None = None,
+        integration_ids: Sequence[uuid.UUID] | None = None,
     ) -> Sequence[asyncpg.Record]:
-        """Integrations with their state (an integration the loop has not seen yet reads as pending)."""
+        """Integrations with their state (an integration the loop has not seen yet reads as pending);
+        the filters given all apply."""
         return list(
             await self._pool.fetch(
-                """select i.id as integration_id, i.workspace_id, i.provider, i.status as integration_status,
-                      s.status, s.watermark, s.next_due_at, s.last_synced_at, s.last_run_id,
-                      coalesce(s.items_synced_total, 0) as items_synced_total, s.items_synced_last_run,
-                      s.last_error, coalesce(s.consecutive_failures, 0) as consecutive_failures, s.next_reconcile_at
+                f"""select {_STATE_COLUMNS}
                from integrations i left join sync_state s on s.integration_id = i.id
                where ($1::uuid is null or i.id = $1) and ($2::text is null or i.workspace_id = $2)
+                 and ($3::uuid[] is null or i.id = any($3))
                order by i.created_at, i.id""",
                 integration_id,
                 workspace_id,
+                None if integration_ids is None else list(integration_ids),
             )
         )
+
+    async def summary(self, attention_limit: int) -> tuple[Sequence[asyncpg.Record], Sequence[asyncpg.Record], int]:
+        """Every integration counted by provider, the gateway's status and its sync status; and the
+        ones a person may need to look at (the gateway or a run says reconnect, the last run failed,
+        a run is going: it may be stuck), the most failures first, at most ``attention_limit``, with
+        how many there are. Erased integrations are neither counted nor listed."""
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            counts = await conn.fetch(
+                """select i.provider, i.status as integration_status,
+                          case when i.status = 'reauth_required' then 'reauth_required'
+                               else coalesce(s.status, 'pending') end as status,
+                          count(*)::int as count
+                   from integrations i left join sync_state s on s.integration_id = i.id
+                   where i.status <> $1
+                   group by 1, 2, 3 order by 1, 2, 3""",
+                ERASED,
+            )
+            wanted = """from integrations i left join sync_state s on s.integration_id = i.id
+                   where i.status = 'reauth_required'
+                      or (i.status = 'active' and s.status in ('syncing', 'error', 'reauth_required'))"""
+            rows = await conn.fetch(
+                f"""select {_STATE_COLUMNS} {wanted}
+                   order by coalesce(s.consecutive_failures, 0) desc, i.workspace_id, i.id limit $1""",
+                attention_limit,
+            )
+            total = await conn.fetchval(f"select count(*)::int {wanted}")
+        return counts, rows, int(total)
 
     # -- retention ----------------------------------------------------------------------------
 
