@@ -55,6 +55,11 @@ def linker_calls() -> list[httpx.Request]:
 
 
 @pytest.fixture
+def gateway_calls() -> list[httpx.Request]:
+    return []
+
+
+@pytest.fixture
 def views() -> list[dict[str, Any]]:
     """The integrations the gateway lists (a test may change them)."""
     return [view(INTEGRATION, "acme", "fathom"), view(OTHER, "globex", "gong")]
@@ -75,12 +80,18 @@ def answers() -> dict[str, Handler]:
 
 @pytest.fixture
 async def client(
-    linker_calls: list[httpx.Request], answers: dict[str, Handler], views: list[dict[str, Any]]
+    linker_calls: list[httpx.Request],
+    gateway_calls: list[httpx.Request],
+    answers: dict[str, Handler],
+    views: list[dict[str, Any]],
 ) -> AsyncIterator[AsyncTestClient[Any]]:
     def handle(request: httpx.Request) -> httpx.Response:
         path = request.url.path
-        if path == "/v1/integrations":
-            return httpx.Response(200, json=views)
+        if path.startswith("/v1/integrations"):
+            gateway_calls.append(request)
+            known = [v for v in views if path == f"/v1/integrations/{v['id']}"]
+            if known:
+                return httpx.Response(200, json=known[0])
         if path == "/v1/messages":
             linker_calls.append(request)
             return answers["messages"](request)
@@ -111,17 +122,18 @@ def older_link(html: str) -> str:
 
 
 async def test_the_filters_pass_through_and_the_older_link_keeps_them(
-    client: AsyncTestClient[Any], linker_calls: list[httpx.Request]
+    client: AsyncTestClient[Any], linker_calls: list[httpx.Request], gateway_calls: list[httpx.Request]
 ) -> None:
     filters = {"integration_id": INTEGRATION, "source": "fathom", "customer_id": CUSTOMER}
     page = await client.get("/messages", params=filters)
     assert page.status_code == 200, page.text
-    # The integration names its workspace: one workspace's keyset page, filters as given.
-    assert [sent(r) for r in linker_calls if r.url.path == "/v1/messages"] == [
-        {"workspace_id": "acme", **filters, "limit": "50"}
-    ]
+    # One keyset page of the linker's, filters as given (the linker scopes the workspaces).
+    assert [sent(r) for r in linker_calls if r.url.path == "/v1/messages"] == [{**filters, "limit": "50"}]
     assert not [r for r in linker_calls if r.url.path.startswith("/v1/customers/")], "names come with the list"
+    # The integration named is read by its id for the heading, never the gateway's whole list.
+    assert [r.url.path for r in gateway_calls] == [f"/v1/integrations/{INTEGRATION}"]
     html = page.text
+    assert f'<a href="/integrations/{INTEGRATION}">' in html
     for heading in ("Title", "Source", "Customer", "Started", "Duration"):
         assert f'<th scope="col">{heading}</th>' in html
     assert "Quillmere Systems" in html
@@ -137,31 +149,27 @@ async def test_the_filters_pass_through_and_the_older_link_keeps_them(
 
     older = older_link(html)
     assert urlsplit(older).path == "/messages"
-    carried = {"workspace_id": "acme", **filters, "cursor": CURSOR}
+    carried = {**filters, "cursor": CURSOR}
     assert parse_qs(urlsplit(older).query) == {k: [v] for k, v in carried.items()}
     linker_calls.clear()
-    assert (await client.get(older)).status_code == 200
-    assert [sent(r) for r in linker_calls] == [{"workspace_id": "acme", **filters, "cursor": CURSOR, "limit": "50"}]
+    following = await client.get(older)
+    assert following.status_code == 200
+    assert [sent(r) for r in linker_calls] == [{**filters, "cursor": CURSOR, "limit": "50"}]
+    assert "Newest" in following.text
 
 
-async def test_without_a_filter_every_workspace_is_listed_and_paging_needs_one(
-    client: AsyncTestClient[Any], linker_calls: list[httpx.Request]
+async def test_without_a_filter_one_page_of_every_workspace_and_older_follows(
+    client: AsyncTestClient[Any], linker_calls: list[httpx.Request], gateway_calls: list[httpx.Request]
 ) -> None:
     html = (await client.get("/messages")).text
-    assert sorted(sent(r)["workspace_id"] for r in linker_calls) == ["acme", "globex"]
+    # One request, whatever the number of workspaces (bench/console: it was one per workspace, up
+    # to 20, merged, with no older page); the linker answers for every workspace the sign-in reads.
+    assert [sent(r) for r in linker_calls] == [{"limit": "50"}]
+    assert not gateway_calls
     assert "42 min" in html
-    assert "Older" not in html  # several workspaces merged: no keyset to follow
-    assert "choose a workspace or an integration" in html
-
-
-async def test_one_workspace_pages_without_a_filter(
-    client: AsyncTestClient[Any], linker_calls: list[httpx.Request], views: list[dict[str, Any]]
-) -> None:
-    views[:] = [view(INTEGRATION, "acme", "fathom")]  # e.g. a workspace's own sign-in
-    html = (await client.get("/messages")).text
-    assert [sent(r) for r in linker_calls] == [{"workspace_id": "acme", "limit": "50"}]
-    assert parse_qs(urlsplit(older_link(html)).query) == {"workspace_id": ["acme"], "cursor": [CURSOR]}
+    assert parse_qs(urlsplit(older_link(html)).query) == {"cursor": [CURSOR]}
     assert "Clear filters" not in html
+    assert "Newest" not in html
 
 
 async def test_with_nothing_stored_the_page_says_what_to_do(
@@ -192,12 +200,12 @@ async def test_an_invalid_filter_is_said_not_a_failure(
 
 
 async def test_an_unknown_integration_and_a_linker_refusal_are_said(
-    client: AsyncTestClient[Any], linker_calls: list[httpx.Request], answers: dict[str, Handler]
+    client: AsyncTestClient[Any], answers: dict[str, Handler]
 ) -> None:
     unknown = await client.get("/messages", params={"integration_id": "00000000-0000-4000-8000-000000000000"})
     assert unknown.status_code == 404
     assert "No integration 00000000-0000-4000-8000-000000000000" in unknown.text
-    assert not linker_calls
+    assert "Pilot call" not in unknown.text
 
     answers["messages"] = lambda _: httpx.Response(
         400, json={"error": "invalid_cursor", "detail": "cursor is not one this service issued"}

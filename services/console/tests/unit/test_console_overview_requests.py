@@ -6,6 +6,7 @@ token may not ask for everything, still asks per workspace and per integration."
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -66,10 +67,31 @@ def handle(seen: list[httpx.Request]) -> Any:
         seen.append(request)
         path, params = request.url.path, request.url.params
         if path == "/v1/integrations":
-            return httpx.Response(200, json=VIEWS)
+            return httpx.Response(
+                200, json=[v for v in VIEWS if params.get("workspace_id") in (None, v["workspace_id"])]
+            )
         if path == "/v1/sync-state":
-            wanted = params.get("workspace_id")
-            return httpx.Response(200, json=[s for s in STATES if wanted in (None, s["workspace_id"])])
+            wanted, ids = params.get("workspace_id"), params.get_list("integration_id")
+            return httpx.Response(
+                200,
+                json=[
+                    s for s in STATES if wanted in (None, s["workspace_id"]) and (not ids or s["integration_id"] in ids)
+                ],
+            )
+        if path == "/v1/sync-summary":
+            counts = collections.Counter((s["provider"], s["integration_status"], s["status"]) for s in STATES)
+            attention = [s for s in STATES if s["status"] in ("syncing", "error")]
+            return httpx.Response(
+                200,
+                json={
+                    "counts": [
+                        {"provider": p, "integration_status": i, "status": st, "count": n}
+                        for (p, i, st), n in counts.items()
+                    ],
+                    "attention": attention,
+                    "attention_total": len(attention),
+                },
+            )
         if path == "/v1/health":
             return httpx.Response(200, json={"items": [health(i) for i in params.get_list("integration_id")]})
         if path.endswith("/health") and path.startswith("/v1/integrations/"):
@@ -121,16 +143,21 @@ async def test_the_operators_pages_ask_the_scheduler_once_whatever_the_number_of
     seen.clear()
     overview = await client.get("/")
     assert overview.status_code == 200
-    assert scheduler_calls(seen) == ["/v1/health", "/v1/sync-state"]
+    # The summary (counts, and the rows that may need a person), then the health of those rows: not
+    # the gateway's list nor every state.
+    assert scheduler_calls(seen) == ["/v1/health", "/v1/sync-summary"]
+    assert not [r for r in seen if r.url.path == "/v1/integrations"]
     batch = next(r for r in seen if r.url.path == "/v1/health")
-    asked = batch.url.params.get_list("integration_id")
-    assert asked == [s["integration_id"] for s in STATES if s["status"] in ("syncing", "error")]
-    # What the answers say is on the page: the stuck run, the failing rows, every row.
+    attention = [s["integration_id"] for s in STATES if s["status"] in ("syncing", "error")]
+    assert sorted(batch.url.params.get_list("integration_id")) == sorted(attention)
+    # What the answers say is on the page: the stuck run, the failing rows, the counts of every word.
     assert "run r has not moved for 2 h" in overview.text
-    assert overview.text.count('<span class="badge bad">failing</span>') == sum(
-        1 for s in STATES if s["status"] == "error"
-    )
-    assert all(v["id"] in overview.text for v in VIEWS)
+    failing = sum(1 for s in STATES if s["status"] == "error")
+    assert overview.text.count('<span class="badge bad">failing</span>') == failing + 1  # each alert, and its count
+    assert all(i in overview.text for i in attention)
+    healthy = sum(1 for s in STATES if s["status"] == "success")
+    assert f'<span class="badge ok">healthy</span> {healthy}</a>' in overview.text
+    assert f"all {N} →" in overview.text
 
     seen.clear()
     listed = await client.get("/integrations")
@@ -138,10 +165,16 @@ async def test_the_operators_pages_ask_the_scheduler_once_whatever_the_number_of
     # As the overview: one batch of health for the syncing and failing rows (their status word).
     assert scheduler_calls(seen) == ["/v1/health", "/v1/sync-state"]
     assert all(v["id"] in listed.text for v in VIEWS)
-    # One workspace named: that workspace's states alone.
+    assert [dict(r.url.params) for r in seen if r.url.path == "/v1/integrations"] == [{"limit": "50"}]
+    # One workspace named: a page of that workspace's, the states of its rows alone.
     seen.clear()
     one = await client.get("/integrations?workspace_id=ws-1")
-    assert [r.url.params.get("workspace_id") for r in seen if r.url.path == "/v1/sync-state"] == ["ws-1"]
+    assert [dict(r.url.params) for r in seen if r.url.path == "/v1/integrations"] == [
+        {"limit": "50", "workspace_id": "ws-1"}
+    ]
+    assert [r.url.params.get_list("integration_id") for r in seen if r.url.path == "/v1/sync-state"] == [
+        [VIEWS[2]["id"], VIEWS[3]["id"]]
+    ]
     assert VIEWS[2]["id"] in one.text
     assert VIEWS[4]["id"] not in one.text
 

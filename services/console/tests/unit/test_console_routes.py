@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable
+from html import unescape
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -48,6 +50,8 @@ def backends(seen: list[httpx.Request], overrides: dict[str, Handler] | None = N
             return httpx.Response(200, json=VIEW)
         if path == "/v1/sync-state":
             return httpx.Response(200, json=[])
+        if path == "/v1/sync-summary":
+            return httpx.Response(200, json={"counts": [], "attention": [], "attention_total": 0})
         if path == "/health/ready":
             return httpx.Response(200, json={"status": "ready", "checks": {"database": "ok"}})
         if path == "/metrics":
@@ -189,10 +193,11 @@ async def test_a_page_says_which_service_is_down_and_what_to_do(
         raise httpx.ConnectError("connection refused", request=request)
 
     overrides["GET /v1/integrations"] = unreachable
+    overrides["GET /v1/sync-summary"] = unreachable
     await sign_in(client)
     page = await client.get("/")
     assert page.status_code == 200
-    assert "The gateway could not be reached" in page.text
+    assert "The scheduler could not be reached" in page.text
     detail = await client.get("/integrations")
     assert detail.status_code == 502
     assert "./dev status" in detail.text
@@ -377,7 +382,15 @@ async def test_the_integrations_list_filters_by_workspace_provider_and_status(
 ) -> None:
     disabled = {**VIEW, "id": "7c1e8c1e-4c1a-4a43-9d59-0d4d1f3b8a22", "provider": "fathom", "status": "disabled"}
     elsewhere = {**VIEW, "id": "8d1e8c1e-4c1a-4a43-9d59-0d4d1f3b8a33", "workspace_id": "globex"}
-    overrides["GET /v1/integrations"] = lambda _: httpx.Response(200, json=[VIEW, disabled, elsewhere])
+
+    def gateway(request: httpx.Request) -> httpx.Response:  # the gateway filters (and pages) its list
+        asked = request.url.params
+        fields = ("workspace_id", "provider", "status")
+        return httpx.Response(
+            200, json=[i for i in (VIEW, disabled, elsewhere) if all(i[f] == asked.get(f, i[f]) for f in fields)]
+        )
+
+    overrides["GET /v1/integrations"] = gateway
     await sign_in(client)
 
     def listed(page: str) -> set[str]:
@@ -397,7 +410,54 @@ async def test_the_integrations_list_filters_by_workspace_provider_and_status(
     for params, wanted in cases:
         page = (await client.get("/integrations", params=params)).text
         assert listed(page) == wanted, params
-        assert f"{len(wanted)} of 3" in page
+        assert "Clear filters" in page
     none = (await client.get("/integrations", params={"status": "failing"})).text
     assert listed(none) == set()
     assert "No integration matches these filters." in none
+
+
+async def test_the_integrations_list_is_a_page_of_the_gateways_and_older_follows_it(
+    client: AsyncTestClient[Any], seen: list[httpx.Request], overrides: dict[str, Handler]
+) -> None:
+    """bench/console: reading every integration and every sync state made a list of a thousand wait
+    for ~900 KB of JSON. A page is the gateway's (its Link rel="next") and the states of its rows."""
+    following = "/v1/integrations?limit=50&provider=gong&cursor=NEXT-PAGE"
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        if request.url.params.get("cursor") == "NEXT-PAGE":
+            return httpx.Response(200, json=[])
+        return httpx.Response(200, json=[VIEW], headers={"Link": f'<{following}>; rel="next"'})
+
+    overrides["GET /v1/integrations"] = gateway
+    await sign_in(client)
+    seen.clear()
+    first = await client.get("/integrations", params={"provider": "gong"})
+    assert first.status_code == 200, first.text
+    asked = [r for r in seen if r.url.path == "/v1/integrations"]
+    assert [dict(r.url.params) for r in asked] == [{"limit": "50", "provider": "gong"}]
+    states = [r for r in seen if r.url.path == "/v1/sync-state"]
+    assert [r.url.params.get_list("integration_id") for r in states] == [[INTEGRATION]]
+    older = re.search(r'<a href="([^"]+)" rel="next">Older', first.text)
+    assert older
+    assert parse_qs(urlsplit(unescape(older.group(1))).query) == {"provider": ["gong"], "cursor": ["NEXT-PAGE"]}
+    seen.clear()
+    second = await client.get(unescape(older.group(1)))
+    assert second.status_code == 200
+    assert [dict(r.url.params) for r in seen if r.url.path == "/v1/integrations"] == [
+        {"limit": "50", "provider": "gong", "cursor": "NEXT-PAGE"}
+    ]
+    assert "Older" not in second.text
+    assert "Newest" in second.text
+
+    for params, words in (({"provider": "zoom"}, "provider 'zoom'"), ({"status": "great"}, "status 'great'")):
+        seen.clear()
+        refused = await client.get("/integrations", params=params)
+        assert refused.status_code == 400
+        assert words in unescape(refused.text)
+        assert not [r for r in seen if r.url.path.startswith("/v1/")]
+    overrides["GET /v1/integrations"] = lambda _: httpx.Response(
+        400, json={"error": "invalid_cursor", "detail": "not a cursor of this list"}
+    )
+    bad = await client.get("/integrations", params={"cursor": "garbage"})
+    assert bad.status_code == 400
+    assert "not a cursor of this list" in bad.text

@@ -8,6 +8,7 @@ token of litestar's ``CSRFConfig``. A request without a session is sent to ``/lo
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import time
 import uuid
@@ -42,8 +43,12 @@ __all__ = ["build_app"]
 
 log = get_logger(__name__)
 HERE = Path(__file__).parent
-MAX_MESSAGE_WORKSPACES = 20  # /messages without a workspace merges the newest of this many
 MESSAGES_PER_PAGE = 50
+INTEGRATIONS_PER_PAGE = 50
+# The overview lists at most this many integrations that may need a person (the counts are of all).
+ATTENTION_ROWS = 200
+# The list's status words the gateway decides alone, and its status of each: the list pages them.
+GATEWAY_WORDS = {"disabled": "disabled", "erased": "erased"}
 MAX_TOKEN_LENGTH = 512  # longer is no token of ours: not sent to the gateway at all
 T = TypeVar("T")
 
@@ -145,6 +150,24 @@ def _is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _row(integration: dict[str, Any], state: dict[str, Any] | None) -> dict[str, Any]:
+    """A row of the overview or the list: ``i`` the integration, ``s`` its sync state (None before the
+    scheduler saw it), ``status`` the word and tone shown (``_with_health`` may change it)."""
+    return {"i": integration, "s": state, "status": v.integration_status(integration, state)}
+
+
+def _state_row(state: dict[str, Any]) -> dict[str, Any]:
+    """A row of a page made from a sync state alone (it names its integration's provider, workspace
+    and the gateway's status): what the overview shows without the gateway's list."""
+    integration = {
+        "id": state["integration_id"],
+        "workspace_id": state["workspace_id"],
+        "provider": state["provider"],
+        "status": state["integration_status"],
+    }
+    return _row(integration, state)
 
 
 def _date(value: str) -> date | None:
@@ -363,44 +386,62 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
                 judged.append((row, health))
         return judged
 
+    async def _overview_rows(
+        request: Request[Any, Any, Any],
+    ) -> tuple[collections.Counter[str], list[dict[str, Any]], int]:
+        """Every integration counted by the word the pages show for it, and the rows a person may
+        need to look at (syncing, failing, needs reconnect), with how many there are. The operator's
+        come from the scheduler's summary (counts and those rows, not every state: bench/console);
+        a workspace's sign-in, whose integrations are few, reads them all."""
+        if _operator(request):
+            summary = await api(request).sync_summary(ATTENTION_ROWS)
+            counts: collections.Counter[str] = collections.Counter()
+            for c in summary["counts"]:
+                counts[v.integration_status({"status": c["integration_status"]}, {"status": c["status"]}).word] += c[
+                    "count"
+                ]
+            return counts, [_state_row(s) for s in summary["attention"]], int(summary["attention_total"])
+        integrations = [i for i in await api(request).integrations() if i["status"] != "erased"]
+        states = await _states(request, sorted({i["workspace_id"] for i in integrations}))
+        rows = [_row(i, states.get(i["id"])) for i in integrations]
+        attention = [r for r in rows if r["status"].word in v.ATTENTION_WORDS]
+        return collections.Counter(r["status"].word for r in rows), attention, len(attention)
+
     @get("/", name="overview")
-    async def overview(request: Request[Any, Any, Any], sort: FromQuery[str] = "status") -> Template:
+    async def overview(request: Request[Any, Any, Any]) -> Template:
         # Readiness detail is the operator's (a workspace's sign-in sees its integrations only).
-        everything = _all_states(request)
-        integrations, readiness, dlq_depth = await asyncio.gather(
-            _maybe(api(request).integrations()),
+        found, readiness, dlq_depth = await asyncio.gather(
+            _maybe(_overview_rows(request)),
             api(request).readiness_all() if _operator(request) else _nothing(),
             api(request).dlq_depth(),
         )
         problems: list[str] = []
-        if isinstance(integrations, BackendError):
-            problems.append(_problem(integrations))
-            integrations = []
-        states = await _states(request, sorted({i["workspace_id"] for i in integrations}), everything)
-        rows: list[dict[str, Any]] = [
-            {"i": i, "s": states.get(i["id"]), "status": v.integration_status(i, states.get(i["id"]))}
-            for i in integrations
-        ]
+        if isinstance(found, BackendError):
+            problems.append(_problem(found))
+            counts, rows, attention_total = collections.Counter[str](), [], 0
+        else:
+            counts, rows, attention_total = found
+        # A failing row whose provider refused the credentials reads "needs reconnect" with its health:
+        # the counts follow the rows judged.
+        counts.subtract(r["status"].word for r in rows)
         stuck = []
         for row, health in await _with_health(request, rows):
             for check in health.get("checks", []):
                 if check["name"] == "sync_ready" and not check["ok"]:
                     stuck.append({"row": row, "reason": check["reason"]})
+        counts.update(r["status"].word for r in rows)
         order = {"bad": 0, "warn": 1, "busy": 2, "ok": 3, "off": 4}
-        if sort == "last_sync":
-            rows.sort(key=lambda r: (r["s"] or {}).get("last_synced_at") or "", reverse=True)
-        elif sort == "workspace":
-            rows.sort(key=lambda r: (r["i"]["workspace_id"], r["i"]["provider"]))
-        else:
-            sort = "status"
-            rows.sort(key=lambda r: (order.get(r["status"].tone, 5), r["i"]["workspace_id"]))
+        rows.sort(key=lambda r: (order.get(r["status"].tone, 5), r["i"]["workspace_id"], r["i"]["id"]))
         now = datetime.now(tz=UTC)
         return _page(
             request,
             "overview.html",
             rows=rows,
             table=_rows.overview_table(rows, now),
-            sort=sort,
+            attention_total=attention_total,
+            counts=[(word, counts[word]) for word in v.LIST_STATUSES if counts[word] > 0],
+            tones=v.WORD_TONES,
+            total=sum(max(n, 0) for n in counts.values()),
             failing=[r for r in rows if r["status"].word == "failing"],
             reconnect=[r for r in rows if r["status"].word == "needs reconnect"],
             stuck=stuck,
@@ -411,47 +452,93 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         )
 
     # ---- integrations -----------------------------------------------------------------------------
+    async def _states_of(request: Request[Any, Any, Any], page: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The sync states of a page's integrations: the operator's in one request, a workspace's
+        sign-in one request per workspace on the page (its token must name the workspace)."""
+        by_workspace: dict[str | None, list[str]] = {}
+        for i in page:
+            by_workspace.setdefault(None if _operator(request) else i["workspace_id"], []).append(i["id"])
+        answers = await asyncio.gather(
+            *(_maybe(api(request).sync_states_of(ids, workspace_id=w)) for w, ids in by_workspace.items())
+        )
+        return {s["integration_id"]: s for a in answers if isinstance(a, list) for s in a}
+
+    async def _every_row(
+        request: Request[Any, Any, Any], workspace_id: str, provider: str, status: str
+    ) -> list[dict[str, Any]]:
+        """Every integration whose word is ``status`` (a word the sync state and health decide, so
+        not one the gateway can filter by): the whole list read and judged, newest first."""
+        every_state = None if workspace_id else _all_states(request)
+        try:
+            everything = await api(request).integrations(workspace_id or None)
+        except BaseException:  # the error page answers; the states asked alongside are not needed
+            if every_state is not None:
+                every_state.cancel()
+            raise
+        shown = [i for i in everything if not provider or i["provider"] == provider]
+        states = await _states(request, sorted({i["workspace_id"] for i in shown}), every_state)
+        rows = [_row(i, states.get(i["id"])) for i in shown]
+        await _with_health(request, rows, ("failing",))  # only those can change word
+        rows = [r for r in rows if r["status"].word == status]
+        rows.sort(key=lambda r: r["i"]["created_at"], reverse=True)
+        return rows
+
     @get("/integrations", name="integrations")
     async def integrations_page(
         request: Request[Any, Any, Any],
         workspace_id: FromQuery[str | None] = None,
         provider: FromQuery[str | None] = None,
         status: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
     ) -> Template:
-        every_state = None if workspace_id else _all_states(request)
-        try:
-            everything = await api(request).integrations()
-        except BaseException:  # the error page answers; the states asked alongside are not needed
-            if every_state is not None:
-                every_state.cancel()
-            raise
-        workspaces = sorted({i["workspace_id"] for i in everything})
-        shown = [
-            i
-            for i in everything
-            if (not workspace_id or i["workspace_id"] == workspace_id) and (not provider or i["provider"] == provider)
-        ]
-        states = await _states(request, sorted({i["workspace_id"] for i in shown}), every_state)
-        rows: list[dict[str, Any]] = [
-            {"i": i, "s": states.get(i["id"]), "status": v.integration_status(i, states.get(i["id"]))} for i in shown
-        ]
-        await _with_health(request, rows, ("failing",))  # only those can change word
-        if status:  # the status as the list shows it (a word), not the gateway's column
-            rows = [r for r in rows if r["status"].word == status]
-        rows.sort(key=lambda r: r["i"]["created_at"], reverse=True)
+        filters = {"workspace_id": (workspace_id or "").strip(), "provider": provider or "", "status": status or ""}
+        problems = []
+        if filters["provider"] not in ("", "fathom", "gong"):
+            problems.append(f"provider {filters['provider']!r} is not one of fathom, gong.")
+        if filters["status"] and filters["status"] not in v.LIST_STATUSES:
+            problems.append(f"status {filters['status']!r} is not one of {', '.join(v.LIST_STATUSES)}.")
+        rows: list[dict[str, Any]] = []
+        next_cursor = None
+        if problems:
+            pass
+        elif filters["status"] in ("", *GATEWAY_WORDS):
+            # A page of the gateway's list (the words it knows itself are its filter), then the states
+            # of that page and the health of its failing rows: never every integration (bench/console).
+            try:
+                page, next_cursor = await api(request).integrations_page(
+                    INTEGRATIONS_PER_PAGE,
+                    cursor,
+                    workspace_id=filters["workspace_id"],
+                    provider=filters["provider"],
+                    status=GATEWAY_WORDS.get(filters["status"]),
+                )
+            except BackendError as exc:
+                if exc.status != 400:  # a cursor or filter the gateway refuses is the request's fault
+                    raise
+                problems.append(_problem(exc))
+                page = []
+            states = await _states_of(request, page)
+            rows = [_row(i, states.get(i["id"])) for i in page]
+            await _with_health(request, rows, ("failing",))  # only those can change word
+        else:
+            rows = await _every_row(request, filters["workspace_id"], filters["provider"], filters["status"])
+        query = {k: val for k, val in filters.items() if val}
         now = datetime.now(tz=UTC)
         return _page(
             request,
             "integrations.html",
+            status_code=400 if problems else 200,
             rows=rows,
             table=_rows.list_table(rows, now),
-            workspaces=workspaces,
-            workspace_id=workspace_id or "",
-            provider=provider or "",
-            status=status or "",
+            workspace_id=filters["workspace_id"],
+            provider=filters["provider"],
+            status=filters["status"],
             statuses=v.LIST_STATUSES,
-            filtered=bool(workspace_id or provider or status),
-            total=len(everything),
+            filtered=bool(query),
+            older="/integrations?" + urlencode({**query, "cursor": next_cursor}) if next_cursor else None,
+            newest=("/integrations?" + urlencode(query)) if cursor else None,
+            problems=problems,
+            none_yet=not rows and not query and not cursor and not problems,
         )
 
     @post("/integrations")
@@ -691,22 +778,6 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         return _see("/dlq")
 
     # ---- messages -------------------------------------------------------------------------------------
-    async def _customers(request: Request[Any, Any, Any], items: list[dict[str, Any]]) -> dict[str, str]:
-        """Customers' names by id: the linker's list names them (``customer_name``); a linker too
-        old to do so is asked for each customer on the page."""
-        names = {m["customer_id"]: m["customer_name"] for m in items if m.get("customer_id") and m.get("customer_name")}
-        unnamed = {m["customer_id"] for m in items if m.get("customer_id") and "customer_name" not in m}
-
-        async def one(cid: str) -> tuple[str, str | None]:
-            try:
-                answer = await api(request).customer(cid)
-            except BackendError:
-                return cid, None
-            return cid, answer.get("name") or answer.get("domain")
-
-        found = await asyncio.gather(*(one(c) for c in list(unnamed)[:MESSAGES_PER_PAGE]))
-        return names | {c: n for c, n in found if n}
-
     @get("/messages", name="messages")
     async def messages_page(
         request: Request[Any, Any, Any],
@@ -718,9 +789,6 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     ) -> Template:
         given = {"workspace_id": workspace_id, "integration_id": integration_id, "source": source}
         filters = {k: (val or "").strip() for k, val in (given | {"customer_id": customer_id}).items()}
-        filtered = any(filters.values())
-        integrations = await api(request).integrations()
-        workspaces = sorted({i["workspace_id"] for i in integrations})
         items: list[dict[str, Any]] = []
         next_cursor = None
         problems: list[str] = []
@@ -735,60 +803,49 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         integration = None
         if problems:
             status = 400
-        elif filters["integration_id"]:
-            wanted = str(uuid.UUID(filters["integration_id"]))
-            integration = next((i for i in integrations if i["id"] == wanted), None)
-            if integration is None:
+        else:
+            if filters["integration_id"]:
+                filters["integration_id"] = str(uuid.UUID(filters["integration_id"]))
+            # One page of the linker's, across every workspace the sign-in may read unless one is
+            # named (it scopes them); an integration named is read beside it for the heading.
+            calls: list[Awaitable[Any]] = [
+                api(request).messages(
+                    **{k: val for k, val in filters.items() if val}, cursor=cursor, limit=MESSAGES_PER_PAGE
+                )
+            ]
+            if filters["integration_id"]:
+                calls.append(api(request).integration(filters["integration_id"]))
+            page, *named = await asyncio.gather(*(_maybe(c) for c in calls))
+            found = named[0] if named else None
+            if isinstance(found, BackendError) and found.status == 404:
                 status = 404
-                problems.append(f"No integration {wanted} (or not one your sign-in may read).")
-            else:  # an integration is in one workspace: its messages page by page
-                filters["integration_id"] = wanted
-                filters["workspace_id"] = integration["workspace_id"]
-        if not filters["workspace_id"] and len(workspaces) == 1:  # nothing to merge: page it
-            filters["workspace_id"] = workspaces[0]
-        wanted_filters = {k: val for k, val in filters.items() if k != "workspace_id"}
-        merged = False
-        if problems:
-            pass
-        elif filters["workspace_id"]:
-            try:
-                page = await api(request).messages(
-                    filters["workspace_id"], **wanted_filters, cursor=cursor, limit=MESSAGES_PER_PAGE
-                )
+                problems.append(f"No integration {filters['integration_id']} (or not one your sign-in may read).")
+            elif isinstance(found, BackendError):
+                problems.append(_problem(found))
+            else:
+                integration = found
+            if status == 404:
+                pass
+            elif isinstance(page, BackendError):  # a cursor or filter the linker refuses, or the linker down
+                status = page.status if page.status in (400, 404) else 502
+                problems.append(_problem(page))
+            else:
                 items, next_cursor = page["items"], page.get("next_cursor")
-            except BackendError as exc:  # a cursor or filter the linker refuses, or the linker down
-                status = exc.status if exc.status in (400, 404) else 502
-                problems.append(_problem(exc))
-        else:  # every workspace: the newest of each, merged (one page; a keyset needs one workspace)
-            pages = await asyncio.gather(
-                *(
-                    _maybe(api(request).messages(w, **wanted_filters, limit=MESSAGES_PER_PAGE))
-                    for w in workspaces[:MAX_MESSAGE_WORKSPACES]
-                )
-            )
-            problems = [_problem(p) for p in pages if isinstance(p, BackendError)]
-            found = [p for p in pages if isinstance(p, dict)]
-            items = sorted((m for p in found for m in p["items"]), key=lambda m: m.get("sent_at") or "", reverse=True)
-            merged = len(items) > MESSAGES_PER_PAGE or any(p.get("next_cursor") for p in found)
-            items = items[:MESSAGES_PER_PAGE]
-        names = await _customers(request, items)
         query = {k: val for k, val in filters.items() if val}
-        older = "/messages?" + urlencode({**query, "cursor": next_cursor}) if next_cursor else None
         return _page(
             request,
             "messages.html",
             status_code=status,
             items=[m | {"length": v.call_length(m.get("duration_seconds"))} for m in items],
-            names=names,
-            workspaces=workspaces,
-            integrations=sorted(integrations, key=lambda i: (i["workspace_id"], i["provider"], i["id"])),
+            names={
+                m["customer_id"]: m["customer_name"] for m in items if m.get("customer_id") and m.get("customer_name")
+            },
             integration=integration,
             filters=filters,
-            filtered=filtered,
-            older=older,
-            more_elsewhere=merged,
+            filtered=bool(query),
+            older="/messages?" + urlencode({**query, "cursor": next_cursor}) if next_cursor else None,
+            newest=("/messages?" + urlencode(query)) if cursor else None,
             problems=problems,
-            has_integrations=bool(integrations),
         )
 
     @get("/messages/{message_id:uuid}", name="message")

@@ -117,18 +117,36 @@ class Backend:
         except httpx.HTTPError as exc:
             raise BackendError(service, 0, "unreachable", f"{type(exc).__name__}: {exc}"[:200]) from None
 
-    async def _json(self, service: str, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
+    async def _answer(
+        self, service: str, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any
+    ) -> httpx.Response:
         response = await self._call(service, method, path, **kwargs)
         if response.status_code not in ok:
             if response.status_code == 401 and self.token is not None:
                 raise BackendError(service, 401, "token_refused", "the sign-in token was refused (revoked?)")
             raise _error_of(service, response)
+        return response
+
+    async def _json(self, service: str, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
+        response = await self._answer(service, method, path, ok, **kwargs)
         return response.json() if response.content else None
 
     # ---- gateway ------------------------------------------------------------------------------
     async def integrations(self, workspace_id: str | None = None) -> list[dict[str, Any]]:
         params = {"workspace_id": workspace_id} if workspace_id else None
         return list(await self._json("gateway", "GET", "/v1/integrations", params=params))
+
+    async def integrations_page(
+        self, limit: int, cursor: str | None = None, **filters: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the gateway's list, newest first (filters: ``workspace_id``, ``provider``, the
+        gateway's ``status``), and the cursor of the next (its ``Link: rel="next"``), None on the last."""
+        params = {"limit": limit, "cursor": cursor, **filters}
+        response = await self._answer(
+            "gateway", "GET", "/v1/integrations", params={k: val for k, val in params.items() if val}
+        )
+        following = response.links.get("next", {}).get("url")
+        return list(response.json()), httpx.URL(following).params.get("cursor") if following else None
 
     async def integration(self, integration_id: str) -> dict[str, Any]:
         return dict(await self._json("gateway", "GET", f"/v1/integrations/{integration_id}"))
@@ -160,6 +178,20 @@ class Backend:
         """Every integration's sync state in one answer (the operator's alone: a manage token must
         name its workspaces, one call each)."""
         return list(await self._json("scheduler", "GET", "/v1/sync-state"))
+
+    async def sync_states_of(self, integration_ids: list[str], workspace_id: str | None = None) -> list[dict[str, Any]]:
+        """The sync states of these integrations (a list's page; at most 500). The operator names no
+        workspace; a manage token must name one of its own, and gets only that workspace's."""
+        params: list[tuple[str, str]] = [("integration_id", i) for i in integration_ids]
+        if workspace_id:
+            params.append(("workspace_id", workspace_id))
+        return list(await self._json("scheduler", "GET", "/v1/sync-state", params=params))
+
+    async def sync_summary(self, attention_limit: int) -> dict[str, Any]:
+        """Every integration counted by provider, gateway status and sync status, and the states of
+        those that may need a person (the operator's alone)."""
+        params = {"attention_limit": attention_limit}
+        return dict(await self._json("scheduler", "GET", "/v1/sync-summary", params=params))
 
     async def healths(self, integration_ids: list[str]) -> list[dict[str, Any]]:
         """Many integrations' health, a request per HEALTH_BATCH (the operator's alone; an unknown
@@ -240,8 +272,10 @@ class Backend:
         return dict(await self._json("normalizer", "POST", "/v1/dlq/redrive", params=params))
 
     # ---- linker -------------------------------------------------------------------------------
-    async def messages(self, workspace_id: str, **params: Any) -> dict[str, Any]:
-        query = {"workspace_id": workspace_id, **{k: v for k, v in params.items() if v not in (None, "")}}
+    async def messages(self, **params: Any) -> dict[str, Any]:
+        """A page of messages, newest first; without ``workspace_id`` of every workspace the sign-in
+        may read (the linker scopes it)."""
+        query = {k: v for k, v in params.items() if v not in (None, "")}
         return dict(await self._json("linker", "GET", "/v1/messages", params=query))
 
     async def customer(self, customer_id: str) -> dict[str, Any]:

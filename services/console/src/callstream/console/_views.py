@@ -9,7 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
+    "ATTENTION_WORDS",
+    "LIST_STATUSES",
     "PRESETS",
+    "WORD_TONES",
     "Status",
     "absolute",
     "as_datetime",
@@ -93,6 +96,18 @@ def call_length(seconds: Any) -> str:
 
 # The words an integration's status can be, for the integrations list's filter.
 LIST_STATUSES = ("healthy", "syncing", "failing", "needs reconnect", "not synced yet", "disabled", "erased")
+# Each word's colour, as ``integration_status`` gives it (the overview's counts).
+WORD_TONES = {
+    "healthy": "ok",
+    "syncing": "busy",
+    "failing": "bad",
+    "needs reconnect": "bad",
+    "not synced yet": "warn",
+    "disabled": "off",
+    "erased": "off",
+}
+# The words of the rows the overview lists (a syncing run may be stuck; the others need a person).
+ATTENTION_WORDS = ("syncing", "failing", "needs reconnect")
 
 _RECONNECT = Status("needs reconnect", "bad", "the provider refused the credentials: add the integration again")
 
