@@ -75,11 +75,13 @@ from tests.faults.chaos import EXAMPLE, Chaos  # noqa: E402
 GONG_EXAMPLES = ROOT / "services" / "normalizer" / "tests" / "examples"
 TARGET_MS = 150.0
 PAGES = ("/", "/integrations", "/messages")
-# What the console's pages use today (services/console/src/callstream/console/_app.py): /messages
-# merges the newest of this many workspaces and names up to this many customers.
-MAX_MESSAGE_WORKSPACES = 20
+# What the console's pages use today (services/console/src/callstream/console/_app.py, _backend.py):
+# a page of 50 messages and of 50 integrations, the overview's at most 200 rows that may need a
+# person, health asked 100 integrations a request.
 MESSAGES_PER_PAGE = 50
-HEALTH_BATCH = 200  # the console's integrations per batch health request
+INTEGRATIONS_PER_PAGE = 50
+ATTENTION_ROWS = 200
+HEALTH_BATCH = 100
 RUNS_EVERY = timedelta(hours=1)  # the scheduler's default cadence (CALLSTREAM_SCHEDULER_CADENCE_SECONDS)
 CSRF_FIELD = re.compile(r'name="_csrf_token" value="([^"]+)"')
 CREATE_CONCURRENCY = 8
@@ -351,17 +353,6 @@ class Backends:
             for name in ("gateway", "scheduler", "normalizer", "linker")
         }
 
-        # The scheduler's batch reads (every sync state, many healths in one answer): the console
-        # uses them where the scheduler has them, and so does the ceiling (see probe).
-        self.batch = False
-
-    async def probe(self) -> bool:
-        """Whether this scheduler answers every sync state at once (the console's code since
-        bench/console found the per-workspace requests were the overview's time); 400 before."""
-        r = await self.c["scheduler"].get("/v1/sync-state")
-        self.batch = r.status_code == 200
-        return self.batch
-
     async def aclose(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self.c.values()))
 
@@ -376,53 +367,31 @@ class Backends:
 
     # One function per page: the calls it makes (services/console/src/callstream/console/_app.py).
     async def overview(self) -> int:
-        # With the batch reads every sync state is asked alongside the gateway's list, as the console does.
-        every = asyncio.ensure_future(self.json("scheduler", "/v1/sync-state")) if self.batch else None
-        integrations, *_ = await asyncio.gather(
-            self.json("gateway", "/v1/integrations"),
+        # The scheduler's summary beside the services' readiness and the DLQ gauge, then the health of
+        # the rows that may be stuck or refused (syncing, failing).
+        summary, *_ = await asyncio.gather(
+            self.json("scheduler", "/v1/sync-summary", attention_limit=ATTENTION_ROWS),
             *(self.text(s, "/health/ready") for s in ("gateway", "scheduler", "normalizer", "linker")),
             self.text("normalizer", "/metrics"),
         )
-        states = await self._states(integrations, every)
-        asked = [i["id"] for i in integrations if (states.get(i["id"]) or {}).get("status") in ("syncing", "error")
-                 and i["status"] == "active"]  # fmt: skip
-        if self.batch:
-            batches = [asked[k : k + HEALTH_BATCH] for k in range(0, len(asked), HEALTH_BATCH)]
-            await asyncio.gather(
-                *(self.json("scheduler", "/v1/health", integration_id=batch) for batch in batches if batch)
-            )
-        else:
-            await asyncio.gather(*(self.json("scheduler", f"/v1/integrations/{i}/health") for i in asked))
-        return len(integrations)
+        attention = summary["attention"]
+        await self._healths([s["integration_id"] for s in attention if s["status"] in ("syncing", "error")])
+        return len(attention)
 
     async def integrations(self) -> int:
-        every = asyncio.ensure_future(self.json("scheduler", "/v1/sync-state")) if self.batch else None
-        integrations = await self.json("gateway", "/v1/integrations")
-        await self._states(integrations, every)
-        return len(integrations)
+        # A page of the gateway's list, the states of its rows, the health of its failing rows.
+        page = await self.json("gateway", "/v1/integrations", limit=INTEGRATIONS_PER_PAGE)
+        states = await self.json("scheduler", "/v1/sync-state", integration_id=[i["id"] for i in page])
+        await self._healths([s["integration_id"] for s in states if s["status"] == "error"])
+        return len(page)
 
     async def messages(self) -> int:
-        integrations = await self.json("gateway", "/v1/integrations")
-        workspaces = sorted({i["workspace_id"] for i in integrations})[:MAX_MESSAGE_WORKSPACES]
-        pages = await asyncio.gather(
-            *(self.json("linker", "/v1/messages", workspace_id=w, limit=MESSAGES_PER_PAGE) for w in workspaces)
-        )
-        items = sorted((m for p in pages for m in p["items"]), key=lambda m: m.get("sent_at") or "", reverse=True)
-        # The linker's list names each message's customer now; the page asks for those it does not.
-        customers = list(
-            {m["customer_id"] for m in items[:MESSAGES_PER_PAGE] if m.get("customer_id") and "customer_name" not in m}
-        )
-        await asyncio.gather(
-            *(self.json("linker", f"/v1/customers/{c}", contacts_limit=1, messages_limit=1) for c in customers)
-        )
-        return len(items)
+        page = await self.json("linker", "/v1/messages", limit=MESSAGES_PER_PAGE)
+        return len(page["items"])
 
-    async def _states(self, integrations: list[dict[str, Any]], every: Awaitable[Any] | None) -> dict[str, Any]:
-        workspaces = sorted({i["workspace_id"] for i in integrations})
-        if every is not None:
-            return {s["integration_id"]: s for s in await every}
-        answers = await asyncio.gather(*(self.json("scheduler", "/v1/sync-state", workspace_id=w) for w in workspaces))
-        return {s["integration_id"]: s for a in answers for s in a}
+    async def _healths(self, ids: list[str]) -> None:
+        batches = [ids[k : k + HEALTH_BATCH] for k in range(0, len(ids), HEALTH_BATCH)]
+        await asyncio.gather(*(self.json("scheduler", "/v1/health", integration_id=b) for b in batches))
 
 
 async def timed(
@@ -555,7 +524,6 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
 
             console = await sign_in(chaos.procs["console"].url, token)
             backends = Backends(env, chaos.procs)
-            result["scheduler_batch_reads"] = await backends.probe()
             t = time.perf_counter()
             result["pages"] = await measure_pages(console, backends, args.requests, args.concurrency, args.rounds)
             result["measure_seconds"] = round(time.perf_counter() - t, 1)

@@ -189,7 +189,7 @@ async def test_an_operator_in_chromium(console_stack: ConsoleStack, screens: Pat
             assert API_KEY not in await page.content()
 
             await page.get_by_role("link", name="Messages", exact=True).click()
-            await page.select_option("#ws", "browser")
+            await page.get_by_label("Workspace").fill("browser")
             await page.get_by_role("button", name="Filter").click()
             opens = page.get_by_role("link", name=re.compile("Open in Fathom"))
             await expect(opens.first).to_be_visible()
