@@ -12,11 +12,13 @@ from __future__ import annotations
 import secrets
 import uuid
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, Parameter
 
 from callstream.contracts import hash_api_token
 from callstream.runtime import ApiError, get_logger
@@ -36,6 +38,7 @@ WorkspaceId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Trigger = Literal[
     "my_recordings", "shared_external_recordings", "my_shared_with_team_recordings", "shared_team_recordings"
 ]
+MAX_PAGE = 500  # the largest page of GET /v1/integrations?limit=
 _CREDENTIAL_FIELDS = {"fathom": ("api_key",), "gong": ("access_key", "access_key_secret")}
 
 
@@ -227,14 +230,52 @@ def admin_router(ctx: GatewayContext, erasures: Erasures) -> list[Router]:
 
     @get(
         "/v1/integrations",
-        summary="List integrations (a manage token's: its workspaces'), optionally of one",
+        summary="List integrations (a manage token's: its workspaces'); with limit, keyset pages, newest first",
+        description=(
+            "Without `limit`: every integration that matches, oldest first (created_at, id). With `limit`: at"
+            " most that many, newest first (created_at desc, id desc); when more remain the response has"
+            ' `Link: </v1/integrations?...&limit=N&cursor=...>; rel="next"` (the same filters), none on the'
+            " last page."
+        ),
         responses=_MANAGE_RESPONSES,
+        response_headers=[
+            ResponseHeader(
+                name="Link",
+                documentation_only=True,
+                description='with limit, when more remain: `</v1/integrations?...&cursor=...>; rel="next"`',
+            )
+        ],
     )
     async def list_integrations(
-        request: Request[Any, Any, Any], workspace_id: FromQuery[str | None] = None
-    ) -> list[IntegrationView]:
+        request: Request[Any, Any, Any],
+        workspace_id: FromQuery[str | None] = None,
+        provider: FromQuery[_integration_db.Provider | None] = None,
+        status: FromQuery[_integration_db.Status | None] = None,
+        limit: Annotated[int | None, Parameter(ge=1, le=MAX_PAGE, description=f"page size, 1 to {MAX_PAGE}")] = None,
+        cursor: Annotated[
+            str | None, Parameter(max_length=512, description="from the previous page's Link rel=next (with limit)")
+        ] = None,
+    ) -> Response[list[IntegrationView]]:
         caller = await caller_of(request)
-        return await _integration_db.views(ctx.db, workspace_id, settings.public_base_url, caller.workspaces)
+        flt = _integration_db.IntegrationFilter(
+            workspace_id=workspace_id, workspaces=caller.workspaces, provider=provider, status=status
+        )
+        if limit is None:
+            if cursor is not None:
+                raise ApiError(400, "invalid_cursor", "cursor pages need limit (the next page's Link has both)")
+            # Unbounded on purpose: callers that read it whole must get every row (it once stopped at
+            # 1,000 without a word); those that care about size page with limit.
+            return Response(await _integration_db.views(ctx.db, flt, settings.public_base_url))
+        try:
+            after = None if cursor is None else _integration_db.decode_cursor(cursor)
+        except _integration_db.BadCursor as exc:
+            raise ApiError(400, "invalid_cursor", str(exc)) from None
+        items, next_cursor = await _integration_db.page(ctx.db, flt, settings.public_base_url, after, limit)
+        if next_cursor is None:
+            return Response(items)
+        query = {"workspace_id": workspace_id, "provider": provider, "status": status, "limit": limit}
+        kept = urlencode({k: v for k, v in query.items() if v is not None} | {"cursor": next_cursor})
+        return Response(items, headers={"Link": f'</v1/integrations?{kept}>; rel="next"'})
 
     @delete(
         "/v1/integrations/{integration_id:str}",

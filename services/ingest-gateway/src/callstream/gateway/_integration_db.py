@@ -5,9 +5,12 @@ Secret columns are only ever written as envelopes (``_credentials``) and never r
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
@@ -36,6 +39,12 @@ _VIEW_COLUMNS = """
 id::text, workspace_id, provider, status, auth_kind, base_url, settings, last_error, created_at, updated_at,
 disabled_at, webhook_secret is not null as has_webhook_secret, webhook_id is not null as webhook_registered
 """
+
+
+# Qualified: a bare "id" in ORDER BY is the select list's id::text, sorted as text (off the index,
+# and not the uuid order the keyset compares).
+_ORDER = "integrations.created_at, integrations.id"
+_ORDER_NEWEST = "integrations.created_at desc, integrations.id desc"
 
 
 def parse_id(value: str) -> uuid.UUID | None:
@@ -105,20 +114,93 @@ async def view(
     return None if row is None else _view(row, public_base_url)
 
 
-async def views(
-    pool: asyncpg.Pool,
-    workspace_id: str | None,
-    public_base_url: str | None,
-    workspaces: frozenset[str] | None = None,
-) -> list[IntegrationView]:
+Provider = Literal["fathom", "gong"]
+Status = Literal["active", "disabled", "reauth_required", "erased"]  # migrations 0001 and 0003
+
+
+class Cursor(msgspec.Struct, array_like=True, frozen=True):
+    """Where a page ended: the last integration's (created_at, id), the keyset of the next page."""
+
+    created_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    id: uuid.UUID
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def encode_cursor(created_at: datetime, integration_id: uuid.UUID | str) -> str:
+    key = uuid.UUID(str(integration_id))
+    return base64.urlsafe_b64encode(msgspec.json.encode(Cursor(created_at, key))).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        cursor = msgspec.json.decode(raw, type=Cursor)
+        # In UTC here, not in the driver: year 1 at +01:00 is year 0 there (an OverflowError, a 500).
+        return Cursor(cursor.created_at.astimezone(UTC), cursor.id)
+    except (binascii.Error, ValueError, OverflowError, msgspec.DecodeError) as exc:
+        raise BadCursor("cursor is not one this service issued") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationFilter:
     """``workspaces``: only these (a manage token's); ``None``: every workspace."""
+
+    workspace_id: str | None = None
+    workspaces: frozenset[str] | None = None
+    provider: Provider | None = None
+    status: Status | None = None
+
+
+def _where(flt: IntegrationFilter, args: list[Any]) -> list[str]:
+    # Only the conditions given, so the planner sees plain equalities (and the created_at index),
+    # not "$1 is null or ..." that a generic plan cannot use an index for.
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    where = ["true"]
+    if flt.workspace_id is not None:
+        where.append(f"workspace_id = {arg(flt.workspace_id)}")
+    if flt.workspaces is not None:
+        where.append(f"workspace_id = any({arg(sorted(flt.workspaces))}::text[])")
+    if flt.provider is not None:
+        where.append(f"provider = {arg(flt.provider)}")
+    if flt.status is not None:
+        where.append(f"status = {arg(flt.status)}")
+    return where
+
+
+async def views(pool: asyncpg.Pool, flt: IntegrationFilter, public_base_url: str | None) -> list[IntegrationView]:
+    """Every integration that matches, oldest first (what callers of the unpaged list always had)."""
+    args: list[Any] = []
+    where = _where(flt, args)
     rows = await pool.fetch(
-        f"select {_VIEW_COLUMNS} from integrations where ($1::text is null or workspace_id = $1)"
-        " and ($2::text[] is null or workspace_id = any($2)) order by created_at, id limit 1000",
-        workspace_id,
-        None if workspaces is None else sorted(workspaces),
+        f"select {_VIEW_COLUMNS} from integrations where {' and '.join(where)} order by {_ORDER}", *args
     )
     return [_view(row, public_base_url) for row in rows]
+
+
+async def page(
+    pool: asyncpg.Pool, flt: IntegrationFilter, public_base_url: str | None, after: Cursor | None, limit: int
+) -> tuple[list[IntegrationView], str | None]:
+    """Newest first, at most ``limit``, after ``after``; and the cursor of the next page (None: the last)."""
+    args: list[Any] = []
+    where = _where(flt, args)
+    if after is not None:
+        args += [after.created_at, after.id]
+        where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit + 1)  # one more tells whether a next page exists
+    rows = await pool.fetch(
+        f"select {_VIEW_COLUMNS} from integrations where {' and '.join(where)}"
+        f" order by {_ORDER_NEWEST} limit ${len(args)}",
+        *args,
+    )
+    items = [_view(row, public_base_url) for row in rows[:limit]]
+    more = len(rows) > limit
+    return items, (encode_cursor(items[-1].created_at, items[-1].id) if more else None)
 
 
 async def disable(pool: asyncpg.Pool, integration_id: uuid.UUID) -> asyncpg.Record | None:
