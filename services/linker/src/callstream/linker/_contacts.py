@@ -364,7 +364,7 @@ def build_contacts_router(
             contacts_limit,
         )
         messages, messages_next = await lookup.message_page(
-            q.MessageFilter(workspace_id=workspace_id, customer_id=row["id"]), None, messages_limit
+            q.MessageFilter(workspaces=(workspace_id,), customer_id=row["id"]), None, messages_limit
         )
         return CustomerDetail(
             **msgspec.structs.asdict(_summary(row)),

@@ -71,6 +71,16 @@ WorkspaceQuery = Annotated[
     str, Parameter(pattern=WORKSPACE_PATTERN, description="the workspace", examples=[Example(value="acme")])
 ]
 
+# ``GET /v1/messages``: optional; omitted, every workspace the token may read.
+OptionalWorkspaceQuery = Annotated[
+    str | None,
+    Parameter(
+        pattern=WORKSPACE_PATTERN,
+        description="the workspace; omitted: every workspace the token may read (the admin token: all)",
+        examples=[Example(value="acme")],
+    ),
+]
+
 
 # A message that became a tombstone (deleted at the provider, erased, past retention).
 _GONE = {410: ResponseSpec(ErrorBody, description="the message is a tombstone: error gone_<reason>")}
@@ -202,10 +212,20 @@ def build_router(
         }
         return MessageOut(id=str(row["id"]), **{k: v for k, v in values.items() if wanted is None or k in wanted})
 
-    @get("/messages", summary="Messages of a workspace, newest first, keyset-paginated", responses=_ok(MessagePage))
+    @get(
+        "/messages",
+        summary="Messages of a workspace, or of every workspace the token reads, newest first, keyset-paginated",
+        description=(
+            "Without `workspace_id`, the messages of every workspace the token may read (the admin token:"
+            " every workspace), merged in one order: `sent_at` descending (none first), then `id`. Walking"
+            " `next_cursor` visits each visible message once. A `workspace_id` the token does not cover is"
+            " a 404."
+        ),
+        responses=_ok(MessagePage),
+    )
     async def list_messages(
         request: Request[Any, Any, Any],
-        workspace_id: WorkspaceQuery,
+        workspace_id: OptionalWorkspaceQuery = None,
         source: FromQuery[Source | None] = None,
         customer_id: Annotated[str | None, Parameter(max_length=64)] = None,
         integration_id: Annotated[
@@ -217,7 +237,13 @@ def build_router(
         cursor: Annotated[str | None, Parameter(max_length=512, description="next_cursor of the previous page")] = None,
     ) -> MessagePage:
         access = await authenticate(request)
-        access.require(workspace_id, "workspace")
+        workspaces: tuple[str, ...] | None
+        if workspace_id is not None:
+            access.require(workspace_id, "workspace")
+            workspaces = (workspace_id,)
+        else:
+            visible = access.workspace_filter()
+            workspaces = None if visible is None else tuple(visible)
         customer = None
         if customer_id is not None:
             customer = q.parse_uuid(customer_id)
@@ -233,7 +259,7 @@ def build_router(
         except q.BadCursor as exc:
             raise ApiError(400, "invalid_cursor", str(exc)) from None
         flt = q.MessageFilter(
-            workspace_id=workspace_id,
+            workspaces=workspaces,
             source=source,
             customer_id=customer,
             integration_id=integration,
