@@ -367,16 +367,14 @@ class Backends:
 
     # One function per page: the calls it makes (services/console/src/callstream/console/_app.py).
     async def overview(self) -> int:
-        # The scheduler's summary beside the services' readiness and the DLQ gauge, then the health of
-        # the rows that may be stuck or refused (syncing, failing).
+        # The scheduler's summary (with the health of the rows that may need a person) beside the
+        # services' readiness and the DLQ gauge.
         summary, *_ = await asyncio.gather(
             self.json("scheduler", "/v1/sync-summary", attention_limit=ATTENTION_ROWS),
             *(self.text(s, "/health/ready") for s in ("gateway", "scheduler", "normalizer", "linker")),
             self.text("normalizer", "/metrics"),
         )
-        attention = summary["attention"]
-        await self._healths([s["integration_id"] for s in attention if s["status"] in ("syncing", "error")])
-        return len(attention)
+        return len(summary["attention"])
 
     async def integrations(self) -> int:
         # A page of the gateway's list, the states of its rows, the health of its failing rows.

@@ -80,7 +80,8 @@ def handle(seen: list[httpx.Request]) -> Any:
             )
         if path == "/v1/sync-summary":
             counts = collections.Counter((s["provider"], s["integration_status"], s["status"]) for s in STATES)
-            attention = [s for s in STATES if s["status"] in ("syncing", "error")]
+            # As the scheduler lists them: failing, and the one syncing whose run is stuck (k = 3).
+            attention = [s for s in STATES if s["status"] == "error" or s["integration_id"] == VIEWS[3]["id"]]
             return httpx.Response(
                 200,
                 json={
@@ -88,7 +89,7 @@ def handle(seen: list[httpx.Request]) -> Any:
                         {"provider": p, "integration_status": i, "status": st, "count": n}
                         for (p, i, st), n in counts.items()
                     ],
-                    "attention": attention,
+                    "attention": [{"state": s, "health": health(s["integration_id"])} for s in attention],
                     "attention_total": len(attention),
                 },
             )
@@ -143,18 +144,17 @@ async def test_the_operators_pages_ask_the_scheduler_once_whatever_the_number_of
     seen.clear()
     overview = await client.get("/")
     assert overview.status_code == 200
-    # The summary (counts, and the rows that may need a person), then the health of those rows: not
-    # the gateway's list nor every state.
-    assert scheduler_calls(seen) == ["/v1/health", "/v1/sync-summary"]
+    # The summary alone (counts, and the rows that may need a person with their health): not the
+    # gateway's list, nor every state, nor a health request after it.
+    assert scheduler_calls(seen) == ["/v1/sync-summary"]
     assert not [r for r in seen if r.url.path == "/v1/integrations"]
-    batch = next(r for r in seen if r.url.path == "/v1/health")
-    attention = [s["integration_id"] for s in STATES if s["status"] in ("syncing", "error")]
-    assert sorted(batch.url.params.get_list("integration_id")) == sorted(attention)
+    failing = [s["integration_id"] for s in STATES if s["status"] == "error"]
     # What the answers say is on the page: the stuck run, the failing rows, the counts of every word.
     assert "run r has not moved for 2 h" in overview.text
-    failing = sum(1 for s in STATES if s["status"] == "error")
-    assert overview.text.count('<span class="badge bad">failing</span>') == failing + 1  # each alert, and its count
-    assert all(i in overview.text for i in attention)
+    assert overview.text.count('<span class="badge bad">failing</span>') == 2  # the alert, and its count
+    assert f'">{len(failing)} integrations</a> whose last runs failed' in overview.text
+    assert all(i in overview.text for i in [*failing, VIEWS[3]["id"]])
+    assert VIEWS[6]["id"] not in overview.text  # syncing, not stuck: no one's concern
     healthy = sum(1 for s in STATES if s["status"] == "success")
     assert f'<span class="badge ok">healthy</span> {healthy}</a>' in overview.text
     assert f"all {N} →" in overview.text

@@ -48,9 +48,9 @@ def test_badge_and_provider_cells_are_the_macros(macros: object) -> None:
 def test_a_disabled_integrations_row_has_no_next_due_and_values_are_escaped() -> None:
     integration = {"id": "i-1", "workspace_id": "a<b>", "provider": "gong", "created_at": NOW.isoformat()}
     state = {"last_synced_at": None, "next_due_at": NOW.isoformat(), "items_synced_last_run": 0}
-    disabled = {"i": integration, "s": state, "status": v.Status("disabled", "off")}
+    disabled = {"i": integration, "s": state, "status": v.Status("disabled", "off"), "problem": "x <y>"}
     row = _rows.overview_table([disabled], NOW)
-    assert '<td class="num">0</td><td>—</td>' in row
+    assert '<td class="problem">x &lt;y&gt;</td><td><span class="muted">—</span></td><td>—</td>' in row
     assert "<td>a&lt;b&gt;</td>" in row
     assert "a<b>" not in row
     listed = _rows.list_table([{"i": integration, "s": None, "status": v.Status("healthy", "ok")}], NOW)

@@ -107,6 +107,24 @@ async def _set_state(pool: asyncpg.Pool, integration_id: uuid.UUID, status: str,
     )
 
 
+async def _running(
+    pool: asyncpg.Pool, integration_id: uuid.UUID, clock: FakeClock, moved_minutes_ago: int
+) -> uuid.UUID:
+    """A run going for three hours that last moved ``moved_minutes_ago``."""
+    run_id = uuid.uuid4()
+    await pool.execute(
+        """insert into sync_runs (id, integration_id, workspace_id, provider, mode, trigger, status, created_at,
+                                  started_at, last_progress_at)
+           select $1, id, workspace_id, provider, 'backfill', 'manual', 'running', $3, $3, $4
+           from integrations where id = $2""",
+        run_id,
+        integration_id,
+        clock.now() - timedelta(hours=3),
+        clock.now() - timedelta(minutes=moved_minutes_ago),
+    )
+    return run_id
+
+
 async def test_a_page_of_integrations_sync_states_by_id(
     client: httpx.AsyncClient, pool: asyncpg.Pool, clock: FakeClock
 ) -> None:
@@ -147,6 +165,10 @@ async def test_the_summary_counts_every_integration_and_lists_those_that_need_a_
     await _set_state(pool, failing_once, "error", failures=1)
     syncing = await add_integration(pool, "fathom", workspace_id="ws-s", parked_until=later)
     await _set_state(pool, syncing, "syncing")
+    await _running(pool, syncing, clock, moved_minutes_ago=5)  # moving: no one's concern
+    stuck = await add_integration(pool, "gong", workspace_id="ws-s", parked_until=later)
+    await _set_state(pool, stuck, "syncing")
+    stuck_run = await _running(pool, stuck, clock, moved_minutes_ago=170)  # past the 2 h bound
     refused = await add_integration(pool, "fathom", workspace_id="ws-r", status="reauth_required", parked_until=later)
     await _set_state(pool, refused, "success")
     disabled = await add_integration(pool, "gong", workspace_id="ws-d", status="disabled", parked_until=later)
@@ -161,22 +183,31 @@ async def test_the_summary_counts_every_integration_and_lists_those_that_need_a_
     assert counts == {
         ("fathom", "active", "success"): 3,
         ("fathom", "active", "syncing"): 1,
+        ("gong", "active", "syncing"): 1,
         ("fathom", "active", "pending"): 1,
         ("fathom", "reauth_required", "reauth_required"): 1,
         ("gong", "active", "error"): 2,
         ("gong", "disabled", "error"): 1,
     }
-    listed = [s["integration_id"] for s in body["attention"]]
+    listed = [a["state"]["integration_id"] for a in body["attention"]]
     assert listed[:2] == [str(failing), str(failing_once)]  # the most failures first
-    assert set(listed) == {str(failing), str(failing_once), str(syncing), str(refused)}
+    assert set(listed) == {str(failing), str(failing_once), str(stuck), str(refused)}
     assert body["attention_total"] == 4
-    # Each listed state is the one the state routes answer.
-    one = await client.get(f"/v1/integrations/{failing}/sync-state", headers=ADMIN)
-    assert body["attention"][0] == one.json()
+    # Each listed with the state and the health their own routes answer (the console's overview needs
+    # both, in one request).
+    for item in body["attention"]:
+        key = item["state"]["integration_id"]
+        assert item["state"] == (await client.get(f"/v1/integrations/{key}/sync-state", headers=ADMIN)).json()
+        assert item["health"] == (await client.get(f"/v1/integrations/{key}/health", headers=ADMIN)).json()
+    health = {a["state"]["integration_id"]: a["health"] for a in body["attention"]}
+    assert not health[str(refused)]["healthy"]
+    ready = next(c for c in health[str(stuck)]["checks"] if c["name"] == "sync_ready")
+    assert (ready["ok"], str(stuck_run) in ready["reason"]) == (False, True)
 
     limited = (await client.get("/v1/sync-summary", params={"attention_limit": 1}, headers=ADMIN)).json()
-    assert [s["integration_id"] for s in limited["attention"]] == [str(failing)]
+    assert [a["state"]["integration_id"] for a in limited["attention"]] == [str(failing)]
     assert limited["attention_total"] == 4
+    assert (await client.get("/v1/sync-summary", params={"attention_limit": 501}, headers=ADMIN)).status_code == 400
 
     manager = await _manager(pool, ["ws-f"])
     denied = await client.get("/v1/sync-summary", headers=manager)

@@ -158,6 +158,15 @@ def _row(integration: dict[str, Any], state: dict[str, Any] | None) -> dict[str,
     return {"i": integration, "s": state, "status": v.integration_status(integration, state)}
 
 
+def _problem_of(row: dict[str, Any]) -> str:
+    """What is wrong with a row that needs a person, in words (a stuck run's reason comes from its health)."""
+    state, status = row["s"] or {}, row["status"]
+    if status.word == "failing":
+        failures = state.get("consecutive_failures") or 0
+        return f"{state.get('last_error') or 'the last run failed'} ({failures} in a row; retried with backoff)"
+    return str(status.hint)
+
+
 def _state_row(state: dict[str, Any]) -> dict[str, Any]:
     """A row of a page made from a sync state alone (it names its integration's provider, workspace
     and the gateway's status): what the overview shows without the gateway's list."""
@@ -371,13 +380,17 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         return {i: h for i, h in zip(ids, answers, strict=True) if isinstance(h, dict)}
 
     async def _with_health(
-        request: Request[Any, Any, Any], rows: list[dict[str, Any]], words: tuple[str, ...] = ("syncing", "failing")
+        request: Request[Any, Any, Any],
+        rows: list[dict[str, Any]],
+        words: tuple[str, ...] = ("syncing", "failing"),
+        known: dict[str, dict[str, Any]] | None = None,
     ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """Each row's status made with its health where that can change it, for rows whose status
         is one of ``words``: a failing one may be a refused credential ("needs reconnect"; the same
-        word on the overview and the list), and only a syncing run can be stuck (the overview's)."""
+        word on the overview and the list), and only a syncing run can be stuck (the overview's).
+        The healths are asked unless ``known`` (the scheduler's summary carries them)."""
         asked = [r for r in rows if r["status"].word in words]
-        healths = await _healths(request, [r["i"]["id"] for r in asked])
+        healths = known if known is not None else await _healths(request, [r["i"]["id"] for r in asked])
         judged = []
         for row in asked:
             health = healths.get(row["i"]["id"])
@@ -388,24 +401,26 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
 
     async def _overview_rows(
         request: Request[Any, Any, Any],
-    ) -> tuple[collections.Counter[str], list[dict[str, Any]], int]:
-        """Every integration counted by the word the pages show for it, and the rows a person may
-        need to look at (syncing, failing, needs reconnect), with how many there are. The operator's
-        come from the scheduler's summary (counts and those rows, not every state: bench/console);
-        a workspace's sign-in, whose integrations are few, reads them all."""
+    ) -> tuple[collections.Counter[str], list[dict[str, Any]], int, dict[str, dict[str, Any]] | None]:
+        """Every integration counted by the word the pages show for it, the rows a person may need
+        to look at (syncing, failing, needs reconnect), how many there are, and their healths where
+        they came along. The operator's come from the scheduler's summary, health included (counts
+        and those rows, not every state: bench/console); a workspace's sign-in, whose integrations
+        are few, reads them all."""
         if _operator(request):
             summary = await api(request).sync_summary(ATTENTION_ROWS)
             counts: collections.Counter[str] = collections.Counter()
             for c in summary["counts"]:
-                counts[v.integration_status({"status": c["integration_status"]}, {"status": c["status"]}).word] += c[
-                    "count"
-                ]
-            return counts, [_state_row(s) for s in summary["attention"]], int(summary["attention_total"])
+                word = v.integration_status({"status": c["integration_status"]}, {"status": c["status"]}).word
+                counts[word] += c["count"]
+            attention = summary["attention"]
+            healths = {a["state"]["integration_id"]: a["health"] for a in attention}
+            return counts, [_state_row(a["state"]) for a in attention], int(summary["attention_total"]), healths
         integrations = [i for i in await api(request).integrations() if i["status"] != "erased"]
         states = await _states(request, sorted({i["workspace_id"] for i in integrations}))
         rows = [_row(i, states.get(i["id"])) for i in integrations]
-        attention = [r for r in rows if r["status"].word in v.ATTENTION_WORDS]
-        return collections.Counter(r["status"].word for r in rows), attention, len(attention)
+        listed = [r for r in rows if r["status"].word in v.ATTENTION_WORDS]
+        return collections.Counter(r["status"].word for r in rows), listed, len(listed), None
 
     @get("/", name="overview")
     async def overview(request: Request[Any, Any, Any]) -> Template:
@@ -418,18 +433,23 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         problems: list[str] = []
         if isinstance(found, BackendError):
             problems.append(_problem(found))
-            counts, rows, attention_total = collections.Counter[str](), [], 0
+            counts, rows, attention_total, healths = collections.Counter[str](), [], 0, None
         else:
-            counts, rows, attention_total = found
+            counts, rows, attention_total, healths = found
         # A failing row whose provider refused the credentials reads "needs reconnect" with its health:
-        # the counts follow the rows judged.
+        # the counts follow the rows judged. A syncing row needs a person only when its run is stuck.
         counts.subtract(r["status"].word for r in rows)
-        stuck = []
-        for row, health in await _with_health(request, rows):
+        problems_of: dict[str, str] = {}
+        for row, health in await _with_health(request, rows, known=healths):
             for check in health.get("checks", []):
                 if check["name"] == "sync_ready" and not check["ok"]:
-                    stuck.append({"row": row, "reason": check["reason"]})
+                    problems_of[row["i"]["id"]] = f"stuck: {check['reason']}"
         counts.update(r["status"].word for r in rows)
+        rows = [r for r in rows if r["status"].word != "syncing" or r["i"]["id"] in problems_of]
+        if healths is None:  # a workspace's sign-in listed every syncing row: those not stuck are fine
+            attention_total = len(rows)
+        for row in rows:
+            row["problem"] = problems_of.get(row["i"]["id"]) or _problem_of(row)
         order = {"bad": 0, "warn": 1, "busy": 2, "ok": 3, "off": 4}
         rows.sort(key=lambda r: (order.get(r["status"].tone, 5), r["i"]["workspace_id"], r["i"]["id"]))
         now = datetime.now(tz=UTC)
@@ -442,9 +462,9 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             counts=[(word, counts[word]) for word in v.LIST_STATUSES if counts[word] > 0],
             tones=v.WORD_TONES,
             total=sum(max(n, 0) for n in counts.values()),
-            failing=[r for r in rows if r["status"].word == "failing"],
-            reconnect=[r for r in rows if r["status"].word == "needs reconnect"],
-            stuck=stuck,
+            failing=counts["failing"],
+            reconnect=counts["needs reconnect"],
+            stuck=[r for r in rows if r["i"]["id"] in problems_of],
             readiness=readiness,
             not_ready=[r for r in readiness if not r.ready],
             dlq_depth=dlq_depth,

@@ -188,8 +188,8 @@ class Backend:
         return list(await self._json("scheduler", "GET", "/v1/sync-state", params=params))
 
     async def sync_summary(self, attention_limit: int) -> dict[str, Any]:
-        """Every integration counted by provider, gateway status and sync status, and the states of
-        those that may need a person (the operator's alone)."""
+        """Every integration counted by provider, gateway status and sync status, and the state and
+        health of those that may need a person (the operator's alone)."""
         params = {"attention_limit": attention_limit}
         return dict(await self._json("scheduler", "GET", "/v1/sync-summary", params=params))
 

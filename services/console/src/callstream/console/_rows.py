@@ -66,18 +66,18 @@ def _link(integration: dict[str, Any]) -> tuple[str, str]:
 
 
 def overview_table(rows: Iterable[dict[str, Any]], now: datetime) -> Html:
-    """The overview's ``<tbody>`` rows: provider, workspace, status, last sync, items of the last
-    run, next due, id. ``rows`` are ``{"i": integration, "s": sync state or None, "status": Status}``."""
+    """The overview's ``<tbody>`` rows of integrations that need a person: provider, workspace,
+    status, the problem in words, last sync, next due, id. ``rows`` are ``{"i": integration, "s":
+    sync state or None, "status": Status, "problem": str}``."""
     out = []
     for r in rows:
         i, s, status = r["i"], r["s"] or {}, r["status"]
         key, link = _link(i)
-        items = s.get("items_synced_last_run")
         due = "—" if status.word == "disabled" else _when(s.get("next_due_at"), now)
         out.append(
             f"<tr><td>{link}</td><td>{_esc(i['workspace_id'])}</td><td>{_badge(status)}</td>"
-            f"<td>{_when(s.get('last_synced_at'), now)}</td>"
-            f'<td class="num">{"—" if items is None else _esc(items)}</td><td>{due}</td>'
+            f'<td class="problem">{_esc(r.get("problem") or "")}</td>'
+            f"<td>{_when(s.get('last_synced_at'), now)}</td><td>{due}</td>"
             f'<td><code class="id">{key}</code></td></tr>\n'
         )
     return Html("".join(out))

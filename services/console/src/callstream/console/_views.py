@@ -106,7 +106,7 @@ WORD_TONES = {
     "disabled": "off",
     "erased": "off",
 }
-# The words of the rows the overview lists (a syncing run may be stuck; the others need a person).
+# The words of the rows the overview may list (a syncing one only when its run is stuck).
 ATTENTION_WORDS = ("syncing", "failing", "needs reconnect")
 
 _RECONNECT = Status("needs reconnect", "bad", "the provider refused the credentials: add the integration again")

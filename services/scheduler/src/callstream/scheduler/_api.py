@@ -24,8 +24,7 @@ from ._scheduler import Scheduler
 from ._store import ERASED, IntegrationErased, IntegrationNotActive, IntegrationNotFound, RunActive
 
 MAX_PAGE = 200
-MAX_STATES = 500  # integration ids one sync-state read may name; attention states one summary lists
-DEFAULT_ATTENTION = 200
+MAX_STATES = 500  # integration ids one sync-state read may name
 MAX_BODY_BYTES = 16 * 1024
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -91,19 +90,6 @@ class SyncStateView(msgspec.Struct):
     consecutive_failures: int
 
 
-class StatusCount(msgspec.Struct):
-    provider: str
-    integration_status: str  # the gateway's: active, disabled, reauth_required
-    status: str  # the sync state's as a state view words it (pending when never synced)
-    count: int
-
-
-class SyncSummary(msgspec.Struct):
-    counts: list[StatusCount]
-    attention: list[SyncStateView]
-    attention_total: int  # may be more than the states listed (``attention_limit``)
-
-
 _body_decoder = msgspec.json.Decoder(SyncRequestBody)
 
 
@@ -136,7 +122,7 @@ def _run_view(run: Any) -> SyncRunView:
     )
 
 
-def _state_view(row: Any) -> SyncStateView:
+def state_view(row: Any) -> SyncStateView:
     # The gateway's own flag wins: it knows first when credentials stop working.
     status = "reauth_required" if row["integration_status"] == "reauth_required" else (row["status"] or "pending")
     return SyncStateView(
@@ -266,7 +252,7 @@ def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken | Mana
             raise ApiError(404, "integration_not_found", "no such integration")
         if rows[0]["integration_status"] == ERASED:
             raise erased_error()
-        return _state_view(rows[0])
+        return state_view(rows[0])
 
     @get("/sync-state")
     async def workspace_state(
@@ -279,25 +265,10 @@ def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken | Mana
         ``integration_id`` (repeated, at most 500): only these (the console's page of a list); with
         ``workspace_id`` too, only those of that workspace."""
         rows = await scheduler_of().store.states(workspace_id=workspace_id, integration_ids=integration_id)
-        return [_state_view(r) for r in rows if r["integration_status"] != ERASED]
-
-    @get("/sync-summary")
-    async def sync_summary(
-        attention_limit: Annotated[int, QueryParameter(ge=0, le=MAX_STATES)] = DEFAULT_ATTENTION,
-    ) -> SyncSummary:
-        """Every integration counted by provider, status at the gateway and sync status, and the
-        states of those that may need a person (reconnect, failing, a run going that may be stuck),
-        the most failures first: the console's overview, without reading every state (issue #18's
-        bench/console: a thousand states were ~450 KB a page). The admin token's."""
-        counts, rows, total = await scheduler_of().store.summary(attention_limit)
-        return SyncSummary(
-            counts=[StatusCount(**dict(c)) for c in counts],
-            attention=[_state_view(r) for r in rows],
-            attention_total=total,
-        )
+        return [state_view(r) for r in rows if r["integration_status"] != ERASED]
 
     return Router(
         path="/v1",
         guards=[admin],
-        route_handlers=[trigger_sync, cancel_sync, list_syncs, integration_state, workspace_state, sync_summary],
+        route_handlers=[trigger_sync, cancel_sync, list_syncs, integration_state, workspace_state],
     )

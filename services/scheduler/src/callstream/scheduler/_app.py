@@ -72,7 +72,11 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             admin_router(lambda: scheduler, access),
             progress_router(hub, access),
             health_router(
-                lambda: runtime.db, scheduler.clock, timedelta(seconds=settings.health_stuck_after_seconds), access
+                lambda: runtime.db,
+                lambda: scheduler.store,
+                scheduler.clock,
+                timedelta(seconds=settings.health_stuck_after_seconds),
+                access,
             ),
         ],
         checks=runtime.checks(),

@@ -21,9 +21,9 @@ from litestar.params import FromPath, QueryParameter
 
 from callstream.runtime import AdminToken, ApiError, ManageGuard
 
-from ._api import erased_error
+from ._api import SyncStateView, erased_error, state_view
 from ._clock import Clock
-from ._store import ERASED
+from ._store import ERASED, SyncStore
 
 # How the gateway words a refused credential in a run's error (``AuthFailed``: "fathom refused the
 # credentials (HTTP 401)"). SyncFinished has no error code, so the text is what there is to read.
@@ -77,6 +77,27 @@ class IntegrationHealth(msgspec.Struct):
 
 class HealthPage(msgspec.Struct):
     items: list[IntegrationHealth]
+
+
+class StatusCount(msgspec.Struct):
+    provider: str
+    integration_status: str  # the gateway's: active, disabled, reauth_required
+    status: str  # the sync state's as a state view words it (pending when never synced)
+    count: int
+
+
+class Attention(msgspec.Struct):
+    state: SyncStateView
+    health: IntegrationHealth
+
+
+class SyncSummary(msgspec.Struct):
+    counts: list[StatusCount]
+    attention: list[Attention]
+    attention_total: int  # may be more than those listed (``attention_limit``)
+
+
+DEFAULT_ATTENTION = 200
 
 
 def _ago(delta: timedelta) -> str:
@@ -185,7 +206,11 @@ def judge(row: Mapping[str, Any], *, now: datetime, stuck_after: timedelta) -> I
 
 
 def health_router(
-    pool: Callable[[], asyncpg.Pool], clock: Clock, stuck_after: timedelta, admin: AdminToken | ManageGuard
+    pool: Callable[[], asyncpg.Pool],
+    store: Callable[[], SyncStore],
+    clock: Clock,
+    stuck_after: timedelta,
+    admin: AdminToken | ManageGuard,
 ) -> Router:
     # ``admin``: the admin token, or (a ManageGuard) also a manage token of the integration's
     # workspace; another workspace's integration is a 404 like one that does not exist.
@@ -216,4 +241,28 @@ def health_router(
             ]
         )
 
-    return Router(path="/v1", guards=[admin], route_handlers=[integration_health, integrations_health])
+    @get("/sync-summary")
+    async def sync_summary(
+        attention_limit: Annotated[int, QueryParameter(ge=0, le=MAX_BATCH)] = DEFAULT_ATTENTION,
+    ) -> SyncSummary:
+        """Every integration counted by provider, status at the gateway and sync status, and those
+        that need a person (reconnect, failing, a run stuck) with their state and health, the most
+        failures first: the console's overview in one answer, without reading every state (issue
+        #18's bench/console: a thousand states were ~450 KB a page, and the health of the rows that
+        may need a person one more request after them). The admin token's."""
+        now = clock.now()
+        counts, rows, total = await store().summary(attention_limit, now - stuck_after)
+        healths = {row["id"]: row for row in await pool().fetch(_READ, [r["integration_id"] for r in rows])}
+        return SyncSummary(
+            counts=[StatusCount(**dict(c)) for c in counts],
+            attention=[
+                Attention(
+                    state=state_view(r), health=judge(healths[r["integration_id"]], now=now, stuck_after=stuck_after)
+                )
+                for r in rows
+                if r["integration_id"] in healths
+            ],
+            attention_total=total,
+        )
+
+    return Router(path="/v1", guards=[admin], route_handlers=[integration_health, integrations_health, sync_summary])

@@ -23,6 +23,9 @@ ACTIVE = ("queued", "running")
 # The gateway's status of an integration whose data was erased (issue #19): its row stays so that its
 # id is known, and nothing of it is kept or made here again (no sync state, no run).
 ERASED = "erased"
+# When a run last moved, as the stale-run rule and the health's sync_ready count it: queued
+# (created), started, its last progress, or the end of a wait it announced (greatest skips a null).
+_RUN_MOVED_AT = "greatest(coalesce(r.last_progress_at, r.started_at, r.created_at), r.resume_after)"
 # A sync state as the API answers it: the integration's (the gateway's table) and its state's columns.
 _STATE_COLUMNS = """i.id as integration_id, i.workspace_id, i.provider, i.status as integration_status,
     s.status, s.watermark, s.next_due_at, s.last_synced_at, s.last_run_id,
@@ -473,11 +476,20 @@ class SyncStore:
             )
         )
 
-    async def summary(self, attention_limit: int) -> tuple[Sequence[asyncpg.Record], Sequence[asyncpg.Record], int]:
-        """Every integration counted by provider, the gateway's status and its sync status; and the
-        ones a person may need to look at (the gateway or a run says reconnect, the last run failed,
-        a run is going: it may be stuck), the most failures first, at most ``attention_limit``, with
-        how many there are. Erased integrations are neither counted nor listed."""
+    async def summary(
+        self, attention_limit: int, stuck_before: datetime
+    ) -> tuple[Sequence[asyncpg.Record], Sequence[asyncpg.Record], int]:
+        """Every integration counted by provider, the gateway's status and its sync status; the ones
+        a person needs to look at, the most failures first, at most ``attention_limit``; and how many
+        there are. Those are: the gateway or the state says reconnect, the last run failed, or a run
+        has not moved since ``stuck_before`` (the health's ``sync_ready`` rule; a run that moves is
+        no one's concern). Erased integrations are neither counted nor listed. Read at one moment."""
+        needed = f"""from integrations i left join sync_state s on s.integration_id = i.id
+                   where i.status = 'reauth_required'
+                      or (i.status = 'active' and (s.status in ('error', 'reauth_required') or exists (
+                          select 1 from sync_runs r
+                          where r.integration_id = i.id and r.status in ('queued', 'running')
+                            and {_RUN_MOVED_AT} < $1)))"""
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             counts = await conn.fetch(
                 """select i.provider, i.status as integration_status,
@@ -489,15 +501,13 @@ class SyncStore:
                    group by 1, 2, 3 order by 1, 2, 3""",
                 ERASED,
             )
-            wanted = """from integrations i left join sync_state s on s.integration_id = i.id
-                   where i.status = 'reauth_required'
-                      or (i.status = 'active' and s.status in ('syncing', 'error', 'reauth_required'))"""
             rows = await conn.fetch(
-                f"""select {_STATE_COLUMNS} {wanted}
-                   order by coalesce(s.consecutive_failures, 0) desc, i.workspace_id, i.id limit $1""",
+                f"""select {_STATE_COLUMNS} {needed}
+                   order by coalesce(s.consecutive_failures, 0) desc, i.workspace_id, i.id limit $2""",
+                stuck_before,
                 attention_limit,
             )
-            total = await conn.fetchval(f"select count(*)::int {wanted}")
+            total = await conn.fetchval(f"select count(*)::int {needed}", stuck_before)
         return counts, rows, int(total)
 
     # -- retention ----------------------------------------------------------------------------
