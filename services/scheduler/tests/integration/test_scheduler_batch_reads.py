@@ -207,6 +207,8 @@ async def test_the_summary_counts_every_integration_and_lists_those_that_need_a_
     limited = (await client.get("/v1/sync-summary", params={"attention_limit": 1}, headers=ADMIN)).json()
     assert [a["state"]["integration_id"] for a in limited["attention"]] == [str(failing)]
     assert limited["attention_total"] == 4
+    counted = (await client.get("/v1/sync-summary", params={"attention_limit": 0}, headers=ADMIN)).json()
+    assert (counted["attention"], counted["attention_total"]) == ([], 4)
     assert (await client.get("/v1/sync-summary", params={"attention_limit": 501}, headers=ADMIN)).status_code == 400
 
     manager = await _manager(pool, ["ws-f"])

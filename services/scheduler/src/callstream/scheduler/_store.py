@@ -501,13 +501,16 @@ class SyncStore:
                    group by 1, 2, 3 order by 1, 2, 3""",
                 ERASED,
             )
+            # How many there are, beside the first of them: one pass (the window counts before the limit).
             rows = await conn.fetch(
-                f"""select {_STATE_COLUMNS} {needed}
+                f"""select {_STATE_COLUMNS}, count(*) over ()::int as listed_of {needed}
                    order by coalesce(s.consecutive_failures, 0) desc, i.workspace_id, i.id limit $2""",
                 stuck_before,
                 attention_limit,
             )
-            total = await conn.fetchval(f"select count(*)::int {needed}", stuck_before)
+            total = rows[0]["listed_of"] if rows else 0
+            if not rows and attention_limit == 0:
+                total = await conn.fetchval(f"select count(*)::int {needed}", stuck_before)
         return counts, rows, int(total)
 
     # -- retention ----------------------------------------------------------------------------
