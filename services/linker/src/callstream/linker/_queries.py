@@ -11,7 +11,7 @@ import base64
 import binascii
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -126,8 +126,15 @@ def encode_cursor(sent_at: datetime | None, message_id: uuid.UUID) -> str:
 def decode_cursor(text: str) -> Cursor:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        return msgspec.json.decode(raw, type=Cursor)
-    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
+        cursor = msgspec.json.decode(raw, type=Cursor)
+        # The database takes it as UTC: a naive time, or one that leaves datetime's range on the way
+        # there (year 1 at +01:00), was never issued here (asyncpg raised OverflowError: a 500).
+        if cursor.sent_at is not None:
+            if cursor.sent_at.tzinfo is None:
+                raise ValueError("naive time")
+            cursor.sent_at.astimezone(UTC)
+        return cursor
+    except (binascii.Error, ValueError, OverflowError, msgspec.DecodeError) as exc:
         raise BadCursor("cursor is not one this service issued") from exc
 
 
