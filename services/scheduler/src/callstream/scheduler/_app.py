@@ -73,7 +73,6 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             progress_router(hub, access),
             health_router(
                 lambda: runtime.db,
-                lambda: scheduler.store,
                 scheduler.clock,
                 timedelta(seconds=settings.health_stuck_after_seconds),
                 access,

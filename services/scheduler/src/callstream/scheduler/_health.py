@@ -23,7 +23,7 @@ from callstream.runtime import AdminToken, ApiError, ManageGuard
 
 from ._api import SyncStateView, erased_error, state_view
 from ._clock import Clock
-from ._store import ERASED, SyncStore
+from ._store import ERASED, STATE_COLUMNS
 
 # How the gateway words a refused credential in a run's error (``AuthFailed``: "fathom refused the
 # credentials (HTTP 401)"). SyncFinished has no error code, so the text is what there is to read.
@@ -57,6 +57,33 @@ left join lateral (select id, status, error, finished_at
                           limit 1)) settled
                    order by rank limit 1) l on true
 where i.id = any($1::uuid[])
+"""
+# The summary's (GET /v1/sync-summary): every integration counted, and those that need a person
+# with their state. A run is stuck by the health's sync_ready rule: it has not moved (queued, started,
+# its last progress, the end of a wait it announced) since $1. Reconnect and stuck first (they are
+# few, and a page of failing ones must not hide them), then the most failures.
+_COUNTS = """
+select i.provider, i.status as integration_status,
+       case when i.status = 'reauth_required' then 'reauth_required' else coalesce(s.status, 'pending') end as status,
+       count(*)::int as count
+from integrations i left join sync_state s on s.integration_id = i.id
+where i.status <> 'erased'
+group by 1, 2, 3 order by 1, 2, 3
+"""
+_NEEDING = f"""
+select *, count(*) over ()::int as listed_of
+from (select {STATE_COLUMNS},
+             i.id in (select r.integration_id from sync_runs r
+                      where r.status in ('queued', 'running')
+                        and greatest(coalesce(r.last_progress_at, r.started_at, r.created_at), r.resume_after) < $1)
+                 as stuck
+      from integrations i left join sync_state s on s.integration_id = i.id
+      where i.status in ('active', 'reauth_required')) f
+where integration_status = 'reauth_required'
+   or (integration_status = 'active' and (status in ('error', 'reauth_required') or stuck))
+order by coalesce(integration_status = 'reauth_required' or status = 'reauth_required' or stuck, false) desc,
+         consecutive_failures desc, workspace_id, integration_id
+limit $2
 """
 # One batch answer's most integrations (the console asks for the rows of its overview that need it).
 MAX_BATCH = 500
@@ -207,7 +234,6 @@ def judge(row: Mapping[str, Any], *, now: datetime, stuck_after: timedelta) -> I
 
 def health_router(
     pool: Callable[[], asyncpg.Pool],
-    store: Callable[[], SyncStore],
     clock: Clock,
     stuck_after: timedelta,
     admin: AdminToken | ManageGuard,
@@ -251,8 +277,16 @@ def health_router(
         #18's bench/console: a thousand states were ~450 KB a page, and the health of the rows that
         may need a person one more request after them). The admin token's."""
         now = clock.now()
-        counts, rows, total = await store().summary(attention_limit, now - stuck_after)
-        healths = {row["id"]: row for row in await pool().fetch(_READ, [r["integration_id"] for r in rows])}
+        # One snapshot: the rows listed are among those counted, each health read with them.
+        async with pool().acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            counts = await conn.fetch(_COUNTS)
+            rows = await conn.fetch(_NEEDING, now - stuck_after, attention_limit)
+            healths = {row["id"]: row for row in await conn.fetch(_READ, [r["integration_id"] for r in rows])}
+            total = (
+                rows[0]["listed_of"]
+                if rows
+                else await conn.fetchval(f"select count(*) from ({_NEEDING}) n", now - stuck_after, None)
+            )
         return SyncSummary(
             counts=[StatusCount(**dict(c)) for c in counts],
             attention=[
@@ -260,9 +294,8 @@ def health_router(
                     state=state_view(r), health=judge(healths[r["integration_id"]], now=now, stuck_after=stuck_after)
                 )
                 for r in rows
-                if r["integration_id"] in healths
             ],
-            attention_total=total,
+            attention_total=int(total),
         )
 
     return Router(path="/v1", guards=[admin], route_handlers=[integration_health, integrations_health, sync_summary])

@@ -23,11 +23,8 @@ ACTIVE = ("queued", "running")
 # The gateway's status of an integration whose data was erased (issue #19): its row stays so that its
 # id is known, and nothing of it is kept or made here again (no sync state, no run).
 ERASED = "erased"
-# When a run last moved, as the stale-run rule and the health's sync_ready count it: queued
-# (created), started, its last progress, or the end of a wait it announced (greatest skips a null).
-_RUN_MOVED_AT = "greatest(coalesce(r.last_progress_at, r.started_at, r.created_at), r.resume_after)"
 # A sync state as the API answers it: the integration's (the gateway's table) and its state's columns.
-_STATE_COLUMNS = """i.id as integration_id, i.workspace_id, i.provider, i.status as integration_status,
+STATE_COLUMNS = """i.id as integration_id, i.workspace_id, i.provider, i.status as integration_status,
     s.status, s.watermark, s.next_due_at, s.last_synced_at, s.last_run_id,
     coalesce(s.items_synced_total, 0) as items_synced_total, s.items_synced_last_run,
     s.last_error, coalesce(s.consecutive_failures, 0) as consecutive_failures, s.next_reconcile_at"""
@@ -465,7 +462,7 @@ class SyncStore:
         the filters given all apply."""
         return list(
             await self._pool.fetch(
-                f"""select {_STATE_COLUMNS}
+                f"""select {STATE_COLUMNS}
                from integrations i left join sync_state s on s.integration_id = i.id
                where ($1::uuid is null or i.id = $1) and ($2::text is null or i.workspace_id = $2)
                  and ($3::uuid[] is null or i.id = any($3))
@@ -475,43 +472,6 @@ class SyncStore:
                 None if integration_ids is None else list(integration_ids),
             )
         )
-
-    async def summary(
-        self, attention_limit: int, stuck_before: datetime
-    ) -> tuple[Sequence[asyncpg.Record], Sequence[asyncpg.Record], int]:
-        """Every integration counted by provider, the gateway's status and its sync status; the ones
-        a person needs to look at, the most failures first, at most ``attention_limit``; and how many
-        there are. Those are: the gateway or the state says reconnect, the last run failed, or a run
-        has not moved since ``stuck_before`` (the health's ``sync_ready`` rule; a run that moves is
-        no one's concern). Erased integrations are neither counted nor listed. Read at one moment."""
-        needed = f"""from integrations i left join sync_state s on s.integration_id = i.id
-                   where i.status = 'reauth_required'
-                      or (i.status = 'active' and (s.status in ('error', 'reauth_required') or exists (
-                          select 1 from sync_runs r
-                          where r.integration_id = i.id and r.status in ('queued', 'running')
-                            and {_RUN_MOVED_AT} < $1)))"""
-        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            counts = await conn.fetch(
-                """select i.provider, i.status as integration_status,
-                          case when i.status = 'reauth_required' then 'reauth_required'
-                               else coalesce(s.status, 'pending') end as status,
-                          count(*)::int as count
-                   from integrations i left join sync_state s on s.integration_id = i.id
-                   where i.status <> $1
-                   group by 1, 2, 3 order by 1, 2, 3""",
-                ERASED,
-            )
-            # How many there are, beside the first of them: one pass (the window counts before the limit).
-            rows = await conn.fetch(
-                f"""select {_STATE_COLUMNS}, count(*) over ()::int as listed_of {needed}
-                   order by coalesce(s.consecutive_failures, 0) desc, i.workspace_id, i.id limit $2""",
-                stuck_before,
-                attention_limit,
-            )
-            total = rows[0]["listed_of"] if rows else 0
-            if not rows and attention_limit == 0:
-                total = await conn.fetchval(f"select count(*)::int {needed}", stuck_before)
-        return counts, rows, int(total)
 
     # -- retention ----------------------------------------------------------------------------
 
