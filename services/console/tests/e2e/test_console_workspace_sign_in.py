@@ -56,6 +56,7 @@ async def test_a_manage_token_sees_its_workspaces_only(console_stack: ConsoleSta
     overview = await client.get("/")
     assert overview.status_code == 200
     assert made["ws-b"] not in overview.text
+    assert "all 1 →" in overview.text  # counts its own one integration, not ws-b's
     assert "shown to the console&#39;s operator" in overview.text or "shown to the console's operator" in overview.text
 
     own = await client.get(f"/integrations/{made['ws-a']}")

@@ -198,9 +198,19 @@ async def test_a_page_says_which_service_is_down_and_what_to_do(
     page = await client.get("/")
     assert page.status_code == 200
     assert "The scheduler could not be reached" in page.text
+    # Counts unknown is neither "all clear" nor "no integrations" (review: both were said).
+    assert "all clear" not in page.text
+    assert "No integrations yet" not in page.text
+    assert "cannot be told" in page.text
     detail = await client.get("/integrations")
     assert detail.status_code == 502
     assert "./dev status" in detail.text
+    # The gateway answers, the scheduler does not: the list says so instead of "not synced yet" alone.
+    del overrides["GET /v1/integrations"]
+    overrides["GET /v1/sync-state"] = unreachable
+    listed = await client.get("/integrations")
+    assert listed.status_code == 200
+    assert "Sync states are missing: The scheduler could not be reached" in listed.text
 
 
 async def test_the_progress_stream_is_passed_through(

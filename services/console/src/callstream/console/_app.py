@@ -45,8 +45,9 @@ log = get_logger(__name__)
 HERE = Path(__file__).parent
 MESSAGES_PER_PAGE = 50
 INTEGRATIONS_PER_PAGE = 50
-# The overview lists at most this many integrations that may need a person (the counts are of all).
-ATTENTION_ROWS = 200
+# The overview lists at most this many integrations that need a person (the counts are of all; the
+# scheduler's most): a failing one refused its credentials counts as "needs reconnect" once listed.
+ATTENTION_ROWS = 500
 # The list's status words the gateway decides alone, and its status of each: the list pages them.
 GATEWAY_WORDS = {"disabled": "disabled", "erased": "erased"}
 MAX_TOKEN_LENGTH = 512  # longer is no token of ours: not sent to the gateway at all
@@ -156,6 +157,13 @@ def _row(integration: dict[str, Any], state: dict[str, Any] | None) -> dict[str,
     """A row of the overview or the list: ``i`` the integration, ``s`` its sync state (None before the
     scheduler saw it), ``status`` the word and tone shown (``_with_health`` may change it)."""
     return {"i": integration, "s": state, "status": v.integration_status(integration, state)}
+
+
+def _gathered_states(answers: list[Any], problems: list[str]) -> dict[str, dict[str, Any]]:
+    """Sync states by integration from several answers; each failed answer said once in ``problems``."""
+    for failed in {_problem(a) for a in answers if isinstance(a, BackendError)}:
+        problems.append(f"Sync states are missing: {failed}")
+    return {s["integration_id"]: s for a in answers if isinstance(a, list) for s in a}
 
 
 def _problem_of(row: dict[str, Any]) -> str:
@@ -330,7 +338,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         if not (20 <= len(token) <= MAX_TOKEN_LENGTH) or not token.isascii() or not token.isprintable():
             return "That token is neither the console's operator token nor a workspace API token."
         try:
-            await holder["backend"].scoped(token).integrations()
+            await holder["backend"].scoped(token).integrations_page(1)
         except BackendError as exc:
             if exc.code == "insufficient_scope":
                 return "That workspace token may only read: sign in with a token that has the manage scope."
@@ -356,18 +364,22 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         return asyncio.ensure_future(every_state())
 
     async def _states(
-        request: Request[Any, Any, Any], workspaces: list[str], everything: asyncio.Future[Any] | None = None
+        request: Request[Any, Any, Any],
+        workspaces: list[str],
+        problems: list[str],
+        everything: asyncio.Future[Any] | None = None,
     ) -> dict[str, dict[str, Any]]:
         """The sync state of every integration of ``workspaces``. The operator's come in one answer
         whatever their number (a request per workspace made a page of a thousand integrations wait
-        for hundreds of them: bench/console); a workspace's sign-in asks for each of its few."""
+        for hundreds of them: bench/console); a workspace's sign-in asks for each of its few. What
+        failed goes to ``problems`` (rows without a state would read "not synced yet" unexplained)."""
         if everything is not None:
             everything = await everything
             if isinstance(everything, list):
                 wanted = set(workspaces)
                 return {s["integration_id"]: s for s in everything if s["workspace_id"] in wanted}
         answers = await asyncio.gather(*(_maybe(api(request).sync_states(w)) for w in workspaces))
-        return {s["integration_id"]: s for a in answers if isinstance(a, list) for s in a}
+        return _gathered_states(answers, problems)
 
     async def _healths(request: Request[Any, Any, Any], ids: list[str]) -> dict[str, dict[str, Any]]:
         """The health of ``ids``: the operator's in batches, a workspace's sign-in one by one (its
@@ -400,7 +412,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         return judged
 
     async def _overview_rows(
-        request: Request[Any, Any, Any],
+        request: Request[Any, Any, Any], problems: list[str]
     ) -> tuple[collections.Counter[str], list[dict[str, Any]], int, dict[str, dict[str, Any]] | None]:
         """Every integration counted by the word the pages show for it, the rows a person may need
         to look at (syncing, failing, needs reconnect), how many there are, and their healths where
@@ -417,7 +429,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             healths = {a["state"]["integration_id"]: a["health"] for a in attention}
             return counts, [_state_row(a["state"]) for a in attention], int(summary["attention_total"]), healths
         integrations = [i for i in await api(request).integrations() if i["status"] != "erased"]
-        states = await _states(request, sorted({i["workspace_id"] for i in integrations}))
+        states = await _states(request, sorted({i["workspace_id"] for i in integrations}), problems)
         rows = [_row(i, states.get(i["id"])) for i in integrations]
         listed = [r for r in rows if r["status"].word in v.ATTENTION_WORDS]
         return collections.Counter(r["status"].word for r in rows), listed, len(listed), None
@@ -425,13 +437,13 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
     @get("/", name="overview")
     async def overview(request: Request[Any, Any, Any]) -> Template:
         # Readiness detail is the operator's (a workspace's sign-in sees its integrations only).
+        problems: list[str] = []
         found, readiness, dlq_depth = await asyncio.gather(
-            _maybe(_overview_rows(request)),
+            _maybe(_overview_rows(request, problems)),
             api(request).readiness_all() if _operator(request) else _nothing(),
             api(request).dlq_depth(),
         )
-        problems: list[str] = []
-        if isinstance(found, BackendError):
+        if isinstance(found, BackendError):  # counts unknown: never "all clear" nor "no integrations"
             problems.append(_problem(found))
             counts, rows, attention_total, healths = collections.Counter[str](), [], 0, None
         else:
@@ -460,6 +472,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             table=_rows.overview_table(rows, now),
             attention_total=attention_total,
             counts=[(word, counts[word]) for word in v.LIST_STATUSES if counts[word] > 0],
+            counted=not isinstance(found, BackendError),
             tones=v.WORD_TONES,
             total=sum(max(n, 0) for n in counts.values()),
             failing=counts["failing"],
@@ -472,19 +485,22 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         )
 
     # ---- integrations -----------------------------------------------------------------------------
-    async def _states_of(request: Request[Any, Any, Any], page: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    async def _states_of(
+        request: Request[Any, Any, Any], page: list[dict[str, Any]], problems: list[str]
+    ) -> dict[str, dict[str, Any]]:
         """The sync states of a page's integrations: the operator's in one request, a workspace's
-        sign-in one request per workspace on the page (its token must name the workspace)."""
+        sign-in one request per workspace on the page (its token must name the workspace); what
+        failed goes to ``problems``."""
         by_workspace: dict[str | None, list[str]] = {}
         for i in page:
             by_workspace.setdefault(None if _operator(request) else i["workspace_id"], []).append(i["id"])
         answers = await asyncio.gather(
             *(_maybe(api(request).sync_states_of(ids, workspace_id=w)) for w, ids in by_workspace.items())
         )
-        return {s["integration_id"]: s for a in answers if isinstance(a, list) for s in a}
+        return _gathered_states(answers, problems)
 
     async def _every_row(
-        request: Request[Any, Any, Any], workspace_id: str, provider: str, status: str
+        request: Request[Any, Any, Any], workspace_id: str, provider: str, status: str, problems: list[str]
     ) -> list[dict[str, Any]]:
         """Every integration whose word is ``status`` (a word the sync state and health decide, so
         not one the gateway can filter by): the whole list read and judged, newest first."""
@@ -496,7 +512,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
                 every_state.cancel()
             raise
         shown = [i for i in everything if not provider or i["provider"] == provider]
-        states = await _states(request, sorted({i["workspace_id"] for i in shown}), every_state)
+        states = await _states(request, sorted({i["workspace_id"] for i in shown}), problems, every_state)
         rows = [_row(i, states.get(i["id"])) for i in shown]
         await _with_health(request, rows, ("failing",))  # only those can change word
         rows = [r for r in rows if r["status"].word == status]
@@ -519,6 +535,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             problems.append(f"status {filters['status']!r} is not one of {', '.join(v.LIST_STATUSES)}.")
         rows: list[dict[str, Any]] = []
         next_cursor = None
+        refused = bool(problems)  # the request's own fault (a 400); a service failing is said, not refused
         if problems:
             pass
         elif filters["status"] in ("", *GATEWAY_WORDS):
@@ -536,18 +553,19 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
                 if exc.status != 400:  # a cursor or filter the gateway refuses is the request's fault
                     raise
                 problems.append(_problem(exc))
+                refused = True
                 page = []
-            states = await _states_of(request, page)
+            states = await _states_of(request, page, problems)
             rows = [_row(i, states.get(i["id"])) for i in page]
             await _with_health(request, rows, ("failing",))  # only those can change word
         else:
-            rows = await _every_row(request, filters["workspace_id"], filters["provider"], filters["status"])
+            rows = await _every_row(request, filters["workspace_id"], filters["provider"], filters["status"], problems)
         query = {k: val for k, val in filters.items() if val}
         now = datetime.now(tz=UTC)
         return _page(
             request,
             "integrations.html",
-            status_code=400 if problems else 200,
+            status_code=400 if refused else 200,
             rows=rows,
             table=_rows.list_table(rows, now),
             workspace_id=filters["workspace_id"],
