@@ -7,11 +7,13 @@ import base64
 import binascii
 import uuid
 from collections.abc import Callable
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 import msgspec
-from litestar import Request, Router, get, post
+from litestar import Request, Response, Router, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.params import FromPath, QueryParameter
 
 from callstream.contracts import Source, SyncMode, TimeWindow
@@ -25,6 +27,14 @@ from ._store import ERASED, IntegrationErased, IntegrationNotActive, Integration
 
 MAX_PAGE = 200
 MAX_STATES = 500  # integration ids one sync-state read may name
+MAX_STATE_PAGE = 500  # the largest page of GET /v1/sync-state?limit=
+MAX_CURSOR = 512
+
+# A state view's status (``state_view``) and the gateway's status of an integration listed (an erased
+# one never is).
+SyncStatus = Literal["pending", "syncing", "success", "error", "reauth_required"]
+IntegrationStatus = Literal["active", "disabled", "reauth_required"]
+Provider = Literal["fathom", "gong"]
 MAX_BODY_BYTES = 16 * 1024
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -88,6 +98,7 @@ class SyncStateView(msgspec.Struct):
     items_synced_last_run: int | None
     last_error: str | None
     consecutive_failures: int
+    created_at: datetime  # the integration's (the gateway's): the order of GET /v1/sync-state's pages
 
 
 _body_decoder = msgspec.json.Decoder(SyncRequestBody)
@@ -140,6 +151,7 @@ def state_view(row: Any) -> SyncStateView:
         items_synced_last_run=row["items_synced_last_run"],
         last_error=row["last_error"],
         consecutive_failures=row["consecutive_failures"],
+        created_at=row["created_at"],
     )
 
 
@@ -163,6 +175,29 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return at, uuid.UUID(run_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ApiError(400, "bad_cursor", "the cursor is not one this API returned") from None
+
+
+class StateCursor(msgspec.Struct, array_like=True, frozen=True):
+    """Where a page of sync states ended: the last integration's (created_at, id), the next page's
+    keyset. The gateway's ``GET /v1/integrations`` cursor, the same format."""
+
+    created_at: AwareDatetime
+    id: uuid.UUID
+
+
+def encode_state_cursor(created_at: datetime, integration_id: uuid.UUID | str) -> str:
+    cursor = StateCursor(created_at, uuid.UUID(str(integration_id)))
+    return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).decode().rstrip("=")
+
+
+def decode_state_cursor(text: str) -> StateCursor:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        cursor = msgspec.json.decode(raw, type=StateCursor)
+        # In UTC here, not in the driver: year 1 at +01:00 is year 0 there (an OverflowError, a 500).
+        return StateCursor(cursor.created_at.astimezone(UTC), cursor.id)
+    except (binascii.Error, ValueError, OverflowError, msgspec.DecodeError):
+        raise ApiError(400, "invalid_cursor", "cursor is not one this service issued") from None
 
 
 def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken | ManageGuard) -> Router:
@@ -254,18 +289,75 @@ def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken | Mana
             raise erased_error()
         return state_view(rows[0])
 
-    @get("/sync-state")
+    @get(
+        "/sync-state",
+        summary="Sync states of a workspace, of integrations named, or (the admin's) of all; with limit, pages",
+        description=(
+            "Without `limit`: every integration that matches, oldest first (created_at, id). With `limit`: at"
+            " most that many, newest first (created_at desc, id desc); when more remain the response has"
+            ' `Link: </v1/sync-state?...&limit=N&cursor=...>; rel="next"` (the same filters), none on the'
+            " last page. Filters all apply; `status` is the status the state answers."
+        ),
+        response_headers=[
+            ResponseHeader(
+                name="Link",
+                documentation_only=True,
+                description='with limit, when more remain: `</v1/sync-state?...&cursor=...>; rel="next"`',
+            )
+        ],
+    )
     async def workspace_state(
         workspace_id: Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
         integration_id: Annotated[list[uuid.UUID] | None, QueryParameter(max_items=MAX_STATES)] = None,
-    ) -> list[SyncStateView]:
+        status: Annotated[
+            list[SyncStatus] | None, QueryParameter(max_items=MAX_STATES, description="the state's status (any of)")
+        ] = None,
+        integration_status: Annotated[
+            list[IntegrationStatus] | None,
+            QueryParameter(max_items=MAX_STATES, description="the gateway's status of the integration (any of)"),
+        ] = None,
+        provider: Annotated[Provider | None, QueryParameter()] = None,
+        limit: Annotated[
+            int | None, QueryParameter(ge=1, le=MAX_STATE_PAGE, description=f"page size, 1 to {MAX_STATE_PAGE}")
+        ] = None,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(max_length=MAX_CURSOR, description="from the previous page's Link rel=next (with limit)"),
+        ] = None,
+    ) -> Response[list[SyncStateView]]:
         """One workspace's integrations, or (the admin token only: the guard refuses a manage token
         that names no workspace) every integration's, in one answer: the console's overview of a
         thousand integrations asks once instead of once per workspace (issue #18's bench/console).
         ``integration_id`` (repeated, at most 500): only these (the console's page of a list); with
-        ``workspace_id`` too, only those of that workspace."""
-        rows = await scheduler_of().store.states(workspace_id=workspace_id, integration_ids=integration_id)
-        return [state_view(r) for r in rows if r["integration_status"] != ERASED]
+        ``workspace_id`` too, only those of that workspace. ``status``, ``integration_status`` and
+        ``provider`` narrow it further (the console's list by status pages these, not every state)."""
+        if limit is None and cursor is not None:
+            raise ApiError(400, "invalid_cursor", "cursor pages need limit (the next page's Link has both)")
+        after = None if cursor is None else decode_state_cursor(cursor)
+        rows = await scheduler_of().store.states(
+            workspace_id=workspace_id,
+            integration_ids=integration_id,
+            statuses=status,
+            integration_statuses=integration_status,
+            provider=provider,
+            erased=False,
+            after=None if after is None else (after.created_at, after.id),
+            limit=None if limit is None else limit + 1,  # one more tells whether a next page exists
+        )
+        items = [state_view(r) for r in rows if r["integration_status"] != ERASED]
+        if limit is None or len(items) <= limit:
+            return Response(items)
+        items = items[:limit]
+        query: list[tuple[str, Any]] = [
+            *(("workspace_id", w) for w in [workspace_id] if w is not None),
+            *(("integration_id", str(i)) for i in integration_id or ()),
+            *(("status", s) for s in status or ()),
+            *(("integration_status", s) for s in integration_status or ()),
+            *(("provider", p) for p in [provider] if p is not None),
+            ("limit", limit),
+            ("cursor", encode_state_cursor(items[-1].created_at, items[-1].integration_id)),
+        ]
+        return Response(items, headers={"Link": f'</v1/sync-state?{urlencode(query)}>; rel="next"'})
 
     return Router(
         path="/v1",

@@ -27,7 +27,13 @@ ERASED = "erased"
 STATE_COLUMNS = """i.id as integration_id, i.workspace_id, i.provider, i.status as integration_status,
     s.status, s.watermark, s.next_due_at, s.last_synced_at, s.last_run_id,
     coalesce(s.items_synced_total, 0) as items_synced_total, s.items_synced_last_run,
-    s.last_error, coalesce(s.consecutive_failures, 0) as consecutive_failures, s.next_reconcile_at"""
+    s.last_error, coalesce(s.consecutive_failures, 0) as consecutive_failures, s.next_reconcile_at,
+    i.created_at"""
+# The status a state view answers (``_api.state_view``): the gateway's reauth_required wins (it knows
+# first when credentials stop working); an integration the loop has not seen yet is pending.
+EFFECTIVE_STATUS = (
+    "case when i.status = 'reauth_required' then 'reauth_required' else coalesce(s.status, 'pending') end"
+)
 
 RETENTION_JOB = "retention"
 # A job row left 'running' this long by a replica that died may be taken over.
@@ -457,19 +463,56 @@ class SyncStore:
         integration_id: uuid.UUID | None = None,
         workspace_id: str | None = None,
         integration_ids: Sequence[uuid.UUID] | None = None,
+        statuses: Sequence[str] | None = None,
+        integration_statuses: Sequence[str] | None = None,
+        provider: str | None = None,
+        erased: bool = True,
+        after: tuple[datetime, uuid.UUID] | None = None,
+        limit: int | None = None,
     ) -> Sequence[asyncpg.Record]:
         """Integrations with their state (an integration the loop has not seen yet reads as pending);
-        the filters given all apply."""
+        the filters given all apply. ``statuses`` match the status a state view answers
+        (:data:`EFFECTIVE_STATUS`), ``integration_statuses`` the gateway's; ``erased=False`` leaves
+        erased integrations out. Without ``limit``: every match, oldest first. With it: at most
+        ``limit``, newest first (``created_at desc, id desc``, the gateway's index
+        ``integrations_created_order``), those before ``after`` (a keyset page)."""
+        args: list[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        # Only the conditions given, so the planner sees plain conditions (and the created_at
+        # index), not "$1 is null or ..." that a generic plan cannot use an index for.
+        where = ["true"]
+        if integration_id is not None:
+            where.append(f"i.id = {arg(integration_id)}::uuid")
+        if workspace_id is not None:
+            where.append(f"i.workspace_id = {arg(workspace_id)}::text")
+        if integration_ids is not None:
+            where.append(f"i.id = any({arg(list(integration_ids))}::uuid[])")
+        if statuses is not None:
+            where.append(f"{EFFECTIVE_STATUS} = any({arg(list(statuses))}::text[])")
+        if integration_statuses is not None:
+            where.append(f"i.status = any({arg(list(integration_statuses))}::text[])")
+        if provider is not None:
+            where.append(f"i.provider = {arg(provider)}::text")
+        if not erased:
+            where.append(f"i.status <> {arg(ERASED)}::text")
+        # ORDER BY names the table's columns: a bare name could be a select-list alias (the
+        # gateway's bare "id" was its id::text, sorted as text and off the index).
+        order = "i.created_at, i.id"
+        if limit is not None:
+            if after is not None:
+                where.append(f"(i.created_at, i.id) < ({arg(after[0])}::timestamptz, {arg(after[1])}::uuid)")
+            order = f"i.created_at desc, i.id desc limit {arg(limit)}::int"
         return list(
             await self._pool.fetch(
                 f"""select {STATE_COLUMNS}
                from integrations i left join sync_state s on s.integration_id = i.id
-               where ($1::uuid is null or i.id = $1) and ($2::text is null or i.workspace_id = $2)
-                 and ($3::uuid[] is null or i.id = any($3))
-               order by i.created_at, i.id""",
-                integration_id,
-                workspace_id,
-                None if integration_ids is None else list(integration_ids),
+               where {" and ".join(where)}
+               order by {order}""",
+                *args,
             )
         )
 
