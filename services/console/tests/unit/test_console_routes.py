@@ -388,7 +388,7 @@ async def test_a_read_token_cannot_sign_in(client: AsyncTestClient[Any], overrid
 
 
 async def test_the_integrations_list_filters_by_workspace_provider_and_status(
-    client: AsyncTestClient[Any], overrides: dict[str, Handler]
+    client: AsyncTestClient[Any], seen: list[httpx.Request], overrides: dict[str, Handler]
 ) -> None:
     disabled = {**VIEW, "id": "7c1e8c1e-4c1a-4a43-9d59-0d4d1f3b8a22", "provider": "fathom", "status": "disabled"}
     elsewhere = {**VIEW, "id": "8d1e8c1e-4c1a-4a43-9d59-0d4d1f3b8a33", "workspace_id": "globex"}
@@ -400,7 +400,29 @@ async def test_the_integrations_list_filters_by_workspace_provider_and_status(
             200, json=[i for i in (VIEW, disabled, elsewhere) if all(i[f] == asked.get(f, i[f]) for f in fields)]
         )
 
+    def scheduler(request: httpx.Request) -> httpx.Response:  # pages states by the word's filters
+        asked = request.url.params
+        states = [
+            {"integration_id": i["id"], "workspace_id": i["workspace_id"], "provider": i["provider"],
+             "integration_status": i["status"], "status": "pending", "created_at": i["created_at"],
+             "last_synced_at": None, "next_due_at": None, "consecutive_failures": 0, "last_error": None}
+            for i in (VIEW, disabled, elsewhere)
+        ]  # fmt: skip
+        wanted = {
+            "status": asked.get_list("status"),
+            "integration_status": asked.get_list("integration_status"),
+            "provider": asked.get_list("provider"),
+            "workspace_id": asked.get_list("workspace_id"),
+            "integration_id": asked.get_list("integration_id"),
+        }
+        key = {"integration_id": "integration_id"}
+        return httpx.Response(
+            200,
+            json=[st for st in states if all(not want or st[key.get(f, f)] in want for f, want in wanted.items())],
+        )
+
     overrides["GET /v1/integrations"] = gateway
+    overrides["GET /v1/sync-state"] = scheduler
     await sign_in(client)
 
     def listed(page: str) -> set[str]:
@@ -418,9 +440,20 @@ async def test_the_integrations_list_filters_by_workspace_provider_and_status(
         ({"status": "not synced yet", "provider": "gong"}, {INTEGRATION, elsewhere["id"]}),
     ]
     for params, wanted in cases:
+        seen.clear()
         page = (await client.get("/integrations", params=params)).text
         assert listed(page) == wanted, params
         assert "Clear filters" in page
+        # Never the whole list: a page of the gateway's, or (a word the sync state decides) of the
+        # scheduler's states so filtered.
+        assert all(r.url.params.get("limit") == "50" for r in seen if r.url.path == "/v1/integrations"), params
+    seen.clear()
+    await client.get("/integrations", params={"status": "needs reconnect"})
+    [paged] = [r for r in seen if r.url.path == "/v1/sync-state"]
+    assert paged.url.params.get_list("status") == ["reauth_required", "error"]
+    assert paged.url.params.get_list("integration_status") == ["active", "reauth_required"]
+    assert paged.url.params["limit"] == "50"
+    assert not [r for r in seen if r.url.path == "/v1/integrations"]
     none = (await client.get("/integrations", params={"status": "failing"})).text
     assert listed(none) == set()
     assert "No integration matches these filters." in none

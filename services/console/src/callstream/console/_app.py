@@ -50,6 +50,15 @@ INTEGRATIONS_PER_PAGE = 50
 ATTENTION_ROWS = 500
 # The list's status words the gateway decides alone, and its status of each: the list pages them.
 GATEWAY_WORDS = {"disabled": "disabled", "erased": "erased"}
+# The words the sync state decides, as the scheduler's filters (``status`` as its states word it):
+# the list pages those states. "needs reconnect" also takes failing ones, kept if refused.
+STATE_WORDS: dict[str, dict[str, list[str]]] = {
+    "healthy": {"status": ["success"], "integration_status": ["active"]},
+    "syncing": {"status": ["syncing"], "integration_status": ["active"]},
+    "failing": {"status": ["error"], "integration_status": ["active"]},
+    "not synced yet": {"status": ["pending"], "integration_status": ["active"]},
+    "needs reconnect": {"status": ["reauth_required", "error"], "integration_status": ["active", "reauth_required"]},
+}
 MAX_TOKEN_LENGTH = 512  # longer is no token of ours: not sent to the gateway at all
 T = TypeVar("T")
 
@@ -183,6 +192,7 @@ def _state_row(state: dict[str, Any]) -> dict[str, Any]:
         "workspace_id": state["workspace_id"],
         "provider": state["provider"],
         "status": state["integration_status"],
+        "created_at": state.get("created_at"),
     }
     return _row(integration, state)
 
@@ -503,7 +513,9 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         request: Request[Any, Any, Any], workspace_id: str, provider: str, status: str, problems: list[str]
     ) -> list[dict[str, Any]]:
         """Every integration whose word is ``status`` (a word the sync state and health decide, so
-        not one the gateway can filter by): the whole list read and judged, newest first."""
+        not one the gateway can filter by): the whole list read and judged, newest first. For a
+        workspace's sign-in naming no workspace (its token may not page every state; its
+        integrations are few)."""
         every_state = None if workspace_id else _all_states(request)
         try:
             everything = await api(request).integrations(workspace_id or None)
@@ -538,6 +550,27 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         refused = bool(problems)  # the request's own fault (a 400); a service failing is said, not refused
         if problems:
             pass
+        elif filters["status"] in STATE_WORDS and (_operator(request) or filters["workspace_id"]):
+            # A word the sync state decides: a page of the scheduler's states so filtered (they name
+            # their integration), its failing rows judged with their health; a page may show fewer
+            # than it read (a failing one refused its credentials reads "needs reconnect").
+            try:
+                paged, next_cursor = await api(request).sync_states_page(
+                    INTEGRATIONS_PER_PAGE,
+                    cursor,
+                    workspace_id=filters["workspace_id"],
+                    provider=filters["provider"],
+                    **STATE_WORDS[filters["status"]],
+                )
+            except BackendError as exc:
+                if exc.status != 400:
+                    raise
+                problems.append(_problem(exc))
+                refused = True
+                paged = []
+            rows = [_state_row(s) for s in paged]
+            await _with_health(request, rows, ("failing",))
+            rows = [r for r in rows if r["status"].word == filters["status"]]
         elif filters["status"] in ("", *GATEWAY_WORDS):
             # A page of the gateway's list (the words it knows itself are its filter), then the states
             # of that page and the health of its failing rows: never every integration (bench/console).

@@ -187,6 +187,23 @@ class Backend:
             params.append(("workspace_id", workspace_id))
         return list(await self._json("scheduler", "GET", "/v1/sync-state", params=params))
 
+    async def sync_states_page(
+        self, limit: int, cursor: str | None = None, **filters: str | list[str] | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of sync states, newest integration first (filters: ``status`` as the states word
+        it, ``integration_status``, ``provider``, ``workspace_id``; a list is any of its values),
+        and the cursor of the next (its ``Link: rel="next"``), None on the last."""
+        params: list[tuple[str, str]] = [("limit", str(limit))]
+        if cursor:
+            params.append(("cursor", cursor))
+        for name, wanted in filters.items():
+            for value in [wanted] if isinstance(wanted, str) else wanted or []:
+                if value:
+                    params.append((name, value))
+        response = await self._answer("scheduler", "GET", "/v1/sync-state", params=params)
+        following = response.links.get("next", {}).get("url")
+        return list(response.json()), httpx.URL(following).params.get("cursor") if following else None
+
     async def sync_summary(self, attention_limit: int) -> dict[str, Any]:
         """Every integration counted by provider, gateway status and sync status, and the state and
         health of those that may need a person (the operator's alone)."""
