@@ -1,5 +1,5 @@
-"""bench/console: the console's pages `/`, `/integrations` and `/messages` at 1,000 integrations and
-100,000 messages (issue #18: p95 <= 150 ms each).
+"""bench/console: the console's pages `/`, `/integrations` (also filtered by a status the sync state
+decides) and `/messages` at 1,000 integrations and 100,000 messages (issue #18: p95 <= 150 ms each).
 
 On its own embedded PostgreSQL and NATS, the gateway, normalizer, linker and scheduler as real
 processes (each with its own NATS identity) and the console as its own process with the services'
@@ -74,7 +74,8 @@ from tests.faults.chaos import EXAMPLE, Chaos  # noqa: E402
 
 GONG_EXAMPLES = ROOT / "services" / "normalizer" / "tests" / "examples"
 TARGET_MS = 150.0
-PAGES = ("/", "/integrations", "/messages")
+FAILING = "/integrations?status=failing"  # a status the sync state decides: a page of the scheduler's
+PAGES = ("/", "/integrations", FAILING, "/messages")
 # What the console's pages use today (services/console/src/callstream/console/_app.py, _backend.py):
 # a page of 50 messages and of 50 integrations, the overview's at most 200 rows that may need a
 # person, health asked 100 integrations a request.
@@ -383,6 +384,14 @@ class Backends:
         await self._healths([s["integration_id"] for s in states if s["status"] == "error"])
         return len(page)
 
+    async def failing(self) -> int:
+        # A page of the scheduler's states so filtered, the health of its rows (the word may change).
+        states = await self.json(
+            "scheduler", "/v1/sync-state", status="error", integration_status="active", limit=INTEGRATIONS_PER_PAGE
+        )
+        await self._healths([s["integration_id"] for s in states])
+        return len(states)
+
     async def messages(self) -> int:
         page = await self.json("linker", "/v1/messages", limit=MESSAGES_PER_PAGE)
         return len(page["items"])
@@ -435,7 +444,12 @@ def page_call(client: httpx.AsyncClient, path: str) -> Callable[[], Awaitable[in
 async def measure_pages(
     console: httpx.AsyncClient, backends: Backends, requests: int, concurrency: int, rounds: int
 ) -> dict[str, Any]:
-    ceilings = {"/": backends.overview, "/integrations": backends.integrations, "/messages": backends.messages}
+    ceilings = {
+        "/": backends.overview,
+        "/integrations": backends.integrations,
+        FAILING: backends.failing,
+        "/messages": backends.messages,
+    }
     lat: dict[str, dict[str, list[float]]] = {p: {"page": [], "ceiling": []} for p in PAGES}
     errors: dict[str, dict[str, list[str]]] = {p: {"page": [], "ceiling": []} for p in PAGES}
     sizes: dict[str, dict[str, int]] = {p: {"page": 0, "ceiling": 0} for p in PAGES}
