@@ -412,6 +412,12 @@ async def test_bad_sync_state_pages_and_filters_are_refused(client: httpx.AsyncC
         assert "error" in answer.json(), answer.text
         if error is not None:
             assert answer.json()["error"] == error, (params, answer.text)
+    # Paging by ids: its Link would repeat every id (500 are ~26 KB, past what clients read in a header).
+    ids = [("integration_id", str(uuid.uuid4())) for _ in range(51)]
+    many = await client.get("/v1/sync-state", params=[*ids, ("limit", "10")], headers=ADMIN)
+    assert (many.status_code, many.json()["error"]) == (400, "too_many_ids"), many.text
+    assert (await client.get("/v1/sync-state", params=[*ids[:50], ("limit", "10")], headers=ADMIN)).status_code == 200
+    assert (await client.get("/v1/sync-state", params=ids, headers=ADMIN)).status_code == 200  # without limit
     # A well-formed cursor past every row: an empty last page.
     fine = await client.get(
         "/v1/sync-state", params={"limit": 2, "cursor": _cursor("2026-01-05T00:00:00Z", key)}, headers=ADMIN

@@ -27,6 +27,7 @@ from ._store import ERASED, IntegrationErased, IntegrationNotActive, Integration
 
 MAX_PAGE = 200
 MAX_STATES = 500  # integration ids one sync-state read may name
+MAX_PAGED_IDS = 50  # ... and when it pages (its Link repeats them)
 MAX_STATE_PAGE = 500  # the largest page of GET /v1/sync-state?limit=
 MAX_CURSOR = 512
 
@@ -333,6 +334,10 @@ def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken | Mana
         ``provider`` narrow it further (the console's list by status pages these, not every state)."""
         if limit is None and cursor is not None:
             raise ApiError(400, "invalid_cursor", "cursor pages need limit (the next page's Link has both)")
+        if limit is not None and len(integration_id or ()) > MAX_PAGED_IDS:
+            # The next page's Link repeats every id: 500 of them are ~26 KB, past what HTTP clients
+            # and proxies read in one header (h11 16 KiB, nginx 4-8 KB). Ids are a page already.
+            raise ApiError(400, "too_many_ids", f"with limit, at most {MAX_PAGED_IDS} integration_id")
         after = None if cursor is None else decode_state_cursor(cursor)
         rows = await scheduler_of().store.states(
             workspace_id=workspace_id,
