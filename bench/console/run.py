@@ -77,11 +77,11 @@ TARGET_MS = 150.0
 FAILING = "/integrations?status=failing"  # a status the sync state decides: a page of the scheduler's
 PAGES = ("/", "/integrations", FAILING, "/messages")
 # What the console's pages use today (services/console/src/callstream/console/_app.py, _backend.py):
-# a page of 50 messages and of 50 integrations, the overview's at most 200 rows that may need a
+# a page of 50 messages and of 50 integrations, the overview's at most 500 rows that need a
 # person, health asked 100 integrations a request.
 MESSAGES_PER_PAGE = 50
 INTEGRATIONS_PER_PAGE = 50
-ATTENTION_ROWS = 200
+ATTENTION_ROWS = 500
 HEALTH_BATCH = 100
 RUNS_EVERY = timedelta(hours=1)  # the scheduler's default cadence (CALLSTREAM_SCHEDULER_CADENCE_SECONDS)
 CSRF_FIELD = re.compile(r'name="_csrf_token" value="([^"]+)"')

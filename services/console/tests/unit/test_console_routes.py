@@ -504,3 +504,71 @@ async def test_the_integrations_list_is_a_page_of_the_gateways_and_older_follows
     bad = await client.get("/integrations", params={"cursor": "garbage"})
     assert bad.status_code == 400
     assert "not a cursor of this list" in bad.text
+
+
+def _state(key: str, status: str, integration_status: str = "active") -> dict[str, Any]:
+    return {
+        "integration_id": key, "workspace_id": "acme", "provider": "gong", "integration_status": integration_status,
+        "status": status, "created_at": "2026-12-01T10:00:00Z", "last_synced_at": None, "next_due_at": None,
+        "consecutive_failures": 1 if status == "error" else 0, "last_error": "HTTP 503" if status == "error" else None,
+    }  # fmt: skip
+
+
+async def test_a_status_the_sync_state_decides_pages_the_schedulers_states(
+    client: AsyncTestClient[Any], seen: list[httpx.Request], overrides: dict[str, Handler]
+) -> None:
+    """`needs reconnect` reads failing states too (a refused credential is one): a page whose every row
+    kept another word is skipped, not shown empty; Older follows the scheduler's Link; health that
+    cannot be read is said (review)."""
+    failing = [f"00000000-0000-4000-8000-{k:012d}" for k in range(3)]
+    refused = "00000000-0000-4000-8000-000000000099"
+    pages = {
+        None: ([_state(k, "error") for k in failing], "P2"),
+        "P2": ([_state(refused, "reauth_required", "reauth_required")], "P3"),
+        "P3": ([], None),
+    }
+
+    def scheduler(request: httpx.Request) -> httpx.Response:
+        states, following = pages[request.url.params.get("cursor")]
+        link = {"Link": f'</v1/sync-state?status=error&limit=50&cursor={following}>; rel="next"'} if following else {}
+        return httpx.Response(200, json=states, headers=link)
+
+    healthy = {"checks": [{"name": "credentials_valid", "ok": True, "reason": "fine"}]}
+    overrides["GET /v1/sync-state"] = scheduler
+    overrides["GET /v1/health"] = lambda r: httpx.Response(
+        200, json={"items": [{"integration_id": i, **healthy} for i in r.url.params.get_list("integration_id")]}
+    )
+    await sign_in(client)
+    seen.clear()
+    page = await client.get("/integrations", params={"status": "needs reconnect"})
+    assert page.status_code == 200, page.text
+    listed = set(re.findall(r'href="/integrations/([0-9a-f-]{36})"', page.text))
+    assert listed == {refused}  # the first page's failing ones were not refused: skipped
+    asked = [r.url.params.get("cursor") for r in seen if r.url.path == "/v1/sync-state"]
+    assert asked == [None, "P2"]
+    older = re.search(r'<a href="([^"]+)" rel="next">Older', page.text)
+    assert older
+    assert parse_qs(urlsplit(unescape(older.group(1))).query) == {"status": ["needs reconnect"], "cursor": ["P3"]}
+
+    failing_page = await client.get("/integrations", params={"status": "failing"})
+    assert set(re.findall(r'href="/integrations/([0-9a-f-]{36})"', failing_page.text)) == set(failing)
+    overrides["GET /v1/health"] = lambda _: httpx.Response(503, json={"error": "unavailable", "detail": "later"})
+    overrides[f"GET /v1/integrations/{failing[0]}/health"] = lambda _: httpx.Response(503, json={"error": "x"})
+    unjudged = await client.get("/integrations", params={"status": "failing"})
+    assert "The health of 3 integration(s) could not be read" in unescape(unjudged.text)
+
+
+async def test_a_workspace_sign_in_whose_states_fail_is_never_all_clear(
+    client: AsyncTestClient[Any], overrides: dict[str, Handler]
+) -> None:
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    overrides["GET /v1/integrations"] = lambda _: httpx.Response(200, json=[VIEW])
+    overrides["GET /v1/sync-state"] = unreachable
+    await sign_in(client, token=MANAGE)
+    page = await client.get("/")
+    assert page.status_code == 200
+    assert "Sync states are missing" in page.text
+    assert "all clear" not in page.text
+    assert "cannot be told" in page.text

@@ -59,6 +59,9 @@ STATE_WORDS: dict[str, dict[str, list[str]]] = {
     "not synced yet": {"status": ["pending"], "integration_status": ["active"]},
     "needs reconnect": {"status": ["reauth_required", "error"], "integration_status": ["active", "reauth_required"]},
 }
+# Pages of states one list page reads at most when every row of a page changed word (failing ones
+# read for "needs reconnect" that were not refused): then "Older" goes on from there.
+WORD_PAGES = 10
 MAX_TOKEN_LENGTH = 512  # longer is no token of ours: not sent to the gateway at all
 T = TypeVar("T")
 
@@ -406,6 +409,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         rows: list[dict[str, Any]],
         words: tuple[str, ...] = ("syncing", "failing"),
         known: dict[str, dict[str, Any]] | None = None,
+        problems: list[str] | None = None,
     ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """Each row's status made with its health where that can change it, for rows whose status
         is one of ``words``: a failing one may be a refused credential ("needs reconnect"; the same
@@ -413,6 +417,12 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         The healths are asked unless ``known`` (the scheduler's summary carries them)."""
         asked = [r for r in rows if r["status"].word in words]
         healths = known if known is not None else await _healths(request, [r["i"]["id"] for r in asked])
+        missing = sum(1 for r in asked if r["i"]["id"] not in healths)
+        if missing and problems is not None:
+            problems.append(
+                f"The health of {missing} integration(s) could not be read: a failing one whose provider"
+                " refused its credentials reads 'failing' here, not 'needs reconnect'."
+            )
         judged = []
         for row in asked:
             health = healths.get(row["i"]["id"])
@@ -423,7 +433,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
 
     async def _overview_rows(
         request: Request[Any, Any, Any], problems: list[str]
-    ) -> tuple[collections.Counter[str], list[dict[str, Any]], int, dict[str, dict[str, Any]] | None]:
+    ) -> tuple[collections.Counter[str], list[dict[str, Any]], int, dict[str, dict[str, Any]] | None, bool]:
         """Every integration counted by the word the pages show for it, the rows a person may need
         to look at (syncing, failing, needs reconnect), how many there are, and their healths where
         they came along. The operator's come from the scheduler's summary, health included (counts
@@ -437,12 +447,15 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
                 counts[word] += c["count"]
             attention = summary["attention"]
             healths = {a["state"]["integration_id"]: a["health"] for a in attention}
-            return counts, [_state_row(a["state"]) for a in attention], int(summary["attention_total"]), healths
+            listed = [_state_row(a["state"]) for a in attention]
+            return counts, listed, int(summary["attention_total"]), healths, True
         integrations = [i for i in await api(request).integrations() if i["status"] != "erased"]
+        said = len(problems)
         states = await _states(request, sorted({i["workspace_id"] for i in integrations}), problems)
         rows = [_row(i, states.get(i["id"])) for i in integrations]
         listed = [r for r in rows if r["status"].word in v.ATTENTION_WORDS]
-        return collections.Counter(r["status"].word for r in rows), listed, len(listed), None
+        # Without every state the words are guesses ("not synced yet"): not counted as known.
+        return collections.Counter(r["status"].word for r in rows), listed, len(listed), None, len(problems) == said
 
     @get("/", name="overview")
     async def overview(request: Request[Any, Any, Any]) -> Template:
@@ -455,14 +468,14 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         )
         if isinstance(found, BackendError):  # counts unknown: never "all clear" nor "no integrations"
             problems.append(_problem(found))
-            counts, rows, attention_total, healths = collections.Counter[str](), [], 0, None
+            counts, rows, attention_total, healths, complete = collections.Counter[str](), [], 0, None, False
         else:
-            counts, rows, attention_total, healths = found
+            counts, rows, attention_total, healths, complete = found
         # A failing row whose provider refused the credentials reads "needs reconnect" with its health:
         # the counts follow the rows judged. A syncing row needs a person only when its run is stuck.
         counts.subtract(r["status"].word for r in rows)
         problems_of: dict[str, str] = {}
-        for row, health in await _with_health(request, rows, known=healths):
+        for row, health in await _with_health(request, rows, known=healths, problems=problems):
             for check in health.get("checks", []):
                 if check["name"] == "sync_ready" and not check["ok"]:
                     problems_of[row["i"]["id"]] = f"stuck: {check['reason']}"
@@ -482,7 +495,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             table=_rows.overview_table(rows, now),
             attention_total=attention_total,
             counts=[(word, counts[word]) for word in v.LIST_STATUSES if counts[word] > 0],
-            counted=not isinstance(found, BackendError),
+            counted=complete,
             tones=v.WORD_TONES,
             total=sum(max(n, 0) for n in counts.values()),
             failing=counts["failing"],
@@ -526,7 +539,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         shown = [i for i in everything if not provider or i["provider"] == provider]
         states = await _states(request, sorted({i["workspace_id"] for i in shown}), problems, every_state)
         rows = [_row(i, states.get(i["id"])) for i in shown]
-        await _with_health(request, rows, ("failing",))  # only those can change word
+        await _with_health(request, rows, ("failing",), problems=problems)  # only those can change word
         rows = [r for r in rows if r["status"].word == status]
         rows.sort(key=lambda r: r["i"]["created_at"], reverse=True)
         return rows
@@ -554,23 +567,29 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             # A word the sync state decides: a page of the scheduler's states so filtered (they name
             # their integration), its failing rows judged with their health; a page may show fewer
             # than it read (a failing one refused its credentials reads "needs reconnect").
-            try:
-                paged, next_cursor = await api(request).sync_states_page(
-                    INTEGRATIONS_PER_PAGE,
-                    cursor,
-                    workspace_id=filters["workspace_id"],
-                    provider=filters["provider"],
-                    **STATE_WORDS[filters["status"]],
-                )
-            except BackendError as exc:
-                if exc.status != 400:
-                    raise
-                problems.append(_problem(exc))
-                refused = True
-                paged = []
-            rows = [_state_row(s) for s in paged]
-            await _with_health(request, rows, ("failing",))
-            rows = [r for r in rows if r["status"].word == filters["status"]]
+            read = 0
+            while True:  # a page whose every row changed word is skipped, up to WORD_PAGES read
+                try:
+                    paged, next_cursor = await api(request).sync_states_page(
+                        INTEGRATIONS_PER_PAGE,
+                        cursor,
+                        workspace_id=filters["workspace_id"],
+                        provider=filters["provider"],
+                        **STATE_WORDS[filters["status"]],
+                    )
+                except BackendError as exc:
+                    if exc.status != 400:
+                        raise
+                    problems.append(_problem(exc))
+                    refused = True
+                    break
+                read += 1
+                found = [_state_row(s) for s in paged]
+                await _with_health(request, found, ("failing",), problems=problems)
+                rows = [r for r in found if r["status"].word == filters["status"]]
+                if rows or next_cursor is None or read >= WORD_PAGES:
+                    break
+                cursor = next_cursor
         elif filters["status"] in ("", *GATEWAY_WORDS):
             # A page of the gateway's list (the words it knows itself are its filter), then the states
             # of that page and the health of its failing rows: never every integration (bench/console).
@@ -590,7 +609,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
                 page = []
             states = await _states_of(request, page, problems)
             rows = [_row(i, states.get(i["id"])) for i in page]
-            await _with_health(request, rows, ("failing",))  # only those can change word
+            await _with_health(request, rows, ("failing",), problems=problems)  # only those can change word
         else:
             rows = await _every_row(request, filters["workspace_id"], filters["provider"], filters["status"], problems)
         query = {k: val for k, val in filters.items() if val}
