@@ -21,6 +21,7 @@ from ._consume import (
     settle,
 )
 from ._http import ApiError, Check, api_error_answer, create_app, error_response
+from ._keyset import BadCursor, KeysetCursor, decode_keyset_cursor, encode_keyset_cursor
 from ._logging import REDACTED, configure_logging, get_logger, redact_secrets
 from ._metrics import RequestMetrics, request_id
 from ._migrations import Migration, MigrationError, apply_migrations, discover, migrate
@@ -46,12 +47,14 @@ __all__ = [
     "AdminTokenSecret",
     "ApiError",
     "AsgiOverRsgi",
+    "BadCursor",
     "Broker",
     "Check",
     "ClientRateLimit",
     "Command",
     "FirstAnswer",
     "HttpServer",
+    "KeysetCursor",
     "ManageAccess",
     "ManageGuard",
     "Migration",
@@ -84,7 +87,9 @@ __all__ = [
     "create_app",
     "create_pool",
     "dead_letter",
+    "decode_keyset_cursor",
     "discover",
+    "encode_keyset_cursor",
     "ensure_all",
     "ensure_consumer",
     "ensure_stream",

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 from gateway_harness import ADMIN, Gateway
 
-from callstream.gateway._integration_db import encode_cursor
+from callstream.runtime import encode_keyset_cursor
 
 
 async def _insert(gateway: Gateway, rows: list[tuple[str, str, str, timedelta]]) -> None:
@@ -129,8 +129,9 @@ async def test_a_manage_tokens_pages_show_only_its_workspaces(gateway: Gateway) 
     other = await gateway.client.get("/v1/integrations", params={"workspace_id": "ws-1"}, headers=manager)
     assert other.json() == []
     # A cursor made from another workspace's row moves the position, never the workspaces.
-    foreign = next(i for i in everything if i["workspace_id"] == "ws-1")
-    cursor = encode_cursor(datetime.fromisoformat(foreign["created_at"]), foreign["id"])
+    # The newest of ws-1, so that rows of ws-0 and ws-2 are older than it (the oldest made it flaky).
+    foreign = max((i for i in everything if i["workspace_id"] == "ws-1"), key=lambda i: (i["created_at"], i["id"]))
+    cursor = encode_keyset_cursor(datetime.fromisoformat(foreign["created_at"]), foreign["id"])
     page = await gateway.client.get("/v1/integrations", params={"limit": 500, "cursor": cursor}, headers=manager)
     assert page.status_code == 200
     assert page.json()

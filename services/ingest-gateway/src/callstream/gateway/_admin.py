@@ -21,7 +21,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, Parameter
 
 from callstream.contracts import hash_api_token
-from callstream.runtime import ApiError, get_logger
+from callstream.runtime import ApiError, BadCursor, decode_keyset_cursor, get_logger
 from callstream.runtime._http import ErrorBody
 
 from . import _fathom_api, _integration_db
@@ -267,8 +267,8 @@ def admin_router(ctx: GatewayContext, erasures: Erasures) -> list[Router]:
             # 1,000 without a word); those that care about size page with limit.
             return Response(await _integration_db.views(ctx.db, flt, settings.public_base_url))
         try:
-            after = None if cursor is None else _integration_db.decode_cursor(cursor)
-        except _integration_db.BadCursor as exc:
+            after = None if cursor is None else decode_keyset_cursor(cursor)
+        except BadCursor as exc:
             raise ApiError(400, "invalid_cursor", str(exc)) from None
         items, next_cursor = await _integration_db.page(ctx.db, flt, settings.public_base_url, after, limit)
         if next_cursor is None:

@@ -5,15 +5,15 @@ Secret columns are only ever written as envelopes (``_credentials``) and never r
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
+
+from callstream.runtime import KeysetCursor, encode_keyset_cursor
 
 
 class IntegrationView(msgspec.Struct, kw_only=True):
@@ -118,32 +118,6 @@ Provider = Literal["fathom", "gong"]
 Status = Literal["active", "disabled", "reauth_required", "erased"]  # migrations 0001 and 0003
 
 
-class Cursor(msgspec.Struct, array_like=True, frozen=True):
-    """Where a page ended: the last integration's (created_at, id), the keyset of the next page."""
-
-    created_at: Annotated[datetime, msgspec.Meta(tz=True)]
-    id: uuid.UUID
-
-
-class BadCursor(ValueError):
-    pass
-
-
-def encode_cursor(created_at: datetime, integration_id: uuid.UUID | str) -> str:
-    key = uuid.UUID(str(integration_id))
-    return base64.urlsafe_b64encode(msgspec.json.encode(Cursor(created_at, key))).decode().rstrip("=")
-
-
-def decode_cursor(text: str) -> Cursor:
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        cursor = msgspec.json.decode(raw, type=Cursor)
-        # In UTC here, not in the driver: year 1 at +01:00 is year 0 there (an OverflowError, a 500).
-        return Cursor(cursor.created_at.astimezone(UTC), cursor.id)
-    except (binascii.Error, ValueError, OverflowError, msgspec.DecodeError) as exc:
-        raise BadCursor("cursor is not one this service issued") from exc
-
-
 @dataclass(frozen=True, slots=True)
 class IntegrationFilter:
     """``workspaces``: only these (a manage token's); ``None``: every workspace."""
@@ -184,13 +158,13 @@ async def views(pool: asyncpg.Pool, flt: IntegrationFilter, public_base_url: str
 
 
 async def page(
-    pool: asyncpg.Pool, flt: IntegrationFilter, public_base_url: str | None, after: Cursor | None, limit: int
+    pool: asyncpg.Pool, flt: IntegrationFilter, public_base_url: str | None, after: KeysetCursor | None, limit: int
 ) -> tuple[list[IntegrationView], str | None]:
     """Newest first, at most ``limit``, after ``after``; and the cursor of the next page (None: the last)."""
     args: list[Any] = []
     where = _where(flt, args)
     if after is not None:
-        args += [after.created_at, after.id]
+        args += [after.at, after.id]
         where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
     args.append(limit + 1)  # one more tells whether a next page exists
     rows = await pool.fetch(
@@ -200,7 +174,7 @@ async def page(
     )
     items = [_view(row, public_base_url) for row in rows[:limit]]
     more = len(rows) > limit
-    return items, (encode_cursor(items[-1].created_at, items[-1].id) if more else None)
+    return items, (encode_keyset_cursor(items[-1].created_at, items[-1].id) if more else None)
 
 
 async def disable(pool: asyncpg.Pool, integration_id: uuid.UUID) -> asyncpg.Record | None:

@@ -7,7 +7,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
@@ -17,7 +17,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.params import FromPath, QueryParameter
 
 from callstream.contracts import Source, SyncMode, TimeWindow
-from callstream.runtime import AdminToken, ApiError, ManageGuard
+from callstream.runtime import AdminToken, ApiError, BadCursor, ManageGuard, decode_keyset_cursor, encode_keyset_cursor
 
 from ._cancel import RunNotActive, RunNotFound
 from ._policy import PlanError, RunPlan
@@ -178,29 +178,6 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise ApiError(400, "bad_cursor", "the cursor is not one this API returned") from None
 
 
-class StateCursor(msgspec.Struct, array_like=True, frozen=True):
-    """Where a page of sync states ended: the last integration's (created_at, id), the next page's
-    keyset. The gateway's ``GET /v1/integrations`` cursor, the same format."""
-
-    created_at: AwareDatetime
-    id: uuid.UUID
-
-
-def encode_state_cursor(created_at: datetime, integration_id: uuid.UUID | str) -> str:
-    cursor = StateCursor(created_at, uuid.UUID(str(integration_id)))
-    return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).decode().rstrip("=")
-
-
-def decode_state_cursor(text: str) -> StateCursor:
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        cursor = msgspec.json.decode(raw, type=StateCursor)
-        # In UTC here, not in the driver: year 1 at +01:00 is year 0 there (an OverflowError, a 500).
-        return StateCursor(cursor.created_at.astimezone(UTC), cursor.id)
-    except (binascii.Error, ValueError, OverflowError, msgspec.DecodeError):
-        raise ApiError(400, "invalid_cursor", "cursor is not one this service issued") from None
-
-
 def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken | ManageGuard) -> Router:
     @post("/integrations/{integration_id:uuid}/syncs", status_code=202)
     async def trigger_sync(integration_id: FromPath[uuid.UUID], request: Request[Any, Any, Any]) -> RunAccepted:
@@ -338,7 +315,10 @@ def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken | Mana
             # The next page's Link repeats every id: 500 of them are ~26 KB, past what HTTP clients
             # and proxies read in one header (h11 16 KiB, nginx 4-8 KB). Ids are a page already.
             raise ApiError(400, "too_many_ids", f"with limit, at most {MAX_PAGED_IDS} integration_id")
-        after = None if cursor is None else decode_state_cursor(cursor)
+        try:
+            after = None if cursor is None else decode_keyset_cursor(cursor)
+        except BadCursor as exc:
+            raise ApiError(400, "invalid_cursor", str(exc)) from None
         rows = await scheduler_of().store.states(
             workspace_id=workspace_id,
             integration_ids=integration_id,
@@ -346,7 +326,7 @@ def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken | Mana
             integration_statuses=integration_status,
             provider=provider,
             erased=False,
-            after=None if after is None else (after.created_at, after.id),
+            after=None if after is None else (after.at, after.id),
             limit=None if limit is None else limit + 1,  # one more tells whether a next page exists
         )
         items = [state_view(r) for r in rows if r["integration_status"] != ERASED]
@@ -360,7 +340,7 @@ def admin_router(scheduler_of: Callable[[], Scheduler], admin: AdminToken | Mana
             *(("integration_status", s) for s in integration_status or ()),
             *(("provider", p) for p in [provider] if p is not None),
             ("limit", limit),
-            ("cursor", encode_state_cursor(items[-1].created_at, items[-1].integration_id)),
+            ("cursor", encode_keyset_cursor(items[-1].created_at, items[-1].integration_id)),
         ]
         return Response(items, headers={"Link": f'</v1/sync-state?{urlencode(query)}>; rel="next"'})
 
