@@ -366,31 +366,15 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         return _see("/login")
 
     # ---- overview -------------------------------------------------------------------------------
-    def _all_states(request: Request[Any, Any, Any]) -> asyncio.Future[Any] | None:
-        """The operator's every sync state, asked at once (alongside the gateway's list, not after it)."""
-        if not _operator(request):
-            return None
-
-        async def every_state() -> Any:  # the request made inside: a cancelled future leaves none unawaited
-            return await _maybe(api(request).all_sync_states())
-
-        return asyncio.ensure_future(every_state())
-
     async def _states(
         request: Request[Any, Any, Any],
         workspaces: list[str],
         problems: list[str],
-        everything: asyncio.Future[Any] | None = None,
     ) -> dict[str, dict[str, Any]]:
-        """The sync state of every integration of ``workspaces``. The operator's come in one answer
-        whatever their number (a request per workspace made a page of a thousand integrations wait
-        for hundreds of them: bench/console); a workspace's sign-in asks for each of its few. What
-        failed goes to ``problems`` (rows without a state would read "not synced yet" unexplained)."""
-        if everything is not None:
-            everything = await everything
-            if isinstance(everything, list):
-                wanted = set(workspaces)
-                return {s["integration_id"]: s for s in everything if s["workspace_id"] in wanted}
+        """The sync state of every integration of ``workspaces``, one request each: a workspace's
+        sign-in's few (the operator's pages read the scheduler's summary or a page of states, never
+        this). What failed goes to ``problems`` (rows without a state would read "not synced yet"
+        unexplained)."""
         answers = await asyncio.gather(*(_maybe(api(request).sync_states(w)) for w in workspaces))
         return _gathered_states(answers, problems)
 
@@ -529,15 +513,9 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
         not one the gateway can filter by): the whole list read and judged, newest first. For a
         workspace's sign-in naming no workspace (its token may not page every state; its
         integrations are few)."""
-        every_state = None if workspace_id else _all_states(request)
-        try:
-            everything = await api(request).integrations(workspace_id or None)
-        except BaseException:  # the error page answers; the states asked alongside are not needed
-            if every_state is not None:
-                every_state.cancel()
-            raise
+        everything = await api(request).integrations(workspace_id or None)
         shown = [i for i in everything if not provider or i["provider"] == provider]
-        states = await _states(request, sorted({i["workspace_id"] for i in shown}), problems, every_state)
+        states = await _states(request, sorted({i["workspace_id"] for i in shown}), problems)
         rows = [_row(i, states.get(i["id"])) for i in shown]
         await _with_health(request, rows, ("failing",), problems=problems)  # only those can change word
         rows = [r for r in rows if r["status"].word == status]

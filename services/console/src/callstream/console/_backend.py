@@ -174,11 +174,6 @@ class Backend:
     async def sync_states(self, workspace_id: str) -> list[dict[str, Any]]:
         return list(await self._json("scheduler", "GET", "/v1/sync-state", params={"workspace_id": workspace_id}))
 
-    async def all_sync_states(self) -> list[dict[str, Any]]:
-        """Every integration's sync state in one answer (the operator's alone: a manage token must
-        name its workspaces, one call each)."""
-        return list(await self._json("scheduler", "GET", "/v1/sync-state"))
-
     async def sync_states_of(self, integration_ids: list[str], workspace_id: str | None = None) -> list[dict[str, Any]]:
         """The sync states of these integrations (a list's page; at most 500). The operator names no
         workspace; a manage token must name one of its own, and gets only that workspace's."""
