@@ -171,6 +171,15 @@ def _row(integration: dict[str, Any], state: dict[str, Any] | None) -> dict[str,
     return {"i": integration, "s": state, "status": v.integration_status(integration, state)}
 
 
+def _refused_request(exc: BackendError, problems: list[str]) -> bool:
+    """A cursor or filter a service refuses (400) is the request's fault: said on the page, which
+    answers 400 (True). Anything else is the service failing the console: raised for the error page."""
+    if exc.status != 400:
+        raise exc
+    problems.append(_problem(exc))
+    return True
+
+
 def _gathered_states(answers: list[Any], problems: list[str]) -> dict[str, dict[str, Any]]:
     """Sync states by integration from several answers; each failed answer said once in ``problems``."""
     for failed in {_problem(a) for a in answers if isinstance(a, BackendError)}:
@@ -556,10 +565,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
                         **STATE_WORDS[filters["status"]],
                     )
                 except BackendError as exc:
-                    if exc.status != 400:
-                        raise
-                    problems.append(_problem(exc))
-                    refused = True
+                    refused = _refused_request(exc, problems)
                     break
                 read += 1
                 found = [_state_row(s) for s in paged]
@@ -580,10 +586,7 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
                     status=GATEWAY_WORDS.get(filters["status"]),
                 )
             except BackendError as exc:
-                if exc.status != 400:  # a cursor or filter the gateway refuses is the request's fault
-                    raise
-                problems.append(_problem(exc))
-                refused = True
+                refused = _refused_request(exc, problems)
                 page = []
             states = await _states_of(request, page, problems)
             rows = [_row(i, states.get(i["id"])) for i in page]
@@ -905,9 +908,6 @@ def build_app(settings: Settings, *, backend: Backend | None = None) -> Litestar
             "messages.html",
             status_code=status,
             items=[m | {"length": v.call_length(m.get("duration_seconds"))} for m in items],
-            names={
-                m["customer_id"]: m["customer_name"] for m in items if m.get("customer_id") and m.get("customer_name")
-            },
             integration=integration,
             filters=filters,
             filtered=bool(query),

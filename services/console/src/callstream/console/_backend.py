@@ -57,6 +57,12 @@ def _headers(token: SecretStr | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
 
 
+def _next_cursor(response: httpx.Response) -> str | None:
+    """The cursor of a keyset page's next (its RFC 8288 ``Link: rel="next"``); None on the last page."""
+    following = response.links.get("next", {}).get("url")
+    return httpx.URL(following).params.get("cursor") if following else None
+
+
 def _error_of(service: str, response: httpx.Response) -> BackendError:
     try:
         body = response.json()
@@ -145,8 +151,7 @@ class Backend:
         response = await self._answer(
             "gateway", "GET", "/v1/integrations", params={k: val for k, val in params.items() if val}
         )
-        following = response.links.get("next", {}).get("url")
-        return list(response.json()), httpx.URL(following).params.get("cursor") if following else None
+        return list(response.json()), _next_cursor(response)
 
     async def integration(self, integration_id: str) -> dict[str, Any]:
         return dict(await self._json("gateway", "GET", f"/v1/integrations/{integration_id}"))
@@ -196,8 +201,7 @@ class Backend:
                 if value:
                     params.append((name, value))
         response = await self._answer("scheduler", "GET", "/v1/sync-state", params=params)
-        following = response.links.get("next", {}).get("url")
-        return list(response.json()), httpx.URL(following).params.get("cursor") if following else None
+        return list(response.json()), _next_cursor(response)
 
     async def sync_summary(self, attention_limit: int) -> dict[str, Any]:
         """Every integration counted by provider, gateway status and sync status, and the state and
@@ -289,10 +293,6 @@ class Backend:
         may read (the linker scopes it)."""
         query = {k: v for k, v in params.items() if v not in (None, "")}
         return dict(await self._json("linker", "GET", "/v1/messages", params=query))
-
-    async def customer(self, customer_id: str) -> dict[str, Any]:
-        params = {"contacts_limit": 1, "messages_limit": 1}
-        return dict(await self._json("linker", "GET", f"/v1/customers/{customer_id}", params=params))
 
     async def message(self, message_id: str) -> dict[str, Any]:
         return dict(await self._json("linker", "GET", f"/v1/messages/{message_id}"))

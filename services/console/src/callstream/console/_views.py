@@ -94,9 +94,8 @@ def call_length(seconds: Any) -> str:
     return f"{minutes // 60} h" + (f" {minutes % 60} min" if minutes % 60 else "")
 
 
-# The words an integration's status can be, for the integrations list's filter.
-LIST_STATUSES = ("healthy", "syncing", "failing", "needs reconnect", "not synced yet", "disabled", "erased")
-# Each word's colour, as ``integration_status`` gives it (the overview's counts).
+# The words an integration's status can be, and each one's colour as ``integration_status`` gives it
+# (the overview's counts; the list's filter, in this order).
 WORD_TONES = {
     "healthy": "ok",
     "syncing": "busy",
@@ -106,6 +105,7 @@ WORD_TONES = {
     "disabled": "off",
     "erased": "off",
 }
+LIST_STATUSES = tuple(WORD_TONES)
 # The words of the rows the overview may list (a syncing one only when its run is stuck).
 ATTENTION_WORDS = ("syncing", "failing", "needs reconnect")
 
