@@ -23,13 +23,13 @@ from callstream.runtime import AdminToken, ApiError, ManageGuard
 
 from ._api import SyncStateView, erased_error, state_view
 from ._clock import Clock
-from ._store import ERASED, STATE_COLUMNS
+from ._store import EFFECTIVE_STATUS, ERASED, RUN_MOVED_AT, STATE_COLUMNS
 
 # How the gateway words a refused credential in a run's error (``AuthFailed``: "fathom refused the
 # credentials (HTTP 401)"). SyncFinished has no error code, so the text is what there is to read.
 _REFUSED = re.compile(r"refused the credentials|\(HTTP 40[13]\)")
 
-_READ = """
+_READ = f"""
 select i.id, i.provider, i.status as integration_status, i.webhook_id is not null as webhook_registered,
        i.webhook_secret is not null as has_webhook_secret,
        s.status as sync_status, s.next_due_at, s.last_synced_at, s.last_error,
@@ -39,10 +39,7 @@ select i.id, i.provider, i.status as integration_status, i.webhook_id is not nul
        l.id as last_id, l.status as last_status, l.error as last_error_run, l.finished_at as last_finished_at
 from integrations i
 left join sync_state s on s.integration_id = i.id
--- When the run last moved, as the stale-run rule counts it: queued (created), started, its last
--- progress, or the end of a wait it announced (greatest skips a null resume_after).
-left join lateral (select id, status, created_at,
-                          greatest(coalesce(last_progress_at, started_at, created_at), resume_after) as moved_at
+left join lateral (select id, status, created_at, {RUN_MOVED_AT} as moved_at
                    from sync_runs
                    where integration_id = i.id and status in ('queued', 'running') limit 1) a on true
 -- The state's last settled run first (finish times can tie), else the last finished: two index
@@ -62,10 +59,8 @@ where i.id = any($1::uuid[])
 # with their state. A run is stuck by the health's sync_ready rule: it has not moved (queued, started,
 # its last progress, the end of a wait it announced) since $1. Reconnect and stuck first (they are
 # few, and a page of failing ones must not hide them), then the most failures.
-_COUNTS = """
-select i.provider, i.status as integration_status,
-       case when i.status = 'reauth_required' then 'reauth_required' else coalesce(s.status, 'pending') end as status,
-       count(*)::int as count
+_COUNTS = f"""
+select i.provider, i.status as integration_status, {EFFECTIVE_STATUS} as status, count(*)::int as count
 from integrations i left join sync_state s on s.integration_id = i.id
 where i.status <> 'erased'
 group by 1, 2, 3 order by 1, 2, 3
@@ -74,8 +69,7 @@ _NEEDING = f"""
 select *, count(*) over ()::int as listed_of
 from (select {STATE_COLUMNS},
              i.id in (select r.integration_id from sync_runs r
-                      where r.status in ('queued', 'running')
-                        and greatest(coalesce(r.last_progress_at, r.started_at, r.created_at), r.resume_after) < $1)
+                      where r.status in ('queued', 'running') and {RUN_MOVED_AT} < $1)
                  as stuck
       from integrations i left join sync_state s on s.integration_id = i.id
       where i.status in ('active', 'reauth_required')) f
@@ -282,11 +276,14 @@ def health_router(
             counts = await conn.fetch(_COUNTS)
             rows = await conn.fetch(_NEEDING, now - stuck_after, attention_limit)
             healths = {row["id"]: row for row in await conn.fetch(_READ, [r["integration_id"] for r in rows])}
-            total = (
-                rows[0]["listed_of"]
-                if rows
-                else await conn.fetchval(f"select count(*) from ({_NEEDING}) n", now - stuck_after, None)
-            )
+            if rows:
+                total = rows[0]["listed_of"]
+            else:  # none listed: none at all, unless none were asked for (attention_limit 0)
+                total = (
+                    await conn.fetchval(f"select count(*) from ({_NEEDING}) n", now - stuck_after, None)
+                    if not attention_limit
+                    else 0
+                )
         return SyncSummary(
             counts=[StatusCount(**dict(c)) for c in counts],
             attention=[

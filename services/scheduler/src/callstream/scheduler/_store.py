@@ -23,6 +23,9 @@ ACTIVE = ("queued", "running")
 # The gateway's status of an integration whose data was erased (issue #19): its row stays so that its
 # id is known, and nothing of it is kept or made here again (no sync state, no run).
 ERASED = "erased"
+# When a run last moved, as the stale-run rule and the health's sync_ready count it: queued (created),
+# started, its last progress, or the end of a wait it announced (greatest skips a null resume_after).
+RUN_MOVED_AT = "greatest(coalesce(last_progress_at, started_at, created_at), resume_after)"
 # A sync state as the API answers it: the integration's (the gateway's table) and its state's columns.
 STATE_COLUMNS = """i.id as integration_id, i.workspace_id, i.provider, i.status as integration_status,
     s.status, s.watermark, s.next_due_at, s.last_synced_at, s.last_run_id,
@@ -220,10 +223,9 @@ class SyncStore:
         expired: list[StaleRun] = []
         async with self._pool.acquire() as conn, conn.transaction():
             runs = await conn.fetch(
-                """update sync_runs set status = 'error', finished_at = $1,
+                f"""update sync_runs set status = 'error', finished_at = $1,
                           error = $3
-                   where status in ('queued', 'running')
-                     and greatest(coalesce(last_progress_at, started_at, created_at), resume_after) < $2
+                   where status in ('queued', 'running') and {RUN_MOVED_AT} < $2
                    returning *""",
                 now,
                 before,
