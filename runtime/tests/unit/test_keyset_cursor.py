@@ -1,4 +1,4 @@
-"""The keyset cursor the gateway's and the scheduler's pages share: a round trip keeps the row's
+"""The keyset cursor the gateway's, the scheduler's and the linker's pages share: a round trip keeps the row's
 place (in UTC), and anything this code did not issue is a BadCursor, never another error (a 500)."""
 
 from __future__ import annotations
@@ -40,3 +40,10 @@ def _raw(text: str) -> str:
 def test_anything_else_is_a_bad_cursor(text: str) -> None:
     with pytest.raises(BadCursor):
         decode_keyset_cursor(text)
+
+
+def test_a_null_time_only_where_the_list_has_rows_without_one() -> None:
+    text = encode_keyset_cursor(None, KEY)  # a message that has no start
+    assert decode_keyset_cursor(text, null_time=True).at is None
+    with pytest.raises(BadCursor):
+        decode_keyset_cursor(text)  # integrations and states always have one

@@ -25,7 +25,7 @@ from litestar.datastructures import CacheControlHeader
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, Parameter, QueryParameter
 
-from callstream.runtime import ApiError
+from callstream.runtime import ApiError, BadCursor, KeysetCursor, decode_keyset_cursor, encode_keyset_cursor
 
 from . import _queries as q
 from ._auth import Access, not_found
@@ -154,7 +154,7 @@ class ContactFilter:
     email: str | None = None
 
 
-async def _contacts(pool: asyncpg.Pool, flt: ContactFilter, after: q.Cursor | None, limit: int) -> list[Any]:
+async def _contacts(pool: asyncpg.Pool, flt: ContactFilter, after: KeysetCursor | None, limit: int) -> list[Any]:
     args: list[Any] = [flt.workspace_id]
     where = ["c.workspace_id = $1"]
 
@@ -166,8 +166,8 @@ async def _contacts(pool: asyncpg.Pool, flt: ContactFilter, after: q.Cursor | No
         where.append(f"c.customer_id = {arg(flt.customer_id)}")
     if flt.email is not None:
         where.append(f"c.email = {arg(flt.email)}")
-    if after is not None and after.sent_at is not None:
-        where.append(f"(c.last_seen, c.id) < ({arg(after.sent_at)}, {arg(after.id)})")
+    if after is not None and after.at is not None:
+        where.append(f"(c.last_seen, c.id) < ({arg(after.at)}, {arg(after.id)})")
     return list(
         await pool.fetch(
             f"select {_CONTACT_COLUMNS} from contacts c left join customers cu on cu.id = c.customer_id"
@@ -233,15 +233,13 @@ def _decode_domain(text: str) -> str:
     return domain
 
 
-def _decode_contact_cursor(text: str | None) -> q.Cursor | None:
+def _decode_contact_cursor(text: str | None) -> KeysetCursor | None:
     if text is None:
         return None
     try:
-        cursor = q.decode_cursor(text)
-    except q.BadCursor as exc:
+        cursor = decode_keyset_cursor(text)
+    except BadCursor as exc:
         raise ApiError(400, "invalid_cursor", str(exc)) from None
-    if cursor.sent_at is None:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this service issued")
     return cursor
 
 
@@ -270,7 +268,7 @@ def _contact(row: asyncpg.Record) -> ContactOut:
 
 def _contact_page(rows: list[Any], limit: int) -> tuple[list[ContactOut], str | None]:
     page = rows[:limit]
-    cursor = q.encode_cursor(page[-1]["last_seen"], page[-1]["id"]) if len(rows) > limit else None
+    cursor = encode_keyset_cursor(page[-1]["last_seen"], page[-1]["id"]) if len(rows) > limit else None
     return [_contact(r) for r in page], cursor
 
 

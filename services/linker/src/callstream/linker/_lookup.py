@@ -9,6 +9,8 @@ from collections.abc import Callable
 import asyncpg
 import msgspec
 
+from callstream.runtime import KeysetCursor, encode_keyset_cursor
+
 from . import _queries as q
 from ._auth import Access, gone, not_found
 from ._cache import LinkCache, is_unknown_host
@@ -177,7 +179,7 @@ class LinkLookup:
         return resolve_link(facts, self.allow, gong_host)
 
     async def message_page(
-        self, flt: q.MessageFilter, after: q.Cursor | None, limit: int
+        self, flt: q.MessageFilter, after: KeysetCursor | None, limit: int
     ) -> tuple[list[MessageSummary], str | None]:
         """One keyset page of ``/v1/messages`` (also the first page a customer's answer embeds):
         its items, each with its link, and the cursor of the next page, if there is one."""
@@ -203,5 +205,5 @@ class LinkLookup:
             )
             for r, f in zip(page, facts, strict=True)
         ]
-        cursor = q.encode_cursor(page[-1]["sent_at"], page[-1]["id"]) if len(rows) > limit else None
+        cursor = encode_keyset_cursor(page[-1]["sent_at"], page[-1]["id"]) if len(rows) > limit else None
         return items, cursor

@@ -7,17 +7,15 @@ the provider's raw call and transcript).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
-import msgspec
 
 from callstream.contracts import Source
+from callstream.runtime import KeysetCursor
 
 from ._links import LinkFacts
 
@@ -109,33 +107,8 @@ async def message(pool: asyncpg.Pool, message_id: uuid.UUID, include_raw: bool) 
 # Keyset pagination over (sent_at desc nulls first, id desc): the order of the
 # (workspace_id, sent_at desc, id desc) index, and across workspaces of (sent_at desc, id desc). A
 # page starts strictly after the last row of the previous one, so rows inserted meanwhile never
-# shift, repeat or hide rows that already existed. The cursor is a position only, in any scope.
-class Cursor(msgspec.Struct, array_like=True, frozen=True):
-    sent_at: datetime | None
-    id: uuid.UUID
-
-
-class BadCursor(ValueError):
-    pass
-
-
-def encode_cursor(sent_at: datetime | None, message_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(Cursor(sent_at, message_id))).decode().rstrip("=")
-
-
-def decode_cursor(text: str) -> Cursor:
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        cursor = msgspec.json.decode(raw, type=Cursor)
-        # The database takes it as UTC: a naive time, or one that leaves datetime's range on the way
-        # there (year 1 at +01:00), was never issued here (asyncpg raised OverflowError: a 500).
-        if cursor.sent_at is not None:
-            if cursor.sent_at.tzinfo is None:
-                raise ValueError("naive time")
-            cursor.sent_at.astimezone(UTC)
-        return cursor
-    except (binascii.Error, ValueError, OverflowError, msgspec.DecodeError) as exc:
-        raise BadCursor("cursor is not one this service issued") from exc
+# shift, repeat or hide rows that already existed. The cursor (runtime's keyset cursor, its time
+# null for a message without one) is a position only, in any scope.
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +146,7 @@ _LIST_ORDER = "order by m.sent_at desc, m.id desc"
 
 
 async def list_messages(
-    pool: asyncpg.Pool, flt: MessageFilter, cursor: Cursor | None, limit: int
+    pool: asyncpg.Pool, flt: MessageFilter, cursor: KeysetCursor | None, limit: int
 ) -> list[asyncpg.Record]:
     """A page of visible messages, newest first, after ``cursor``. Tombstones are answered by id
     only (410), never listed."""
@@ -197,10 +170,10 @@ async def list_messages(
     if flt.until is not None:
         where.append(f"m.sent_at < {arg(flt.until)}")
     if cursor is not None:
-        if cursor.sent_at is None:
+        if cursor.at is None:
             where.append(f"((m.sent_at is null and m.id < {arg(cursor.id)}) or m.sent_at is not null)")
         else:
-            where.append(f"(m.sent_at, m.id) < ({arg(cursor.sent_at)}, {arg(cursor.id)})")
+            where.append(f"(m.sent_at, m.id) < ({arg(cursor.at)}, {arg(cursor.id)})")
     workspaces = flt.workspaces
     # A customer's or an integration's index finds their few rows directly: the workspaces are then
     # only a filter on them, whatever their number.

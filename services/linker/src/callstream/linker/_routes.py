@@ -18,7 +18,7 @@ from litestar.openapi.spec import Example
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from callstream.contracts import Source
-from callstream.runtime import ApiError
+from callstream.runtime import ApiError, BadCursor, decode_keyset_cursor
 
 from . import _queries as q
 from ._auth import Access, gone, not_found
@@ -255,8 +255,8 @@ def build_router(
             if integration is None:
                 raise ApiError(400, "invalid_integration_id", "integration_id is not a uuid")
         try:
-            after = None if cursor is None else q.decode_cursor(cursor)
-        except q.BadCursor as exc:
+            after = None if cursor is None else decode_keyset_cursor(cursor, null_time=True)
+        except BadCursor as exc:
             raise ApiError(400, "invalid_cursor", str(exc)) from None
         flt = q.MessageFilter(
             workspaces=workspaces,
