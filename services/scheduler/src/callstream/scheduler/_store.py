@@ -469,7 +469,7 @@ class SyncStore:
         integration_statuses: Sequence[str] | None = None,
         provider: str | None = None,
         erased: bool = True,
-        after: tuple[datetime, uuid.UUID] | None = None,
+        after: tuple[datetime | None, uuid.UUID] | None = None,
         limit: int | None = None,
     ) -> Sequence[asyncpg.Record]:
         """Integrations with their state (an integration the loop has not seen yet reads as pending);
