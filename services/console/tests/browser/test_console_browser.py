@@ -228,6 +228,15 @@ async def test_an_operator_in_chromium(console_stack: ConsoleStack, screens: Pat
             await page.get_by_role("navigation", name="Main").get_by_role("link", name="Overview").click()
             await expect(page.locator(".alerts")).to_contain_text("needs reconnect")
             await _shot(page, screens, "09-overview")
+            # Its count of a word opens the list so filtered (the scheduler's states of that word).
+            await (
+                page.get_by_role("list", name="Integrations by status")
+                .get_by_role("link", name=re.compile("needs reconnect"))
+                .click()
+            )
+            await expect(page.get_by_label("Status")).to_have_value("needs reconnect")
+            await expect(page.locator("tbody tr")).to_have_count(1)
+            await expect(page.locator("tbody")).to_contain_text("revoked")
 
             # The list's filters, by their labels: the refused one picked out by its status, the same
             # word as on the overview.
